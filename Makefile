@@ -1,0 +1,42 @@
+# The two README commands: `make demo` and `make test`. Both build .venv from this repo's own files first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export DS_ACCELERATOR ?= cpu
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv test demo lint format bench clean
+
+venv: $(STAMP)
+
+# torch first (the pinned CPU build), then deepspeed without build isolation (its setup.py imports torch;
+# an isolated build would fetch a CUDA torch), then this package with the dev extra.
+$(STAMP): setup.py constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -c constraints.txt torch
+	$(PY) -m pip install -q --no-build-isolation -c constraints.txt deepspeed
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	bash launch/demo.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

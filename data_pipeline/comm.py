@@ -1,0 +1,117 @@
+"""The collectives the pipeline stages use, for one process or for N MPI ranks.
+
+Stages are written once against `Comm`: `LocalComm` is the single-process case (every collective is the
+identity), `MPIComm` wraps an mpi4py communicator. `get_comm()` picks MPI only when the process was started by
+`mpiexec`/`srun` with more than one rank, so a plain `pipeline run` never needs an MPI library at all.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+_MPI_WORLD_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS")
+
+
+class LocalComm:
+    """One process: rank 0 of 1."""
+
+    rank = 0
+    size = 1
+
+    def allgather(self, obj: Any) -> list[Any]:
+        return [obj]
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        return obj
+
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
+        return [obj]
+
+    def alltoall(self, objs: list[Any]) -> list[Any]:
+        """objs[i] goes to rank i; returns what every rank sent to this one."""
+        assert len(objs) == 1, "alltoall needs one entry per rank"
+        return list(objs)
+
+    def alltoallv_array(self, parts: list[np.ndarray]) -> np.ndarray:
+        """parts[i] goes to rank i; returns the concatenation of what all ranks sent here (rank order)."""
+        assert len(parts) == 1, "alltoallv_array needs one array per rank"
+        return np.ascontiguousarray(parts[0])
+
+    def allreduce_sum(self, value: int | float) -> int | float:
+        return value
+
+    def barrier(self) -> None:
+        pass
+
+    def abort(self, code: int = 1) -> None:
+        sys.exit(code)
+
+
+class MPIComm(LocalComm):
+    """N ranks over mpi4py; numpy payloads travel as raw buffers (Alltoallv), everything else pickled."""
+
+    def __init__(self, comm: Any) -> None:
+        from mpi4py import MPI
+
+        self._MPI = MPI
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+
+    def allgather(self, obj: Any) -> list[Any]:
+        return self.comm.allgather(obj)
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        return self.comm.bcast(obj, root=root)
+
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
+        return self.comm.gather(obj, root=root)
+
+    def alltoall(self, objs: list[Any]) -> list[Any]:
+        return self.comm.alltoall(objs)
+
+    def alltoallv_array(self, parts: list[np.ndarray]) -> np.ndarray:
+        dtype = parts[0].dtype
+        row_shape = parts[0].shape[1:]
+        row_items = int(np.prod(row_shape, dtype=np.int64)) if row_shape else 1
+        send = np.ascontiguousarray(np.concatenate(parts)) if parts else np.zeros(0, dtype)
+        send_counts = np.array([len(p) * row_items for p in parts], dtype=np.int64)
+        recv_counts = np.array(self.comm.alltoall(send_counts.tolist()), dtype=np.int64)
+        recv = np.empty(int(recv_counts.sum()), dtype=dtype)
+        mpi_type = self._MPI._typedict[dtype.char]
+        self.comm.Alltoallv(
+            [send.reshape(-1), (send_counts, _displacements(send_counts)), mpi_type],
+            [recv, (recv_counts, _displacements(recv_counts)), mpi_type],
+        )
+        return recv.reshape((-1, *row_shape)) if row_shape else recv
+
+    def allreduce_sum(self, value: int | float) -> int | float:
+        return self.comm.allreduce(value)
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def abort(self, code: int = 1) -> None:
+        self.comm.Abort(code)
+
+
+def _displacements(counts: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+
+
+def launched_under_mpi() -> bool:
+    """True when a launcher (mpiexec, srun) started this process as one of several ranks."""
+    return any(int(os.environ.get(name, "1") or 1) > 1 for name in _MPI_WORLD_VARS)
+
+
+def get_comm() -> LocalComm:
+    """MPIComm over COMM_WORLD under a multi-rank launcher, else LocalComm (no MPI import at all)."""
+    if not launched_under_mpi():
+        return LocalComm()
+    from mpi4py import MPI
+
+    return MPIComm(MPI.COMM_WORLD)

@@ -1,0 +1,238 @@
+"""The token shard format: the one contract between the corpus pipeline and the trainer.
+
+A shard is an Arrow IPC file with one record batch and two columns:
+
+- `doc_id`  (string): the document's id from the ledger;
+- `tokens`  (list<uint16> or list<uint32>): the document's tokens with EOS appended.
+
+The list column's values buffer *is* the document-concatenated token stream and its offsets are the document
+index (Megatron's .bin/.idx in one standard file). Memory-mapped, the stream is a zero-copy numpy view.
+Schema metadata records dtype, vocab size, EOS id and the tokenizer checksum.
+
+`manifest.json` lists the shards of each split with token/doc counts and sha256. `TokenStream` concatenates a
+split's shards and returns any token window [i, i+L) in O(1) (a binary search over shard boundaries).
+
+This module imports neither torch nor the pipeline stages: both halves import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from bisect import bisect_right
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+FORMAT = "arrow-token-shards/v1"
+MANIFEST = "manifest.json"
+DEFAULT_TARGET_BYTES = 256 * 1024 * 1024
+
+
+class ShardError(RuntimeError):
+    """A shard or manifest is missing, corrupt or inconsistent; the message names the file."""
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits (vocab <= 65536), else uint32: halves disk and page-cache for common vocabs."""
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class ShardInfo:
+    """One manifest row. `path` is relative to the dataset directory."""
+
+    path: str
+    num_tokens: int
+    num_docs: int
+    sha256: str
+
+
+def write_shard(
+    path: str | os.PathLike,
+    doc_ids: list[str],
+    token_lists: list[np.ndarray],
+    *,
+    vocab_size: int,
+    eos_id: int,
+    tokenizer_sha256: str,
+) -> ShardInfo:
+    """Write one shard atomically (temporary name, fsync, rename) and return its manifest row."""
+    path = Path(path)
+    dtype = token_dtype(vocab_size)
+    lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
+    offsets = np.zeros(len(token_lists) + 1, dtype=np.int32 if lengths.sum() < 2**31 else np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.concatenate(token_lists).astype(dtype, copy=False) if token_lists else np.zeros(0, dtype)
+    array_cls = pa.LargeListArray if offsets.dtype == np.int64 else pa.ListArray
+    tokens = array_cls.from_arrays(pa.array(offsets), pa.array(values))
+    metadata = {
+        "format": FORMAT,
+        "dtype": dtype.name,
+        "vocab_size": str(vocab_size),
+        "eos_id": str(eos_id),
+        "tokenizer_sha256": tokenizer_sha256,
+    }
+    batch = pa.record_batch([pa.array(doc_ids, pa.string()), tokens], names=["doc_id", "tokens"])
+    batch = batch.replace_schema_metadata(metadata)
+    tmp = path.with_name(path.name + ".tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    _fsync(tmp)
+    os.replace(tmp, path)
+    return ShardInfo(path.name, int(offsets[-1]), len(doc_ids), file_sha256(path))
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ShardWriter:
+    """Accumulates documents of one split and cuts a shard whenever `target_bytes` of tokens are buffered."""
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        prefix: str,
+        *,
+        vocab_size: int,
+        eos_id: int,
+        tokenizer_sha256: str,
+        target_bytes: int = DEFAULT_TARGET_BYTES,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.meta = dict(vocab_size=vocab_size, eos_id=eos_id, tokenizer_sha256=tokenizer_sha256)
+        self.itemsize = token_dtype(vocab_size).itemsize
+        self.target_tokens = max(1, target_bytes // self.itemsize)
+        self.shards: list[ShardInfo] = []
+        self._ids: list[str] = []
+        self._tokens: list[np.ndarray] = []
+        self._buffered = 0
+
+    def add(self, doc_id: str, tokens: np.ndarray) -> None:
+        self._ids.append(doc_id)
+        self._tokens.append(tokens)
+        self._buffered += len(tokens)
+        if self._buffered >= self.target_tokens:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._ids:
+            return
+        name = f"{self.prefix}-{len(self.shards):05d}.arrow"
+        self.shards.append(write_shard(self.out_dir / name, self._ids, self._tokens, **self.meta))
+        self._ids, self._tokens, self._buffered = [], [], 0
+
+    def close(self) -> list[ShardInfo]:
+        self.flush()
+        return self.shards
+
+
+def write_manifest(data_dir: str | os.PathLike, manifest: dict) -> Path:
+    """Write manifest.json atomically; its presence marks the dataset complete."""
+    path = Path(data_dir) / MANIFEST
+    tmp = path.with_name(MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _fsync(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def split_entry(shards: list[ShardInfo], shard_dir: str = "shards") -> dict:
+    """The manifest's description of one split; shard paths are relative to the dataset directory."""
+    rows = [asdict(s) | {"path": f"{shard_dir}/{s.path}"} for s in shards]
+    return {
+        "num_tokens": sum(s.num_tokens for s in shards),
+        "num_docs": sum(s.num_docs for s in shards),
+        "shards": rows,
+    }
+
+
+def read_manifest(data_dir: str | os.PathLike) -> dict:
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        raise ShardError(f"{path}: no manifest; is {data_dir} the output folder of `pipeline run`?")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise ShardError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    return manifest
+
+
+class TokenStream:
+    """A split's shards as one memory-mapped token stream with O(1) windows.
+
+    `verify=True` hashes every shard against the manifest first (seconds per GB); a mismatch raises ShardError
+    naming the shard, so a file that rotted or was edited after writing is never trained on.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, split: str = "train", *, verify: bool = True) -> None:
+        self.data_dir = Path(data_dir)
+        self.manifest = read_manifest(data_dir)
+        if split not in self.manifest["splits"]:
+            raise ShardError(f"{self.data_dir / MANIFEST}: no split {split!r}; has {list(self.manifest['splits'])}")
+        self.split = split
+        self.eos_id = int(self.manifest["eos_id"])
+        self.vocab_size = int(self.manifest["vocab_size"])
+        rows = self.manifest["splits"][split]["shards"]
+        self._tokens = [self._open(row, verify) for row in rows]
+        lengths = [len(t) for t in self._tokens]
+        self._starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).tolist()
+        self.num_tokens = int(self._starts[-1])
+
+    def _open(self, row: dict, verify: bool) -> np.ndarray:
+        path = self.data_dir / row["path"]
+        if not path.is_file():
+            raise ShardError(f"{path}: shard listed in the manifest is missing")
+        if verify and (actual := file_sha256(path)) != row["sha256"]:
+            raise ShardError(f"{path}: checksum mismatch (manifest {row['sha256'][:12]}…, file {actual[:12]}…)")
+        try:
+            reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+            column = reader.get_batch(0).column("tokens")
+            values = column.values.to_numpy(zero_copy_only=True)
+        except (pa.ArrowInvalid, OSError, IndexError) as err:
+            raise ShardError(f"{path}: not a readable token shard ({err})") from err
+        if len(values) != row["num_tokens"]:
+            raise ShardError(f"{path}: {len(values)} tokens, manifest says {row['num_tokens']}")
+        return values
+
+    def window(self, start: int, length: int) -> np.ndarray:
+        """Tokens [start, start+length) of the split's stream; a view unless the window crosses a shard edge."""
+        if start < 0 or start + length > self.num_tokens:
+            raise IndexError(f"window [{start}, {start + length}) outside [0, {self.num_tokens})")
+        shard = bisect_right(self._starts, start) - 1
+        offset = start - self._starts[shard]
+        first = self._tokens[shard][offset : offset + length]
+        if len(first) == length:
+            return first
+        parts, need = [first], length - len(first)
+        while need:
+            shard += 1
+            part = self._tokens[shard][:need]
+            parts.append(part)
+            need -= len(part)
+        return np.concatenate(parts)
+
+    def num_samples(self, seq_len: int) -> int:
+        """Non-overlapping training samples of seq_len+1 tokens (inputs and shifted targets share one token)."""
+        return max(0, (self.num_tokens - 1) // seq_len)
+
+    def sample(self, index: int, seq_len: int) -> np.ndarray:
+        """Sample `index`: tokens [index*seq_len, index*seq_len + seq_len + 1)."""
+        return self.window(index * seq_len, seq_len + 1)

@@ -1,0 +1,44 @@
+"""Packaging for the pretraining system: the `pipeline` (corpus) and `pretrain` (trainer) commands.
+
+torch and deepspeed are pinned in constraints.txt; the Makefile installs torch first and deepspeed without build
+isolation (its setup.py imports torch), so `pip install -e .[dev] -c constraints.txt` never pulls a CUDA build.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="dspretrain",
+    version="0.1.0",
+    description="Corpus pipeline (filter, MinHash-LSH dedup, SentencePiece, Arrow shards) and DeepSpeed ZeRO-3 GPT pretraining",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pretrain", "pretrain.*", "data_pipeline", "data_pipeline.*"]),
+    package_data={"": ["*.json", "*.yaml"]},
+    install_requires=[
+        "torch",
+        "deepspeed",
+        "numpy",
+        "scipy",
+        "sentencepiece",
+        "pyarrow",
+        "datasketch",
+        "xxhash",
+        "zstandard",
+        "mpi4py",
+        "mpich",
+        "pyyaml",
+        "tqdm",
+        "psutil",
+        "tensorboard",
+        "matplotlib",
+        "safetensors",
+    ],
+    extras_require={
+        "dev": ["pytest", "pytest-timeout", "ruff", "transformers", "hypothesis"],
+    },
+    entry_points={
+        "console_scripts": [
+            "pipeline=data_pipeline.cli:main",
+            "pretrain=pretrain.cli:main",
+        ]
+    },
+)
