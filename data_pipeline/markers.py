@@ -1,0 +1,70 @@
+"""Stage completion markers: what makes a rerun skip finished work and refuse to mix different inputs.
+
+A marker `DIR/.stages/<stage>.json` is written last, atomically, after the stage's outputs are complete. It
+records the stage's fingerprint (its config section and its inputs' path/size/mtime) and the sha256 of every
+output. A rerun skips the stage only when the fingerprint matches and every output still hashes the same; a
+marker with another fingerprint is an error (the inputs or recipe changed since DIR was written), never a
+silent mix of old and new outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from data_pipeline.shards import file_sha256
+
+MARKER_DIR = ".stages"
+
+
+class StageMismatch(RuntimeError):
+    """The output folder was produced from other inputs or another recipe."""
+
+
+def fingerprint(stage: str, config: dict, inputs: list[str | os.PathLike]) -> str:
+    """Hash of the stage name, its config section and each input file's path, size and mtime."""
+    digest = hashlib.sha256(json.dumps([stage, config], sort_keys=True, default=str).encode())
+    for path in sorted(str(p) for p in inputs):
+        stat = os.stat(path)
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def marker_path(output_dir: str | os.PathLike, stage: str) -> Path:
+    return Path(output_dir) / MARKER_DIR / f"{stage}.json"
+
+
+def is_complete(output_dir: str | os.PathLike, stage: str, stage_fingerprint: str) -> bool:
+    """True if `stage` finished with this fingerprint and its outputs are intact; raises on a fingerprint clash."""
+    path = marker_path(output_dir, stage)
+    if not path.is_file():
+        return False
+    marker = json.loads(path.read_text())
+    if marker["fingerprint"] != stage_fingerprint:
+        raise StageMismatch(
+            f"{path}: stage '{stage}' in {output_dir} was produced from other inputs or another recipe; "
+            "use a new --output folder, or delete the folder to start over"
+        )
+    root = Path(output_dir)
+    return all((root / rel).is_file() and file_sha256(root / rel) == sha for rel, sha in marker["outputs"].items())
+
+
+def mark_complete(
+    output_dir: str | os.PathLike, stage: str, stage_fingerprint: str, outputs: list[str | os.PathLike]
+) -> Path:
+    """Record `stage` as complete with the sha256 of each output (paths inside output_dir)."""
+    root = Path(output_dir)
+    hashes = {str(Path(p).resolve().relative_to(root.resolve())): file_sha256(p) for p in outputs}
+    path = marker_path(root, stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"stage": stage, "fingerprint": stage_fingerprint, "outputs": hashes}, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def invalidate(output_dir: str | os.PathLike, stage: str) -> None:
+    """Forget a stage's completion (before rewriting its outputs), so a crash mid-rewrite is never taken as done."""
+    marker_path(output_dir, stage).unlink(missing_ok=True)
