@@ -1,0 +1,5 @@
+"""The pipeline's user-facing error: the CLI prints its message as one line on stderr and exits non-zero."""
+
+
+class PipelineError(RuntimeError):
+    """Something the user can fix (a path, a config key, a bad record under --strict); the message says what."""
