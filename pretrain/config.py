@@ -6,8 +6,16 @@ before a single GPU-hour is spent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import contextlib
+import copy
+import difflib
+import os
+from collections.abc import Sequence
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal, get_args, get_origin, get_type_hints
+
+import yaml
 
 
 class ConfigError(ValueError):
@@ -82,3 +90,311 @@ def _llama_ffn_width(d_model: int, multiple_of: int = 256) -> int:
     """SwiGLU hidden width as in Llama: 2/3 of 4*d_model, rounded up to a multiple of 256."""
     hidden = int(2 * (4 * d_model) / 3)
     return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay to `min_lr_ratio * lr` (DeepSpeed's WarmupCosineLR)."""
+
+    lr: float
+    warmup_steps: int
+    min_lr_ratio: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        _require(self.lr > 0, "optim.lr", f"must be positive, got {self.lr}")
+        _require(self.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        _require(0.0 <= self.min_lr_ratio <= 1.0, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        _require(
+            len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+            "optim.betas",
+            f"needs two values in [0, 1), got {list(self.betas)}; e.g. [0.9, 0.95]",
+        )
+        _require(self.eps > 0, "optim.eps", f"must be positive, got {self.eps}")
+        _require(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _require(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0 (0 disables clipping), got {self.grad_clip}")
+
+
+@dataclass
+class DataConfig:
+    """Where the token shards are and how samples are drawn from them."""
+
+    path: str | None = None  # dataset dir written by `pipeline run` (holds manifest.json)
+    seed: int = 1234  # shuffles the sample order; the same seed and data give the same batches
+    val_samples: int = 64  # fixed validation windows, evaluated every train.eval_interval steps
+    verify_checksums: bool = True  # hash each shard against manifest.json before training
+
+    def __post_init__(self) -> None:
+        _require(self.val_samples >= 0, "data.val_samples", f"must be >= 0, got {self.val_samples}")
+
+
+CHECKPOINTING_MODES = ("every", "every_k", "off")
+
+
+@dataclass
+class TrainConfig:
+    """Batch, schedule length, checkpointing cadence and memory savers."""
+
+    global_batch_tokens: int  # tokens per optimizer step, over all ranks and accumulation steps
+    micro_batch_size: int  # sequences per rank per forward/backward
+    max_steps: int
+    eval_interval: int
+    save_interval: int
+    keep_last: int = 3  # checkpoints kept on disk; older ones are deleted after a successful save
+    ds_config: str = "ds_configs/zero3_bf16.json"
+    activation_checkpointing: Literal["every", "every_k", "off"] = "every"
+    checkpoint_every_k: int = 1  # with activation_checkpointing=every_k: recompute every k-th block
+    partition_activations: bool = False
+    cpu_checkpointing: bool = False
+    seed: int = 1234
+    max_bad_steps: int = 5  # consecutive non-finite steps before the run aborts
+
+    def __post_init__(self) -> None:
+        for name in ("global_batch_tokens", "micro_batch_size", "max_steps", "eval_interval", "save_interval"):
+            _require(getattr(self, name) > 0, f"train.{name}", f"must be positive, got {getattr(self, name)}")
+        _require(self.keep_last >= 1, "train.keep_last", f"must be >= 1, got {self.keep_last}")
+        _require(
+            self.activation_checkpointing in CHECKPOINTING_MODES,
+            "train.activation_checkpointing",
+            f"got {self.activation_checkpointing!r}; use one of {'|'.join(CHECKPOINTING_MODES)}",
+        )
+        _require(
+            self.checkpoint_every_k >= 1, "train.checkpoint_every_k", f"must be >= 1, got {self.checkpoint_every_k}"
+        )
+        _require(
+            not (self.cpu_checkpointing and not self.partition_activations),
+            "train.cpu_checkpointing",
+            "needs train.partition_activations=true (DeepSpeed offloads only partitioned activations)",
+        )
+        _require(self.max_bad_steps >= 1, "train.max_bad_steps", f"must be >= 1, got {self.max_bad_steps}")
+
+    @property
+    def tokens_per_run(self) -> int:
+        return self.global_batch_tokens * self.max_steps
+
+
+@dataclass
+class LogConfig:
+    """Where metrics go; `peak_tflops` (per GPU, bf16 dense) turns measured throughput into MFU."""
+
+    interval: int = 10
+    tensorboard: bool = True
+    csv: bool = True
+    peak_tflops: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.interval >= 1, "log.interval", f"must be >= 1, got {self.interval}")
+        _require(
+            self.peak_tflops is None or self.peak_tflops > 0,
+            "log.peak_tflops",
+            f"must be positive or null, got {self.peak_tflops} (e.g. 989 for an H100 SXM in bf16)",
+        )
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "log": LogConfig,
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run needs; `to_dict()` / `from_dict()` round-trip through YAML."""
+
+    preset: str
+    model: ModelConfig
+    optim: OptimConfig
+    data: DataConfig
+    train: TrainConfig
+    log: LogConfig
+
+    def check_batch(self, world_size: int) -> int:
+        """Gradient accumulation steps, or ConfigError when the batch arithmetic does not divide exactly."""
+        return check_batch_arithmetic(
+            self.train.global_batch_tokens, self.train.micro_batch_size, self.model.seq_len, world_size
+        )
+
+    def grad_accum_steps(self, world_size: int) -> int:
+        """global_batch_tokens / (micro_batch_size * seq_len * world_size), checked to be a whole number >= 1."""
+        return self.check_batch(world_size)
+
+    def to_dict(self) -> dict:
+        out: dict = {"preset": self.preset}
+        for section in SECTIONS:
+            values = asdict(getattr(self, section))
+            out[section] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        return out
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the full resolved config as YAML; `load_config(None, path)` reads it back equal."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        """Build and validate from the nested shape of `to_dict()`; unknown sections or keys are errors."""
+        check_known_keys(d)
+        _require(isinstance(d.get("preset"), str), "preset", "missing; name the preset this config derives from")
+        built = {}
+        for section, klass in SECTIONS.items():
+            raw = d.get(section) or {}
+            built[section] = _build_section(section, klass, raw)
+        return cls(preset=d["preset"], **built)
+
+
+def check_batch_arithmetic(global_batch_tokens: int, micro_batch_size: int, seq_len: int, world_size: int) -> int:
+    """grad_accum such that micro_batch * seq_len * grad_accum * world_size == global_batch_tokens exactly."""
+    _require(world_size >= 1, "world_size", f"must be >= 1, got {world_size}")
+    per_pass = micro_batch_size * seq_len * world_size
+    grad_accum, remainder = divmod(global_batch_tokens, per_pass)
+    if remainder == 0 and grad_accum >= 1:
+        return grad_accum
+    raise ConfigError(_batch_fix_message(global_batch_tokens, micro_batch_size, seq_len, world_size))
+
+
+def _batch_fix_message(global_batch_tokens: int, micro_batch_size: int, seq_len: int, world_size: int) -> str:
+    """One line: the product that failed, and the nearest global batch sizes (or micro batches) that work."""
+    per_pass = micro_batch_size * seq_len * world_size
+    below = global_batch_tokens // per_pass * per_pass
+    nearest = [n for n in (below, below + per_pass) if n > 0]
+    fix = " or ".join(f"train.global_batch_tokens={n}" for n in nearest)
+    sequences, seq_remainder = divmod(global_batch_tokens, seq_len)
+    micro_fits = [m for m in range(1, micro_batch_size) if seq_remainder == 0 and sequences % (m * world_size) == 0]
+    if micro_fits:
+        fix += f", or train.micro_batch_size={micro_fits[-1]}"
+    return (
+        f"train.global_batch_tokens: {global_batch_tokens} != micro_batch_size {micro_batch_size} x "
+        f"model.seq_len {seq_len} x grad_accum x world_size {world_size}: {global_batch_tokens} / {per_pass} "
+        f"= {global_batch_tokens / per_pass:g} is not a whole number >= 1; set {fix}"
+    )
+
+
+def check_known_keys(d: dict, source: str = "config") -> None:
+    """Reject unknown sections and keys by name, suggesting the closest valid one (a typo costs no GPU-hours)."""
+    for section, values in d.items():
+        if section == "preset":
+            continue
+        if section not in SECTIONS:
+            raise ConfigError(_unknown(section, ["preset", *SECTIONS], f"{source}: unknown section"))
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{section}: {source} must map keys to values, got {type(values).__name__}")
+        valid = [f.name for f in fields(SECTIONS[section])]
+        for key in values:
+            if key not in valid:
+                raise ConfigError(
+                    _unknown(f"{section}.{key}", [f"{section}.{v}" for v in valid], f"{source}: unknown key")
+                )
+
+
+def _unknown(name: str, valid: list[str], what: str) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{name}: {what} {name!r}; {hint}valid: {', '.join(valid)}"
+
+
+def _build_section(section: str, klass: type, raw: dict):
+    """Coerce each value to its field's declared type, then construct (which validates)."""
+    hints = get_type_hints(klass)
+    values = {key: _coerce(f"{section}.{key}", hints[key], value) for key, value in raw.items()}
+    missing = [f.name for f in fields(klass) if f.name not in values and _is_required(f)]
+    _require(not missing, f"{section}.{missing[0] if missing else ''}", "is required; set it in the YAML or with --set")
+    return klass(**values)
+
+
+def _is_required(f) -> bool:
+    return f.default is MISSING and f.default_factory is MISSING
+
+
+def _coerce(name: str, hint, value):
+    """YAML gives `1e-4` as a string and `2.0` for an int; accept what is unambiguous, reject the rest by name."""
+    args = get_args(hint)
+    if value is None:
+        _require(type(None) in args, name, "must not be null")
+        return None
+    if get_origin(hint) is Literal:
+        _require(value in args, name, f"got {value!r}; use one of {'|'.join(map(str, args))}")
+        return value
+    if get_origin(hint) is tuple:
+        _require(isinstance(value, (list, tuple)), name, f"expected a list like [0.9, 0.95], got {value!r}")
+        return tuple(_coerce(name, t, v) for t, v in zip(args, value, strict=False)) + tuple(value[len(args) :])
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    return _coerce_scalar(name, base, value)
+
+
+def _coerce_scalar(name: str, base: type, value):
+    if base is bool:
+        _require(isinstance(value, bool), name, f"expected true or false, got {value!r}")
+    elif base is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        _require(isinstance(value, int) and not isinstance(value, bool), name, f"expected an integer, got {value!r}")
+    elif base is float:
+        with contextlib.suppress(TypeError, ValueError):
+            value = float(value) if not isinstance(value, bool) else value
+        _require(isinstance(value, float), name, f"expected a number, got {value!r}")
+    elif base is str:
+        _require(isinstance(value, str), name, f"expected a string, got {value!r}")
+    return value
+
+
+def parse_override(override: str) -> tuple[str, str, object]:
+    """`section.key=value` -> (section, key, value); the value is parsed as YAML (`[0.9, 0.95]`, `null`, `true`)."""
+    path, sep, text = override.partition("=")
+    section, dot, key = path.strip().removeprefix("--").partition(".")
+    _require(bool(sep and dot and key), override, "overrides look like section.key=value, e.g. train.max_steps=100")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: cannot parse {text!r} as a YAML value ({err.problem})") from None
+    return section, key, value
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """A config YAML file as a dict, with parse errors reported as file:line."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+    _require(isinstance(data or {}, dict), str(path), "a config file must be a mapping of sections")
+    return data or {}
+
+
+def load_config(
+    preset: str | None, yaml_path: str | os.PathLike | None = None, overrides: Sequence[str] = ()
+) -> RunConfig:
+    """Preset defaults, then the YAML file, then `section.key=value` overrides; the last one wins."""
+    from pretrain.presets import preset_dict
+
+    file_values = read_yaml(yaml_path) if yaml_path else {}
+    if file_values:
+        check_known_keys(file_values, source=str(yaml_path))
+    name = preset or file_values.get("preset")
+    _require(bool(name), "preset", "none given; pass --preset NAME or put `preset: NAME` in the YAML file")
+    merged = _merge(preset_dict(name), {k: v for k, v in file_values.items() if k != "preset"})
+    for override in overrides:
+        section, key, value = parse_override(override)
+        check_known_keys({section: {key: value}}, source="--set")
+        merged.setdefault(section, {})[key] = value
+    merged["preset"] = name
+    return RunConfig.from_dict(merged)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    """Nested dict update without mutating either input."""
+    out = copy.deepcopy(base)
+    for section, values in update.items():
+        out.setdefault(section, {}).update(values or {})
+    return out
