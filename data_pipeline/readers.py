@@ -1,0 +1,257 @@
+"""Readers: jsonl (plain, .gz, .zst), parquet and plain text, from files, directories and globs.
+
+A reader yields `Document`s and `Reject`s, never raises on bad input: a malformed line, a missing or non-string
+text field, invalid UTF-8, NUL bytes, an empty document, one over `read.max_chars` and a truncated gzip/zstd
+stream each become a `Reject` naming file, line and reason, which the stage writes to DIR/rejects/ and counts
+in the ledger. `read.strict` turns the first reject into an error naming file:line instead.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import os
+import unicodedata
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from data_pipeline.config import ReadConfig
+from data_pipeline.documents import Document, Reject
+from data_pipeline.errors import PipelineError
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".jsonl.zstd", ".ndjson.zst")
+SUFFIXES = (*JSONL_SUFFIXES, ".parquet", ".txt")
+_CHUNK = 1 << 20
+_EXCERPT_CHARS = 200
+
+
+class InputError(PipelineError):
+    """An input path is missing, matches nothing, or has a format the pipeline cannot read."""
+
+
+class StrictInputError(PipelineError):
+    """A bad record under read.strict; the message starts with file:line."""
+
+
+class TruncatedStream(Exception):
+    """A compressed stream ended before its end-of-stream marker."""
+
+
+def is_supported(path: str) -> bool:
+    return path.lower().endswith(SUFFIXES)
+
+
+def _expand(pattern: str) -> list[str]:
+    if os.path.isfile(pattern):
+        if not is_supported(pattern):
+            raise InputError(f"{pattern}: unsupported input format; expected one of {', '.join(SUFFIXES)}")
+        return [pattern]
+    if os.path.isdir(pattern):
+        found = (str(p) for p in Path(pattern).rglob("*") if p.is_file() and not p.name.startswith("."))
+        return sorted(p for p in found if is_supported(p))
+    matches = sorted(glob.glob(pattern, recursive=True))
+    return [f for m in matches for f in (_expand(m) if os.path.isdir(m) else [m] if is_supported(m) else [])]
+
+
+def resolve_inputs(patterns: list[str]) -> list[str]:
+    """Expand files, directories and globs into a sorted, de-duplicated file list; a missing path is an error."""
+    if not patterns:
+        raise InputError("no --input given; pass a file, directory or glob (e.g. --input 'data/*.jsonl.gz')")
+    files: list[str] = []
+    for pattern in patterns:
+        expanded = _expand(pattern)
+        if not expanded:
+            raise InputError(
+                f"input not found or holds no readable files: {pattern} (supported: {', '.join(SUFFIXES)})"
+            )
+        files += [f for f in expanded if f not in files]
+    return files
+
+
+def _zstd_chunks(raw) -> Iterator[bytes]:
+    """Decompressed bytes of every frame; raises TruncatedStream if the last frame never ends."""
+    import zstandard
+
+    decompressor = zstandard.ZstdDecompressor()
+    dobj, finished = decompressor.decompressobj(), True
+    while block := raw.read(_CHUNK):
+        while block:
+            finished = False
+            yield dobj.decompress(block)
+            block = dobj.unused_data if dobj.eof else b""
+            if dobj.eof:
+                dobj, finished = decompressor.decompressobj(), True
+    if not finished:
+        raise TruncatedStream("zstd stream ended before its end-of-frame marker")
+
+
+def _lines_from_chunks(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        yield from lines
+    if pending:
+        yield pending
+
+
+def _raw_lines(path: str) -> Iterator[bytes]:
+    """Byte lines without their newline, for plain, gzip or zstd files."""
+    lower = path.lower()
+    if lower.endswith(".gz"):
+        with gzip.open(path, "rb") as f:
+            try:
+                for line in f:
+                    yield line.rstrip(b"\n")
+            except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+                raise TruncatedStream(f"gzip stream is truncated or corrupt: {e}") from e
+    elif lower.endswith((".zst", ".zstd")):
+        import zstandard
+
+        with open(path, "rb") as raw:
+            try:
+                yield from _lines_from_chunks(_zstd_chunks(raw))
+            except zstandard.ZstdError as e:
+                raise TruncatedStream(f"zstd stream is corrupt: {e}") from e
+    else:
+        with open(path, "rb") as f:
+            for line in f:
+                yield line.rstrip(b"\n")
+
+
+def _excerpt(raw: bytes | str) -> str:
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    return text[:_EXCERPT_CHARS]
+
+
+def make_document(text: object, doc_id: object, source: str, line: int, cfg: ReadConfig) -> Document | Reject:
+    """Validate and NFC-normalize one text; every way it can be unusable has its own reject reason."""
+    if text is None:
+        return Reject(source, line, "missing_text", f"no '{cfg.text_field}' field")
+    if not isinstance(text, str):
+        return Reject(
+            source, line, "non_string_text", f"'{cfg.text_field}' is {type(text).__name__}", _excerpt(str(text))
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return Reject(
+            source, line, "invalid_utf8", "text holds unpaired surrogates", _excerpt(text.encode("utf-8", "replace"))
+        )
+    if "\x00" in text:
+        return Reject(source, line, "nul_bytes", "text holds NUL bytes", _excerpt(text))
+    if not text.strip():
+        return Reject(source, line, "empty_text", "text is empty or whitespace only")
+    if len(text) > cfg.max_chars:
+        return Reject(source, line, "too_long", f"{len(text)} chars > read.max_chars={cfg.max_chars}", _excerpt(text))
+    text = unicodedata.normalize("NFC", text)
+    return Document(str(doc_id) if doc_id is not None else f"{source}:{line}", text, source, line)
+
+
+def _parse_json_line(raw: bytes, source: str, line: int, cfg: ReadConfig) -> Document | Reject:
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Reject(source, line, "invalid_utf8", str(e), _excerpt(raw))
+    try:
+        record = json.loads(decoded)
+    except (json.JSONDecodeError, RecursionError) as e:
+        return Reject(source, line, "malformed_json", str(e)[:200], _excerpt(decoded))
+    if not isinstance(record, dict):
+        return Reject(
+            source, line, "malformed_json", f"line is a JSON {type(record).__name__}, not an object", _excerpt(decoded)
+        )
+    return make_document(record.get(cfg.text_field), record.get(cfg.id_field), source, line, cfg)
+
+
+def read_jsonl(path: str, cfg: ReadConfig) -> Iterator[Document | Reject]:
+    line = 0
+    try:
+        for line, raw in enumerate(_raw_lines(path), start=1):
+            if raw.strip():  # a blank line separates nothing and holds no record
+                yield _parse_json_line(raw.rstrip(b"\r"), path, line, cfg)
+    except TruncatedStream as e:
+        reason = "truncated_gzip" if path.lower().endswith(".gz") else "truncated_zstd"
+        yield Reject(path, line + 1, reason, f"{e}; the records after line {line} are lost")
+
+
+def read_parquet(path: str, cfg: ReadConfig) -> Iterator[Document | Reject]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        names = set(parquet.schema_arrow.names)
+        columns = [c for c in (cfg.text_field, cfg.id_field) if c in names]
+        line = 0
+        for batch in parquet.iter_batches(columns=columns or None, batch_size=8192):
+            data = batch.to_pydict()
+            texts, ids = (
+                data.get(cfg.text_field, [None] * batch.num_rows),
+                data.get(cfg.id_field, [None] * batch.num_rows),
+            )
+            for text, doc_id in zip(texts, ids, strict=True):
+                line += 1
+                yield make_document(text, doc_id, path, line, cfg)
+    except (OSError, ValueError) as e:  # pyarrow.ArrowInvalid is a ValueError
+        yield Reject(path, 0, "unreadable_file", f"not a readable parquet file: {e}"[:300])
+
+
+def _text_blocks(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(first line number, bytes) of each blank-line separated block."""
+    block: list[bytes] = []
+    first = 0
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if line.strip():
+            first = first or number
+            block.append(line)
+        elif block:
+            yield first, b"\n".join(block)
+            block, first = [], 0
+    if block:
+        yield first, b"\n".join(block)
+
+
+def _text_document(raw: bytes, source: str, line: int, cfg: ReadConfig) -> Document | Reject:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Reject(source, line, "invalid_utf8", str(e), _excerpt(raw))
+    return make_document(text, None, source, line, cfg)
+
+
+def read_text(path: str, cfg: ReadConfig) -> Iterator[Document | Reject]:
+    data = Path(path).read_bytes()
+    if cfg.txt_mode == "file":
+        yield _text_document(data, path, 1, cfg)
+        return
+    for line, block in _text_blocks(data):
+        yield _text_document(block, path, line, cfg)
+
+
+def read_file(path: str, cfg: ReadConfig) -> Iterator[Document | Reject]:
+    """Documents and rejects of one input file, in file order."""
+    lower = path.lower()
+    if lower.endswith(JSONL_SUFFIXES):
+        yield from read_jsonl(path, cfg)
+    elif lower.endswith(".parquet"):
+        yield from read_parquet(path, cfg)
+    else:
+        yield from read_text(path, cfg)
+
+
+def strict_error(reject: Reject) -> StrictInputError:
+    return StrictInputError(
+        f"{reject.source}:{reject.line}: bad input ({reject.reason}): {reject.detail}; "
+        "fix the record or run without --strict to skip and count bad records in DIR/rejects/"
+    )
+
+
+def read_files(paths: list[str], cfg: ReadConfig) -> Iterator[Document | Reject]:
+    """All files in order; under read.strict the first reject raises StrictInputError naming file:line."""
+    for path in paths:
+        for item in read_file(path, cfg):
+            if cfg.strict and isinstance(item, Reject):
+                raise strict_error(item)
+            yield item
