@@ -1,0 +1,85 @@
+"""`pretrain plot RUN`: loss, perplexity, learning rate and throughput from RUN/metrics.csv in one PNG.
+
+A run folder on a cluster is usually read over ssh; one image that shows divergence, LR schedule and a throughput
+drop side by side answers "is this run healthy?" without starting tensorboard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+
+PANELS = (
+    ("loss", "training loss", "linear"),
+    ("perplexity", "perplexity", "log"),
+    ("lr", "learning rate", "linear"),
+    ("tokens_per_s", "throughput (tokens/s)", "linear"),
+)
+
+
+class MetricsError(RuntimeError):
+    """metrics.csv is missing, empty or lacks a column the plot needs."""
+
+
+def read_metrics(path: Path) -> dict[str, list[float]]:
+    """Columns of metrics.csv as float lists; blank cells (e.g. eval-only rows) become NaN."""
+    if not path.is_file():
+        raise MetricsError(f"{path}: no metrics file; is this a run folder written by `pretrain.train`?")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise MetricsError(f"{path}: no rows yet; plot again after the first logged step")
+    needed = ["step"] + [name for name, _, _ in PANELS]
+    missing = [c for c in needed if c not in rows[0]]
+    if missing:
+        raise MetricsError(f"{path}: missing column(s) {missing}; found {list(rows[0])}")
+    return {c: [_as_float(r.get(c)) for r in rows] for c in needed}
+
+
+def _as_float(cell: str | None) -> float:
+    try:
+        return float(cell)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def plot_metrics(metrics: dict[str, list[float]], out: Path, title: str) -> Path:
+    """Draw the four panels (2x2) against step and save a PNG with the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    for ax, (column, label, scale) in zip(axes.flat, PANELS, strict=True):
+        points = [(s, v) for s, v in zip(metrics["step"], metrics[column], strict=True) if math.isfinite(v)]
+        ax.plot([s for s, _ in points], [v for _, v in points], linewidth=1.2)
+        ax.set_title(label)
+        ax.set_yscale(scale if all(v > 0 for _, v in points) else "linear")
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("step")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=Path, help="run folder holding metrics.csv")
+    parser.add_argument("--output", type=Path, default=None, help="PNG path (default RUN/plot.png)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        metrics = read_metrics(args.run / "metrics.csv")
+    except MetricsError as err:
+        print(f"pretrain plot: {err}", file=sys.stderr)
+        return 1
+    out = plot_metrics(metrics, args.output or args.run / "plot.png", title=str(args.run))
+    print(out)
+    return 0

@@ -1,0 +1,77 @@
+"""`pretrain plot`: a real PNG with four panels from a metrics.csv, and an actionable error without one."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import struct
+
+import pytest
+
+from pretrain import plot
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _write_metrics(path, steps: int = 30) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "loss", "perplexity", "lr", "grad_norm", "tokens_per_s", "tflops", "mfu"])
+        for step in range(1, steps + 1):
+            loss = 8.0 * math.exp(-step / 20) + 2.0
+            lr = 3e-4 * min(1.0, step / 5)
+            writer.writerow([step, loss, math.exp(loss), lr, 1.0, 1000 + step, 0.1, ""])
+
+
+def _png_size(path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    assert header[:8] == PNG_MAGIC
+    return struct.unpack(">II", header[16:24])
+
+
+def test_plot_writes_png_with_four_panels(tmp_path, capsys, monkeypatch):
+    _write_metrics(tmp_path / "metrics.csv")
+    import matplotlib.figure
+
+    drawn = {}
+
+    original = matplotlib.figure.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        drawn["titles"] = [ax.get_title() for ax in fig.axes]
+        drawn["points"] = [len(ax.lines[0].get_xdata()) for ax in fig.axes]
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    rc = plot.run(argparse.Namespace(run=tmp_path, output=None))
+    assert rc == 0
+    out = tmp_path / "plot.png"
+    assert capsys.readouterr().out.strip() == str(out)
+    width, height = _png_size(out)
+    assert (width, height) == (1100, 700)
+    assert drawn["titles"] == [label for _, label, _ in plot.PANELS]
+    assert drawn["points"] == [30, 30, 30, 30]
+
+
+def test_blank_cells_are_skipped_not_plotted_as_zero(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,loss,perplexity,lr,tokens_per_s\n1,5,148.4,0.1,10\n2,,,0.2,\n3,4,54.6,0.3,12\n")
+    metrics = plot.read_metrics(path)
+    assert math.isnan(metrics["loss"][1]) and metrics["loss"][2] == 4.0
+    plot.plot_metrics(metrics, tmp_path / "p.png", "t")
+    assert _png_size(tmp_path / "p.png")[0] > 0
+
+
+def test_missing_metrics_file_is_an_error(tmp_path, capsys):
+    rc = plot.run(argparse.Namespace(run=tmp_path, output=None))
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "metrics.csv" in err and "no metrics file" in err
+    assert not (tmp_path / "plot.png").exists()
+
+
+def test_missing_column_is_named(tmp_path):
+    (tmp_path / "metrics.csv").write_text("step,loss\n1,2.0\n")
+    with pytest.raises(plot.MetricsError, match="perplexity"):
+        plot.read_metrics(tmp_path / "metrics.csv")
