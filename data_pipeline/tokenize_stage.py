@@ -1,0 +1,256 @@
+"""The last stage of `pipeline run`: train the tokenizer, encode the kept documents, write shards and the manifest.
+
+On N ranks (mpiexec/srun) rank 0 trains the tokenizer on every kept part (read from the shared output folder in
+rank order, so the model does not depend on N), the others wait and load it; then each rank encodes its own
+contiguous share of kept/ into shards whose names carry the rank, and rank 0 gathers the shard rows in rank order
+and writes one manifest. Concatenating the kept parts in rank order is the global document order, so the train
+and validation token streams are the same for any N; only the shard boundaries move.
+
+Failures are collective: each step runs on every rank, the outcome is allgathered, and if any rank failed every
+rank raises with that rank's message (no rank is left waiting in a collective). The manifest is written last and
+a stale one is removed first, so a dataset with a manifest.json is always complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import sentencepiece as spm
+import xxhash
+
+from data_pipeline import markers
+from data_pipeline.errors import PipelineError
+from data_pipeline.shards import (
+    DEFAULT_TARGET_BYTES,
+    FORMAT,
+    MANIFEST,
+    ShardInfo,
+    ShardWriter,
+    split_entry,
+    token_dtype,
+    write_manifest,
+)
+from data_pipeline.tokenizer import (
+    TOKENIZER_DIR,
+    TokenizerSettings,
+    effective_threads,
+    kept_files,
+    load_tokenizer,
+    recipe_section,
+    train_tokenizer,
+)
+
+SHARD_DIR = "shards"
+SPLITS = ("train", "validation")
+ENCODE_BATCH_BYTES = 4 << 20
+T = TypeVar("T")
+
+
+class StageFailed(PipelineError):
+    """A rank failed in the tokenize stage; the message names the rank and its error."""
+
+
+@dataclass
+class ShardSettings:
+    """The recipe's `shards` section (defaults match data_pipeline/config.py)."""
+
+    target_bytes: int = DEFAULT_TARGET_BYTES
+    validation_fraction: float = 0.005
+    encode_threads: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"shards.validation_fraction={self.validation_fraction}: must be in [0, 1)")
+        if self.target_bytes < 1:
+            raise ValueError(f"shards.target_bytes={self.target_bytes}: must be positive")
+
+
+def is_validation(doc_id: str, fraction: float) -> bool:
+    """Deterministic split by a hash of the document id: the same doc lands in the same split on any N."""
+    return xxhash.xxh64_intdigest(doc_id.encode("utf-8")) < fraction * 2.0**64
+
+
+def collective(comm: Any, step: str, fn: Callable[[], T]) -> T:
+    """Run fn on every rank; if any rank raised, raise on all of them with the failing ranks' messages."""
+    try:
+        result, error = fn(), None
+    except Exception as err:  # noqa: BLE001 -- reported to every rank, then re-raised below
+        result, error = None, f"{type(err).__name__}: {err}"
+    errors = comm.allgather(error)
+    failed = [f"rank {rank}: {msg}" for rank, msg in enumerate(errors) if msg is not None]
+    if failed:
+        raise StageFailed(f"{step} failed on {len(failed)} of {comm.size} rank(s); " + "; ".join(failed))
+    return result
+
+
+def run_tokenize_stage(comm: Any, output_dir: Path, recipe: Any, quiet: bool = True) -> dict:
+    """Tokenizer → shards → manifest for the kept/ folder under output_dir; returns counts and timings."""
+    output_dir = Path(output_dir)
+    started = time.perf_counter()
+    if comm.rank == 0:
+        (output_dir / MANIFEST).unlink(missing_ok=True)
+    tok_settings = TokenizerSettings.from_recipe(recipe)
+    shard_settings = ShardSettings(**recipe_section(recipe, "shards", ShardSettings))
+    info = collective(comm, "tokenizer training", lambda: _tokenizer_on_rank0(comm, output_dir, tok_settings))
+    info = comm.bcast(info, root=0)
+    rows = collective(comm, "tokenization", lambda: _tokenize_rank(comm, output_dir, shard_settings, info, quiet))
+    gathered = comm.gather(rows, root=0)
+    stats = {}
+    if comm.rank == 0:
+        stats = collective(comm, "manifest", lambda: _write_dataset_manifest(output_dir, gathered, info, recipe))
+    else:
+        collective(comm, "manifest", dict)
+    stats = comm.bcast(stats, root=0)
+    stats["seconds"] = round(time.perf_counter() - started, 3)
+    return stats
+
+
+def _tokenizer_on_rank0(comm: Any, output_dir: Path, settings: TokenizerSettings) -> dict | None:
+    """Rank 0 trains (or reuses a completed, unchanged tokenizer); other ranks do nothing here."""
+    if comm.rank != 0:
+        return None
+    inputs = kept_files(output_dir)
+    stage_fp = markers.fingerprint("tokenizer", dataclasses.asdict(settings), inputs)
+    folder = output_dir / TOKENIZER_DIR
+    if _complete(output_dir, "tokenizer", stage_fp):
+        return json.loads((folder / "tokenizer.json").read_text())
+    markers.invalidate(output_dir, "tokenizer")
+    info = train_tokenizer(inputs, output_dir, settings)
+    outputs = [folder / "spm.model", folder / "spm.vocab", folder / "tokenizer.json"]
+    markers.mark_complete(output_dir, "tokenizer", stage_fp, outputs)
+    return info
+
+
+def _complete(output_dir: Path, stage: str, stage_fp: str) -> bool:
+    """A marker from other inputs (upstream stages rewrote kept/) means redo, not error: it is the same run."""
+    try:
+        return markers.is_complete(output_dir, stage, stage_fp)
+    except markers.StageMismatch:
+        return False
+
+
+def rank_share(files: list[Path], rank: int, size: int) -> list[Path]:
+    """A contiguous run of the kept parts for this rank, so rank order stays global document order."""
+    return files[rank * len(files) // size : (rank + 1) * len(files) // size]
+
+
+def _tokenize_rank(comm: Any, output_dir: Path, settings: ShardSettings, info: dict, quiet: bool) -> dict:
+    """Encode this rank's kept parts into its shards; reuse them when the rank's marker is intact."""
+    inputs = rank_share(kept_files(output_dir), comm.rank, comm.size)
+    stage = f"tokenize-r{comm.rank:05d}-of-{comm.size:05d}"
+    config = dataclasses.asdict(settings) | {"tokenizer_sha256": info["sha256"]}
+    stage_fp = markers.fingerprint(stage, config, inputs)
+    index_path = output_dir / SHARD_DIR / f"index-r{comm.rank:05d}.json"
+    if _complete(output_dir, stage, stage_fp):
+        return json.loads(index_path.read_text())
+    markers.invalidate(output_dir, stage)
+    processor, _ = load_tokenizer(output_dir)
+    rows = encode_to_shards(processor, info, inputs, output_dir / SHARD_DIR, settings, comm.rank, quiet)
+    index_path.write_text(json.dumps(rows, indent=1) + "\n")
+    outputs = [index_path] + [output_dir / SHARD_DIR / r["path"] for split in SPLITS for r in rows[split]]
+    markers.mark_complete(output_dir, stage, stage_fp, outputs)
+    return rows
+
+
+def encode_to_shards(
+    processor: spm.SentencePieceProcessor,
+    info: dict,
+    inputs: list[Path],
+    shard_dir: Path,
+    settings: ShardSettings,
+    rank: int = 0,
+    quiet: bool = True,
+) -> dict:
+    """Encode every document (EOS appended) into one ShardWriter per split; returns {split: [ShardInfo dict]}."""
+    _remove_rank_shards(shard_dir, rank)
+    meta = dict(vocab_size=info["vocab_size"], eos_id=info["eos_id"], tokenizer_sha256=info["sha256"])
+    writers = {
+        s: ShardWriter(shard_dir, f"{s}-r{rank:05d}", target_bytes=settings.target_bytes, **meta) for s in SPLITS
+    }
+    threads = effective_threads(settings.encode_threads)
+    dtype = token_dtype(info["vocab_size"])
+    for ids, texts in _batches(inputs, quiet):
+        for doc_id, tokens in zip(ids, encode_batch(processor, texts, info["eos_id"], dtype, threads), strict=True):
+            writers["validation" if is_validation(doc_id, settings.validation_fraction) else "train"].add(
+                doc_id, tokens
+            )
+    return {split: [dataclasses.asdict(s) for s in writer.close()] for split, writer in writers.items()}
+
+
+def _remove_rank_shards(shard_dir: Path, rank: int) -> None:
+    """Shards of an earlier attempt by this rank would otherwise linger next to the new ones."""
+    for split in SPLITS:
+        for old in shard_dir.glob(f"{split}-r{rank:05d}-*.arrow"):
+            old.unlink()
+
+
+def encode_batch(
+    processor: spm.SentencePieceProcessor, texts: list[str], eos_id: int, dtype: np.dtype, threads: int
+) -> list[np.ndarray]:
+    """sentencepiece's threaded batch encode, each document as a token array with EOS appended."""
+    out = []
+    for ids in processor.encode(texts, num_threads=threads):
+        tokens = np.empty(len(ids) + 1, dtype=dtype)
+        tokens[:-1] = ids
+        tokens[-1] = eos_id
+        out.append(tokens)
+    return out
+
+
+def _batches(inputs: list[Path], quiet: bool) -> Iterator[tuple[list[str], list[str]]]:
+    """(ids, texts) batches of about ENCODE_BATCH_BYTES of text: big enough to keep all threads busy."""
+    from tqdm import tqdm
+
+    ids, texts, size = [], [], 0
+    for doc in tqdm(_iter_docs(inputs), desc="tokenize", unit="doc", disable=quiet):
+        ids.append(doc["id"])
+        texts.append(doc["text"])
+        size += len(doc["text"])
+        if size >= ENCODE_BATCH_BYTES:
+            yield ids, texts
+            ids, texts, size = [], [], 0
+    if ids:
+        yield ids, texts
+
+
+def _iter_docs(inputs: list[Path]) -> Iterator[dict]:
+    for path in inputs:
+        with open(path, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                doc = json.loads(line)
+                if "id" not in doc or "text" not in doc:
+                    raise ValueError(f"{path}:{line_no}: kept document without 'id' and 'text'")
+                yield doc
+
+
+def _write_dataset_manifest(output_dir: Path, per_rank: list[dict], info: dict, recipe: Any) -> dict:
+    """Rank 0: one manifest over every rank's shards, in rank order; returns the split counts."""
+    splits = {s: split_entry([ShardInfo(**row) for rows in per_rank for row in rows[s]], SHARD_DIR) for s in SPLITS}
+    stats_path = output_dir / "stats.json"
+    manifest = {
+        "format": FORMAT,
+        "vocab_size": info["vocab_size"],
+        "eos_id": info["eos_id"],
+        "dtype": token_dtype(info["vocab_size"]).name,
+        "tokenizer": {k: info[k] for k in ("path", "sha256", "vocab_size", "unk_id", "bos_id", "eos_id", "pad_id")},
+        "split_rule": "xxh64(doc_id) < validation_fraction * 2**64 -> validation",
+        "splits": splits,
+        "recipe": _jsonable(recipe),
+        "ledger": json.loads(stats_path.read_text()) if stats_path.is_file() else None,
+        "created_unix": int(time.time()),
+    }
+    write_manifest(output_dir, manifest)
+    return {f"{s}_{k}": splits[s][k] for s in SPLITS for k in ("num_docs", "num_tokens")}
+
+
+def _jsonable(recipe: Any) -> Any:
+    if dataclasses.is_dataclass(recipe):
+        recipe = dataclasses.asdict(recipe)
+    return json.loads(json.dumps(recipe, default=str))

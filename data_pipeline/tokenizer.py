@@ -1,0 +1,251 @@
+"""SentencePiece training on the kept documents, and the tokenizer the tokenize stage and the trainer load.
+
+Choices that matter for users:
+
+- Exact round trip. SentencePiece normalises with `nmt_nfkc` and collapses runs of spaces by default, so
+  `decode(encode(text))` silently changes full-width digits, ligatures, compatibility characters and indentation
+  (fatal for code). We train with `normalization_rule_name="identity"` and `remove_extra_whitespaces=False` so the
+  model sees the text as written, and `byte_fallback=True` so a character never seen in training is spelled as
+  UTF-8 byte pieces instead of `<unk>`: no document loses information.
+- Bounded memory. Documents are streamed to the trainer as lines through `sentence_iterator`; SentencePiece
+  keeps a uniform reservoir of `input_sentence_size` of them (`shuffle_input_sentence=True`), so RAM does not
+  grow with the corpus and no giant temporary text file is written.
+- Determinism. The sampling seed is set with `set_random_generator_seed`; the same input and recipe give the
+  same `spm.model` bytes (tests/test_tokenizer.py trains twice and compares). Measured: the trainer's result
+  depends on its thread count (1 and 2 threads give different models), not on the cores present, so
+  `num_threads=0` means a fixed TRAINER_THREADS rather than "all cores" -- a model does not change with the machine.
+- Known limit: a literal U+2581 (the "▁" SentencePiece uses for a space) in a document decodes as a space;
+  SentencePiece has no escape for it. Every other character round-trips exactly.
+- Newlines and tabs are user-defined symbols: they are frequent in code and prose, and lines are the training
+  sentences, so the trainer would otherwise never see them and spell each one as a byte piece.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sentencepiece as spm
+
+from data_pipeline.errors import PipelineError
+
+TOKENIZER_DIR = "tokenizer"
+MODEL_FILE = "spm.model"
+VOCAB_FILE = "spm.vocab"
+INFO_FILE = "tokenizer.json"
+MAX_SENTENCE_BYTES = 16384
+TRAINER_THREADS = 16
+SPECIAL_IDS = {"unk_id": 0, "bos_id": 1, "eos_id": 2, "pad_id": 3}
+
+
+class TokenizerError(PipelineError):
+    """Training or loading the tokenizer failed; the message says which setting or file to change."""
+
+
+@dataclass
+class TokenizerSettings:
+    """The recipe's `tokenizer` section (defaults match data_pipeline/config.py)."""
+
+    vocab_size: int = 32000
+    model_type: str = "bpe"
+    input_sentence_size: int = 1_000_000
+    character_coverage: float = 0.9995
+    byte_fallback: bool = True
+    split_digits: bool = True
+    seed: int = 0
+    num_threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model_type not in ("bpe", "unigram"):
+            raise TokenizerError(f"tokenizer.model_type={self.model_type!r}: use 'bpe' or 'unigram'")
+        if self.vocab_size < 16:
+            raise TokenizerError(f"tokenizer.vocab_size={self.vocab_size}: must be at least 16")
+
+    @classmethod
+    def from_recipe(cls, recipe: Any) -> TokenizerSettings:
+        """Accept the recipe object, its `tokenizer` section (dataclass or dict), or None (defaults)."""
+        return cls(**recipe_section(recipe, "tokenizer", cls))
+
+
+def recipe_section(recipe: Any, name: str, cls: type) -> dict:
+    """The fields of `cls` found in recipe.<name> (dataclass, dict or object); unknown keys are ignored."""
+    section = recipe.get(name, recipe) if isinstance(recipe, dict) else getattr(recipe, name, recipe)
+    if section is None:
+        return {}
+    if dataclasses.is_dataclass(section):
+        section = dataclasses.asdict(section)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if isinstance(section, dict):
+        return {k: v for k, v in section.items() if k in fields}
+    return {k: getattr(section, k) for k in fields if hasattr(section, k)}
+
+
+def effective_threads(num_threads: int) -> int:
+    """Encoding threads: 0 means every core this process may use (encoding output never depends on it)."""
+    return num_threads if num_threads > 0 else max(1, len(os.sched_getaffinity(0)))
+
+
+def trainer_threads(num_threads: int) -> int:
+    """Training threads: 0 means TRAINER_THREADS, fixed, because the trained model depends on the count."""
+    return num_threads if num_threads > 0 else TRAINER_THREADS
+
+
+def kept_files(path: str | os.PathLike) -> list[Path]:
+    """The kept/ parts in rank order (= global document order), or the single jsonl file given."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    folder = path / "kept" if (path / "kept").is_dir() else path
+    files = sorted(folder.glob("*.jsonl"))
+    if not files:
+        raise TokenizerError(f"{path}: no *.jsonl documents; pass a kept/ folder, a `pipeline dedup` output or a jsonl")
+    return files
+
+
+def iter_texts(files: list[Path]) -> Iterator[str]:
+    """The `text` field of every document, in file order."""
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                try:
+                    yield json.loads(line)["text"]
+                except (json.JSONDecodeError, KeyError, TypeError) as err:
+                    raise TokenizerError(f"{path}:{line_no}: not a document line with a 'text' field ({err})") from err
+
+
+def training_sentences(files: list[Path]) -> Iterator[str]:
+    """Non-empty lines of every document, cut to the trainer's sentence limit so none is silently skipped."""
+    for text in iter_texts(files):
+        for line in text.split("\n"):
+            if line.strip():
+                yield line.encode("utf-8")[:MAX_SENTENCE_BYTES].decode("utf-8", "ignore")
+
+
+def trainer_options(settings: TokenizerSettings) -> dict:
+    """The SentencePieceTrainer arguments for a recipe (see the module docstring for the why)."""
+    return dict(
+        vocab_size=settings.vocab_size,
+        model_type=settings.model_type,
+        input_sentence_size=settings.input_sentence_size,
+        shuffle_input_sentence=True,
+        character_coverage=settings.character_coverage,
+        byte_fallback=settings.byte_fallback,
+        split_digits=settings.split_digits,
+        num_threads=trainer_threads(settings.num_threads),
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=False,
+        user_defined_symbols=["\n", "\t"],
+        allow_whitespace_only_pieces=True,
+        max_sentence_length=MAX_SENTENCE_BYTES,
+        hard_vocab_limit=True,
+        train_extremely_large_corpus=False,
+        minloglevel=2,
+        **SPECIAL_IDS,
+    )
+
+
+def train_tokenizer(inputs: list[Path], output_dir: str | os.PathLike, settings: TokenizerSettings) -> dict:
+    """Train on the documents in `inputs`; write DIR/tokenizer/{spm.model,spm.vocab,tokenizer.json}; return the info."""
+    out = Path(output_dir) / TOKENIZER_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    spm.set_random_generator_seed(settings.seed)
+    model = _train_model_bytes(inputs, settings)
+    _atomic_write(out / MODEL_FILE, model)
+    processor = spm.SentencePieceProcessor(model_proto=model)
+    vocab = "".join(f"{processor.id_to_piece(i)}\t{processor.get_score(i)}\n" for i in range(processor.vocab_size()))
+    _atomic_write(out / VOCAB_FILE, vocab.encode("utf-8"))
+    info = tokenizer_info(processor, hashlib.sha256(model).hexdigest(), settings)
+    _atomic_write(out / INFO_FILE, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+    return info
+
+
+def _train_model_bytes(inputs: list[Path], settings: TokenizerSettings) -> bytes:
+    import io
+
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=training_sentences(inputs), model_writer=model, **trainer_options(settings)
+        )
+    except RuntimeError as err:
+        raise TokenizerError(_explain_training_error(err, settings)) from err
+    return model.getvalue()
+
+
+def _explain_training_error(err: RuntimeError, settings: TokenizerSettings) -> str:
+    """Turn sentencepiece's internal check failures into the setting to change."""
+    import re
+
+    message = str(err).strip()
+    if "Vocabulary size too high" in message:
+        limit = re.search(r"<= (\d+)", message)
+        suggestion = limit.group(1) if limit else "N"
+        return (
+            f"the corpus is too small for tokenizer.vocab_size={settings.vocab_size} (sentencepiece: at most "
+            f"{suggestion}); pass `--set tokenizer.vocab_size={suggestion}` or smaller, or train on more text"
+        )
+    if "required_chars" in message:
+        return f"tokenizer.vocab_size={settings.vocab_size} is below the number of characters to cover: {message}"
+    return f"sentencepiece training failed: {message}"
+
+
+def tokenizer_info(processor: spm.SentencePieceProcessor, sha256: str, settings: TokenizerSettings) -> dict:
+    """What the manifest and the trainer need to know about the tokenizer."""
+    return {
+        "path": f"{TOKENIZER_DIR}/{MODEL_FILE}",
+        "sha256": sha256,
+        "vocab_size": processor.vocab_size(),
+        "unk_id": processor.unk_id(),
+        "bos_id": processor.bos_id(),
+        "eos_id": processor.eos_id(),
+        "pad_id": processor.pad_id(),
+        "model_type": settings.model_type,
+        "settings": dataclasses.asdict(settings),
+    }
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def load_tokenizer(data_dir: str | os.PathLike) -> tuple[spm.SentencePieceProcessor, dict]:
+    """The trained processor and its info, after checking the model bytes against the recorded sha256."""
+    folder = Path(data_dir) / TOKENIZER_DIR
+    info_path, model_path = folder / INFO_FILE, folder / MODEL_FILE
+    if not info_path.is_file() or not model_path.is_file():
+        raise TokenizerError(f"{folder}: no trained tokenizer; run `pipeline train-tokenizer` or `pipeline run` first")
+    info = json.loads(info_path.read_text())
+    model = model_path.read_bytes()
+    if hashlib.sha256(model).hexdigest() != info["sha256"]:
+        raise TokenizerError(f"{model_path}: sha256 differs from {info_path}; retrain the tokenizer")
+    return spm.SentencePieceProcessor(model_proto=model), info
+
+
+# --- `pipeline train-tokenizer` -----------------------------------------------------------------------------
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--input", required=True, help="a kept/ folder, a `pipeline dedup` output, or a jsonl file")
+    parser.add_argument("--output", required=True, help="folder; the model goes to OUTPUT/tokenizer/")
+    parser.add_argument("--config", default=None, help="recipe YAML (its `tokenizer` section is used)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a key")
+
+
+def run(args: Any) -> int:
+    """Train a tokenizer from the command line; prints the model path, vocab size and sha256."""
+    from data_pipeline.config import load_recipe
+
+    settings = TokenizerSettings.from_recipe(load_recipe(args.config, args.set))
+    info = train_tokenizer(kept_files(args.input), args.output, settings)
+    print(f"tokenizer: {Path(args.output) / info['path']}")
+    print(f"vocab_size: {info['vocab_size']}  eos_id: {info['eos_id']}  sha256: {info['sha256']}")
+    return 0
