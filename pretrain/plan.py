@@ -1,0 +1,137 @@
+"""Size a run before it starts: parameters, FLOPs per token, batch arithmetic and ZeRO-3 memory per GPU.
+
+Everything comes from the config alone (no model is built, no GPU is touched), so `pretrain plan` answers
+"does gpt3-6.7b fit on 4 nodes, and what is grad_accum there?" in seconds on a laptop. The memory figure is
+DeepSpeed's own ZeRO-3 model-states estimator (the "cold" variant, which takes parameter counts instead of a
+model); activations come on top and depend on micro batch and activation checkpointing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+from dataclasses import dataclass
+
+from pretrain.config import ConfigError, ModelConfig, RunConfig, load_config
+from pretrain.flops import attention_params, count_params, flops_per_token
+
+GIB = 2**30
+
+
+@dataclass
+class Cluster:
+    """Data-parallel world: ZeRO-3 shards over every rank, so dp_ranks == world_size."""
+
+    nodes: int
+    gpus_per_node: int
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", help="named preset (see pretrain/presets.py); or name it in --config")
+    parser.add_argument("--config", help="YAML file in the shape of a saved run config, applied over the preset")
+    parser.add_argument("--world-size", type=int, help="total GPUs (data-parallel ranks); default: one node")
+    parser.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node (default 8)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.preset, args.config, args.overrides)
+    cluster = cluster_for(args.world_size, args.gpus_per_node)
+    grad_accum = cfg.check_batch(cluster.world_size)  # ConfigError (exit 2) before the slow DeepSpeed import
+    for label, value in plan_lines(cfg, cluster, grad_accum):
+        print(f"{label:<17}{value}")
+    print(deepspeed_zero3_table(cfg.model, cluster), end="")
+    return 0
+
+
+def cluster_for(world_size: int | None, gpus_per_node: int) -> Cluster:
+    """Nodes x GPUs per node for a world size; a partial last node is refused (launchers fill whole nodes)."""
+    if gpus_per_node < 1:
+        raise ConfigError(f"--gpus-per-node: must be >= 1, got {gpus_per_node}")
+    world_size = gpus_per_node if world_size is None else world_size
+    if world_size < 1:
+        raise ConfigError(f"--world-size: must be >= 1, got {world_size}")
+    if world_size <= gpus_per_node:
+        return Cluster(nodes=1, gpus_per_node=world_size)
+    if world_size % gpus_per_node:
+        raise ConfigError(
+            f"--world-size: {world_size} GPUs is not a whole number of {gpus_per_node}-GPU nodes; "
+            f"use a multiple of {gpus_per_node} or set --gpus-per-node"
+        )
+    return Cluster(nodes=world_size // gpus_per_node, gpus_per_node=gpus_per_node)
+
+
+def plan_lines(cfg: RunConfig, cluster: Cluster, grad_accum: int) -> list[tuple[str, str]]:
+    """The labelled lines of the plan, in print order."""
+    m, t = cfg.model, cfg.train
+    total = count_params(m)
+    per_token = flops_per_token(m)
+    product = t.micro_batch_size * m.seq_len * grad_accum * cluster.world_size
+    return [
+        ("preset", cfg.preset),
+        ("model", describe_model(m)),
+        ("parameters", f"{total:,} total, {count_params(m, exclude_embeddings=True):,} non-embedding"),
+        ("flops per token", f"{per_token:.4g} (training: 6N + attention, N = matmul weights)"),
+        ("world", f"{cluster.world_size} GPUs = {cluster.nodes} node(s) x {cluster.gpus_per_node} GPUs per node"),
+        (
+            "batch",
+            f"{t.micro_batch_size} x {m.seq_len} x {grad_accum} x {cluster.world_size} = {product:,} tokens per step"
+            " (micro_batch x seq_len x grad_accum x dp_ranks = global_batch_tokens)",
+        ),
+        ("tokens per run", f"{t.tokens_per_run:,} ({t.max_steps:,} steps x {t.global_batch_tokens:,})"),
+        ("flops per run", f"{per_token * t.tokens_per_run:.4g}"),
+        ("zero3 per GPU", zero3_headline(m, cluster)),
+    ]
+
+
+def describe_model(m: ModelConfig) -> str:
+    return (
+        f"{m.n_layer} layers, d_model {m.d_model}, {m.n_head} heads ({m.n_kv_head} kv) of {m.head_dim}, "
+        f"d_ff {m.d_ff}, seq_len {m.seq_len}, vocab {m.vocab_size} (padded {m.padded_vocab_size}), "
+        f"{m.pos_emb}/{m.norm}/{m.mlp}"
+    )
+
+
+def largest_layer_params(m: ModelConfig) -> int:
+    """Parameters of the largest single module (what ZeRO-3 gathers at once): usually the token embedding."""
+    mlp_in = m.d_model * m.d_ff + (m.d_ff if m.bias else 0)
+    mlp_out = m.d_ff * m.d_model + (m.d_model if m.bias else 0)
+    positional = m.seq_len * m.d_model if m.pos_emb == "learned" else 0
+    qkv = attention_params(m) - (m.d_model * m.d_model + (m.d_model if m.bias else 0))
+    return max(m.padded_vocab_size * m.d_model, positional, qkv, mlp_in, mlp_out)
+
+
+def zero3_headline(m: ModelConfig, cluster: Cluster) -> str:
+    """DeepSpeed's per-GPU ZeRO-3 model-states estimate without offload (the bf16 GPU-only default)."""
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+
+    _, gpu_bytes, _ = estimate_zero3_model_states_mem_needs(
+        total_params=count_params(m),
+        largest_layer_params=largest_layer_params(m),
+        num_gpus_per_node=cluster.gpus_per_node,
+        num_nodes=cluster.nodes,
+        cpu_offload=False,
+        cpu_offload_params=False,
+        zero_init=True,
+    )
+    return f"{gpu_bytes / GIB:.2f} GiB params + grads + optimizer states, no offload (activations extra)"
+
+
+def deepspeed_zero3_table(m: ModelConfig, cluster: Cluster) -> str:
+    """DeepSpeed's full offload-options table, captured so it prints after the plan lines, indented."""
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs_all_cold
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        estimate_zero3_model_states_mem_needs_all_cold(
+            total_params=count_params(m),
+            largest_layer_params=largest_layer_params(m),
+            num_gpus_per_node=cluster.gpus_per_node,
+            num_nodes=cluster.nodes,
+        )
+    return "".join(f"  {line}\n" for line in buffer.getvalue().splitlines())
