@@ -1,0 +1,163 @@
+"""Checkpoints: partitioned DeepSpeed saves plus what an exact resume needs, committed only when complete.
+
+Layout (what export/evaluate rely on):
+
+    RUN/config.yaml                       the resolved run config
+    RUN/checkpoints/step00000100/         engine.save_checkpoint output (one shard per rank)
+    RUN/checkpoints/step00000100/COMPLETE  written by rank 0 after every rank finished (barrier)
+    RUN/checkpoints/step00000100/trainer_state_rank{r}.pt   RNG states of rank r
+    RUN/checkpoints/latest                the newest complete tag, replaced atomically
+
+client_state (saved by DeepSpeed in rank 0's model-states file) holds the config, the sampler state
+(consumed samples) and the tokenizer reference. Per-rank RNG states go into their own small file because
+client_state is written only once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINTS = "checkpoints"
+COMPLETE = "COMPLETE"
+LATEST = "latest"
+TAG_RE = re.compile(r"^step(\d{8})$")
+
+
+def tag_for(step: int) -> str:
+    return f"step{step:08d}"
+
+
+def rng_state() -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def tokenizer_reference(manifest: dict) -> dict:
+    """The tokenizer the run was trained with (path + sha256), as the dataset manifest records it."""
+    return dict(manifest.get("tokenizer", {}))
+
+
+def save(engine: Any, run_dir: str | os.PathLike, step: int, client_state: dict, keep_last: int) -> Path:
+    """Save a partitioned checkpoint; mark it complete and move `latest` only after every rank wrote."""
+    import torch.distributed as dist
+
+    root = Path(run_dir) / CHECKPOINTS
+    tag = tag_for(step)
+    engine.save_checkpoint(str(root), tag=tag, client_state=client_state, save_latest=False)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    torch.save(rng_state(), root / tag / f"trainer_state_rank{rank}.pt")
+    if dist.is_initialized():
+        dist.barrier()
+    if rank == 0:
+        _commit(root, tag)
+        prune(root, keep_last)
+    if dist.is_initialized():
+        dist.barrier()
+    return root / tag
+
+
+def _commit(root: Path, tag: str) -> None:
+    """Write the completion marker, then replace `latest` atomically (write temp, fsync, rename)."""
+    (root / tag / COMPLETE).write_text(json.dumps({"tag": tag}) + "\n")
+    tmp = root / (LATEST + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(tag)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, root / LATEST)
+
+
+def complete_tags(root: Path) -> list[str]:
+    """Tags under `root` that carry a completion marker, oldest first."""
+    if not root.is_dir():
+        return []
+    tags = [p.name for p in root.iterdir() if TAG_RE.match(p.name) and (p / COMPLETE).is_file()]
+    return sorted(tags)
+
+
+def prune(root: Path, keep_last: int) -> None:
+    """Delete complete checkpoints beyond the newest `keep_last` (incomplete ones are left for inspection)."""
+    if keep_last <= 0:
+        return
+    for tag in complete_tags(root)[:-keep_last]:
+        shutil.rmtree(root / tag, ignore_errors=True)
+
+
+def find_resumable(run_dir: str | os.PathLike) -> tuple[Path, str] | None:
+    """The newest complete checkpoint of a run as (ckpt_root, tag); incomplete newer ones are skipped loudly."""
+    root = Path(run_dir) / CHECKPOINTS
+    complete = complete_tags(root)
+    all_tags = sorted(p.name for p in root.iterdir() if TAG_RE.match(p.name)) if root.is_dir() else []
+    for tag in all_tags:
+        if tag not in complete and (not complete or tag > complete[-1]):
+            warnings.warn(
+                f"{root / tag}: no {COMPLETE} marker (a save was interrupted); skipping it",
+                stacklevel=2,
+            )
+    return (root, complete[-1]) if complete else None
+
+
+def resolve_checkpoint(run_or_ckpt: str | os.PathLike) -> tuple[Path, str]:
+    """Accept a run folder, its checkpoints/ folder or one tag folder; return (ckpt_root, tag)."""
+    path = Path(run_or_ckpt)
+    if TAG_RE.match(path.name) and path.is_dir():
+        if not (path / COMPLETE).is_file():
+            raise FileNotFoundError(f"{path}: checkpoint has no {COMPLETE} marker (interrupted save); pick another")
+        return path.parent, path.name
+    run_dir = path.parent if path.name == CHECKPOINTS else path
+    found = find_resumable(run_dir)
+    if found is None:
+        raise FileNotFoundError(f"{run_or_ckpt}: no complete checkpoint under {run_dir / CHECKPOINTS}")
+    return found
+
+
+def run_dir_of(run_or_ckpt: str | os.PathLike) -> Path:
+    root, _ = resolve_checkpoint(run_or_ckpt)
+    return root.parent
+
+
+def load_run_config(run_or_ckpt: str | os.PathLike) -> Any:
+    """The RunConfig a checkpoint was trained with (from RUN/config.yaml)."""
+    import yaml
+
+    from pretrain.config import RunConfig
+
+    path = run_dir_of(run_or_ckpt) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; was this run folder written by pretrain.train?")
+    return RunConfig.from_dict(yaml.safe_load(path.read_text()))
+
+
+def load(engine: Any, ckpt_root: Path, tag: str, load_optimizer: bool = True) -> dict:
+    """Load a partitioned checkpoint into the engine, restore this rank's RNG, return client_state."""
+    import torch.distributed as dist
+
+    _, client_state = engine.load_checkpoint(
+        str(ckpt_root), tag=tag, load_optimizer_states=load_optimizer, load_lr_scheduler_states=load_optimizer
+    )
+    if client_state is None:
+        raise RuntimeError(f"{ckpt_root / tag}: DeepSpeed could not load this checkpoint")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    rng_file = ckpt_root / tag / f"trainer_state_rank{rank}.pt"
+    if rng_file.is_file():
+        set_rng_state(torch.load(rng_file, weights_only=False))
+    return client_state

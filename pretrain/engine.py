@@ -1,0 +1,240 @@
+"""The DeepSpeed engine around the single-device GPT: distributed start, ZeRO-3 config, model, optimizer groups.
+
+The model file knows nothing of DeepSpeed; everything distributed is applied here, from outside:
+- the process group (deepspeed launcher, mpirun/mpiexec, srun, or torchrun-style env),
+- the DeepSpeed JSON, whose "auto" values are filled from the run config and whose explicit values must agree,
+- construction under `deepspeed.zero.Init` so a model larger than one rank's memory is never whole on one rank,
+- activation checkpointing of the transformer blocks through `deepspeed.checkpointing`,
+- AdamW parameter groups with weight decay on matrices only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DS_CONFIG_DIR = Path(__file__).resolve().parent.parent / "ds_configs"
+
+
+class EngineConfigError(ValueError):
+    """The DeepSpeed JSON contradicts the run config; the message names the key and the fix."""
+
+
+# --------------------------------------------------------------------------- distributed start
+
+
+def slurm_to_torch_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Map srun's SLURM_* variables to RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT (what init reads).
+
+    Only applies under `srun` (SLURM_PROCID set) when the launcher did not already set RANK; returns the
+    variables it set so callers can log them.
+    """
+    env = os.environ if environ is None else environ
+    if "SLURM_PROCID" not in env or "RANK" in env:
+        return {}
+    mapped = {
+        "RANK": env["SLURM_PROCID"],
+        "WORLD_SIZE": env.get("SLURM_NTASKS", "1"),
+        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+        "MASTER_ADDR": env.get("MASTER_ADDR") or first_slurm_host(env.get("SLURM_JOB_NODELIST", "127.0.0.1")),
+        "MASTER_PORT": env.get("MASTER_PORT", "29500"),
+    }
+    env.update(mapped)
+    return mapped
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """First host of a SLURM nodelist: 'gpu[003-005,9],cpu1' -> 'gpu003' (what `scontrol show hostnames` gives)."""
+    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if not match:
+        return nodelist
+    prefix, ranges = match.group(1), match.group(2)
+    if not ranges:
+        return prefix
+    return prefix + ranges.split(",")[0].split("-")[0]
+
+
+def init_distributed() -> tuple[int, int]:
+    """Start the process group for any launcher and return (rank, world_size).
+
+    deepspeed/torchrun set RANK etc.; srun is mapped above; mpirun/mpiexec are found by DeepSpeed's MPI
+    discovery. CPU (DS_ACCELERATOR=cpu) uses gloo, CUDA uses nccl.
+    """
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    slurm_to_torch_env()
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29500")
+    backend = "nccl" if get_accelerator().device_name() == "cuda" else "gloo"
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=True, verbose=False)
+    if get_accelerator().device_name() == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def device() -> torch.device:
+    from deepspeed.accelerator import get_accelerator
+
+    return torch.device(get_accelerator().current_device_name())
+
+
+# --------------------------------------------------------------------------- DeepSpeed JSON
+
+
+def load_ds_json(path: str | os.PathLike) -> dict:
+    """Read a DeepSpeed JSON; a relative path is tried against the working directory, then the package."""
+    candidates = [Path(path), DS_CONFIG_DIR.parent / path, DS_CONFIG_DIR / Path(path).name]
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except json.JSONDecodeError as err:
+                raise EngineConfigError(f"{candidate}:{err.lineno}: invalid JSON ({err.msg})") from err
+    raise EngineConfigError(
+        f"train.ds_config: {path} not found; use one of {sorted(p.name for p in DS_CONFIG_DIR.glob('*.json'))}"
+    )
+
+
+def computed_ds_values(cfg: Any, world_size: int, run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The DeepSpeed keys derived from the run config, as dotted paths."""
+    accum = cfg.grad_accum_steps(world_size)
+    opt, train, log = cfg.optim, cfg.train, cfg.log
+    return {
+        "train_batch_size": train.micro_batch_size * accum * world_size,
+        "train_micro_batch_size_per_gpu": train.micro_batch_size,
+        "gradient_accumulation_steps": accum,
+        "gradient_clipping": opt.grad_clip,
+        "optimizer.params.lr": opt.lr,
+        "optimizer.params.betas": list(opt.betas),
+        "optimizer.params.eps": opt.eps,
+        "optimizer.params.weight_decay": opt.weight_decay,
+        "scheduler.params.total_num_steps": train.max_steps,
+        "scheduler.params.warmup_num_steps": max(1, opt.warmup_steps),
+        "scheduler.params.cos_min_ratio": opt.min_lr_ratio,
+        "tensorboard.enabled": bool(log.tensorboard),
+        "tensorboard.output_path": str(run_dir),
+        "csv_monitor.enabled": bool(log.csv),
+        "csv_monitor.output_path": str(run_dir),
+    }
+
+
+def resolve_ds_config(template: dict, computed: dict[str, Any], source: str = "ds_config") -> dict:
+    """Fill "auto"/missing keys from `computed`; an explicit value that disagrees is an error, never overridden."""
+    resolved = json.loads(json.dumps(template))
+    for dotted, value in computed.items():
+        *parents, leaf = dotted.split(".")
+        node = resolved
+        for key in parents:
+            node = node.setdefault(key, {})
+        current = node.get(leaf, "auto")
+        if current == "auto":
+            node[leaf] = value
+        elif not _same(current, value):
+            raise EngineConfigError(
+                f"{source}: {dotted}={current!r} contradicts the run config ({value!r}); "
+                f'set it to "auto" in the JSON or change the run config so they agree'
+            )
+    return resolved
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(b)))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def ds_config_for_run(cfg: Any, world_size: int, run_dir: str | os.PathLike) -> dict:
+    """Load train.ds_config, fill and check it, and write the resolved JSON to RUN/ds_config.json (rank 0)."""
+    cfg.check_batch(world_size)
+    path = cfg.train.ds_config
+    resolved = resolve_ds_config(load_ds_json(path), computed_ds_values(cfg, world_size, run_dir), source=str(path))
+    return resolved
+
+
+def zero_stage(ds_config: dict) -> int:
+    return int(ds_config.get("zero_optimization", {}).get("stage", 0))
+
+
+# --------------------------------------------------------------------------- model and optimizer groups
+
+
+def build_model(
+    cfg: Any, ds_config: dict, model_factory: Callable[[Any], torch.nn.Module] | None = None
+) -> torch.nn.Module:
+    """The GPT, built partitioned under ZeRO-3 (`zero.Init`) so no rank ever holds the whole model."""
+    import deepspeed
+
+    if model_factory is None:
+        from pretrain.model import GPT as model_factory
+
+    with deepspeed.zero.Init(config_dict_or_path=ds_config, enabled=zero_stage(ds_config) == 3):
+        model = model_factory(cfg.model)
+    configure_activation_checkpointing(model, cfg)
+    return model
+
+
+def configure_activation_checkpointing(model: torch.nn.Module, cfg: Any) -> None:
+    """Wrap blocks with deepspeed.checkpointing: every block, every k-th, or off."""
+    import deepspeed
+
+    mode = cfg.train.activation_checkpointing
+    if mode == "off":
+        return
+    every_k = 1 if mode == "every" else int(cfg.train.checkpoint_every_k)
+    deepspeed.checkpointing.configure(
+        None,
+        partition_activations=bool(cfg.train.partition_activations),
+        checkpoint_in_cpu=bool(cfg.train.cpu_checkpointing),
+        num_checkpoints=len(model.blocks),
+    )
+    model.set_activation_checkpointing(deepspeed.checkpointing.checkpoint, every_k=every_k)
+
+
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay every matrix (>=2-D: linear weights and the tied embedding/LM head), none on 1-D.
+
+    Biases and norm gains are exempt: decaying them pulls scale/shift parameters toward 0, which only hurts
+    (they carry no capacity to regularise). Embeddings are decayed, as in GPT-2/nanoGPT/Megatron, because with
+    tied weights the embedding *is* the output projection. Shapes come from `ds_shape` under ZeRO-3, where
+    the local tensor is a flat partition.
+    """
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for param in model.parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        shape = getattr(param, "ds_shape", param.shape)
+        (decay if len(shape) >= 2 else no_decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_engine(cfg: Any, ds_config: dict, model_factory: Callable[[Any], torch.nn.Module] | None = None) -> Any:
+    """deepspeed.initialize with the JSON's optimizer and scheduler over our parameter groups."""
+    import deepspeed
+
+    model = build_model(cfg, ds_config, model_factory)
+    groups = decay_groups(model, cfg.optim.weight_decay)
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=ds_config)
+    return engine
+
+
+def gathered_state_dict(engine: Any) -> dict[str, torch.Tensor]:
+    """The full (unpartitioned) model state dict on every rank, fp32 on CPU; for tests and small exports."""
+    import deepspeed
+
+    params = list(engine.module.parameters())
+    with deepspeed.zero.GatheredParameters(params, enabled=engine.zero_optimization_stage() == 3):
+        return {k: v.detach().float().cpu().clone() for k, v in engine.module.state_dict().items()}

@@ -1,0 +1,308 @@
+"""Pretraining entry point: `deepspeed -m pretrain.train --data DIR --preset NAME --output RUN [...]`.
+
+Also runs under `python -m torch.distributed.run --nproc_per_node N -m pretrain.train ...`, `mpiexec -n N python
+-m pretrain.train ...` and `srun python -m pretrain.train ...` (see pretrain/engine.py: init_distributed).
+
+One step = one global batch: `grad_accum` micro-batches per rank, each `engine.backward` + `engine.step` (DeepSpeed
+steps the optimizer at the accumulation boundary). A step whose gradient norm is not finite is skipped by ZeRO-3
+(no parameter, optimizer or LR-schedule update) and logged; `train.max_bad_steps` in a row save and abort.
+
+Test hook: PRETRAIN_FAULT_NAN_STEPS="3,4" makes rank 0's loss NaN on those (1-based) steps, so the skip path
+is exercised for real by tests/test_train.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from pretrain import checkpoint, metrics
+from pretrain.signals import PreemptionFlag, any_rank_requested
+
+EXIT_BAD_STEPS = 3
+GPU_DS_CONFIGS = ("zero3_bf16.json", "zero3_offload.json")
+CPU_DS_CONFIG = "ds_configs/zero3_cpu.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="pretrain.train", description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="dataset folder written by `pipeline run` (has manifest.json)")
+    p.add_argument("--preset", default=None, help="model/training preset, e.g. debug, gpt2-124m")
+    p.add_argument("--output", required=True, help="run folder: config, checkpoints, metrics")
+    p.add_argument("--config", default=None, help="YAML file with overrides of the preset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--resume", default="auto", help="auto (newest complete checkpoint of --output), none, or a path")
+    p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher's
+    return p.parse_args(argv)
+
+
+def build_run_config(args: argparse.Namespace, manifest: dict, accelerator: str) -> Any:
+    """Preset + YAML + overrides, with the data path and the vocabulary taken from the dataset."""
+    from pretrain.config import load_config
+
+    overrides = [f"data.path={args.data}", f"model.vocab_size={int(manifest['vocab_size'])}", *args.overrides]
+    cfg = load_config(args.preset, args.config, overrides)
+    if accelerator == "cpu" and Path(cfg.train.ds_config).name in GPU_DS_CONFIGS:
+        log0(f"note: CPU accelerator; using {CPU_DS_CONFIG} instead of {cfg.train.ds_config} (FusedAdam needs CUDA)")
+        cfg.train.ds_config = CPU_DS_CONFIG
+    return cfg
+
+
+def log0(message: str) -> None:
+    """Print on rank 0 only (before init every process thinks it is rank 0, hence RANK)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(message, flush=True)
+
+
+def fault_steps() -> set[int]:
+    raw = os.environ.get("PRETRAIN_FAULT_NAN_STEPS", "")
+    return {int(s) for s in raw.split(",") if s.strip()}
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+class Trainer:
+    """The loop: steps, logging, evaluation, checkpoints, preemption."""
+
+    def __init__(self, cfg: Any, run_dir: Path, data_dir: Path, rank: int, world_size: int) -> None:
+        from data_pipeline.shards import TokenStream
+        from pretrain import engine as eng
+        from pretrain.data import BatchLayout, TrainSampler, validation_indices
+
+        self.cfg, self.run_dir, self.rank, self.world_size = cfg, run_dir, rank, world_size
+        verify = cfg.data.verify_checksums
+        self.train_stream = TokenStream(data_dir, "train", verify=verify)
+        self.val_stream = TokenStream(data_dir, "validation", verify=verify) if _has_val(self.train_stream) else None
+        self.ds_config = eng.ds_config_for_run(cfg, world_size, run_dir)
+        if rank == 0:
+            (run_dir / "ds_config.json").write_text(_json(self.ds_config))
+        torch.manual_seed(cfg.train.seed)
+        self.engine = eng.build_engine(cfg, self.ds_config)
+        self.device = self.engine.device
+        seq = cfg.model.seq_len
+        self.layout = BatchLayout(cfg.train.micro_batch_size, world_size, cfg.grad_accum_steps(world_size))
+        self.sampler = TrainSampler(self.train_stream, seq, cfg.data.seed, self.layout, rank)
+        self.val_indices = validation_indices(self.val_stream, seq, cfg.data.val_samples) if self.val_stream else []
+        self.step = 0
+        self.bad_in_a_row = 0
+        self.flops_per_token = _flops_per_token(cfg)
+        self.peak = metrics.peak_tflops(cfg.log.peak_tflops)
+        self.writer = metrics.MetricsWriter(run_dir, self.engine.monitor if rank == 0 else None, enabled=rank == 0)
+
+    # ------------------------------------------------------------------ resume / save
+
+    def resume(self, how: str) -> None:
+        found = self._find(how)
+        if found is None:
+            return
+        root, tag = found
+        client = checkpoint.load(self.engine, root, tag)
+        self.step = int(client["step"])
+        self.sampler.consumed_samples = int(client["sampler"]["consumed_samples"])
+        log0(f"resumed from {root / tag}: step {self.step}, {self.sampler.consumed_samples} samples consumed")
+
+    def _find(self, how: str) -> tuple[Path, str] | None:
+        if how == "none":
+            return None
+        if how == "auto":
+            return checkpoint.find_resumable(self.run_dir)
+        return checkpoint.resolve_checkpoint(how)
+
+    def save(self) -> None:
+        client_state = {
+            "step": self.step,
+            "sampler": self.sampler.state_dict(),
+            "config": self.cfg.to_dict(),
+            "tokenizer": checkpoint.tokenizer_reference(self.train_stream.manifest),
+            "world_size": self.world_size,
+        }
+        path = checkpoint.save(self.engine, self.run_dir, self.step, client_state, self.cfg.train.keep_last)
+        log0(f"saved checkpoint {path}")
+
+    # ------------------------------------------------------------------ one step
+
+    def train_step(self) -> dict:
+        """One global batch; returns mean loss over ranks, grad norm, lr and whether the update was skipped."""
+        skipped_before = self.engine.skipped_steps
+        lr = self.engine.get_lr()[0]  # the rate this step's update uses (DeepSpeed steps the schedule after)
+        inject = (self.step + 1) in fault_steps() and self.rank == 0
+        loss_sum = 0.0
+        for x, y in self.sampler.global_batch():
+            _, loss = self.engine(x.to(self.device), y.to(self.device))
+            if inject:
+                loss = loss * float("nan")
+            self.engine.backward(loss)
+            self.engine.step()
+            loss_sum += loss.item()
+        self.sampler.advance()
+        self.step += 1
+        (total,) = all_reduce_sum([loss_sum], self.device)
+        mean_loss = total / (self.layout.grad_accum_steps * self.world_size)
+        skipped = self.engine.skipped_steps > skipped_before
+        grad_norm = self.engine.get_global_grad_norm()
+        grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+        return {"loss": mean_loss, "grad_norm": grad_norm, "lr": lr, "skipped": skipped}
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean token loss over the fixed validation windows (all ranks share the work)."""
+        from pretrain.data import validation_batches
+
+        if not self.val_indices:
+            return float("nan")
+        self.engine.eval()
+        seq, mb = self.cfg.model.seq_len, self.cfg.train.micro_batch_size
+        loss_sum, tokens = 0.0, 0.0
+        for x, y, n_real in validation_batches(self.val_stream, seq, self.val_indices, mb, self.rank, self.world_size):
+            _, loss = self.engine(x.to(self.device), y.to(self.device))
+            loss_sum += loss.item() * n_real * seq
+            tokens += n_real * seq
+        self.engine.train()
+        loss_sum, tokens = all_reduce_sum([loss_sum, tokens], self.device)
+        return loss_sum / tokens
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, preempt: PreemptionFlag) -> int:
+        cfg = self.cfg.train
+        progress = _progress(self.rank, self.step, cfg.max_steps)
+        window_start, window_steps = time.perf_counter(), 0
+        while self.step < cfg.max_steps:
+            result = self.train_step()
+            window_steps += 1
+            progress.update(1)
+            if self._check_bad(result):
+                return EXIT_BAD_STEPS
+            if self.step % self.cfg.log.interval == 0 or self.step == cfg.max_steps:
+                self._log(result, time.perf_counter() - window_start, window_steps, progress)
+                window_start, window_steps = time.perf_counter(), 0
+            if self.step % cfg.eval_interval == 0 and self.step < cfg.max_steps:
+                self._log_eval(self.evaluate())
+            if self.step % cfg.save_interval == 0 and self.step < cfg.max_steps:
+                self.save()
+            if any_rank_requested(preempt):
+                log0(f"preemption signal: saving at step {self.step} and exiting")
+                self.save()
+                return 0
+        progress.close()
+        self.save()
+        self._finish(self.evaluate())
+        return 0
+
+    def _check_bad(self, result: dict) -> bool:
+        """Count consecutive skipped steps; at max_bad_steps save the last good weights and abort."""
+        if not result["skipped"] and math.isfinite(result["loss"]):
+            self.bad_in_a_row = 0
+            return False
+        self.bad_in_a_row += 1
+        log0(f"step {self.step}: non-finite loss/grad norm (loss={result['loss']}); update skipped")
+        self.writer.write(self.step, {"loss": result["loss"], "skipped_steps": self.engine.skipped_steps})
+        if self.bad_in_a_row < self.cfg.train.max_bad_steps:
+            return False
+        log0(f"{self.bad_in_a_row} bad steps in a row (train.max_bad_steps): saving last good weights, aborting")
+        self.save()
+        return True
+
+    def _log(self, result: dict, seconds: float, steps: int, progress: Any) -> None:
+        tokens = steps * self.cfg.train.global_batch_tokens
+        values = {
+            "consumed_tokens": self.sampler.consumed_samples * self.cfg.model.seq_len,
+            "loss": result["loss"],
+            "perplexity": metrics.perplexity(result["loss"]),
+            "lr": result["lr"],
+            "grad_norm": result["grad_norm"],
+            "mem_gib": metrics.memory_gib(),
+            "skipped_steps": self.engine.skipped_steps,
+            **metrics.throughput(tokens, seconds, self.flops_per_token, self.world_size, self.peak),
+        }
+        self.writer.write(self.step, values)
+        if self.rank == 0:
+            progress.set_postfix(
+                loss=f"{result['loss']:.4f}", lr=f"{result['lr']:.2e}", tok_s=f"{values['tokens_per_s']:.0f}"
+            )
+
+    def _log_eval(self, val_loss: float) -> None:
+        self.writer.write(self.step, {"val_loss": val_loss, "val_perplexity": metrics.perplexity(val_loss)})
+        log0(f"step {self.step}: val_loss {val_loss:.4f}")
+
+    def _finish(self, val_loss: float) -> None:
+        self._log_eval(val_loss)
+        log0(f"loss: {val_loss:.4f}")
+        log0(f"perplexity: {metrics.perplexity(val_loss):.4f}")
+
+
+def _has_val(stream: Any) -> bool:
+    return "validation" in stream.manifest["splits"]
+
+
+def _json(obj: dict) -> str:
+    import json
+
+    return json.dumps(obj, indent=2) + "\n"
+
+
+def _flops_per_token(cfg: Any) -> float:
+    from pretrain.flops import flops_per_token
+
+    return flops_per_token(cfg.model, cfg.model.seq_len)
+
+
+def _progress(rank: int, start: int, total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, disable=rank != 0, desc="train", unit="step", dynamic_ncols=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from deepspeed.accelerator import get_accelerator
+
+    from data_pipeline.shards import read_manifest
+    from pretrain.engine import init_distributed
+
+    args = parse_args(argv)
+    preempt = PreemptionFlag().install()
+    cfg = build_run_config(args, read_manifest(args.data), get_accelerator().device_name())
+    rank, world_size = init_distributed()
+    run_dir = Path(args.output)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / "config.yaml")
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), flush=True)
+    torch.distributed.barrier()
+    trainer = Trainer(cfg, run_dir, Path(args.data), rank, world_size)
+    trainer.resume(args.resume)
+    return trainer.run(preempt)
+
+
+def cli() -> None:
+    """Console entry: exit status 0 on success, else a one-line reason on stderr."""
+    from pretrain.config import ConfigError
+    from pretrain.engine import EngineConfigError
+
+    try:
+        code = main()
+    except (ConfigError, EngineConfigError, FileNotFoundError) as err:
+        print(f"pretrain.train: {err}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,161 @@
+"""Shared fixtures: a tiny but real dataset (SentencePiece model + Arrow token shards + manifest).
+
+`tiny_dataset` is built once per session the way `pipeline run` lays it out (tokenizer/, shards/,
+manifest.json), from deterministic synthetic text, so trainer, export and evaluate tests can share it without
+running the whole pipeline. Tokens are the real SentencePiece encoding of that text (vocab 256), so a model
+trained on it has something to learn and export tests can decode what they generate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+TINY_VOCAB = 256
+_WORDS = [
+    "the",
+    "a",
+    "model",
+    "data",
+    "token",
+    "train",
+    "loss",
+    "step",
+    "batch",
+    "rank",
+    "shard",
+    "learn",
+    "rate",
+    "warm",
+    "cosine",
+    "decay",
+    "gradient",
+    "norm",
+    "layer",
+    "head",
+    "attention",
+    "block",
+    "embed",
+    "vector",
+    "matrix",
+    "python",
+    "function",
+    "class",
+    "module",
+    "import",
+    "return",
+    "value",
+    "list",
+    "dict",
+    "set",
+    "file",
+    "path",
+    "read",
+    "write",
+    "open",
+    "close",
+    "error",
+    "check",
+    "test",
+    "assert",
+    "equal",
+    "run",
+    "fast",
+    "slow",
+    "small",
+    "large",
+    "first",
+    "last",
+    "next",
+    "over",
+    "under",
+    "with",
+    "from",
+    "into",
+    "about",
+    "river",
+    "stone",
+    "cloud",
+    "light",
+    "dark",
+    "green",
+    "blue",
+    "red",
+    "moon",
+    "sun",
+    "star",
+    "sea",
+    "wind",
+    "tree",
+]
+
+
+def synthetic_docs(n_docs: int, seed: int = 0) -> list[str]:
+    """Deterministic pseudo-sentences with repeated structure (learnable, not uniform noise)."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n_docs):
+        sentences = []
+        for _ in range(rng.randint(2, 6)):
+            words = [rng.choice(_WORDS) for _ in range(rng.randint(4, 12))]
+            sentences.append(" ".join(words).capitalize() + ".")
+        docs.append(" ".join(sentences))
+    return docs
+
+
+def build_tiny_dataset(out: Path, n_train: int = 400, n_val: int = 40, seed: int = 0) -> Path:
+    """tokenizer/spm.model (+ tokenizer.json), shards/{train,validation}-00000.arrow, manifest.json."""
+    import numpy as np
+
+    from data_pipeline.shards import FORMAT, split_entry, token_dtype, write_manifest, write_shard
+    from data_pipeline.tokenizer import TokenizerSettings, load_tokenizer, train_tokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    docs = synthetic_docs(n_train + n_val, seed)
+    corpus = out / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(docs)))
+    settings = TokenizerSettings(vocab_size=TINY_VOCAB, byte_fallback=False, character_coverage=1.0, num_threads=1)
+    train_tokenizer([corpus], out, settings)
+    processor, info = load_tokenizer(out)
+    (out / "shards").mkdir(exist_ok=True)
+    splits = {}
+    for split, part in (("train", docs[:n_train]), ("validation", docs[n_train:])):
+        tokens = [np.array(processor.encode(t) + [info["eos_id"]], dtype=np.int64) for t in part]
+        ids = [f"{split}-{i}" for i in range(len(part))]
+        row = write_shard(
+            out / "shards" / f"{split}-00000.arrow",
+            ids,
+            tokens,
+            vocab_size=info["vocab_size"],
+            eos_id=info["eos_id"],
+            tokenizer_sha256=info["sha256"],
+        )
+        splits[split] = split_entry([row])
+    manifest = {
+        "format": FORMAT,
+        "vocab_size": info["vocab_size"],
+        "eos_id": info["eos_id"],
+        "dtype": token_dtype(info["vocab_size"]).name,
+        "tokenizer": {k: info[k] for k in ("path", "sha256", "vocab_size", "unk_id", "bos_id", "eos_id", "pad_id")},
+        "splits": splits,
+    }
+    write_manifest(out, manifest)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete dataset folder (as `pipeline run` writes it) with ~40k train tokens, vocab 256."""
+    return build_tiny_dataset(tmp_path_factory.mktemp("tiny_dataset"))
+
+
+@pytest.fixture()
+def cpu_env() -> dict[str, str]:
+    """Environment for DeepSpeed subprocesses on CPU (gloo), one thread per rank on the 2-core CI box."""
+    env = dict(os.environ)
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    return env
