@@ -1,0 +1,198 @@
+"""MinHash signatures of documents' word n-gram shingles, vectorised over all shingles of many documents.
+
+Why this shape:
+- Text is normalised first (`hash_normalize`) so that case, punctuation and spacing differences do not hide
+  near-duplicates.
+- Each word is hashed once with xxh3_64; the 64-bit hash of an n-gram shingle combines its words' hashes
+  position by position (rotate-xor) and avalanches the result with the MurmurHash3 64-bit finalizer. This is a
+  64-bit hash of the ordered n-gram computed with numpy instead of one Python call per shingle.
+- Documents with fewer than `ngram` words get exactly one shingle made of all their words (an empty text is the
+  one shingle of zero words), so every document has a signature and none is silently dropped.
+- Permutations are Carter-Wegman universal hashes h -> (a*h + b) mod (2^61 - 1), with (a, b) drawn exactly as
+  datasketch's Mersenne-prime ("legacy") MinHash draws them from `np.random.RandomState(seed)`. The input h is
+  the top 32 bits of the shingle hash. Unlike datasketch, the product a*h is computed exactly (a is split into
+  32 + 29 bits and 2^61 = 1 mod p folds the high part back), so no uint64 overflow distorts the permutation.
+- The minimum is taken over full 61-bit permuted values and only then truncated to its low 32 bits for storage
+  (uint32, 4 bytes per permutation: 512 bytes per document at num_perm=128). Truncating after the minimum keeps
+  the estimator unbiased; two different minima share their low 32 bits with probability 2^-32.
+- Work is done in blocks of `_BLOCK_ROWS` shingles x num_perm so the temporaries stay in the CPU cache; the
+  per-document minimum is a `np.minimum.reduceat` over each block's document segments.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+import numpy as np
+import xxhash
+
+MERSENNE_PRIME = np.uint64((1 << 61) - 1)
+_LOW29 = np.uint64((1 << 29) - 1)
+_LOW32 = np.uint64((1 << 32) - 1)
+_BLOCK_ROWS = 160
+_CHUNK_DOCS = 512
+_NON_WORD = re.compile(r"[^\w\s]|_")
+_SPACES = re.compile(r"\s+")
+
+
+def hash_normalize(text: str) -> str:
+    """NFKC, lowercase, punctuation/symbols to spaces, whitespace collapsed: what near-dedup compares."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return _SPACES.sub(" ", _NON_WORD.sub(" ", text)).strip()
+
+
+def _fmix64(values: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer: a bijection that spreads every input bit over the whole word."""
+    values = values ^ (values >> np.uint64(33))
+    values = values * np.uint64(0xFF51AFD7ED558CCD)
+    values = values ^ (values >> np.uint64(33))
+    values = values * np.uint64(0xC4CEB9FE1A85EC53)
+    return values ^ (values >> np.uint64(33))
+
+
+def _rotl(values: np.ndarray, bits: int) -> np.ndarray:
+    bits %= 64
+    if bits == 0:
+        return values
+    return (values << np.uint64(bits)) | (values >> np.uint64(64 - bits))
+
+
+def shingle_hashes(text: str, ngram: int = 5) -> np.ndarray:
+    """64-bit hashes (uint64) of the word n-grams of `hash_normalize(text)`; one shingle if it has < ngram words."""
+    if ngram < 1:
+        raise ValueError(f"ngram must be >= 1 (dedup.ngram), got {ngram}")
+    words = hash_normalize(text).encode("utf-8").split(b" ")
+    word_hashes = np.fromiter(map(xxhash.xxh3_64_intdigest, words), np.uint64, len(words))
+    width = min(ngram, len(words))
+    count = len(words) - width + 1
+    combined = np.zeros(count, np.uint64)
+    for position in range(width):
+        combined ^= _rotl(word_hashes[position : position + count], 23 * position)
+    with np.errstate(over="ignore"):
+        return _fmix64(combined ^ np.uint64(width))
+
+
+@dataclass(frozen=True)
+class Permutations:
+    """The num_perm universal hash functions (a, b) of one seed, with a split for exact 61-bit products."""
+
+    a: np.ndarray
+    b: np.ndarray
+
+    @classmethod
+    def from_seed(cls, num_perm: int, seed: int) -> Permutations:
+        """Draw (a, b) pairs in datasketch's legacy order so both libraries use the same hash functions."""
+        if num_perm < 1:
+            raise ValueError(f"num_perm must be >= 1 (dedup.num_perm), got {num_perm}")
+        gen = np.random.RandomState(seed)
+        pairs = [
+            (gen.randint(1, MERSENNE_PRIME, dtype=np.uint64), gen.randint(0, MERSENNE_PRIME, dtype=np.uint64))
+            for _ in range(num_perm)
+        ]
+        a, b = np.array(pairs, dtype=np.uint64).T
+        return cls(a=np.ascontiguousarray(a), b=np.ascontiguousarray(b))
+
+    @property
+    def a_low(self) -> np.ndarray:
+        return self.a & _LOW32
+
+    @property
+    def a_high(self) -> np.ndarray:
+        return self.a >> np.uint64(32)
+
+
+def _mod_mersenne(values: np.ndarray, scratch: np.ndarray) -> None:
+    """values := a representative < 2^61 + 8 of values mod 2^61-1, in place (2^61 = 1 mod p)."""
+    np.right_shift(values, np.uint64(61), out=scratch)
+    np.bitwise_and(values, MERSENNE_PRIME, out=values)
+    np.add(values, scratch, out=values)
+
+
+class _PermuteKernel:
+    """(a*h + b) mod p for a block of 32-bit inputs h and every permutation, with preallocated buffers."""
+
+    def __init__(self, perms: Permutations) -> None:
+        self.a_low, self.a_high, self.b = perms.a_low, perms.a_high, perms.b
+        shape = (_BLOCK_ROWS, len(perms.a))
+        self._low, self._high, self._scratch = (np.empty(shape, np.uint64) for _ in range(3))
+
+    def __call__(self, h32: np.ndarray) -> np.ndarray:
+        rows = len(h32)
+        low, high, scratch = self._low[:rows], self._high[:rows], self._scratch[:rows]
+        column = h32[:, None]
+        np.multiply(column, self.a_low, out=low)  # < 2^64, exact
+        np.multiply(column, self.a_high, out=high)  # < 2^61, exact
+        # high * 2^32 mod p: bits >= 29 of `high` wrap around to the bottom (2^61 = 1 mod p)
+        np.right_shift(high, np.uint64(29), out=scratch)
+        np.bitwise_and(high, _LOW29, out=high)
+        np.left_shift(high, np.uint64(32), out=high)
+        np.bitwise_or(high, scratch, out=high)
+        _mod_mersenne(low, scratch)
+        np.add(low, high, out=low)
+        np.add(low, self.b, out=low)  # < 3 * 2^61 + 8: no overflow
+        _mod_mersenne(low, scratch)
+        return low
+
+
+def _signature_block_mins(kernel: _PermuteKernel, h32: np.ndarray, doc_of_row: np.ndarray, out: np.ndarray) -> None:
+    """Fold one block of shingle rows into the running per-document minima `out`."""
+    permuted = kernel(h32)
+    starts = np.flatnonzero(np.r_[True, doc_of_row[1:] != doc_of_row[:-1]])
+    block_mins = np.minimum.reduceat(permuted, starts, axis=0)
+    docs = doc_of_row[starts]
+    out[docs] = np.minimum(out[docs], block_mins)
+
+
+def signatures_from_hashes(hash_lists: list[np.ndarray], perms: Permutations) -> np.ndarray:
+    """(n, num_perm) uint32 MinHash signatures of documents given as arrays of 64-bit shingle hashes."""
+    lengths = np.array([len(h) for h in hash_lists], dtype=np.int64)
+    if (lengths == 0).any():
+        raise ValueError("every document needs at least one shingle hash; shingle_hashes() always gives one")
+    all_h32 = np.concatenate(hash_lists) >> np.uint64(32) if hash_lists else np.zeros(0, np.uint64)
+    doc_of_row = np.repeat(np.arange(len(hash_lists)), lengths)
+    minima = np.full((len(hash_lists), len(perms.a)), np.iinfo(np.uint64).max, np.uint64)
+    kernel = _PermuteKernel(perms)
+    for start in range(0, len(all_h32), _BLOCK_ROWS):
+        stop = start + _BLOCK_ROWS
+        _signature_block_mins(kernel, all_h32[start:stop], doc_of_row[start:stop], minima)
+    return (minima & _LOW32).astype(np.uint32)
+
+
+def _signature_chunk(args: tuple[list[str], int, int, int]) -> np.ndarray:
+    texts, ngram, num_perm, seed = args
+    perms = Permutations.from_seed(num_perm, seed)
+    return signatures_from_hashes([shingle_hashes(t, ngram) for t in texts], perms)
+
+
+def resolve_workers(workers: int) -> int:
+    """0 means every core this process may use."""
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (0 = all cores), got {workers}")
+    if workers == 0:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return workers
+
+
+def compute_signatures(
+    texts: list[str], *, ngram: int = 5, num_perm: int = 128, seed: int = 1, workers: int = 0
+) -> np.ndarray:
+    """(len(texts), num_perm) uint32 signatures; identical for any `workers` (chunks are joined in order)."""
+    workers = resolve_workers(workers)
+    chunks = [(texts[i : i + _CHUNK_DOCS], ngram, num_perm, seed) for i in range(0, len(texts), _CHUNK_DOCS)]
+    if not chunks:
+        return np.zeros((0, num_perm), np.uint32)
+    if workers == 1 or len(chunks) == 1:
+        return np.concatenate([_signature_chunk(c) for c in chunks])
+    # fork: workers inherit the imported modules; chunks travel pickled, signatures come back as arrays
+    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=get_context("fork")) as pool:
+        return np.concatenate(list(pool.map(_signature_chunk, chunks)))
+
+
+def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray | float:
+    """Fraction of equal signature entries (rowwise for 2-D inputs): the MinHash estimate of Jaccard similarity."""
+    return np.mean(sig_a == sig_b, axis=-1)
