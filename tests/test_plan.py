@@ -1,0 +1,85 @@
+"""`pretrain plan` through the installed console script: batch arithmetic, exit codes, ZeRO-3 memory."""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pretrain.config import load_config
+from pretrain.flops import count_params
+
+PRETRAIN = shutil.which("pretrain", path=str(Path(sys.executable).parent)) or shutil.which("pretrain")
+BATCH_LINE = re.compile(r"^batch\s+(\d+) x (\d+) x (\d+) x (\d+) = ([\d,]+) tokens per step", re.MULTILINE)
+ZERO3_LINE = re.compile(r"^zero3 per GPU\s+([\d.]+) GiB", re.MULTILINE)
+PARAMS_LINE = re.compile(r"^parameters\s+([\d,]+) total, ([\d,]+) non-embedding", re.MULTILINE)
+
+pytestmark = pytest.mark.skipif(PRETRAIN is None, reason="the `pretrain` console script is not installed")
+
+
+@functools.cache
+def plan(preset: str, world_size: int, *extra: str) -> subprocess.CompletedProcess:
+    command = [PRETRAIN, "plan", "--preset", preset, "--world-size", str(world_size), *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def numbers(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+@pytest.mark.parametrize(("preset", "world_sizes"), [("gpt2-124m", (8, 32)), ("gpt3-1.3b", (8, 64))])
+def test_batch_arithmetic_multiplies_out(preset, world_sizes):
+    cfg = load_config(preset)
+    for world in world_sizes:
+        result = plan(preset, world)
+        assert result.returncode == 0, result.stderr
+        micro, seq, accum, dp, total = BATCH_LINE.search(result.stdout).groups()
+        assert (int(micro), int(seq), int(dp)) == (cfg.train.micro_batch_size, cfg.model.seq_len, world)
+        assert int(micro) * int(seq) * int(accum) * int(dp) == numbers(total) == cfg.train.global_batch_tokens
+
+
+@pytest.mark.parametrize("preset", ["gpt2-124m", "gpt3-1.3b"])
+def test_parameter_counts_are_the_models(preset):
+    cfg = load_config(preset)
+    total, non_embedding = PARAMS_LINE.search(plan(preset, 8).stdout).groups()
+    assert numbers(total) == count_params(cfg.model)
+    embeddings = cfg.model.padded_vocab_size * cfg.model.d_model + cfg.model.seq_len * cfg.model.d_model
+    assert numbers(total) - numbers(non_embedding) == embeddings  # tied head, learned positions
+
+
+@pytest.mark.parametrize(("preset", "world_sizes"), [("gpt2-124m", (8, 32)), ("gpt3-1.3b", (8, 64))])
+def test_zero3_estimate_is_printed_and_falls_with_world_size(preset, world_sizes):
+    small, large = (plan(preset, w) for w in world_sizes)
+    per_gpu_small = float(ZERO3_LINE.search(small.stdout).group(1))
+    per_gpu_large = float(ZERO3_LINE.search(large.stdout).group(1))
+    assert per_gpu_large < per_gpu_small
+    # DeepSpeed's own table is there too, for the world that was asked for.
+    nodes = world_sizes[1] // 8
+    assert f"HW: Setup with {nodes} nodes, 8 GPUs per node." in large.stdout
+    assert "per CPU  |  per GPU" in large.stdout
+
+
+@pytest.mark.parametrize(
+    ("preset", "world_size", "expected"),
+    [
+        ("gpt2-124m", 128, "train.global_batch_tokens: 524288"),  # 16 x 1024 x 128 > 524288
+        ("gpt3-1.3b", 24, "train.global_batch_tokens: 2097152"),  # 1024 sequences / (8 x 24) is not whole
+        ("gpt3-1.3b", 12, "--world-size: 12 GPUs is not a whole number of 8-GPU nodes"),
+    ],
+)
+def test_impossible_world_sizes_exit_2_with_one_line(preset, world_size, expected):
+    result = plan(preset, world_size)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and expected in result.stderr
+
+
+def test_unknown_override_key_exits_2_naming_it():
+    result = plan("gpt2-124m", 8, "--set", "optim.learning_rate=1e-4")
+    assert result.returncode == 2
+    assert "optim.learning_rate" in result.stderr and "Traceback" not in result.stderr
