@@ -1,0 +1,418 @@
+"""Filter and deduplicate a corpus: read → quality filters → exact dedup → MinHash-LSH near dedup → kept/.
+
+The same code runs as one process (LocalComm) or as N MPI ranks. Each rank reads a contiguous block of input
+files (balanced by size), so kept/part-00000.jsonl, part-00001.jsonl, ... concatenated in rank order is the
+global input order, and a document's global index (its position among all readable input documents) does not
+depend on N. The dedup collectives see only global indices, so which documents survive does not depend on N
+either. Rank 0 sums the ledgers, checks they add up and writes stats.json, dedup/clusters.jsonl and the report.
+
+Outputs are written under temporary names and renamed; the completion marker is written last. A rerun with the
+same inputs and recipe skips the stage when every output is intact; a changed input is refused (new folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from data_pipeline import markers
+from data_pipeline.comm import LocalComm, get_comm
+from data_pipeline.config import FiltersConfig, PipelineConfig, load_recipe, save_recipe
+from data_pipeline.documents import Document, Reject
+from data_pipeline.errors import PipelineError
+from data_pipeline.filters import drop_reason
+from data_pipeline.ledger import Ledger
+from data_pipeline.progress import stage_progress, summary
+from data_pipeline.readers import read_files, resolve_inputs
+
+STAGE = "dedup"
+STATS = "stats.json"
+RECIPE = "recipe.yaml"
+KEPT_DIR, REJECTS_DIR, CLUSTERS = "kept", "rejects", "dedup/clusters.jsonl"
+T = TypeVar("T")
+
+
+class RankFailed(PipelineError):
+    """A step failed on some rank; every rank raises this so none is left waiting in a collective."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The corpus arguments shared by `pipeline dedup` and `pipeline run`."""
+    parser.add_argument("--input", action="append", required=True, metavar="PATH_OR_GLOB",
+                        help="jsonl[.gz|.zst], parquet or txt file, directory or glob; repeatable")  # fmt: skip
+    parser.add_argument("--output", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--config", metavar="RECIPE.yaml", help="recipe file (see data_pipeline/config.py)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override, e.g. dedup.threshold=0.8; repeatable")  # fmt: skip
+    parser.add_argument("--strict", action="store_true", help="stop at the first bad input record (read.strict)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or summary lines")
+
+
+def recipe_from_args(args: argparse.Namespace) -> PipelineConfig:
+    return load_recipe(args.config, [*args.set, *(["read.strict=true"] if args.strict else [])])
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dedup(get_comm(), args.input, args.output, recipe_from_args(args), args.quiet)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- collectives
+
+
+def collective(comm: LocalComm, step: str, fn: Callable[[], T]) -> T:
+    """Run fn on every rank; if any rank raised, every rank raises (the first failing rank's message)."""
+    try:
+        result, error = fn(), None
+    except (PipelineError, OSError, markers.StageMismatch) as e:
+        result, error = None, str(e)
+    errors = comm.allgather(error)
+    failed = [(rank, e) for rank, e in enumerate(errors) if e is not None]
+    if failed:
+        rank, message = failed[0]
+        raise RankFailed(message if comm.size == 1 else f"{step} failed on rank {rank}: {message}")
+    return result
+
+
+def on_root(comm: LocalComm, step: str, fn: Callable[[], T]) -> T:
+    """Run fn on rank 0 only and give every rank its result (or its error)."""
+    return comm.bcast(collective(comm, step, lambda: fn() if comm.rank == 0 else None))
+
+
+# ---------------------------------------------------------------------------------------------------- files
+
+
+def assign_files(sizes: list[int], world_size: int) -> list[int]:
+    """Owner rank of each file: contiguous blocks, cut where the cumulative size crosses k/N of the total."""
+    total, done, owners = sum(sizes), 0, []
+    for size in sizes:
+        middle = done + size / 2
+        owners.append(min(world_size - 1, int(middle * world_size / total)) if total else 0)
+        done += size
+    return owners
+
+
+def write_jsonl_atomic(path: Path, records: Iterable[dict], ensure_ascii: bool = False) -> Path:
+    """Write to a temporary name and rename, so a killed run never leaves a half file under the real name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=ensure_ascii) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_json_atomic(path: Path, obj: Any) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def part_name(rank: int) -> str:
+    return f"part-{rank:05d}.jsonl"
+
+
+# ---------------------------------------------------------------------------------------------------- steps
+
+
+def read_share(
+    files: list[str], recipe: PipelineConfig, ledger: Ledger, quiet: bool
+) -> tuple[list[Document], list[Reject]]:
+    """Read this rank's files; every record is counted in the ledger, bad ones are dropped with their reason."""
+    docs: list[Document] = []
+    rejects: list[Reject] = []
+    with stage_progress("read", sum(os.path.getsize(f) for f in files), quiet) as bar:
+        for path in files:
+            before = len(docs) + len(rejects)
+            for item in read_files([path], recipe.read):
+                (docs if isinstance(item, Document) else rejects).append(item)
+            bar.update(len(docs) + len(rejects) - before, os.path.getsize(path))
+    ledger.read(len(docs) + len(rejects))
+    for reject in rejects:
+        ledger.drop(reject.ledger_reason)
+    return docs, rejects
+
+
+_WORKER_FILTERS: FiltersConfig | None = None
+
+
+def _init_filter_worker(cfg: FiltersConfig) -> None:
+    global _WORKER_FILTERS
+    _WORKER_FILTERS = cfg
+
+
+def _filter_in_worker(text: str) -> str | None:
+    return drop_reason(text, _WORKER_FILTERS)
+
+
+def resolve_workers(workers: int) -> int:
+    return workers or os.cpu_count() or 1
+
+
+def filter_reasons(texts: list[str], cfg: FiltersConfig, workers: int, quiet: bool) -> list[str | None]:
+    """The drop reason of each text (None = keep), over local worker processes when there is enough work."""
+    reasons: list[str | None] = []
+    with stage_progress("filter", sum(len(t) for t in texts), quiet) as bar:
+        if workers <= 1 or len(texts) < 512:
+            chunks: Iterable[str | None] = (drop_reason(t, cfg) for t in texts)
+            pool = None
+        else:
+            pool = Pool(workers, initializer=_init_filter_worker, initargs=(cfg,))
+            chunks = pool.imap(_filter_in_worker, texts, chunksize=64)
+        try:
+            for text, reason in zip(texts, chunks, strict=True):
+                reasons.append(reason)
+                bar.update(1, len(text))
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+    return reasons
+
+
+def apply_drops(kept: np.ndarray, doc_index: np.ndarray, removed: np.ndarray, reason: str, ledger: Ledger) -> None:
+    """Clear `kept` for the removed global indices and count them under `reason`."""
+    hit = np.isin(doc_index, np.asarray(removed, dtype=np.int64))
+    newly = hit & kept
+    ledger.drop(reason, int(newly.sum()))
+    kept &= ~hit
+
+
+def exact_dedup(
+    comm: LocalComm, docs: list[Document], doc_index: np.ndarray, kept: np.ndarray, ledger: Ledger
+) -> list[dict]:
+    from data_pipeline.minhash import exact_text_hash, find_exact_duplicates
+
+    alive = np.flatnonzero(kept)
+    rows = [np.frombuffer(bytes(exact_text_hash(docs[i].text)), dtype=np.uint8) for i in alive]
+    hashes = np.stack(rows) if rows else np.zeros((0, 16), dtype=np.uint8)
+    result = find_exact_duplicates(comm, doc_index[alive], hashes)
+    apply_drops(kept, doc_index, result.removed, "exact_dup", ledger)
+    return [dict(c, kind="exact") for c in (result.clusters or [])]
+
+
+def near_dedup(comm: LocalComm, docs: list[Document], doc_index: np.ndarray, kept: np.ndarray, ledger: Ledger,
+               recipe: PipelineConfig, params: Any) -> list[dict]:  # fmt: skip
+    from data_pipeline.lsh import find_near_duplicates
+    from data_pipeline.minhash import compute_signatures
+
+    cfg = recipe.dedup
+    alive = np.flatnonzero(kept)
+    texts = [docs[i].text for i in alive]
+    signatures = compute_signatures(
+        texts, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed, workers=resolve_workers(recipe.workers)
+    )
+    result = find_near_duplicates(comm, doc_index[alive], signatures, params, verify_threshold=cfg.verify_threshold)
+    apply_drops(kept, doc_index, result.removed, "near_dup", ledger)
+    return [dict(c, kind="near") for c in (result.clusters or [])]
+
+
+def lsh_params(recipe: PipelineConfig) -> Any:
+    from data_pipeline.lsh import LSHParams
+
+    cfg = recipe.dedup
+    return LSHParams.from_threshold(cfg.threshold, cfg.num_perm, bands=cfg.bands, rows=cfg.rows)
+
+
+def ids_of(comm: LocalComm, docs: list[Document], offset: int, clusters: list[dict]) -> dict[int, str]:
+    """Map every global index named in rank 0's clusters to its document id, asking the rank that holds it."""
+    wanted = comm.bcast(sorted({i for c in clusters for i in [c["kept"], *c["removed"]]}) if comm.rank == 0 else None)
+    mine = {i: docs[i - offset].id for i in wanted if offset <= i < offset + len(docs)}
+    gathered = comm.gather(mine, root=0)
+    return {i: doc_id for part in (gathered or []) for i, doc_id in part.items()}
+
+
+def cluster_records(clusters: list[dict], ids: dict[int, str]) -> list[dict]:
+    """clusters.jsonl lines with ids instead of indices, exact clusters first, each kind by kept index."""
+    order = sorted(clusters, key=lambda c: (c["kind"] != "exact", int(c["kept"])))
+    return [
+        {"kind": c["kind"], "kept": ids[int(c["kept"])], "removed": [ids[int(i)] for i in c["removed"]],
+         "similarity": [round(float(s), 4) for s in c.get("similarity", [1.0] * len(c["removed"]))]}
+        for c in order
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------- the stage
+
+
+def stage_config(recipe: PipelineConfig) -> dict:
+    """What the outputs depend on (worker counts and the tokenizer sections do not change them)."""
+    return {"read": recipe.section("read"), "filters": recipe.section("filters"), "dedup": recipe.section("dedup")}
+
+
+def prepare_output(output_dir: Path, world_size: int) -> None:
+    """Forget any earlier completion and remove part files another rank count may have left."""
+    markers.invalidate(output_dir, STAGE)
+    for sub in (KEPT_DIR, REJECTS_DIR, "dedup"):
+        (output_dir / sub).mkdir(parents=True, exist_ok=True)
+    for sub in (KEPT_DIR, REJECTS_DIR):
+        for stale in (output_dir / sub).glob("part-*.jsonl"):
+            stale.unlink()
+
+
+def stage_outputs(output_dir: Path) -> list[Path]:
+    """Every file the stage wrote, in a fixed order: the marker records their sha256."""
+    parts = sorted((output_dir / KEPT_DIR).glob("part-*.jsonl")) + sorted(
+        (output_dir / REJECTS_DIR).glob("part-*.jsonl")
+    )
+    return [*parts, output_dir / CLUSTERS, output_dir / STATS, output_dir / RECIPE]
+
+
+def run_dedup(comm: LocalComm, inputs: list[str], output_dir: Path, recipe: PipelineConfig, quiet: bool) -> dict:
+    """The whole stage on every rank; returns the merged stats (on every rank)."""
+    output_dir = Path(output_dir)
+    quiet = quiet or comm.rank != 0
+    files = on_root(comm, "resolving inputs", lambda: resolve_inputs(inputs))
+    stage_fp = markers.fingerprint(STAGE, stage_config(recipe), files)
+    if on_root(comm, "checking earlier outputs", lambda: markers.is_complete(output_dir, STAGE, stage_fp)):
+        stats = json.loads((output_dir / STATS).read_text())
+        summary(f"dedup: {output_dir} is already complete for these inputs and recipe; skipped", quiet)
+        return stats
+    on_root(comm, "preparing the output folder", lambda: prepare_output(output_dir, comm.size))
+    stats = DedupRun(comm, files, output_dir, recipe, quiet).execute()
+    if comm.rank == 0:
+        outputs = stage_outputs(output_dir)
+        markers.mark_complete(output_dir, STAGE, stage_fp, outputs)
+    comm.barrier()
+    return stats
+
+
+class DedupRun:
+    """One execution of the stage on one rank: holds the rank's documents, keep mask, ledger and timings."""
+
+    def __init__(self, comm: LocalComm, files: list[str], output_dir: Path, recipe: PipelineConfig, quiet: bool):
+        self.comm, self.files, self.out, self.recipe, self.quiet = comm, files, output_dir, recipe, quiet
+        self.ledger = Ledger()
+        self.timings: dict[str, float] = {}
+        self.clusters: list[dict] = []
+
+    def timed(self, name: str, fn: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        result = fn()
+        self.timings[name] = round(time.perf_counter() - started, 3)
+        return result
+
+    def my_files(self) -> list[str]:
+        owners = assign_files([os.path.getsize(f) for f in self.files], self.comm.size)
+        return [f for f, owner in zip(self.files, owners, strict=True) if owner == self.comm.rank]
+
+    def read(self) -> None:
+        docs, rejects = collective(
+            self.comm, "reading", lambda: read_share(self.my_files(), self.recipe, self.ledger, self.quiet)
+        )
+        write_jsonl_atomic(
+            self.out / REJECTS_DIR / part_name(self.comm.rank), (r.to_record() for r in rejects), ensure_ascii=True
+        )
+        counts = self.comm.allgather(len(docs))
+        self.offset = sum(counts[: self.comm.rank])
+        self.docs = docs
+        self.doc_index = np.arange(self.offset, self.offset + len(docs), dtype=np.int64)
+        self.kept = np.ones(len(docs), dtype=bool)
+        summary(
+            f"read: {sum(counts)} documents from {len(self.files)} files, {self.ledger_total('bad_input:')} bad records on rank 0",
+            self.quiet,
+        )
+
+    def ledger_total(self, prefix: str) -> int:
+        return sum(n for reason, n in self.ledger.dropped.items() if reason.startswith(prefix))
+
+    def filter(self) -> None:
+        reasons = filter_reasons(
+            [d.text for d in self.docs], self.recipe.filters, resolve_workers(self.recipe.workers), self.quiet
+        )
+        for i, reason in enumerate(reasons):
+            if reason is not None:
+                self.kept[i] = False
+                self.ledger.drop(reason)
+        summary(f"filter: {int(self.kept.sum())} of {len(self.docs)} documents pass on rank 0", self.quiet)
+
+    def dedup(self) -> None:
+        cfg = self.recipe.dedup
+        if cfg.exact:
+            self.clusters += self.timed(
+                "exact_dedup", lambda: exact_dedup(self.comm, self.docs, self.doc_index, self.kept, self.ledger)
+            )
+        if cfg.near:
+            self.params = lsh_params(self.recipe)
+            summary(f"near dedup: {self.params.describe()}", self.quiet)
+            self.clusters += self.timed(
+                "near_dedup",
+                lambda: near_dedup(
+                    self.comm, self.docs, self.doc_index, self.kept, self.ledger, self.recipe, self.params
+                ),
+            )
+
+    def write_kept(self) -> None:
+        kept_docs = [d.to_record() for d, keep in zip(self.docs, self.kept, strict=True) if keep]
+        self.ledger.keep(len(kept_docs))
+        write_jsonl_atomic(self.out / KEPT_DIR / part_name(self.comm.rank), kept_docs)
+
+    def execute(self) -> dict:
+        self.timed("read", self.read)
+        self.timed("filter", self.filter)
+        self.dedup()
+        self.timed("write_kept", self.write_kept)
+        ids = ids_of(self.comm, self.docs, self.offset, self.clusters)
+        ledgers = self.comm.gather(self.ledger, root=0)
+        timings = self.comm.gather(self.timings, root=0)
+        stats = collective(
+            self.comm, "writing stats", lambda: self.finish(ledgers, timings, ids) if self.comm.rank == 0 else None
+        )
+        return self.comm.bcast(stats)
+
+    def finish(self, ledgers: list[Ledger], timings: list[dict], ids: dict[int, str]) -> dict:
+        """Rank 0: check the summed ledger, write stats.json, clusters.jsonl, the recipe and the report."""
+        total = Ledger.merged(ledgers)
+        total.check()
+        records = cluster_records(self.clusters, ids)
+        write_jsonl_atomic(self.out / CLUSTERS, records)
+        save_recipe(self.recipe, self.out / RECIPE)
+        stats = self.stats(total, records, timings)
+        write_json_atomic(self.out / STATS, stats)
+        report(stats, records, self.out, self.quiet)
+        return stats
+
+    def stats(self, total: Ledger, records: list[dict], timings: list[dict]) -> dict:
+        stats: dict[str, Any] = total.to_stats()
+        stats["ranks"] = self.comm.size
+        stats["input_files"] = len(self.files)
+        stats["clusters"] = {
+            "exact": sum(r["kind"] == "exact" for r in records),
+            "near": sum(r["kind"] == "near" for r in records),
+        }
+        largest = max(records, key=lambda r: len(r["removed"]), default=None)
+        stats["largest_cluster"] = (
+            {"kept": largest["kept"], "size": 1 + len(largest["removed"]), "kind": largest["kind"]} if largest else None
+        )
+        if self.recipe.dedup.near:
+            p = self.params
+            stats["lsh"] = {"threshold": self.recipe.dedup.threshold, "num_perm": self.recipe.dedup.num_perm,
+                            "bands": int(p.bands), "rows": int(p.rows), "describe": p.describe()}  # fmt: skip
+        stats["timings_s"] = {name: max(t.get(name, 0.0) for t in timings) for name in timings[0]}
+        return stats
+
+
+def report(stats: dict, records: list[dict], output_dir: Path, quiet: bool, examples: int = 3) -> None:
+    """The end-of-stage summary: counts, drop reasons, a few duplicate clusters."""
+    dropped = ", ".join(f"{reason}={n}" for reason, n in stats["dropped"].items()) or "none"
+    summary(f"dedup: {stats['input_docs']} input docs -> {stats['kept_docs']} kept; dropped: {dropped}", quiet)
+    shown = [r for r in records if r["kind"] == "exact"][:examples] + [r for r in records if r["kind"] == "near"][
+        :examples
+    ]
+    for record in shown:
+        sims = ", ".join(f"{s:.2f}" for s in record["similarity"][:3])
+        summary(
+            f"  {record['kind']} cluster: kept {record['kept']} removed {record['removed'][:3]} (similarity {sims})",
+            quiet,
+        )
+    summary(f"dedup: outputs in {output_dir} (kept/, rejects/, {CLUSTERS}, {STATS})", quiet)
