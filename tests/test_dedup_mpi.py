@@ -1,0 +1,93 @@
+"""Exact and near dedup under mpiexec with 1, 2 and 3 ranks give identical removals and clusters.
+
+Run as a script (`mpiexec -n N python tests/test_dedup_mpi.py OUT.json`) each rank takes an interleaved share of
+a planted corpus (global indices not contiguous per rank), runs both dedup steps over MPI collectives, and
+rank 0 writes everything the ranks decided.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MPIEXEC = REPO / ".venv" / "bin" / "mpiexec"
+
+
+def planted_with_exact_copies() -> list[str]:
+    from data_pipeline.lsh import planted_corpus
+
+    texts, _ = planted_corpus(60, 2, (0.01, 0.05, 0.15, 0.5), words=120, seed=3)
+    return texts + [texts[5], texts[70], texts[5]]
+
+
+def run_rank(out_path: str) -> None:
+    from data_pipeline.comm import get_comm
+    from data_pipeline.exact_dedup import exact_text_hashes, find_exact_duplicates
+    from data_pipeline.lsh import LSHParams, find_near_duplicates
+    from data_pipeline.minhash import compute_signatures
+
+    comm = get_comm()
+    texts = planted_with_exact_copies()
+    doc_index = np.arange(comm.rank, len(texts), comm.size, dtype=np.int64)
+    mine = [texts[i] for i in doc_index]
+    exact = find_exact_duplicates(comm, doc_index, exact_text_hashes(mine))
+    near = find_near_duplicates(
+        comm, doc_index, compute_signatures(mine, workers=1), LSHParams.from_threshold(0.7), verify_threshold=0.5
+    )
+    assert set(exact.removed.tolist()) <= set(doc_index.tolist())
+    assert set(near.removed.tolist()) <= set(doc_index.tolist())
+    gathered = comm.gather((exact.removed.tolist(), near.removed.tolist()), root=0)
+    if comm.rank == 0:
+        report = {
+            "ranks": comm.size,
+            "exact_removed": sorted(i for part in gathered for i in part[0]),
+            "near_removed": sorted(i for part in gathered for i in part[1]),
+            "exact_clusters": exact.clusters,
+            "near_clusters": near.clusters,
+            "near_counts": [near.candidate_pairs, near.verified_pairs, near.largest_cluster],
+        }
+        Path(out_path).write_text(json.dumps(report, sort_keys=True))
+
+
+def _run_under_mpiexec(ranks: int, tmp_path: Path) -> dict:
+    out = tmp_path / f"ranks{ranks}.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [str(MPIEXEC), "-n", str(ranks), sys.executable, str(Path(__file__).resolve()), str(out)]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, f"mpiexec -n {ranks} failed:\n{done.stdout}\n{done.stderr}"
+    report = json.loads(out.read_text())
+    assert report["ranks"] == ranks
+    return report
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+@pytest.mark.skipif(not MPIEXEC.exists(), reason="needs the mpich wheel's mpiexec in .venv/bin")
+def test_one_two_three_ranks_agree(tmp_path):
+    reports = [_run_under_mpiexec(n, tmp_path) for n in (1, 2, 3)]
+    for other in reports[1:]:
+        for key in ("exact_removed", "near_removed", "exact_clusters", "near_clusters", "near_counts"):
+            assert other[key] == reports[0][key], f"{key} differs between 1 and {other['ranks']} ranks"
+    first = reports[0]
+    assert first["exact_removed"] == [180, 181, 182]  # the three appended verbatim copies
+    assert first["exact_clusters"][0] == {"kept": 5, "removed": [180, 182], "similarity": [1.0, 1.0]}
+    # every copy with 1% of words changed (Jaccard ~0.92) is found, one with 50% changed (~0.03) never is
+    near = set(first["near_removed"])
+    assert {180, 181, 182} <= near
+    texts_per_base = {base: (60 + 2 * base, 61 + 2 * base) for base in range(60)}
+    for base, copies in texts_per_base.items():
+        for copy_number, copy in enumerate(copies):
+            fraction = (0.01, 0.05, 0.15, 0.5)[(base * 2 + copy_number) % 4]
+            if fraction in (0.01, 0.5):
+                assert (copy in near) == (fraction == 0.01), (base, copy, fraction)
+
+
+if __name__ == "__main__":
+    run_rank(sys.argv[1])
