@@ -36,14 +36,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file in the shape of a saved run config, applied over the preset")
     parser.add_argument("--world-size", type=int, help="total GPUs (data-parallel ranks); default: one node")
     parser.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node (default 8)")
+    parser.add_argument(
+        "--mfu", type=float, default=0.4, help="model FLOPs utilization for the time estimate (default 0.4)"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 0 < args.mfu <= 1:
+        raise ConfigError(f"--mfu: must be in (0, 1], got {args.mfu}")
     cfg = load_config(args.preset, args.config, args.overrides)
     cluster = cluster_for(args.world_size, args.gpus_per_node)
     grad_accum = cfg.check_batch(cluster.world_size)  # ConfigError (exit 2) before the slow DeepSpeed import
-    for label, value in plan_lines(cfg, cluster, grad_accum):
+    lines = plan_lines(cfg, cluster, grad_accum)
+    if cfg.log.peak_tflops:
+        lines.append(("time to train", time_to_train(cfg, cluster, args.mfu)))
+    for label, value in lines:
         print(f"{label:<17}{value}")
     print(deepspeed_zero3_table(cfg.model, cluster), end="")
     return 0
@@ -87,6 +95,18 @@ def plan_lines(cfg: RunConfig, cluster: Cluster, grad_accum: int) -> list[tuple[
         ("flops per run", f"{per_token * t.tokens_per_run:.4g}"),
         ("zero3 per GPU", zero3_headline(m, cluster)),
     ]
+
+
+def time_to_train(cfg: RunConfig, cluster: Cluster, mfu: float) -> str:
+    """Wall-clock days for the whole run if every GPU sustains `mfu` of `log.peak_tflops`."""
+    total_flops = flops_per_token(cfg.model) * cfg.train.tokens_per_run
+    cluster_flops_per_s = cluster.world_size * cfg.log.peak_tflops * 1e12 * mfu
+    days = total_flops / cluster_flops_per_s / 86400
+    tokens_per_gpu_s = cluster_flops_per_s / flops_per_token(cfg.model) / cluster.world_size
+    return (
+        f"{days:,.1f} days on {cluster.world_size} GPUs at MFU {mfu:g} of {cfg.log.peak_tflops:g} TFLOP/s "
+        f"({tokens_per_gpu_s:,.0f} tokens/s per GPU)"
+    )
 
 
 def describe_model(m: ModelConfig) -> str:

@@ -83,3 +83,16 @@ def test_unknown_override_key_exits_2_naming_it():
     result = plan("gpt2-124m", 8, "--set", "optim.learning_rate=1e-4")
     assert result.returncode == 2
     assert "optim.learning_rate" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_time_to_train_is_consistent_with_flops_and_peak():
+    result = plan("gpt3-1.3b", 64, "--set", "log.peak_tflops=989", "--mfu", "0.5")
+    assert result.returncode == 0, result.stderr
+    flops = float(re.search(r"^flops per token\s+([\d.e+]+)", result.stdout, re.MULTILINE).group(1))
+    run_flops = float(re.search(r"^flops per run\s+([\d.e+]+)", result.stdout, re.MULTILINE).group(1))
+    days, tokens_per_s = re.search(
+        r"^time to train\s+([\d.,]+) days .*\(([\d,]+) tokens/s per GPU\)", result.stdout, re.MULTILINE
+    ).groups()
+    assert flops * numbers(tokens_per_s) == pytest.approx(0.5 * 989e12, rel=1e-3)
+    assert float(days) == pytest.approx(run_flops / (64 * 0.5 * 989e12) / 86400, rel=0.05)
+    assert "time to train" not in plan("gpt3-1.3b", 64).stdout  # no peak given, no guess
