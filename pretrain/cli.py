@@ -32,7 +32,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         if chosen is not None and name != chosen:
             commands.add_parser(name)
             continue
-        module = importlib.import_module(module_path)
+        try:
+            module = importlib.import_module(module_path)
+        except ImportError as e:
+            if chosen is not None:
+                raise
+            commands.add_parser(name, help=f"(unavailable: {e})")  # `--help` still lists the others
+            continue
         doc = (module.__doc__ or "").strip()
         summary = doc.splitlines()[0] if doc else ""
         sub = commands.add_parser(
