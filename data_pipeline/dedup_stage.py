@@ -191,18 +191,17 @@ def apply_drops(kept: np.ndarray, doc_index: np.ndarray, removed: np.ndarray, re
 def exact_dedup(
     comm: LocalComm, docs: list[Document], doc_index: np.ndarray, kept: np.ndarray, ledger: Ledger
 ) -> list[dict]:
-    from data_pipeline.minhash import exact_text_hash, find_exact_duplicates
+    """Drop byte-identical copies of an earlier document (any rank); returns rank 0's clusters."""
+    from data_pipeline.exact_dedup import exact_text_hashes, find_exact_duplicates
 
     alive = np.flatnonzero(kept)
-    rows = [np.frombuffer(bytes(exact_text_hash(docs[i].text)), dtype=np.uint8) for i in alive]
-    hashes = np.stack(rows) if rows else np.zeros((0, 16), dtype=np.uint8)
-    result = find_exact_duplicates(comm, doc_index[alive], hashes)
+    result = find_exact_duplicates(comm, doc_index[alive], exact_text_hashes([docs[i].text for i in alive]))
     apply_drops(kept, doc_index, result.removed, "exact_dup", ledger)
     return [dict(c, kind="exact") for c in (result.clusters or [])]
 
 
 def near_dedup(comm: LocalComm, docs: list[Document], doc_index: np.ndarray, kept: np.ndarray, ledger: Ledger,
-               recipe: PipelineConfig, params: Any) -> list[dict]:  # fmt: skip
+               recipe: PipelineConfig, params: Any, pairs: dict) -> list[dict]:  # fmt: skip
     from data_pipeline.lsh import find_near_duplicates
     from data_pipeline.minhash import compute_signatures
 
@@ -214,6 +213,7 @@ def near_dedup(comm: LocalComm, docs: list[Document], doc_index: np.ndarray, kep
     )
     result = find_near_duplicates(comm, doc_index[alive], signatures, params, verify_threshold=cfg.verify_threshold)
     apply_drops(kept, doc_index, result.removed, "near_dup", ledger)
+    pairs["candidate_pairs"], pairs["verified_pairs"] = int(result.candidate_pairs), int(result.verified_pairs)
     return [dict(c, kind="near") for c in (result.clusters or [])]
 
 
@@ -295,6 +295,7 @@ class DedupRun:
         self.ledger = Ledger()
         self.timings: dict[str, float] = {}
         self.clusters: list[dict] = []
+        self.pairs: dict[str, int] = {}
 
     def timed(self, name: str, fn: Callable[[], T]) -> T:
         started = time.perf_counter()
@@ -348,7 +349,7 @@ class DedupRun:
             self.clusters += self.timed(
                 "near_dedup",
                 lambda: near_dedup(
-                    self.comm, self.docs, self.doc_index, self.kept, self.ledger, self.recipe, self.params
+                    self.comm, self.docs, self.doc_index, self.kept, self.ledger, self.recipe, self.params, self.pairs
                 ),
             )
 
@@ -397,7 +398,7 @@ class DedupRun:
         if self.recipe.dedup.near:
             p = self.params
             stats["lsh"] = {"threshold": self.recipe.dedup.threshold, "num_perm": self.recipe.dedup.num_perm,
-                            "bands": int(p.bands), "rows": int(p.rows), "describe": p.describe()}  # fmt: skip
+                            "bands": int(p.bands), "rows": int(p.rows), "describe": p.describe(), **self.pairs}  # fmt: skip
         stats["timings_s"] = {name: max(t.get(name, 0.0) for t in timings) for name in timings[0]}
         return stats
 

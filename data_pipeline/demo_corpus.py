@@ -90,19 +90,25 @@ def _skipped_submodule(name: str) -> bool:
     return name.startswith(SKIP_PREFIXES) or any(p.startswith(("test", "_test")) or p == "__main__" for p in parts)
 
 
+def own_doc(obj: object) -> str:
+    """The object's own docstring, cleaned; not one inherited from a base class (inspect.getdoc would)."""
+    doc = getattr(obj, "__doc__", None)
+    return inspect.cleandoc(doc) if isinstance(doc, str) else ""
+
+
 def documented_members(module) -> Iterator[tuple[str, str]]:
     """(qualname, docstring) of the module, its public classes and functions, and their public methods."""
-    yield "", inspect.getdoc(module) or ""
+    yield "", own_doc(module)
     for name in sorted(vars(module)):
         obj = vars(module)[name]
         if name.startswith("_") or not (inspect.isclass(obj) or inspect.isroutine(obj)):
             continue
-        yield name, inspect.getdoc(obj) or ""
+        yield name, own_doc(obj)
         if inspect.isclass(obj):
             for attr in sorted(vars(obj)):
                 member = vars(obj)[attr]
                 if not attr.startswith("_") and inspect.isroutine(member):
-                    yield f"{name}.{attr}", (member.__doc__ and inspect.cleandoc(member.__doc__)) or ""
+                    yield f"{name}.{attr}", own_doc(member)
 
 
 def docstring_documents(module) -> Iterator[dict[str, str]]:
