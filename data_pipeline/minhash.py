@@ -11,7 +11,7 @@ Why this shape:
 - Permutations are Carter-Wegman universal hashes h -> (a*h + b) mod (2^61 - 1), with (a, b) drawn exactly as
   datasketch's Mersenne-prime ("legacy") MinHash draws them from `np.random.RandomState(seed)`. The input h is
   the top 32 bits of the shingle hash. Unlike datasketch, the product a*h is computed exactly (a is split into
-  32 + 29 bits and 2^61 = 1 mod p folds the high part back), so no uint64 overflow distorts the permutation.
+  31 + 30 bits and 2^61 = 1 mod p folds the high part back), so no uint64 overflow distorts the permutation.
 - The minimum is taken over full 61-bit permuted values and only then truncated to its low 32 bits for storage
   (uint32, 4 bytes per permutation: 512 bytes per document at num_perm=128). Truncating after the minimum keeps
   the estimator unbiased; two different minima share their low 32 bits with probability 2^-32.
@@ -32,7 +32,8 @@ import numpy as np
 import xxhash
 
 MERSENNE_PRIME = np.uint64((1 << 61) - 1)
-_LOW29 = np.uint64((1 << 29) - 1)
+_LOW30 = np.uint64((1 << 30) - 1)
+_LOW31 = np.uint64((1 << 31) - 1)
 _LOW32 = np.uint64((1 << 32) - 1)
 _BLOCK_ROWS = 160
 _CHUNK_DOCS = 512
@@ -97,14 +98,6 @@ class Permutations:
         a, b = np.array(pairs, dtype=np.uint64).T
         return cls(a=np.ascontiguousarray(a), b=np.ascontiguousarray(b))
 
-    @property
-    def a_low(self) -> np.ndarray:
-        return self.a & _LOW32
-
-    @property
-    def a_high(self) -> np.ndarray:
-        return self.a >> np.uint64(32)
-
 
 def _mod_mersenne(values: np.ndarray, scratch: np.ndarray) -> None:
     """values := a representative < 2^61 + 8 of values mod 2^61-1, in place (2^61 = 1 mod p)."""
@@ -114,10 +107,15 @@ def _mod_mersenne(values: np.ndarray, scratch: np.ndarray) -> None:
 
 
 class _PermuteKernel:
-    """(a*h + b) mod p for a block of 32-bit inputs h and every permutation, with preallocated buffers."""
+    """(a*h + b) mod p for a block of 32-bit inputs h and every permutation, with preallocated buffers.
+
+    a = a_high * 2^31 + a_low with a_low < 2^31, a_high < 2^30, so h*a_low < 2^63 and h*a_high < 2^62 are exact
+    in uint64; (h*a_high) * 2^31 is folded with 2^61 = 1 (mod p). The sum of the three parts stays below 2^64,
+    so one Mersenne reduction at the end suffices: 11 array operations per (shingle, permutation).
+    """
 
     def __init__(self, perms: Permutations) -> None:
-        self.a_low, self.a_high, self.b = perms.a_low, perms.a_high, perms.b
+        self.a_low, self.a_high, self.b = perms.a & _LOW31, perms.a >> np.uint64(31), perms.b
         shape = (_BLOCK_ROWS, len(perms.a))
         self._low, self._high, self._scratch = (np.empty(shape, np.uint64) for _ in range(3))
 
@@ -125,16 +123,15 @@ class _PermuteKernel:
         rows = len(h32)
         low, high, scratch = self._low[:rows], self._high[:rows], self._scratch[:rows]
         column = h32[:, None]
-        np.multiply(column, self.a_low, out=low)  # < 2^64, exact
-        np.multiply(column, self.a_high, out=high)  # < 2^61, exact
-        # high * 2^32 mod p: bits >= 29 of `high` wrap around to the bottom (2^61 = 1 mod p)
-        np.right_shift(high, np.uint64(29), out=scratch)
-        np.bitwise_and(high, _LOW29, out=high)
-        np.left_shift(high, np.uint64(32), out=high)
-        np.bitwise_or(high, scratch, out=high)
-        _mod_mersenne(low, scratch)
+        np.multiply(column, self.a_low, out=low)  # < 2^63, exact
+        np.multiply(column, self.a_high, out=high)  # < 2^62, exact
+        # high * 2^31 = (high >> 30) * 2^61 + (high & (2^30-1)) * 2^31 = (high >> 30) + ((high & (2^30-1)) << 31)
+        np.right_shift(high, np.uint64(30), out=scratch)
+        np.add(low, scratch, out=low)
+        np.bitwise_and(high, _LOW30, out=high)
+        np.left_shift(high, np.uint64(31), out=high)
         np.add(low, high, out=low)
-        np.add(low, self.b, out=low)  # < 3 * 2^61 + 8: no overflow
+        np.add(low, self.b, out=low)  # < 2^63 + 2^32 + 2 * 2^61 < 2^64: no overflow
         _mod_mersenne(low, scratch)
         return low
 
