@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except PipelineError as e:
+    except (PipelineError, OSError) as e:  # OSError: a path the user named cannot be read or written
         print(f"pipeline {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -69,16 +69,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def collective(comm: LocalComm, step: str, fn: Callable[[], T]) -> T:
-    """Run fn on every rank; if any rank raised, every rank raises (the first failing rank's message)."""
+    """Run fn on every rank; if any rank raised, every rank raises (its own error, or the first failing rank's)."""
+    own: Exception | None = None
     try:
-        result, error = fn(), None
-    except (PipelineError, OSError, markers.StageMismatch) as e:
-        result, error = None, str(e)
-    errors = comm.allgather(error)
+        result = fn()
+    except markers.StageMismatch as e:  # a user-fixable state of the output folder
+        result, own = None, PipelineError(str(e))
+    except (PipelineError, OSError) as e:
+        result, own = None, e
+    errors = comm.allgather(None if own is None else str(own))
     failed = [(rank, e) for rank, e in enumerate(errors) if e is not None]
+    if own is not None:
+        raise own
     if failed:
         rank, message = failed[0]
-        raise RankFailed(message if comm.size == 1 else f"{step} failed on rank {rank}: {message}")
+        raise RankFailed(f"{step} failed on rank {rank}: {message}")
     return result
 
 
