@@ -283,14 +283,14 @@ class GPT(nn.Module):
         """Extend idx (B, T) by up to max_new_tokens sampled tokens; temperature 0 means greedy.
 
         Uses a KV cache, feeding one token per step. When the context would outgrow model.seq_len the cache is
-        rebuilt from the last seq_len - 1 tokens, the same window plain cropping would see. Sequences that
+        rebuilt from the last seq_len tokens, the same window plain cropping (nanoGPT) would see. Sequences that
         emitted `eos_id` keep emitting it; generation stops early once all have.
         """
         cache, fresh = self.new_kv_cache(idx.size(0)), idx
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
             if cache.pos + fresh.size(1) > self.cfg.seq_len:
-                cache, fresh = self.new_kv_cache(idx.size(0)), idx[:, -(self.cfg.seq_len - 1) :]
+                cache, fresh = self.new_kv_cache(idx.size(0)), idx[:, -self.cfg.seq_len :]
             logits, _ = self(fresh, kv_cache=cache)
             next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
             if eos_id is not None:
