@@ -12,7 +12,7 @@ setup(
     description="Corpus pipeline (filter, MinHash-LSH dedup, SentencePiece, Arrow shards) and DeepSpeed ZeRO-3 GPT pretraining",
     python_requires=">=3.10",
     packages=find_packages(include=["pretrain", "pretrain.*", "data_pipeline", "data_pipeline.*"]),
-    package_data={"": ["*.json", "*.yaml"]},
+    package_data={"pretrain": ["configs/*.yaml"]},
     install_requires=[
         "torch",
         "deepspeed",
