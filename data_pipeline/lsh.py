@@ -88,21 +88,25 @@ class LSHParams:
 
 def band_keys(signatures: np.ndarray, params: LSHParams, band: int) -> np.ndarray:
     """64-bit key of one band of every signature (band index mixed in, so bands never share keys)."""
-    columns = signatures[:, band * params.rows : (band + 1) * params.rows].astype(np.uint64)
     keys = np.full(len(signatures), (band + 1) * 0x9E3779B97F4A7C15 % (1 << 64), np.uint64)
     with np.errstate(over="ignore"):
-        for column in columns.T:
-            keys = _fmix64(keys ^ column)
+        for column in range(band * params.rows, (band + 1) * params.rows):
+            keys = _fmix64(keys ^ signatures[:, column].astype(np.uint64))
     return keys
 
 
 def _star_edges(received: np.ndarray) -> np.ndarray:
-    """(u, v) int64 edges from each run of equal keys' first (lowest index) member to every other member."""
-    received = received[np.lexsort((received[:, 1], received[:, 0]))]
-    starts = run_starts(received[:, 0])
-    first = np.maximum.accumulate(np.where(starts, np.arange(len(received)), 0))
-    docs = received[:, 1].astype(np.int64)
-    return np.column_stack([docs[first[~starts]], docs[~starts]])
+    """(u, v) int64 edges from each run of equal keys' first (lowest index) member to every other member.
+
+    Only positions are kept per row (8 bytes each); doc ids are looked up for the duplicate rows alone.
+    """
+    order = np.lexsort((received[:, 1], received[:, 0]))
+    starts = run_starts(received[order, 0])
+    member_positions = np.flatnonzero(~starts)
+    run_first = np.flatnonzero(starts)
+    first_positions = run_first[np.searchsorted(run_first, member_positions, side="right") - 1]
+    docs = received[:, 1]
+    return np.column_stack([docs[order[first_positions]], docs[order[member_positions]]]).astype(np.int64)
 
 
 def unique_edges(edges: np.ndarray) -> np.ndarray:
@@ -125,6 +129,8 @@ def candidate_edges(comm: LocalComm, doc_index: np.ndarray, signatures: np.ndarr
 
 def _signatures_on_root(comm: LocalComm, doc_index: np.ndarray, signatures: np.ndarray, wanted: np.ndarray):
     """(sorted doc ids, their signatures) of the `wanted` documents, collected on rank 0 (None elsewhere)."""
+    if comm.size == 1 and bool(np.all(doc_index[1:] > doc_index[:-1])):
+        return doc_index, signatures  # already on "rank 0" and sorted: no copy of the candidates' signatures
     wanted = comm.bcast(wanted if comm.rank == 0 else None, root=0)
     mine = np.isin(doc_index, wanted)
     to_root = [np.zeros(0, np.int64)] * comm.size

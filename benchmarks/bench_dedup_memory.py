@@ -1,0 +1,96 @@
+"""Peak memory of MinHash-LSH near dedup at 1M synthetic documents, as bytes per document beyond the signatures.
+
+Each measurement runs in its own child process and reads that child's ru_maxrss:
+- anchor: build the (n, num_perm) uint32 signatures (10% of documents are perturbed copies of others, so
+  there are real candidate pairs and clusters) and the int64 document index;
+- measured: the same, then `find_near_duplicates` (band keys, routing, run finding, verification, components).
+The difference divided by n is what LSH costs per document on top of the signatures; the target is <= 300 B.
+
+    .venv/bin/python benchmarks/bench_dedup_memory.py [--docs 1000000] [--num-perm 128] [--threshold 0.8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+TARGET_BYTES_PER_DOC = 300
+
+
+def synthetic_signatures(docs: int, num_perm: int, seed: int = 0) -> np.ndarray:
+    """Random signatures; every 10th document copies an earlier one with ~10% of its values changed."""
+    rng = np.random.default_rng(seed)
+    signatures = rng.integers(0, 1 << 32, size=(docs, num_perm), dtype=np.uint32)
+    for start in range(0, docs, 100_000):  # in slices, so the anchor's peak is the signatures themselves
+        copies = np.arange(max(start, 1), min(start + 100_000, docs))
+        copies = copies[copies % 10 == 0]
+        originals = rng.integers(0, copies, dtype=np.int64)
+        signatures[copies] = signatures[originals]
+        changed = rng.random((len(copies), num_perm)) < 0.1
+        signatures[copies] ^= (changed * rng.integers(1, 1 << 32, size=changed.shape, dtype=np.uint32)).astype(
+            np.uint32
+        )
+    return signatures
+
+
+def child(mode: str, docs: int, num_perm: int, threshold: float) -> None:
+    from data_pipeline.comm import LocalComm
+    from data_pipeline.lsh import LSHParams, find_near_duplicates
+
+    params = LSHParams.from_threshold(threshold, num_perm)  # both children import the same libraries
+    signatures = synthetic_signatures(docs, num_perm)
+    doc_index = np.arange(docs, dtype=np.int64)
+    report = {"removed": 0, "seconds": 0.0}
+    if mode == "dedup":
+        start = time.perf_counter()
+        result = find_near_duplicates(LocalComm(), doc_index, signatures, params)
+        report = {
+            "removed": len(result.removed),
+            "seconds": time.perf_counter() - start,
+            "largest": result.largest_cluster,
+        }
+    report["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(report))
+
+
+def measure(mode: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--docs", str(args.docs), "--num-perm", str(args.num_perm)]
+    done = subprocess.run([*cmd, "--threshold", str(args.threshold)], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=1_000_000)
+    parser.add_argument("--num-perm", type=int, default=128)
+    parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--child", choices=["anchor", "dedup"])
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.docs, args.num_perm, args.threshold)
+        return
+    anchor, dedup = measure("anchor", args), measure("dedup", args)
+    per_doc = (dedup["max_rss_bytes"] - anchor["max_rss_bytes"]) / args.docs
+    signature_bytes = 4 * args.num_perm
+    print(
+        f"{args.docs} docs, num_perm={args.num_perm} (signatures {signature_bytes} B/doc), threshold {args.threshold}"
+    )
+    print(f"anchor (signatures + index only) peak RSS {anchor['max_rss_bytes'] / 2**20:9.1f} MiB")
+    print(
+        f"near dedup peak RSS                       {dedup['max_rss_bytes'] / 2**20:9.1f} MiB   "
+        f"({dedup['seconds']:.1f} s, removed {dedup['removed']}, largest cluster {dedup['largest']})"
+    )
+    print(
+        f"LSH memory beyond signatures: {per_doc:.0f} B/doc   target <= {TARGET_BYTES_PER_DOC} B/doc   "
+        f"ratio {per_doc / TARGET_BYTES_PER_DOC:.2f} of target"
+    )
+
+
+if __name__ == "__main__":
+    main()
