@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pretrain import ckpt_integrity
+
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
 LATEST = "latest"
@@ -77,6 +79,7 @@ def save(engine: Any, run_dir: str | os.PathLike, step: int, client_state: dict,
 
 def _commit(root: Path, tag: str) -> None:
     """Write the completion marker, then replace `latest` atomically (write temp, fsync, rename)."""
+    ckpt_integrity.write_manifest(root / tag)  # sha256 of every rank's files, before COMPLETE
     (root / tag / COMPLETE).write_text(json.dumps({"tag": tag}) + "\n")
     tmp = root / (LATEST + ".tmp")
     with open(tmp, "w") as f:
@@ -113,7 +116,8 @@ def find_resumable(run_dir: str | os.PathLike) -> tuple[Path, str] | None:
                 f"{root / tag}: no {COMPLETE} marker (a save was interrupted); skipping it",
                 stacklevel=2,
             )
-    return (root, complete[-1]) if complete else None
+    intact = ckpt_integrity.newest_intact(root, complete)  # a corrupt newest one falls back, named
+    return (root, intact) if intact else None
 
 
 def resolve_checkpoint(run_or_ckpt: str | os.PathLike) -> tuple[Path, str]:
@@ -122,6 +126,7 @@ def resolve_checkpoint(run_or_ckpt: str | os.PathLike) -> tuple[Path, str]:
     if TAG_RE.match(path.name) and path.is_dir():
         if not (path / COMPLETE).is_file():
             raise FileNotFoundError(f"{path}: checkpoint has no {COMPLETE} marker (interrupted save); pick another")
+        ckpt_integrity.verify(path)
         return path.parent, path.name
     run_dir = path.parent if path.name == CHECKPOINTS else path
     found = find_resumable(run_dir)
