@@ -93,6 +93,7 @@ def collective(comm: Any, step: str, fn: Callable[[], T]) -> T:
 def run_tokenize_stage(comm: Any, output_dir: Path, recipe: Any, quiet: bool = True) -> dict:
     """Tokenizer → shards → manifest for the kept/ folder under output_dir; returns counts and timings."""
     output_dir = Path(output_dir)
+    quiet = quiet or comm.rank != 0
     started = time.perf_counter()
     if comm.rank == 0:
         (output_dir / MANIFEST).unlink(missing_ok=True)
@@ -247,7 +248,17 @@ def _write_dataset_manifest(output_dir: Path, per_rank: list[dict], info: dict, 
         "created_unix": int(time.time()),
     }
     write_manifest(output_dir, manifest)
+    _remove_unlisted_shards(output_dir / SHARD_DIR, per_rank)
     return {f"{s}_{k}": splits[s][k] for s in SPLITS for k in ("num_docs", "num_tokens")}
+
+
+def _remove_unlisted_shards(shard_dir: Path, per_rank: list[dict]) -> None:
+    """Shards of an earlier run with more ranks are not in the manifest; remove them so the folder is unambiguous."""
+    listed = {row["path"] for rows in per_rank for split in SPLITS for row in rows[split]}
+    listed |= {f"index-r{rank:05d}.json" for rank in range(len(per_rank))}
+    for path in [*shard_dir.glob("*.arrow"), *shard_dir.glob("index-r*.json")]:
+        if path.name not in listed:
+            path.unlink()
 
 
 def _jsonable(recipe: Any) -> Any:

@@ -49,3 +49,13 @@ def test_inspect_of_a_folder_without_manifest_is_one_line_error(tmp_path):
         [sys.executable, "-m", "data_pipeline.cli", "inspect", str(tmp_path)], capture_output=True, text=True
     )
     assert done.returncode != 0 and "no manifest" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_tokenizer_stage_and_inspect_never_import_torch():
+    code = (
+        "import sys, data_pipeline.tokenizer, data_pipeline.tokenize_stage, data_pipeline.inspect, matplotlib;"
+        "matplotlib.use('Agg'); import matplotlib.pyplot;"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
