@@ -1,0 +1,181 @@
+"""`pipeline dedup` end to end through the console script, on a small corpus with planted duplicates.
+
+The corpus spreads over jsonl, jsonl.gz and parquet files and holds: clean documents, an exact copy and a near
+copy (one word changed) of earlier ones, a lorem-ipsum page the filters must drop, and bad records. Every check
+is on the output folder: the ledger adds up, clusters.jsonl names the right ids, kept/ is in input order, rejects
+name file and line, a rerun skips, a damaged output is rebuilt byte-identical, a changed input is refused.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from data_pipeline.dedup_stage import assign_files
+
+REPO = Path(__file__).resolve().parents[1]
+PIPELINE = REPO / ".venv" / "bin" / "pipeline"
+MPIEXEC = REPO / ".venv" / "bin" / "mpiexec"
+VOCAB = (
+    "river town morning market bridge harbor farmer basket window garden teacher letter summer winter story "
+    "kitchen lantern meadow orchard village painter station journey evening forest mountain candle blanket "
+    "the of and to with that have be in on at for from by"
+).split()
+
+
+def sentence(rng: random.Random) -> str:
+    words = [rng.choice(VOCAB) for _ in range(rng.randint(9, 14))]
+    return " ".join(words).capitalize() + "."
+
+
+def article(seed: int) -> str:
+    rng = random.Random(seed)
+    return "\n".join(" ".join(sentence(rng) for _ in range(3)) for _ in range(6))
+
+
+def near_copy(text: str) -> str:
+    words = text.split(" ")
+    words[len(words) // 2] = "zeppelin"
+    return " ".join(words)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    data = tmp_path / "corpus"
+    data.mkdir()
+    texts = [article(i) for i in range(12)]
+    a = [{"id": f"doc-{i}", "text": texts[i]} for i in range(6)]
+    (data / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in a) + '{"id": "broken", "text": \n')
+    b = [{"id": f"doc-{i}", "text": texts[i]} for i in range(6, 10)]
+    b += [{"id": "copy-of-3", "text": texts[3]}, {"id": "near-5", "text": near_copy(texts[5])}]
+    b += [{"id": "lorem", "text": "Lorem ipsum dolor sit amet. " + texts[11]}, {"text": texts[10]}]
+    (data / "b.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in b).encode()))
+    pq.write_table(pa.table({"id": ["doc-11", "empty"], "text": [article(111), "   "]}), data / "c.parquet")
+    return data
+
+
+def run_pipeline(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")}
+    return subprocess.run([str(PIPELINE), *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def dedup(corpus: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return run_pipeline(
+        "dedup", "--input", str(corpus), "--output", str(out), "--set", "workers=1", *extra, cwd=corpus.parent
+    )
+
+
+def output_hashes(out: Path) -> dict[str, str]:
+    files = [p for p in sorted(out.rglob("*")) if p.is_file()]
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_dedup_end_to_end(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = dedup(corpus, out)
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["input_docs"] == 17 and stats["input_docs"] == stats["kept_docs"] + sum(stats["dropped"].values())
+    assert stats["dropped"] == {
+        "bad_input:empty_text": 1, "bad_input:malformed_json": 1, "exact_dup": 1, "filter:lorem_ipsum": 1, "near_dup": 1,
+    }  # fmt: skip
+    clusters = read_jsonl(out / "dedup" / "clusters.jsonl")
+    assert [(c["kind"], c["kept"], c["removed"]) for c in clusters] == [
+        ("exact", "doc-3", ["copy-of-3"]),
+        ("near", "doc-5", ["near-5"]),
+    ]
+    assert 0.8 < clusters[1]["similarity"][0] < 1.0
+    kept = read_jsonl(out / "kept" / "part-00000.jsonl")
+    gz = str(corpus / "b.jsonl.gz")
+    assert [d["id"] for d in kept] == [*(f"doc-{i}" for i in range(10)), f"{gz}:8", "doc-11"]
+    assert {d["source"] for d in kept} == {str(corpus / n) for n in ("a.jsonl", "b.jsonl.gz", "c.parquet")}
+    rejects = read_jsonl(out / "rejects" / "part-00000.jsonl")
+    assert [(r["source"], r["line"], r["reason"]) for r in rejects] == [
+        (str(corpus / "a.jsonl"), 7, "bad_input:malformed_json"),
+        (str(corpus / "c.parquet"), 2, "bad_input:empty_text"),
+    ]
+    assert "near cluster: kept doc-5 removed ['near-5']" in result.stderr
+    assert stats["lsh"]["bands"] * stats["lsh"]["rows"] <= 128
+
+
+@pytest.mark.slow
+def test_rerun_skips_and_outputs_are_deterministic(corpus: Path, tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert dedup(corpus, first).returncode == 0
+    before = output_hashes(first)
+    rerun = dedup(corpus, first)
+    assert rerun.returncode == 0 and "skipped" in rerun.stderr
+    assert output_hashes(first) == before
+    assert dedup(corpus, second, "--quiet").returncode == 0
+    after = output_hashes(second)
+    differ = {name for name in before if before[name] != after.get(name)}
+    assert differ == {"stats.json", ".stages/dedup.json"}  # the timings; everything else is byte-identical
+    strip = [json.loads((d / "stats.json").read_text()) for d in (first, second)]
+    assert [{k: v for k, v in s.items() if k != "timings_s"} for s in strip][0] == {
+        k: v for k, v in strip[1].items() if k != "timings_s"
+    }
+
+
+@pytest.mark.slow
+def test_damaged_output_is_rebuilt_and_changed_input_refused(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert dedup(corpus, out, "--quiet").returncode == 0
+    kept_part = out / "kept" / "part-00000.jsonl"
+    good = kept_part.read_bytes()
+    kept_part.write_bytes(good[: len(good) // 2])  # as if killed while writing
+    rebuilt = dedup(corpus, out)
+    assert rebuilt.returncode == 0 and "skipped" not in rebuilt.stderr
+    assert kept_part.read_bytes() == good
+    (corpus / "a.jsonl").write_text((corpus / "a.jsonl").read_text() + json.dumps({"text": article(99)}) + "\n")
+    changed = dedup(corpus, out)
+    assert changed.returncode != 0
+    assert "other inputs or another recipe" in changed.stderr and len(changed.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_strict_missing_input_and_bad_recipe_fail_with_one_line(corpus: Path, tmp_path: Path) -> None:
+    strict = dedup(corpus, tmp_path / "strict", "--strict", "--quiet")
+    assert strict.returncode != 0 and f"{corpus / 'a.jsonl'}:7: bad input (malformed_json)" in strict.stderr
+    missing = run_pipeline("dedup", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "m"), cwd=tmp_path)
+    assert missing.returncode != 0 and "nope" in missing.stderr and not (tmp_path / "m").exists()
+    bad = dedup(corpus, tmp_path / "bad", "--set", "dedup.treshold=0.5")
+    assert bad.returncode != 0 and "dedup.treshold" in bad.stderr
+    assert all(len(r.stderr.strip().splitlines()) == 1 for r in (strict, missing, bad))
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_two_mpi_ranks_give_the_same_documents(corpus: Path, tmp_path: Path) -> None:
+    single, double = tmp_path / "n1", tmp_path / "n2"
+    assert dedup(corpus, single, "--quiet").returncode == 0
+    cmd = [str(MPIEXEC), "-n", "2", str(PIPELINE), "dedup", "--input", str(corpus), "--output", str(double), "--quiet"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    parts = sorted((double / "kept").glob("part-*.jsonl"))
+    assert len(parts) == 2
+    assert b"".join(p.read_bytes() for p in parts) == (single / "kept" / "part-00000.jsonl").read_bytes()
+    assert (double / "dedup" / "clusters.jsonl").read_bytes() == (single / "dedup" / "clusters.jsonl").read_bytes()
+    assert (
+        json.loads((double / "stats.json").read_text())["dropped"]
+        == json.loads((single / "stats.json").read_text())["dropped"]
+    )
+
+
+def test_files_are_split_into_contiguous_blocks_balanced_by_size() -> None:
+    owners = assign_files([10, 10, 10, 10, 100, 10, 10], 3)
+    assert owners == sorted(owners) and set(owners) == {0, 1, 2}
+    assert assign_files([5, 5], 4) == [1, 3] and assign_files([0, 0], 2) == [0, 0]
