@@ -25,11 +25,11 @@ from data_pipeline.dedup_stage import assign_files
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / ".venv" / "bin" / "pipeline"
 MPIEXEC = REPO / ".venv" / "bin" / "mpiexec"
-VOCAB = (
+VOCAB = tuple(
     "river town morning market bridge harbor farmer basket window garden teacher letter summer winter story "
     "kitchen lantern meadow orchard village painter station journey evening forest mountain candle blanket "
     "the of and to with that have be in on at for from by"
-).split()
+.split())
 
 
 def sentence(rng: random.Random) -> str:
