@@ -26,10 +26,51 @@ REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / ".venv" / "bin" / "pipeline"
 MPIEXEC = REPO / ".venv" / "bin" / "mpiexec"
 VOCAB = tuple(
-    "river town morning market bridge harbor farmer basket window garden teacher letter summer winter story "
-    "kitchen lantern meadow orchard village painter station journey evening forest mountain candle blanket "
-    "the of and to with that have be in on at for from by"
-.split())
+    [
+        "river",
+        "town",
+        "morning",
+        "market",
+        "bridge",
+        "harbor",
+        "farmer",
+        "basket",
+        "window",
+        "garden",
+        "teacher",
+        "letter",
+        "summer",
+        "winter",
+        "story",
+        "kitchen",
+        "lantern",
+        "meadow",
+        "orchard",
+        "village",
+        "painter",
+        "station",
+        "journey",
+        "evening",
+        "forest",
+        "mountain",
+        "candle",
+        "blanket",
+        "the",
+        "of",
+        "and",
+        "to",
+        "with",
+        "that",
+        "have",
+        "be",
+        "in",
+        "on",
+        "at",
+        "for",
+        "from",
+        "by",
+    ]
+)
 
 
 def sentence(rng: random.Random) -> str:
