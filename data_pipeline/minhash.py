@@ -26,6 +26,7 @@ import re
 import unicodedata
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 from multiprocessing import get_context
 
 import numpy as np
@@ -39,6 +40,7 @@ _BLOCK_ROWS = 160
 _CHUNK_DOCS = 512
 _NON_WORD = re.compile(r"[^\w\s]|_")
 _SPACES = re.compile(r"\s+")
+_ASCII_WORD_BYTES = bytes(c if chr(c).isalnum() and c < 128 else 32 for c in range(256))
 
 
 def hash_normalize(text: str) -> str:
@@ -63,19 +65,46 @@ def _rotl(values: np.ndarray, bits: int) -> np.ndarray:
     return (values << np.uint64(bits)) | (values >> np.uint64(64 - bits))
 
 
-def shingle_hashes(text: str, ngram: int = 5) -> np.ndarray:
-    """64-bit hashes (uint64) of the word n-grams of `hash_normalize(text)`; one shingle if it has < ngram words."""
+def _normalized_words(text: str) -> list[bytes]:
+    """The words of hash_normalize(text) as UTF-8 bytes; ASCII text takes a translate() fast path (same result)."""
+    if text.isascii():  # NFKC is the identity on ASCII; every non-alphanumeric byte becomes a separator
+        words = text.lower().encode("ascii").translate(_ASCII_WORD_BYTES).split()
+    else:
+        words = hash_normalize(text).encode("utf-8").split()
+    return words or [b""]
+
+
+def _shingle_starts(word_counts: np.ndarray, ngram: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first word position, width) of every shingle of every document, and shingles per document."""
+    widths = np.minimum(word_counts, ngram)
+    counts = word_counts - widths + 1
+    first_shingle = np.cumsum(counts) - counts
+    first_word = np.cumsum(word_counts) - word_counts
+    rank_in_doc = np.arange(int(counts.sum())) - np.repeat(first_shingle, counts)
+    return np.repeat(first_word, counts) + rank_in_doc, np.repeat(widths, counts), counts
+
+
+def shingle_hashes_batch(texts: list[str], ngram: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """All documents' shingle hashes concatenated (uint64) and the number of shingles of each document."""
     if ngram < 1:
         raise ValueError(f"ngram must be >= 1 (dedup.ngram), got {ngram}")
-    words = hash_normalize(text).encode("utf-8").split(b" ")
-    word_hashes = np.fromiter(map(xxhash.xxh3_64_intdigest, words), np.uint64, len(words))
-    width = min(ngram, len(words))
-    count = len(words) - width + 1
-    combined = np.zeros(count, np.uint64)
-    for position in range(width):
-        combined ^= _rotl(word_hashes[position : position + count], 23 * position)
+    word_lists = [_normalized_words(t) for t in texts]
+    word_counts = np.fromiter(map(len, word_lists), np.int64, len(word_lists))
+    total = int(word_counts.sum())
+    word_hashes = np.zeros(total + ngram, np.uint64)  # zero padding: reads past a short doc's end are masked
+    word_hashes[:total] = np.fromiter(map(xxhash.xxh3_64_intdigest, chain.from_iterable(word_lists)), np.uint64, total)
+    starts, widths, counts = _shingle_starts(word_counts, ngram)
+    combined = np.zeros(len(starts), np.uint64)
+    for position in range(ngram):
+        part = _rotl(word_hashes[starts + position], 23 * position)
+        combined ^= part if position == 0 else np.where(position < widths, part, np.uint64(0))
     with np.errstate(over="ignore"):
-        return _fmix64(combined ^ np.uint64(width))
+        return _fmix64(combined ^ widths.astype(np.uint64)), counts
+
+
+def shingle_hashes(text: str, ngram: int = 5) -> np.ndarray:
+    """64-bit hashes (uint64) of the word n-grams of `hash_normalize(text)`; one shingle if it has < ngram words."""
+    return shingle_hashes_batch([text], ngram)[0]
 
 
 @dataclass(frozen=True)
@@ -147,12 +176,18 @@ def _signature_block_mins(kernel: _PermuteKernel, h32: np.ndarray, doc_of_row: n
 
 def signatures_from_hashes(hash_lists: list[np.ndarray], perms: Permutations) -> np.ndarray:
     """(n, num_perm) uint32 MinHash signatures of documents given as arrays of 64-bit shingle hashes."""
-    lengths = np.array([len(h) for h in hash_lists], dtype=np.int64)
-    if (lengths == 0).any():
+    counts = np.array([len(h) for h in hash_lists], dtype=np.int64)
+    all_hashes = np.concatenate(hash_lists) if hash_lists else np.zeros(0, np.uint64)
+    return _signatures(all_hashes, counts, perms)
+
+
+def _signatures(all_hashes: np.ndarray, counts: np.ndarray, perms: Permutations) -> np.ndarray:
+    """Signatures of documents whose shingle hashes are concatenated in `all_hashes`, counts[i] each."""
+    if (counts == 0).any():
         raise ValueError("every document needs at least one shingle hash; shingle_hashes() always gives one")
-    all_h32 = np.concatenate(hash_lists) >> np.uint64(32) if hash_lists else np.zeros(0, np.uint64)
-    doc_of_row = np.repeat(np.arange(len(hash_lists)), lengths)
-    minima = np.full((len(hash_lists), len(perms.a)), np.iinfo(np.uint64).max, np.uint64)
+    all_h32 = all_hashes >> np.uint64(32)
+    doc_of_row = np.repeat(np.arange(len(counts)), counts)
+    minima = np.full((len(counts), len(perms.a)), np.iinfo(np.uint64).max, np.uint64)
     kernel = _PermuteKernel(perms)
     for start in range(0, len(all_h32), _BLOCK_ROWS):
         stop = start + _BLOCK_ROWS
@@ -163,7 +198,7 @@ def signatures_from_hashes(hash_lists: list[np.ndarray], perms: Permutations) ->
 def _signature_chunk(args: tuple[list[str], int, int, int]) -> np.ndarray:
     texts, ngram, num_perm, seed = args
     perms = Permutations.from_seed(num_perm, seed)
-    return signatures_from_hashes([shingle_hashes(t, ngram) for t in texts], perms)
+    return _signatures(*shingle_hashes_batch(texts, ngram), perms)
 
 
 def resolve_workers(workers: int) -> int:

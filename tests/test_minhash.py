@@ -10,10 +10,12 @@ from data_pipeline.lsh import planted_corpus
 from data_pipeline.minhash import (
     MERSENNE_PRIME,
     Permutations,
+    _normalized_words,
     compute_signatures,
     estimated_jaccard,
     hash_normalize,
     shingle_hashes,
+    shingle_hashes_batch,
     signatures_from_hashes,
 )
 
@@ -24,6 +26,22 @@ def test_hash_normalize_folds_case_punctuation_width_and_spaces():
     assert hash_normalize("  Hello,\tWORLD!!\n ﬁne  ") == "hello world fine"
     assert hash_normalize("Ｆｕｌｌ－width") == "full width"
     assert hash_normalize("snake_case... end") == "snake case end"
+
+
+def test_ascii_fast_path_equals_unicode_normalisation():
+    rng = np.random.default_rng(0)
+    alphabet = [chr(c) for c in range(128)]
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet, rng.integers(0, 40)))
+        assert b" ".join(_normalized_words(text)).decode() == hash_normalize(text), repr(text)
+    assert _normalized_words("Ünïcode, café!") == hash_normalize("Ünïcode, café!").encode().split()
+
+
+def test_batched_shingles_equal_per_document_shingles():
+    texts = ["a b c d e f g", "", "short doc", "x " * 30, "Ünïcode words here and there, again and again"]
+    hashes, counts = shingle_hashes_batch(texts, ngram=4)
+    assert counts.tolist() == [4, 1, 1, 27, 5]
+    assert np.array_equal(hashes, np.concatenate([shingle_hashes(t, ngram=4) for t in texts]))
 
 
 def test_shingles_count_and_order_sensitivity():
