@@ -191,6 +191,8 @@ def _explain_training_error(err: RuntimeError, settings: TokenizerSettings) -> s
             f"the corpus is too small for tokenizer.vocab_size={settings.vocab_size} (sentencepiece: at most "
             f"{suggestion}); pass `--set tokenizer.vocab_size={suggestion}` or smaller, or train on more text"
         )
+    if "sentences_.empty()" in message:
+        return "no text to train on: the kept documents are empty (were all documents dropped? see stats.json)"
     if "required_chars" in message:
         return f"tokenizer.vocab_size={settings.vocab_size} is below the number of characters to cover: {message}"
     return f"sentencepiece training failed: {message}"

@@ -181,3 +181,17 @@ def test_known_limit_literal_u2581_decodes_as_space(trained):
     """Documented limit: SentencePiece's space marker has no escape, so a literal '▁' comes back as ' '."""
     processor, _ = load_tokenizer(trained[0])
     assert processor.decode(processor.encode("a▁b")) == "a b"
+
+
+def test_round_trip_on_every_document_of_the_builtin_demo_corpus(tmp_path):
+    from data_pipeline.demo_corpus import write_demo_corpus
+
+    corpus_path = tmp_path / "demo.jsonl"
+    count, _ = write_demo_corpus(corpus_path)
+    settings = TokenizerSettings(vocab_size=4000, input_sentence_size=50_000)
+    train_tokenizer([corpus_path], tmp_path, settings)
+    processor, _ = load_tokenizer(tmp_path)
+    texts = [json.loads(line)["text"] for line in corpus_path.read_text(encoding="utf-8").splitlines()]
+    assert len(texts) == count > 1000
+    decoded = [processor.decode(ids) for ids in processor.encode(texts)]
+    assert [i for i, (a, b) in enumerate(zip(texts, decoded, strict=True)) if a != b] == []
