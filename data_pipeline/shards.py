@@ -216,6 +216,8 @@ class TokenStream:
         """Tokens [start, start+length) of the split's stream; a view unless the window crosses a shard edge."""
         if start < 0 or start + length > self.num_tokens:
             raise IndexError(f"window [{start}, {start + length}) outside [0, {self.num_tokens})")
+        if length <= 0:  # also covers start == num_tokens, where no shard holds `start`
+            return np.zeros(0, self._tokens[0].dtype if self._tokens else np.uint16)
         shard = bisect_right(self._starts, start) - 1
         offset = start - self._starts[shard]
         first = self._tokens[shard][offset : offset + length]

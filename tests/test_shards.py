@@ -164,6 +164,13 @@ def test_empty_split_is_a_zero_token_stream(dataset):
     root, _ = dataset
     ts = TokenStream(root, "validation")
     assert ts.num_tokens == 0 and ts.num_samples(128) == 0
+    assert len(ts.window(0, 0)) == 0
+
+
+def test_empty_window_at_the_end_of_the_stream(dataset):
+    root, stream = dataset
+    ts = _stream(root)
+    assert len(ts.window(len(stream), 0)) == 0 and ts.window(len(stream), 0).dtype == np.uint16
 
 
 def test_write_shard_of_no_documents(tmp_path):
