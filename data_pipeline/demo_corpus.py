@@ -16,6 +16,7 @@ import inspect
 import io
 import json
 import os
+import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
@@ -143,22 +144,33 @@ def recipe_path(out: Path) -> Path:
     return out.with_name(out.name.removesuffix(".jsonl") + ".recipe.yaml")
 
 
-def write_demo_corpus(out: Path) -> tuple[int, int]:
-    """Write OUT.jsonl and its matching recipe OUT.recipe.yaml; returns (documents, bytes)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+def write_documents(out: Path) -> int:
+    """Write the walk's documents to `out` (run in a fresh interpreter: see write_demo_corpus); returns the count."""
     seen: set[str] = set()
-    tmp = out.with_name(f".{out.name}.tmp")
-    count = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with open(out, "w", encoding="utf-8") as f:
         for doc in demo_documents():
-            if doc["id"] in seen:  # a submodule that is also a top-level name (e.g. os.path vs posixpath) once
-                continue
-            seen.add(doc["id"])
-            f.write(json.dumps(doc, ensure_ascii=False) + "\n")
-            count += 1
+            if doc["id"] not in seen:  # a module reachable under two names is written once
+                seen.add(doc["id"])
+                f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    return len(seen)
+
+
+def write_demo_corpus(out: Path) -> tuple[int, int]:
+    """Write OUT.jsonl and its matching recipe OUT.recipe.yaml; returns (documents, bytes).
+
+    The walk imports hundreds of modules, so it runs in a fresh, isolated interpreter (`python -I`): the corpus
+    is the same whatever the caller had imported or patched, and the imports' side effects stay out of it.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    package_root = str(Path(__file__).resolve().parents[1])
+    code = f"import sys; sys.path.insert(0, {package_root!r}); from data_pipeline.demo_corpus import write_documents; write_documents(__import__('pathlib').Path({str(tmp)!r}))"
+    walk = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=900)
+    if walk.returncode != 0:
+        raise PipelineError(f"the standard-library walk failed: {walk.stderr.strip().splitlines()[-1:]}")
     os.replace(tmp, out)
     recipe_path(out).write_text(yaml.safe_dump(DEMO_RECIPE, sort_keys=False))
-    return count, out.stat().st_size
+    return sum(1 for _ in open(out, encoding="utf-8")), out.stat().st_size
 
 
 def run(args: argparse.Namespace) -> int:
