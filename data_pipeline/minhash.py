@@ -165,13 +165,28 @@ class _PermuteKernel:
         return low
 
 
-def _signature_block_mins(kernel: _PermuteKernel, h32: np.ndarray, doc_of_row: np.ndarray, out: np.ndarray) -> None:
-    """Fold one block of shingle rows into the running per-document minima `out`."""
-    permuted = kernel(h32)
-    starts = np.flatnonzero(np.r_[True, doc_of_row[1:] != doc_of_row[:-1]])
-    block_mins = np.minimum.reduceat(permuted, starts, axis=0)
-    docs = doc_of_row[starts]
-    out[docs] = np.minimum(out[docs], block_mins)
+def _fold_block(
+    kernel: _PermuteKernel, h32: np.ndarray, segments: np.ndarray, first_doc: int, minima: np.ndarray
+) -> None:
+    """Fold one block of shingle rows into the running minima of the consecutive documents it covers.
+
+    `segments` are the block-relative rows where a document starts (0 first); document first_doc + i owns
+    segment i, so the update is a slice, not a scatter.
+    """
+    block_mins = np.minimum.reduceat(kernel(h32), segments, axis=0)
+    target = minima[first_doc : first_doc + len(segments)]
+    np.minimum(target, block_mins, out=target)
+
+
+def _block_segments(counts: np.ndarray, block_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every block: the document-start rows inside it (globally), where its list begins, and its first doc."""
+    doc_starts = np.cumsum(counts) - counts
+    total = int(counts.sum())
+    block_starts = np.arange(0, total, block_rows)
+    cuts = np.union1d(doc_starts, block_starts)  # every segment start: a document or a block begins
+    first_cut_of_block = np.searchsorted(cuts, block_starts)
+    first_doc_of_block = np.searchsorted(doc_starts, block_starts, side="right") - 1
+    return cuts, first_cut_of_block, first_doc_of_block
 
 
 def signatures_from_hashes(hash_lists: list[np.ndarray], perms: Permutations) -> np.ndarray:
@@ -186,12 +201,13 @@ def _signatures(all_hashes: np.ndarray, counts: np.ndarray, perms: Permutations)
     if (counts == 0).any():
         raise ValueError("every document needs at least one shingle hash; shingle_hashes() always gives one")
     all_h32 = all_hashes >> np.uint64(32)
-    doc_of_row = np.repeat(np.arange(len(counts)), counts)
     minima = np.full((len(counts), len(perms.a)), np.iinfo(np.uint64).max, np.uint64)
     kernel = _PermuteKernel(perms)
-    for start in range(0, len(all_h32), _BLOCK_ROWS):
-        stop = start + _BLOCK_ROWS
-        _signature_block_mins(kernel, all_h32[start:stop], doc_of_row[start:stop], minima)
+    cuts, first_cut, first_doc = _block_segments(counts, _BLOCK_ROWS)
+    bounds = np.r_[first_cut, len(cuts)].tolist()
+    for block, start in enumerate(range(0, len(all_h32), _BLOCK_ROWS)):
+        segments = cuts[bounds[block] : bounds[block + 1]] - start
+        _fold_block(kernel, all_h32[start : start + _BLOCK_ROWS], segments, int(first_doc[block]), minima)
     return (minima & _LOW32).astype(np.uint32)
 
 

@@ -71,7 +71,10 @@ def test_permutations_are_datasketch_legacy_permutations():
 
 def test_signature_is_exact_min_of_mersenne_permutations():
     """Every entry equals min over shingles of (a*h + b) mod (2^61-1), computed with Python integers."""
-    hashes = [shingle_hashes("the quick brown fox jumps over the lazy dog again and again"), shingle_hashes("x")]
+    long_text = " ".join(f"w{i}" for i in range(400))  # its shingles span several kernel blocks
+    hashes = [
+        shingle_hashes(t) for t in ("the quick brown fox jumps over the lazy dog", long_text, "x", long_text[:900])
+    ]
     perms = Permutations.from_seed(32, seed=3)
     sigs = signatures_from_hashes(hashes, perms)
     for doc, doc_hashes in enumerate(hashes):
