@@ -23,6 +23,8 @@ ELLIPSES = ("...", "…")
 TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’", ":")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+_ALNUM = re.compile(r"[^\W_]")  # a letter or a digit
+_ALPHA = re.compile(r"[^\W\d_]")  # a letter
 
 
 @dataclass
@@ -42,7 +44,11 @@ class TextStats:
     @cached_property
     def words(self) -> list[str]:
         """Whitespace tokens that hold a letter or digit (punctuation-only tokens are not words)."""
-        return [t for t in self.tokens if any(c.isalnum() for c in t)]
+        return [t for t in self.tokens if _ALNUM.search(t)]
+
+    @cached_property
+    def lower_words(self) -> list[str]:
+        return [w.lower() for w in self.words]
 
     @cached_property
     def paragraphs(self) -> list[str]:
@@ -78,7 +84,7 @@ def ellipsis_lines(s: TextStats, cfg: FiltersConfig) -> bool:
 
 
 def alpha_words(s: TextStats, cfg: FiltersConfig) -> bool:
-    alpha = sum(any(c.isalpha() for c in t) for t in s.tokens)
+    alpha = sum(1 for t in s.tokens if _ALPHA.search(t))
     return _ratio(alpha, len(s.tokens)) >= cfg.min_alpha_words_ratio
 
 
@@ -116,12 +122,12 @@ def repeated_paragraphs(s: TextStats, cfg: FiltersConfig) -> bool:
 
 
 def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return list(zip(*(words[i:] for i in range(n)), strict=False))
 
 
 def top_ngrams(s: TextStats, cfg: FiltersConfig) -> bool:
     """The characters of the most frequent 2/3/4-gram, over all word characters, stay under the limits."""
-    words = [w.lower() for w in s.words]
+    words = s.lower_words
     total = sum(len(w) for w in words)
     limits = {2: cfg.max_top_2gram_char_ratio, 3: cfg.max_top_3gram_char_ratio, 4: cfg.max_top_4gram_char_ratio}
     for n, limit in limits.items():
@@ -145,10 +151,19 @@ def _dup_ngram_char_ratio(words: list[str], n: int) -> float:
 
 
 def dup_ngrams(s: TextStats, cfg: FiltersConfig) -> bool:
-    """Gopher's duplicate 5..10-gram character fractions; the limit falls linearly from the 5- to the 10-gram one."""
-    words = [w.lower() for w in s.words]
+    """Gopher's duplicate 5..10-gram character fractions; the limit falls linearly from the 5- to the 10-gram one.
+
+    The words covered by repeated (n+1)-grams are a subset of those covered by repeated n-grams, so when the
+    5-gram fraction is already under the strictest (10-gram) limit every n passes: one pass for most documents.
+    """
+    words = s.lower_words
     step = (cfg.max_dup_5gram_char_ratio - cfg.max_dup_10gram_char_ratio) / 5
-    return all(_dup_ngram_char_ratio(words, n) <= cfg.max_dup_5gram_char_ratio - step * (n - 5) for n in range(5, 11))
+    first = _dup_ngram_char_ratio(words, 5)
+    if first <= min(cfg.max_dup_5gram_char_ratio, cfg.max_dup_10gram_char_ratio):
+        return True
+    if first > cfg.max_dup_5gram_char_ratio:
+        return False
+    return all(_dup_ngram_char_ratio(words, n) <= cfg.max_dup_5gram_char_ratio - step * (n - 5) for n in range(6, 11))
 
 
 def lorem_ipsum(s: TextStats, cfg: FiltersConfig) -> bool:
