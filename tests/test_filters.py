@@ -86,3 +86,30 @@ def test_master_switch_and_first_failing_rule_wins() -> None:
     order = [name for name, _ in RULES]
     expected = min(("lorem_ipsum", "curly_braces"), key=order.index)
     assert drop_reason(both, FiltersConfig()) == f"filter:{expected}"
+
+
+def test_dup_ngrams_shortcut_matches_checking_every_n() -> None:
+    """The one-pass shortcut must decide exactly like checking all of n = 5..10 against their limits."""
+    import random
+
+    from data_pipeline.filters import _dup_ngram_char_ratio, dup_ngrams
+
+    cfg = FiltersConfig()
+    rng = random.Random(0)
+    decisions = set()
+    for trial in range(300):
+        vocab = [f"w{i}" for i in range(rng.randint(3, 40))]
+        words = [rng.choice(vocab) for _ in range(rng.randint(20, 120))]
+        if trial % 3 == 0:  # plant one repeated run of 5..12 words
+            run = words[: rng.randint(5, 12)]
+            words += run
+        stats = TextStats(" ".join(words))
+        limits = {
+            n: cfg.max_dup_5gram_char_ratio
+            - (cfg.max_dup_5gram_char_ratio - cfg.max_dup_10gram_char_ratio) * (n - 5) / 5
+            for n in range(5, 11)
+        }
+        naive = all(_dup_ngram_char_ratio(stats.lower_words, n) <= limits[n] for n in range(5, 11))
+        assert dup_ngrams(stats, cfg) == naive
+        decisions.add(naive)
+    assert decisions == {True, False}
