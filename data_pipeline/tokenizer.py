@@ -169,14 +169,26 @@ def train_tokenizer(inputs: list[Path], output_dir: str | os.PathLike, settings:
 def _train_model_bytes(inputs: list[Path], settings: TokenizerSettings) -> bytes:
     import io
 
-    model = io.BytesIO()
+    model, reading_errors = io.BytesIO(), []
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=training_sentences(inputs), model_writer=model, **trainer_options(settings)
+            sentence_iterator=_recording(training_sentences(inputs), reading_errors),
+            model_writer=model,
+            **trainer_options(settings),
         )
     except RuntimeError as err:
+        if reading_errors:  # a bad input line: report it as itself, not wrapped in sentencepiece's message
+            raise reading_errors[0] from err
         raise TokenizerError(_explain_training_error(err, settings)) from err
     return model.getvalue()
+
+
+def _recording(sentences: Iterator[str], errors: list[Exception]) -> Iterator[str]:
+    try:
+        yield from sentences
+    except Exception as err:
+        errors.append(err)
+        raise
 
 
 def _explain_training_error(err: RuntimeError, settings: TokenizerSettings) -> str:
