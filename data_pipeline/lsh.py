@@ -12,10 +12,14 @@ The algorithm, per band (bands x rows of the signature):
    components with scipy.sparse.csgraph. The lowest global index of each component is kept.
 4. Rank 0 broadcasts the removed indices; each rank keeps the ones among its own documents.
 
-Memory per document beyond the signatures (4 * num_perm bytes, uint32): one band at a time, a 64-bit key,
-the (key, index) row (16 bytes) and its sorted/routed copies, about 60-100 bytes at the peak, plus 16 bytes
-per candidate edge. The result is identical for any number of ranks: the edges only depend on which
-documents share a band key.
+Memory per document beyond the signatures (4 * num_perm bytes, uint32): bands are processed one at a time, so
+the peak is one band's 64-bit keys, the (key, index) rows (16 bytes), their routed copy and a sort order:
+benchmarks/bench_dedup_memory.py measures 78 bytes per document at 1M documents on one rank. Edges cost 16 bytes
+per candidate pair; under MPI rank 0 also holds the signatures of documents that are in a candidate pair
+(4 * num_perm bytes each) and every rank receives the list of removed indices (8 bytes each). Each rank holds
+1/size of every band's rows, so band memory per rank falls as ranks are added.
+
+The result is identical for any number of ranks: the edges only depend on which documents share a band key.
 """
 
 from __future__ import annotations
