@@ -112,7 +112,7 @@ def _fmt(v: Any) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
-        return f"{v:.6g}"
+        return f"{v:.9g}"
     return str(v)
 
 

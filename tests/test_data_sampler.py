@@ -1,0 +1,98 @@
+"""The sampler: disjoint across ranks, order independent of world size, exact resume, epoch reshuffle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data_pipeline.shards import TokenStream
+from pretrain.data import BatchLayout, SampleOrder, TrainSampler, validation_batches, validation_indices
+
+SEQ = 16
+GLOBAL = 16  # samples per global batch
+
+
+def _samplers(stream: TokenStream, world: int, consumed: int = 0, micro: int = 2) -> list[TrainSampler]:
+    layout = BatchLayout(micro, world, GLOBAL // (micro * world))
+    return [TrainSampler(stream, SEQ, 7, layout, r, consumed) for r in range(world)]
+
+
+def _global_batch(samplers: list[TrainSampler]) -> list[int]:
+    """Indices of one global batch in (micro-step, rank) order, then advance every rank."""
+    accum = samplers[0].layout.grad_accum_steps
+    out = [i for m in range(accum) for s in samplers for i in s.sample_indices(m)]
+    for s in samplers:
+        s.advance()
+    return out
+
+
+@pytest.fixture(scope="module")
+def stream(tiny_dataset) -> TokenStream:
+    return TokenStream(tiny_dataset, "train")
+
+
+def test_order_is_a_permutation_per_epoch_and_reshuffles(stream: TokenStream) -> None:
+    order = SampleOrder(stream.num_samples(SEQ), seed=7)
+    n = order.num_samples
+    epoch0 = [order[p] for p in range(n)]
+    epoch1 = [order[p] for p in range(n, 2 * n)]
+    assert sorted(epoch0) == list(range(n)) == sorted(epoch1)
+    assert epoch0 != epoch1
+    assert epoch0 == [SampleOrder(n, seed=7)[p] for p in range(n)]
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_ranks_are_disjoint_and_cover_the_global_batch(stream: TokenStream, world: int) -> None:
+    samplers = _samplers(stream, world)
+    accum = samplers[0].layout.grad_accum_steps
+    per_rank = [[i for m in range(accum) for i in s.sample_indices(m)] for s in samplers]
+    flat = [i for r in per_rank for i in r]
+    assert len(flat) == GLOBAL == len(set(flat))
+    order = SampleOrder(stream.num_samples(SEQ), 7)
+    assert sorted(flat) == sorted(order[p] for p in range(GLOBAL))
+
+
+def test_global_order_does_not_depend_on_world_size(stream: TokenStream) -> None:
+    runs = {}
+    for world in (1, 2, 4):
+        samplers = _samplers(stream, world)
+        runs[world] = [_global_batch(samplers) for _ in range(5)]
+    assert runs[1] == runs[2] == runs[4]
+
+
+def test_resume_from_consumed_samples_on_another_world_size(stream: TokenStream) -> None:
+    straight = _samplers(stream, 2)
+    batches = [_global_batch(straight) for _ in range(6)]
+    consumed = straight[0].consumed_samples - 3 * GLOBAL
+    resumed = _samplers(stream, 4, consumed=consumed)
+    assert [_global_batch(resumed) for _ in range(3)] == batches[3:]
+    assert straight[0].state_dict()["consumed_samples"] == 6 * GLOBAL
+
+
+def test_micro_batch_tensors_are_shifted_windows(stream: TokenStream) -> None:
+    sampler = _samplers(stream, 2)[1]
+    x, y = sampler.micro_batch(0)
+    assert x.shape == y.shape == (2, SEQ)
+    for row, index in enumerate(sampler.sample_indices(0)):
+        window = stream.sample(index, SEQ).astype(np.int64)
+        assert x[row].tolist() == window[:-1].tolist() and y[row].tolist() == window[1:].tolist()
+
+
+def test_consumed_samples_must_be_whole_batches(stream: TokenStream) -> None:
+    with pytest.raises(ValueError, match="global_batch_tokens"):
+        _samplers(stream, 2, consumed=GLOBAL + 2)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_validation_split_counts_each_window_once(tiny_dataset, world: int) -> None:
+    val = TokenStream(tiny_dataset, "validation")
+    indices = validation_indices(val, SEQ, 11)
+    assert len(indices) == 11 == len(set(indices))
+    seen, counts = [], []
+    for rank in range(world):
+        batches = list(validation_batches(val, SEQ, indices, 2, rank, world))
+        counts.append(len(batches))
+        seen += [int(x[0, 0]) for x, _, n in batches for _ in range(n)]
+        assert sum(n for *_, n in batches) == len(indices[rank::world])
+    assert len(set(counts)) == 1  # collective forwards: every rank runs the same number
+    assert len(seen) == len(indices)
