@@ -198,3 +198,46 @@ def test_perplexity() -> None:
     assert perplexity(0.0) == 1.0
     assert perplexity(math.log(300)) == pytest.approx(300)
     assert perplexity(1e6) == float("inf")
+
+
+ZERO_INIT_SCRIPT = """
+import json, math, sys, deepspeed
+deepspeed.init_distributed(dist_backend="gloo")
+from pretrain.config import ModelConfig
+from pretrain.model import GPT
+cfg = ModelConfig(vocab_size=1000, seq_len=64, n_layer=8, n_head=4, d_model=256, pos_emb="rope", norm="rmsnorm",
+                  mlp="swiglu", bias=True)
+with deepspeed.zero.Init(config_dict_or_path={"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3}}):
+    model = GPT(cfg)
+with deepspeed.zero.GatheredParameters(list(model.parameters())):
+    out = {"tied": model.lm_head.weight is model.wte.weight,
+           "down_std": model.blocks[3].mlp.down.weight.std().item(),
+           "qkv_std": model.blocks[0].attn.qkv.weight.std().item(),
+           "wte_std": model.wte.weight.std().item(),
+           "bias_max": model.blocks[0].attn.qkv.bias.abs().max().item(),
+           "norm_mean": model.blocks[0].norm1.weight.mean().item()}
+print("RESULT" + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_initialisation_survives_zero3_partitioning() -> None:
+    """Under deepspeed.zero.Init each submodule is partitioned as its __init__ returns; the init must already
+    have happened there (a whole-model apply() afterwards would only see empty shards)."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-c", ZERO_INIT_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.split("RESULT", 1)[1])
+    assert result["tied"] and result["bias_max"] == 0.0 and result["norm_mean"] == 1.0
+    assert abs(result["down_std"] - 0.02 / math.sqrt(16)) < 0.0005
+    assert abs(result["qkv_std"] - 0.02) < 0.001 and abs(result["wte_std"] - 0.02) < 0.001
