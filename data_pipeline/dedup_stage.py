@@ -348,6 +348,7 @@ class DedupRun:
             self.clusters += self.timed(
                 "exact_dedup", lambda: exact_dedup(self.comm, self.docs, self.doc_index, self.kept, self.ledger)
             )
+            self.step_summary("exact dedup", "exact_dup", "exact_dedup")
         if cfg.near:
             self.params = lsh_params(self.recipe)
             summary(f"near dedup: {self.params.describe()}", self.quiet)
@@ -357,6 +358,15 @@ class DedupRun:
                     self.comm, self.docs, self.doc_index, self.kept, self.ledger, self.recipe, self.params, self.pairs
                 ),
             )
+            self.step_summary("near dedup", "near_dup", "near_dedup")
+
+    def step_summary(self, step: str, reason: str, timing: str) -> None:
+        """Rank 0's line after a dedup step: removals summed over ranks (a collective: every rank calls it)."""
+        removed = self.comm.allreduce_sum(self.ledger.dropped.get(reason, 0))
+        clusters = sum(c["kind"] == reason.split("_")[0] for c in self.clusters)
+        summary(
+            f"{step}: {removed} documents removed in {clusters} clusters ({self.timings[timing]:.1f} s)", self.quiet
+        )
 
     def write_kept(self) -> None:
         kept_docs = [d.to_record() for d, keep in zip(self.docs, self.kept, strict=True) if keep]

@@ -220,3 +220,14 @@ def test_files_are_split_into_contiguous_blocks_balanced_by_size() -> None:
     owners = assign_files([10, 10, 10, 10, 100, 10, 10], 3)
     assert owners == sorted(owners) and set(owners) == {0, 1, 2}
     assert assign_files([5, 5], 4) == [1, 3] and assign_files([0, 0], 2) == [0, 0]
+
+
+@pytest.mark.slow
+def test_dedup_never_imports_torch(corpus: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys; from data_pipeline.cli import main; "
+        f"rc = main(['dedup', '--input', {str(corpus)!r}, '--output', {str(tmp_path / 'o')!r}, '--quiet']); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([str(REPO / ".venv/bin/python"), "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.split() == ["0", "False"], result.stderr
