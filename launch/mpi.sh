@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Pretraining under mpirun/mpiexec: MPI starts the ranks, DeepSpeed's MPI discovery (mpi4py) turns them into
+# torch.distributed ranks (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR from rank 0's `hostname -I`).
+#
+#   launch/mpi.sh -n 16 [-f hosts] -- --data DIR --preset 1b --output RUN [--set key=value ...]
+#   NP=2 launch/mpi.sh -- --data DIR --preset debug --output RUN          # one machine, 2 ranks
+#
+# Options before `--` go to mpiexec verbatim (-n, -ppn, -f/-hosts for MPICH's Hydra, --hostfile for Open MPI).
+# Environment:
+#   NP           number of ranks when -n/-np is not given          [2]
+#   MPIEXEC      the MPI launcher                                  [mpiexec next to PYTHON, else mpiexec]
+#   PYTHON       interpreter with this project installed           [python3]
+#   MASTER_PORT  rendezvous port the trainer passes to DeepSpeed   [29500]
+# MPICH's mpiexec propagates the whole environment to every rank (NCCL_*, DS_ACCELERATOR, ...); for Open MPI add
+# `-x NCCL_DEBUG -x DS_ACCELERATOR ...`. Each rank's output is tagged with its rank (-prepend-rank / --tag-output).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYTHON=${PYTHON:-python3}
+python_dir=$(dirname "$(command -v "$PYTHON")")
+MPIEXEC=${MPIEXEC:-$([[ -x $python_dir/mpiexec ]] && echo "$python_dir/mpiexec" || echo mpiexec)}
+export MASTER_PORT=${MASTER_PORT:-29500}
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+
+mpi_args=()
+while [[ $# -gt 0 && $1 != "--" ]]; do
+  mpi_args+=("$1")
+  shift
+done
+[[ ${1:-} == "--" ]] || { echo "usage: $0 [mpiexec options] -- --data DIR --preset NAME --output RUN ..." >&2; exit 2; }
+shift
+
+[[ " ${mpi_args[*]-} " =~ " -n "|" -np " ]] || mpi_args=(-n "${NP:-2}" "${mpi_args[@]}")
+if "$MPIEXEC" --version 2>&1 | grep -q "Open MPI"; then
+  mpi_args+=(--tag-output)
+else
+  mpi_args+=(-prepend-rank)
+fi
+
+cd "$REPO"
+echo "$MPIEXEC ${mpi_args[*]} $PYTHON -u -m pretrain.train $*"
+exec "$MPIEXEC" "${mpi_args[@]}" "$PYTHON" -u -m pretrain.train "$@"
