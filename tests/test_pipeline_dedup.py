@@ -231,3 +231,33 @@ def test_dedup_never_imports_torch(corpus: Path, tmp_path: Path) -> None:
     )
     result = subprocess.run([str(REPO / ".venv/bin/python"), "-c", code], capture_output=True, text=True, timeout=300)
     assert result.stdout.split() == ["0", "False"], result.stderr
+
+
+def test_a_run_killed_after_writing_kept_reruns_to_the_same_outputs(corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    from data_pipeline.comm import LocalComm
+    from data_pipeline.config import load_recipe
+    from data_pipeline.dedup_stage import DedupRun, run_dedup
+
+    recipe = load_recipe(overrides=["workers=1"])
+    clean, crashed = tmp_path / "clean", tmp_path / "crashed"
+    run_dedup(LocalComm(), [str(corpus)], clean, recipe, quiet=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(DedupRun, "finish", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt("killed")))
+        with pytest.raises(KeyboardInterrupt):
+            run_dedup(LocalComm(), [str(corpus)], crashed, recipe, quiet=True)
+    assert (crashed / "kept" / "part-00000.jsonl").exists() and not (crashed / ".stages" / "dedup.json").exists()
+    run_dedup(LocalComm(), [str(corpus)], crashed, recipe, quiet=True)
+    same = {k: v for k, v in output_hashes(crashed).items() if k not in ("stats.json", ".stages/dedup.json")}
+    assert same == {k: v for k, v in output_hashes(clean).items() if k not in ("stats.json", ".stages/dedup.json")}
+
+
+def test_filter_workers_decide_like_one_process() -> None:
+    from data_pipeline.config import FiltersConfig
+    from data_pipeline.dedup_stage import filter_reasons
+
+    texts = (
+        [article(i) for i in range(300)] + ["short text {"] * 150 + ["Lorem ipsum " + article(i) for i in range(150)]
+    )
+    one = filter_reasons(texts, FiltersConfig(), workers=1, quiet=True)
+    assert filter_reasons(texts, FiltersConfig(), workers=2, quiet=True) == one
+    assert one.count(None) == 300 and one.count("filter:lorem_ipsum") == 150
