@@ -44,9 +44,9 @@ def hf_family(cfg: ModelConfig) -> str:
 def _require_expressible(ok: bool, wrong: list[str], family: str, needs: str) -> None:
     if not ok:
         raise ConfigError(
-            f"{', '.join(wrong)}: no Hugging Face architecture expresses this model. {family} needs {needs}; "
-            f"the other family is GPT2LMHeadModel ({GPT2_FIELDS}) or LlamaForCausalLM ({LLAMA_FIELDS}). "
-            "Change those fields for future runs; this checkpoint can still be used with `pretrain generate`."
+            f"{', '.join(wrong)}: no Hugging Face architecture expresses this model; {family} needs {needs}. "
+            f"Exportable shapes: GPT2LMHeadModel ({GPT2_FIELDS}) or LlamaForCausalLM ({LLAMA_FIELDS}). "
+            "Change those fields for future runs; this checkpoint still works with `pretrain generate`."
         )
 
 
@@ -60,9 +60,26 @@ def to_hf(
     """Our weights as (transformers config, state dict) of GPT2LMHeadModel or LlamaForCausalLM."""
     state = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
     ids = dict(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
-    if hf_family(cfg) == "gpt2":
+    family = hf_family(cfg)
+    check_state_keys(state, cfg)
+    if family == "gpt2":
         return gpt2_config(cfg, ids), gpt2_state(state, cfg)
     return llama_config(cfg, ids), llama_state(state, cfg)
+
+
+def check_state_keys(state: dict[str, torch.Tensor], cfg: ModelConfig) -> None:
+    """The state dict must be exactly GPT(cfg)'s (a tied head may be absent): a mismatch means the wrong config."""
+    from pretrain.model import GPT
+
+    with torch.device("meta"):
+        expected = set(GPT(cfg).state_dict())
+    missing = expected - set(state) - ({"lm_head.weight"} if cfg.tie_embeddings else set())
+    unexpected = set(state) - expected
+    if missing or unexpected:
+        raise ConfigError(
+            f"state dict does not fit the model config (missing {sorted(missing)[:5]}, unexpected "
+            f"{sorted(unexpected)[:5]}); pass the ModelConfig the weights were trained with"
+        )
 
 
 def gpt2_config(cfg: ModelConfig, ids: dict[str, int | None]) -> Any:

@@ -142,3 +142,10 @@ def test_inexpressible_shapes_name_the_fields(fields: dict, named: str) -> None:
         model = GPT(cfg)
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         to_hf(model, cfg)
+
+
+def test_state_dict_from_another_config_is_refused() -> None:
+    model = ours("gpt2")
+    other = replace(model.cfg, n_layer=3)
+    with pytest.raises(ConfigError, match=r"missing \['blocks\.2\."):
+        to_hf(model.state_dict(), other)
