@@ -16,6 +16,10 @@ from pretrain.config import ConfigError
 # (name, module): the module exposes `add_arguments(parser)`, `run(args) -> int` and a docstring (its help).
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("plan", "pretrain.plan"),
+    ("export", "pretrain.export"),
+    ("generate", "pretrain.generate"),
+    ("evaluate", "pretrain.evaluate"),
+    ("plot", "pretrain.plot"),
 ]
 
 # Errors a user fixes by changing an argument, a config value or a path; anything else is a bug and keeps its

@@ -78,10 +78,17 @@ def _pre_tokenizer(proto):
     spec = proto.trainer_spec
     steps = []
     if spec.split_by_whitespace:
-        steps.append(pre_tokenizers.Split(SPIECE_UNDERLINE, behavior="merged_with_next"))
+        steps.append(pre_tokenizers.Split(_word_pattern(spec), behavior="isolated"))
     if spec.split_digits:
         steps.append(pre_tokenizers.Digits(individual_digits=True))
     return pre_tokenizers.Sequence(steps) if steps else None
+
+
+def _word_pattern(spec) -> Regex:
+    """sentencepiece's word split: a word starts at each space, or at a run of spaces if those may form pieces."""
+    if spec.allow_whitespace_only_pieces:
+        return Regex(f"{SPIECE_UNDERLINE}*[^{SPIECE_UNDERLINE}]+|{SPIECE_UNDERLINE}+")
+    return Regex(f"{SPIECE_UNDERLINE}?[^{SPIECE_UNDERLINE}]+|{SPIECE_UNDERLINE}")
 
 
 def _decoder(proto):
@@ -104,6 +111,7 @@ def build_tokenizer(model_path: str | os.PathLike) -> Tokenizer:
     user = [p.piece for p in proto.pieces if p.type == _USER_DEFINED]
     tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in specials])
     tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in user])
+    tokenizer.encode_special_tokens = True  # sentencepiece spells a literal "</s>" in text as characters
     return tokenizer
 
 
@@ -128,6 +136,7 @@ def save_hf_tokenizer(model_path: str | os.PathLike, out_dir: str | os.PathLike,
         tokenizer_object=build_tokenizer(model_path),
         model_max_length=model_max_length,
         clean_up_tokenization_spaces=False,
+        split_special_tokens=True,
         **_special_token_names(proto),
     )
     out = Path(out_dir)

@@ -1,0 +1,80 @@
+"""`pretrain evaluate RUN_OR_CKPT --data DIR`: validation loss and perplexity of a checkpoint, one process.
+
+The windows are the trainer's own (`pretrain.data.validation_indices`: evenly spread, non-overlapping
+seq_len+1 token samples of the validation split), so with the same --samples the numbers equal the `val_loss`
+the training run logged for that step. Weights are consolidated to fp32 (pretrain/export.py); on a GPU the
+forward runs under bf16 autocast. The loss is the mean next-token cross-entropy over every predicted token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, stream, seq_len: int, indices: list[int], batch_size: int) -> float:
+    """Mean token cross-entropy (nats) over the given validation samples."""
+    from pretrain.data import validation_batches
+
+    device = next(model.parameters()).device
+    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    loss_sum, tokens = 0.0, 0
+    for x, y, _ in validation_batches(stream, seq_len, indices, batch_size, rank=0, world_size=1):
+        with autocast:
+            logits, _ = model(x.to(device))
+        flat = logits.float().reshape(-1, logits.size(-1))
+        loss_sum += F.cross_entropy(flat, y.to(device).reshape(-1), reduction="sum").item()
+        tokens += y.numel()
+    return loss_sum / tokens
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss); inf for a diverged model instead of an OverflowError."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return float("inf")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="run folder, its checkpoints/ folder, or one checkpoints/<tag> folder")
+    parser.add_argument("--data", default=None, help="dataset folder (default: the run's data.path)")
+    parser.add_argument("--samples", type=int, default=None, help="validation samples (default: data.val_samples)")
+    parser.add_argument("--batch-size", type=int, default=None, help="samples per forward (default: micro batch)")
+    parser.add_argument("--split", default="validation", help="manifest split to evaluate")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+
+
+def run(args: argparse.Namespace) -> int:
+    from data_pipeline.shards import ShardError, TokenStream
+    from pretrain.data import validation_indices
+    from pretrain.export import ExportError, build_model, load_consolidated
+
+    try:
+        consolidated = load_consolidated(args.checkpoint)
+        cfg = consolidated.cfg
+        stream = TokenStream(Path(args.data or cfg.data.path), args.split)
+        samples = args.samples if args.samples is not None else cfg.data.val_samples
+        if samples < 1:
+            raise ExportError(f"--samples must be >= 1, got {samples}")
+        if stream.vocab_size > cfg.model.vocab_size:
+            raise ExportError(f"{stream.data_dir}: vocab {stream.vocab_size} > the model's {cfg.model.vocab_size}")
+        indices = validation_indices(stream, cfg.model.seq_len, samples)
+    except (ExportError, ShardError, ValueError) as err:
+        print(f"pretrain evaluate: error: {err}", file=sys.stderr)
+        return 2
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    model = build_model(consolidated, "cpu" if device == "auto" else device)
+    loss = validation_loss(model, stream, cfg.model.seq_len, indices, args.batch_size or cfg.train.micro_batch_size)
+    print(f"samples: {len(indices)}")
+    print(f"tokens: {len(indices) * cfg.model.seq_len}")
+    print(f"loss: {loss:.4f}")
+    print(f"perplexity: {perplexity(loss):.2f}")
+    return 0

@@ -1,0 +1,110 @@
+"""`pretrain generate RUN_OR_CKPT --prompt TEXT`: sample a continuation from a checkpoint on one device.
+
+The ZeRO-3 partitions are consolidated to fp32 (pretrain/export.py), the model runs in bf16 on a GPU and fp32
+on CPU, and decoding uses the model's KV cache. The prompt is preceded by the EOS id because that is what
+precedes every document in the training stream (documents are concatenated with EOS after each), so the model
+sees the prompt the way it saw the start of a document. Sampling stops at EOS or after --max-new-tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+
+def pick_device(requested: str) -> tuple[torch.device, torch.dtype]:
+    """cuda in bf16 when available (or asked for), else cpu in fp32 (bf16 matmuls are slow on most CPUs)."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(requested)
+    return device, torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def encode_prompt(processor, prompt: str, eos_id: int, seq_len: int) -> list[int]:
+    """EOS (document boundary) + the prompt's tokens, cropped from the left to leave room for one new token."""
+    ids = [eos_id, *processor.encode(prompt)]
+    return ids[-(seq_len - 1) :]
+
+
+def continuation(ids: list[int], prompt_len: int, eos_id: int) -> list[int]:
+    """The generated part, up to (not including) the first EOS."""
+    new = ids[prompt_len:]
+    return new[: new.index(eos_id)] if eos_id in new else new
+
+
+@torch.no_grad()
+def sample(
+    model: torch.nn.Module,
+    prompt_ids: list[int],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    eos_id: int | None,
+    seed: int,
+) -> list[int]:
+    """Prompt + generated ids; the same seed, prompt and weights give the same tokens."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    out = model.generate(idx, max_new_tokens, temperature, top_k, top_p, eos_id, generator)
+    return out[0].tolist()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="run folder, its checkpoints/ folder, or one checkpoints/<tag> folder")
+    parser.add_argument("--prompt", required=True, help="text to continue")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (argmax)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample only from the k most likely tokens")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with mass >= p")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """The first invalid sampling argument as a message, or None."""
+    if args.max_new_tokens < 1:
+        return f"--max-new-tokens must be >= 1, got {args.max_new_tokens}"
+    if args.temperature < 0:
+        return f"--temperature must be >= 0 (0 = greedy), got {args.temperature}"
+    if args.top_k is not None and args.top_k < 1:
+        return f"--top-k must be >= 1, got {args.top_k}"
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        return f"--top-p must be in (0, 1], got {args.top_p}"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    import sentencepiece as spm
+
+    from pretrain.export import ExportError, build_model, eos_id_of, load_consolidated, tokenizer_model_path
+
+    if problem := check_arguments(args):
+        print(f"pretrain generate: error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        consolidated = load_consolidated(args.checkpoint)
+        processor = spm.SentencePieceProcessor(model_file=str(tokenizer_model_path(consolidated.cfg)))
+        eos_id = eos_id_of(consolidated.cfg)
+    except ExportError as err:
+        print(f"pretrain generate: error: {err}", file=sys.stderr)
+        return 2
+    device, dtype = pick_device(args.device)
+    model = build_model(consolidated, device).to(dtype)
+    prompt_ids = encode_prompt(processor, args.prompt, eos_id, consolidated.cfg.model.seq_len)
+    ids = sample(
+        model,
+        prompt_ids,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        eos_id=eos_id,
+        seed=args.seed,
+    )
+    print(args.prompt + processor.decode(continuation(ids, len(prompt_ids), eos_id)))
+    return 0
