@@ -126,6 +126,18 @@ def test_kv_cached_generation_equals_recomputation(variant: str) -> None:
     assert torch.equal(cached, greedy_by_recomputing(model, prompt, 40))
 
 
+@pytest.mark.parametrize("variant", POSITIONS)
+def test_chunked_prefill_through_cache_equals_full_forward(variant: str) -> None:
+    """Chunks after the first attend to cached keys through an explicit offset causal mask."""
+    model = tiny_model(**POSITIONS[variant])
+    idx = torch.randint(0, 300, (2, 30))
+    full, _ = model(idx)
+    cache = model.new_kv_cache(batch=2)
+    chunks = [model(idx[:, a:b], kv_cache=cache)[0] for a, b in ((0, 7), (7, 8), (8, 19), (19, 30))]
+    assert cache.pos == 30
+    assert torch.allclose(torch.cat(chunks, dim=1), full, atol=1e-5, rtol=0)
+
+
 def test_generate_stops_at_eos_and_pads_finished_rows() -> None:
     model = tiny_model()
     prompt = torch.randint(0, 300, (2, 4))
