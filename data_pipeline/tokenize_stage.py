@@ -17,6 +17,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ import xxhash
 
 from data_pipeline import markers
 from data_pipeline.errors import PipelineError
+from data_pipeline.progress import summary
 from data_pipeline.shards import (
     DEFAULT_TARGET_BYTES,
     FORMAT,
@@ -94,23 +96,33 @@ def run_tokenize_stage(comm: Any, output_dir: Path, recipe: Any, quiet: bool = T
     """Tokenizer → shards → manifest for the kept/ folder under output_dir; returns counts and timings."""
     output_dir = Path(output_dir)
     quiet = quiet or comm.rank != 0
-    started = time.perf_counter()
     if comm.rank == 0:
         (output_dir / MANIFEST).unlink(missing_ok=True)
     tok_settings = TokenizerSettings.from_recipe(recipe)
     shard_settings = ShardSettings(**recipe_section(recipe, "shards", ShardSettings))
-    info = collective(comm, "tokenizer training", lambda: _tokenizer_on_rank0(comm, output_dir, tok_settings))
-    info = comm.bcast(info, root=0)
-    rows = collective(comm, "tokenization", lambda: _tokenize_rank(comm, output_dir, shard_settings, info, quiet))
-    gathered = comm.gather(rows, root=0)
-    stats = {}
-    if comm.rank == 0:
-        stats = collective(comm, "manifest", lambda: _write_dataset_manifest(output_dir, gathered, info, recipe))
-    else:
-        collective(comm, "manifest", dict)
-    stats = comm.bcast(stats, root=0)
-    stats["seconds"] = round(time.perf_counter() - started, 3)
-    return stats
+    timings: dict[str, float] = {}
+    with _timed(timings, "tokenizer"):
+        info = collective(comm, "tokenizer training", lambda: _tokenizer_on_rank0(comm, output_dir, tok_settings))
+        info = comm.bcast(info, root=0)
+    with _timed(timings, "tokenize"):
+        rows = collective(comm, "tokenization", lambda: _tokenize_rank(comm, output_dir, shard_settings, info, quiet))
+        gathered = comm.gather(rows, root=0)
+    write = lambda: _write_dataset_manifest(output_dir, gathered, info, recipe, timings)  # noqa: E731
+    stats = comm.bcast(collective(comm, "manifest", write if comm.rank == 0 else dict), root=0)
+    summary(
+        f"tokenize: {stats['train_num_docs']} train / {stats['validation_num_docs']} validation docs, "
+        f"{stats['train_num_tokens']} / {stats['validation_num_tokens']} tokens; tokenizer {timings['tokenizer']:.1f} s, "
+        f"encoding {timings['tokenize']:.1f} s -> {output_dir / MANIFEST}",
+        quiet,
+    )
+    return stats | {"timings_s": timings}
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - started, 3)
 
 
 def _tokenizer_on_rank0(comm: Any, output_dir: Path, settings: TokenizerSettings) -> dict | None:
@@ -231,7 +243,7 @@ def _iter_docs(inputs: list[Path]) -> Iterator[dict]:
                 yield doc
 
 
-def _write_dataset_manifest(output_dir: Path, per_rank: list[dict], info: dict, recipe: Any) -> dict:
+def _write_dataset_manifest(output_dir: Path, per_rank: list[dict], info: dict, recipe: Any, timings: dict) -> dict:
     """Rank 0: one manifest over every rank's shards, in rank order; returns the split counts."""
     splits = {s: split_entry([ShardInfo(**row) for rows in per_rank for row in rows[s]], SHARD_DIR) for s in SPLITS}
     stats_path = output_dir / "stats.json"
@@ -245,6 +257,7 @@ def _write_dataset_manifest(output_dir: Path, per_rank: list[dict], info: dict, 
         "splits": splits,
         "recipe": _jsonable(recipe),
         "ledger": json.loads(stats_path.read_text()) if stats_path.is_file() else None,
+        "timings_s": timings,
         "created_unix": int(time.time()),
     }
     write_manifest(output_dir, manifest)
