@@ -1,0 +1,136 @@
+"""Engine wiring that needs no process group: DeepSpeed JSON resolution, launcher env mapping, optimizer groups."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pretrain.config import load_config
+from pretrain.engine import (
+    DS_CONFIG_DIR,
+    EngineConfigError,
+    computed_ds_values,
+    decay_groups,
+    ds_config_for_run,
+    first_slurm_host,
+    load_ds_json,
+    resolve_ds_config,
+    slurm_to_torch_env,
+)
+
+SHIPPED = sorted(p.name for p in DS_CONFIG_DIR.glob("*.json"))
+
+
+def _cfg(*sets: str):
+    return load_config("debug", None, ["model.vocab_size=256", *sets])
+
+
+def _autos(node) -> list:
+    if isinstance(node, dict):
+        return [a for v in node.values() for a in _autos(v)]
+    return [node] if node == "auto" else []
+
+
+def test_all_three_configs_ship() -> None:
+    assert {"zero3_bf16.json", "zero3_offload.json", "zero3_cpu.json"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_shipped_config_resolves_and_deepspeed_accepts_it(name: str, world: int, tmp_path: Path) -> None:
+    """Every 'auto' is filled, the batch arithmetic holds, and DeepSpeed's own parser (which sees our
+    '_comment' keys) accepts the result."""
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    cfg = _cfg(f"train.ds_config=ds_configs/{name}")
+    resolved = ds_config_for_run(cfg, world, tmp_path)
+    assert _autos(resolved) == []
+    assert any(k.startswith("_comment") for k in resolved)
+    accum = cfg.grad_accum_steps(world)
+    assert resolved["train_batch_size"] == cfg.train.micro_batch_size * accum * world
+    assert resolved["train_batch_size"] * cfg.model.seq_len == cfg.train.global_batch_tokens
+    parsed = DeepSpeedConfig(resolved) if world == 1 else None  # no process group: DeepSpeed assumes 1 rank
+    if parsed is not None:
+        assert parsed.zero_optimization_stage == 3
+        assert parsed.gradient_accumulation_steps == accum
+    zero = resolved["zero_optimization"]
+    assert zero["stage"] == 3 and zero["stage3_gather_16bit_weights_on_model_save"] is True
+    assert resolved["scheduler"]["params"]["cos_min_ratio"] == pytest.approx(0.1)
+
+
+def test_explicit_value_that_contradicts_the_run_config_is_refused() -> None:
+    template = load_ds_json("ds_configs/zero3_cpu.json")
+    template["train_micro_batch_size_per_gpu"] = 7
+    with pytest.raises(EngineConfigError, match=r"train_micro_batch_size_per_gpu=7 contradicts.*\(2\)"):
+        resolve_ds_config(template, computed_ds_values(_cfg(), 1, "run"), source="mine.json")
+
+
+def test_explicit_value_that_agrees_is_kept() -> None:
+    template = load_ds_json("ds_configs/zero3_cpu.json")
+    template["gradient_clipping"] = 1.0
+    template["optimizer"]["params"]["betas"] = [0.9, 0.95]
+    resolved = resolve_ds_config(template, computed_ds_values(_cfg(), 2, "run"))
+    assert resolved["gradient_clipping"] == 1.0 and resolved["optimizer"]["params"]["betas"] == [0.9, 0.95]
+
+
+def test_indivisible_batch_is_refused_before_deepspeed_starts(tmp_path: Path) -> None:
+    from pretrain.config import ConfigError
+
+    with pytest.raises(ConfigError, match="global_batch_tokens"):
+        ds_config_for_run(_cfg(), 3, tmp_path)  # 1024 tokens / (2 x 128 x 3) is not whole
+
+
+def test_missing_or_broken_json_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(EngineConfigError, match="not found"):
+        load_ds_json(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"a": 1,\n}')
+    with pytest.raises(EngineConfigError, match=r"bad.json:2"):
+        load_ds_json(bad)
+
+
+def test_slurm_variables_map_to_torch_distributed_env() -> None:
+    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[003-004]"}
+    mapped = slurm_to_torch_env(env)
+    assert mapped == {
+        "RANK": "5",
+        "WORLD_SIZE": "8",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "gpu003",
+        "MASTER_PORT": "29500",
+    }
+    assert env["RANK"] == "5"
+    assert slurm_to_torch_env({"SLURM_PROCID": "0", "RANK": "3"}) == {}  # a launcher already decided
+    assert slurm_to_torch_env({}) == {}
+
+
+@pytest.mark.parametrize(
+    "nodelist,first",
+    [("node1", "node1"), ("gpu[003-005,9]", "gpu003"), ("a[7],b[1-2]", "a7"), ("host-1,host-2", "host-1")],
+)
+def test_first_slurm_host(nodelist: str, first: str) -> None:
+    assert first_slurm_host(nodelist) == first
+
+
+def test_weight_decay_only_on_matrices_and_tied_embedding_once() -> None:
+    from pretrain.model import GPT
+
+    model = GPT(_cfg().model)
+    decay, no_decay = decay_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    exempt = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert "wte.weight" in decayed and all(p.ndim >= 2 for p in decay["params"])
+    assert exempt and all(p.ndim == 1 for p in no_decay["params"])
+    assert any(n.endswith("bias") for n in exempt) and any("norm" in n for n in exempt)
+    total = sum(p.numel() for p in decay["params"] + no_decay["params"])
+    assert total == sum(p.numel() for p in model.parameters())  # tied head counted once, nothing missed
+
+
+def test_resolved_config_is_written_by_the_trainer_format(tmp_path: Path) -> None:
+    resolved = ds_config_for_run(_cfg("train.ds_config=ds_configs/zero3_bf16.json"), 2, tmp_path)
+    assert json.loads(json.dumps(resolved)) == resolved
+    assert resolved["tensorboard"]["output_path"] == str(tmp_path)

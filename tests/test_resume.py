@@ -1,0 +1,111 @@
+"""Checkpoints: completion markers, `latest`, pruning, and exact resume after a SIGTERM preemption."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import ROOT, run_train, step_losses, train_command
+
+from pretrain import checkpoint
+
+
+def _fake_ckpt(root: Path, step: int, complete: bool = True) -> str:
+    tag = checkpoint.tag_for(step)
+    (root / tag).mkdir(parents=True)
+    (root / tag / "zero_pp_rank_0_mp_rank_00_model_states.pt").write_bytes(b"x")
+    if complete:
+        checkpoint._commit(root, tag)
+    return tag
+
+
+def test_incomplete_newest_checkpoint_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    _fake_ckpt(root, 10)
+    _fake_ckpt(root, 20)
+    _fake_ckpt(root, 30, complete=False)  # a save interrupted mid-write: no marker, `latest` not moved
+    assert (root / "latest").read_text() == "step00000020"
+    with pytest.warns(UserWarning, match="step00000030.*no COMPLETE"):
+        assert checkpoint.find_resumable(tmp_path) == (root, "step00000020")
+    with pytest.raises(FileNotFoundError, match="COMPLETE"):
+        checkpoint.resolve_checkpoint(root / "step00000030")
+
+
+def test_resolve_checkpoint_accepts_run_checkpoints_or_tag_folder(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    _fake_ckpt(root, 5)
+    _fake_ckpt(root, 7)
+    for form in (tmp_path, root, root / "step00000007"):
+        assert checkpoint.resolve_checkpoint(form) == (root, "step00000007")
+    assert checkpoint.resolve_checkpoint(root / "step00000005") == (root, "step00000005")
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        checkpoint.resolve_checkpoint(tmp_path / "elsewhere")
+    assert checkpoint.find_resumable(tmp_path / "elsewhere") is None
+
+
+def test_prune_keeps_the_newest_complete_ones(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    for step in (1, 2, 3, 4):
+        _fake_ckpt(root, step)
+    _fake_ckpt(root, 5, complete=False)
+    checkpoint.prune(root, keep_last=2)
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["step00000003", "step00000004", "step00000005"]
+
+
+def _worker(launcher: subprocess.Popen, rank: int) -> psutil.Process:
+    for child in psutil.Process(launcher.pid).children(recursive=True):
+        try:
+            if child.environ().get("RANK") == str(rank) and "pretrain.train" in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    raise LookupError(f"no worker with RANK={rank}")
+
+
+def _wait_for_steps(run_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run_dir / "metrics.csv").is_file() and len(step_losses(run_dir)) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"run did not reach {n} steps (rc={proc.poll()})")
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_exits_0_and_resume_is_exact(tiny_dataset: Path, tmp_path: Path) -> None:
+    """2N straight == N, SIGTERM (to one rank only), resume, rest: identical losses on CPU."""
+    steps = 40
+    sets = ("train.micro_batch_size=2", "train.global_batch_tokens=128", f"train.max_steps={steps}")
+    straight = run_train(2, tiny_dataset, tmp_path / "straight", sets)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    want = step_losses(tmp_path / "straight")
+
+    run = tmp_path / "preempted"
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        train_command(2, tiny_dataset, run, sets),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    _wait_for_steps(run, 3, proc)
+    _worker(proc, 1).send_signal(signal.SIGTERM)  # rank 1 only: both ranks must agree to stop and save
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out[-3000:]
+    root, tag = checkpoint.find_resumable(run)
+    stopped = int(tag.removeprefix("step"))
+    assert 3 <= stopped < steps and "preemption signal" in out
+
+    resumed = run_train(2, tiny_dataset, run, sets)  # --resume auto is the default
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {root / tag}" in resumed.stdout
+    got = step_losses(run)
+    assert sorted(got) == list(range(1, steps + 1))
+    assert [got[s] for s in range(stopped + 1, steps + 1)] == [want[s] for s in range(stopped + 1, steps + 1)]
