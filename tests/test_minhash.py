@@ -84,6 +84,16 @@ def test_signature_is_exact_min_of_mersenne_permutations():
             assert int(sigs[doc, k]) == expected
 
 
+def test_affine32_scheme_is_bit_identical_to_datasketch():
+    texts, _ = planted_corpus(20, 1, (0.1,), words=250, seed=4)
+    texts += ["tiny", ""]
+    sigs = compute_signatures(texts, num_perm=64, seed=9, workers=1, scheme="affine32")
+    for doc, text in enumerate(texts):
+        theirs = MinHash(num_perm=64, seed=9, scheme="affine32", hashfunc=lambda v: v >> 32)
+        theirs.update_batch(shingle_hashes(text).tolist())
+        assert np.array_equal(sigs[doc], theirs.hashvalues), doc
+
+
 def _true_jaccard(a: str, b: str) -> float:
     sa, sb = set(shingle_hashes(a).tolist()), set(shingle_hashes(b).tolist())
     return len(sa & sb) / len(sa | sb)
@@ -123,6 +133,9 @@ def test_output_independent_of_workers_and_deterministic():
     assert np.array_equal(one, two)
     assert np.array_equal(one, compute_signatures(texts, num_perm=16, workers=1))
     assert not np.array_equal(one, compute_signatures(texts, num_perm=16, seed=2, workers=1))
+    affine = compute_signatures(texts, num_perm=16, workers=1, scheme="affine32")
+    assert np.array_equal(affine, compute_signatures(texts, num_perm=16, workers=2, scheme="affine32"))
+    assert not np.array_equal(affine, one)
 
 
 def test_bad_arguments_name_the_setting():
@@ -130,3 +143,5 @@ def test_bad_arguments_name_the_setting():
         shingle_hashes("a b", ngram=0)
     with pytest.raises(ValueError, match="num_perm"):
         compute_signatures(["a"], num_perm=0, workers=1)
+    with pytest.raises(ValueError, match="mersenne61, affine32"):
+        compute_signatures(["a"], workers=1, scheme="affine64")
