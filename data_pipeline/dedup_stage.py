@@ -31,7 +31,7 @@ from data_pipeline.errors import PipelineError
 from data_pipeline.filters import drop_reason
 from data_pipeline.ledger import Ledger
 from data_pipeline.progress import stage_progress, summary
-from data_pipeline.readers import read_files, resolve_inputs
+from data_pipeline.readers import ReadPosition, read_file, resolve_inputs, strict_error
 
 STAGE = "dedup"
 STATS = "stats.json"
@@ -138,10 +138,16 @@ def read_share(
     rejects: list[Reject] = []
     with stage_progress("read", sum(os.path.getsize(f) for f in files), quiet) as bar:
         for path in files:
-            before = len(docs) + len(rejects)
-            for item in read_files([path], recipe.read):
+            position, shown_bytes, pending = ReadPosition(), 0, 0
+            for item in read_file(path, recipe.read, position):
+                if isinstance(item, Reject) and recipe.read.strict:
+                    raise strict_error(item)
                 (docs if isinstance(item, Document) else rejects).append(item)
-            bar.update(len(docs) + len(rejects) - before, os.path.getsize(path))
+                pending += 1
+                if pending == 4096:
+                    bar.update(pending, position.bytes_read - shown_bytes)
+                    shown_bytes, pending = position.bytes_read, 0
+            bar.update(pending, os.path.getsize(path) - shown_bytes)
     ledger.read(len(docs) + len(rejects))
     for reject in rejects:
         ledger.drop(reject.ledger_reason)

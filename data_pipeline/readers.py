@@ -14,8 +14,10 @@ import json
 import os
 import unicodedata
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from data_pipeline.config import ReadConfig
 from data_pipeline.documents import Document, Reject
@@ -97,28 +99,38 @@ def _lines_from_chunks(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield pending
 
 
-def _raw_lines(path: str) -> Iterator[bytes]:
+@dataclass
+class ReadPosition:
+    """How many bytes of the (possibly compressed) file a reader has consumed: what progress bars show as MB/s."""
+
+    bytes_read: int = 0
+
+
+def _tracked(lines: Iterable[bytes], raw: BinaryIO, position: ReadPosition | None) -> Iterator[bytes]:
+    for number, line in enumerate(lines):
+        if position is not None and number % 1024 == 0:
+            position.bytes_read = raw.tell()
+        yield line.rstrip(b"\n")
+
+
+def _raw_lines(path: str, position: ReadPosition | None = None) -> Iterator[bytes]:
     """Byte lines without their newline, for plain, gzip or zstd files."""
     lower = path.lower()
-    if lower.endswith(".gz"):
-        with gzip.open(path, "rb") as f:
+    with open(path, "rb") as raw:
+        if lower.endswith(".gz"):
             try:
-                for line in f:
-                    yield line.rstrip(b"\n")
+                yield from _tracked(gzip.GzipFile(fileobj=raw, mode="rb"), raw, position)
             except (EOFError, zlib.error, gzip.BadGzipFile) as e:
                 raise TruncatedStream(f"gzip stream is truncated or corrupt: {e}") from e
-    elif lower.endswith((".zst", ".zstd")):
-        import zstandard
+        elif lower.endswith((".zst", ".zstd")):
+            import zstandard
 
-        with open(path, "rb") as raw:
             try:
-                yield from _lines_from_chunks(_zstd_chunks(raw))
+                yield from _tracked(_lines_from_chunks(_zstd_chunks(raw)), raw, position)
             except zstandard.ZstdError as e:
                 raise TruncatedStream(f"zstd stream is corrupt: {e}") from e
-    else:
-        with open(path, "rb") as f:
-            for line in f:
-                yield line.rstrip(b"\n")
+        else:
+            yield from _tracked(raw, raw, position)
 
 
 def _excerpt(raw: bytes | str) -> str:
@@ -166,10 +178,10 @@ def _parse_json_line(raw: bytes, source: str, line: int, cfg: ReadConfig) -> Doc
     return make_document(record.get(cfg.text_field), record.get(cfg.id_field), source, line, cfg)
 
 
-def read_jsonl(path: str, cfg: ReadConfig) -> Iterator[Document | Reject]:
+def read_jsonl(path: str, cfg: ReadConfig, position: ReadPosition | None = None) -> Iterator[Document | Reject]:
     line = 0
     try:
-        for line, raw in enumerate(_raw_lines(path), start=1):
+        for line, raw in enumerate(_raw_lines(path, position), start=1):
             if raw.strip():  # a blank line separates nothing and holds no record
                 yield _parse_json_line(raw.rstrip(b"\r"), path, line, cfg)
     except TruncatedStream as e:
@@ -230,11 +242,11 @@ def read_text(path: str, cfg: ReadConfig) -> Iterator[Document | Reject]:
         yield _text_document(block, path, line, cfg)
 
 
-def read_file(path: str, cfg: ReadConfig) -> Iterator[Document | Reject]:
-    """Documents and rejects of one input file, in file order."""
+def read_file(path: str, cfg: ReadConfig, position: ReadPosition | None = None) -> Iterator[Document | Reject]:
+    """Documents and rejects of one input file, in file order; `position` follows the bytes consumed (jsonl)."""
     lower = path.lower()
     if lower.endswith(JSONL_SUFFIXES):
-        yield from read_jsonl(path, cfg)
+        yield from read_jsonl(path, cfg, position)
     elif lower.endswith(".parquet"):
         yield from read_parquet(path, cfg)
     else:

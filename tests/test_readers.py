@@ -13,7 +13,7 @@ import zstandard
 
 from data_pipeline.config import ReadConfig
 from data_pipeline.documents import Document, Reject
-from data_pipeline.readers import InputError, StrictInputError, read_file, read_files, resolve_inputs
+from data_pipeline.readers import InputError, ReadPosition, StrictInputError, read_file, read_files, resolve_inputs
 
 RECORDS = [{"id": f"d{i}", "text": f"document number {i}"} for i in range(5)]
 
@@ -145,3 +145,15 @@ def test_corrupt_parquet_is_a_reject(tmp_path: Path) -> None:
     path.write_bytes(b"PAR1 this is not parquet")
     (item,) = docs_of(path)
     assert isinstance(item, Reject) and item.reason == "unreadable_file"
+
+
+@pytest.mark.parametrize("name, compress", [("p.jsonl", lambda b: b), ("p.jsonl.gz", gzip.compress)])
+def test_read_position_follows_the_bytes_consumed(tmp_path: Path, name: str, compress) -> None:
+    path = tmp_path / name
+    path.write_bytes(compress(jsonl_bytes([{"text": f"doc {i} " + "x" * (i % 50)} for i in range(5000)])))
+    position = ReadPosition()
+    seen = []
+    for n, _ in enumerate(read_file(str(path), ReadConfig(), position)):
+        if n % 1000 == 999:
+            seen.append(position.bytes_read)
+    assert seen == sorted(seen) and 0 < seen[0] < seen[-1] <= path.stat().st_size
