@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from data_pipeline.errors import PipelineError
@@ -39,6 +40,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def launcher_rank() -> int:
+    """This process's rank as the launcher (mpiexec, srun) numbered it; 0 when not launched as one of many."""
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse, dispatch, and turn a PipelineError into one line on stderr and exit status 2."""
     argv = sys.argv[1:] if argv is None else argv
@@ -46,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except (PipelineError, OSError) as e:  # OSError: a path the user named cannot be read or written
-        print(f"pipeline {args.command}: error: {e}", file=sys.stderr)
+        if launcher_rank() == 0:  # collective failures raise on every rank; one line is enough
+            print(f"pipeline {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"pipeline {args.command}: interrupted", file=sys.stderr)

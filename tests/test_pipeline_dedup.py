@@ -261,3 +261,12 @@ def test_filter_workers_decide_like_one_process() -> None:
     one = filter_reasons(texts, FiltersConfig(), workers=1, quiet=True)
     assert filter_reasons(texts, FiltersConfig(), workers=2, quiet=True) == one
     assert one.count(None) == 300 and one.count("filter:lorem_ipsum") == 150
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_strict_failure_under_mpi_is_one_line_and_every_rank_exits(corpus: Path, tmp_path: Path) -> None:
+    cmd = [str(MPIEXEC), "-n", "2", str(PIPELINE), "dedup", "--input", str(corpus), "--output", str(tmp_path / "o")]
+    result = subprocess.run([*cmd, "--strict", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1 and f"{corpus / 'a.jsonl'}:7" in result.stderr
