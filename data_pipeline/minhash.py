@@ -19,8 +19,8 @@ Why this shape:
 - The minimum is taken over full 61-bit permuted values and only then truncated to its low 32 bits for storage
   (uint32, 4 bytes per permutation: 512 bytes per document at num_perm=128). Truncating after the minimum keeps
   the estimator unbiased; two different minima share their low 32 bits with probability 2^-32.
-- Work is done in blocks of `_BLOCK_ROWS` shingles x num_perm so the temporaries stay in the CPU cache; the
-  per-document minimum is a `np.minimum.reduceat` over each block's document segments.
+- Work is done in blocks of `block_rows` shingles x num_perm so the temporaries (< 0.5 MB) stay in the CPU's
+  L2 cache; the per-document minimum is a `np.minimum.reduceat` over each block's document segments.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ _LOW30 = np.uint64((1 << 30) - 1)
 _LOW31 = np.uint64((1 << 31) - 1)
 _LOW32 = np.uint64((1 << 32) - 1)
 SCHEMES = ("mersenne61", "affine32")
-_BLOCK_ROWS = 160
 _CHUNK_DOCS = 512
 _NON_WORD = re.compile(r"[^\w\s]|_")
 _SPACES = re.compile(r"\s+")
@@ -154,9 +153,11 @@ class _PermuteKernel:
     so one Mersenne reduction at the end suffices: 11 array operations per (shingle, permutation).
     """
 
+    block_rows = 160  # three uint64 buffers of 160 x 128: 480 KB, inside a 1 MB L2
+
     def __init__(self, perms: Permutations) -> None:
         self.a_low, self.a_high, self.b = perms.a & _LOW31, perms.a >> np.uint64(31), perms.b
-        shape = (_BLOCK_ROWS, len(perms.a))
+        shape = (self.block_rows, len(perms.a))
         self._low, self._high, self._scratch = (np.empty(shape, np.uint64) for _ in range(3))
 
     def __call__(self, h32: np.ndarray) -> np.ndarray:
@@ -188,9 +189,11 @@ def _fmix32(values: np.ndarray) -> np.ndarray:
 class _Affine32Kernel:
     """a*fmix32(h) + b mod 2^32 (datasketch's "affine32"): two uint32 operations per (shingle, permutation)."""
 
+    block_rows = 640  # one uint32 buffer of 640 x 128: 320 KB
+
     def __init__(self, perms: Permutations) -> None:
         self.a, self.b = perms.a, perms.b
-        self._values = np.empty((_BLOCK_ROWS, len(perms.a)), np.uint32)
+        self._values = np.empty((self.block_rows, len(perms.a)), np.uint32)
 
     def __call__(self, h32: np.ndarray) -> np.ndarray:
         values = self._values[: len(h32)]
@@ -238,11 +241,12 @@ def _signatures(all_hashes: np.ndarray, counts: np.ndarray, perms: Permutations)
     dtype = np.uint32 if perms.scheme == "affine32" else np.uint64
     minima = np.full((len(counts), len(perms.a)), np.iinfo(dtype).max, dtype)
     kernel = _Affine32Kernel(perms) if perms.scheme == "affine32" else _PermuteKernel(perms)
-    cuts, first_cut, first_doc = _block_segments(counts, _BLOCK_ROWS)
+    rows = kernel.block_rows
+    cuts, first_cut, first_doc = _block_segments(counts, rows)
     bounds = np.r_[first_cut, len(cuts)].tolist()
-    for block, start in enumerate(range(0, len(all_h32), _BLOCK_ROWS)):
+    for block, start in enumerate(range(0, len(all_h32), rows)):
         segments = cuts[bounds[block] : bounds[block + 1]] - start
-        _fold_block(kernel, all_h32[start : start + _BLOCK_ROWS], segments, int(first_doc[block]), minima)
+        _fold_block(kernel, all_h32[start : start + rows], segments, int(first_doc[block]), minima)
     return minima if dtype == np.uint32 else (minima & _LOW32).astype(np.uint32)
 
 
