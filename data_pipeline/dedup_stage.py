@@ -166,8 +166,23 @@ def _filter_in_worker(text: str) -> str | None:
     return drop_reason(text, _WORKER_FILTERS)
 
 
+_LOCAL_RANKS_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
+
+
+def local_ranks() -> int:
+    """How many ranks of this job share this machine (1 without a launcher)."""
+    for name in _LOCAL_RANKS_VARS:
+        value = os.environ.get(name, "").split("(")[0]
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
 def resolve_workers(workers: int) -> int:
-    return workers or os.cpu_count() or 1
+    """`workers=0` is this rank's fair share of the cores it may use, so N ranks on a node do not oversubscribe it."""
+    if workers:
+        return workers
+    return max(1, len(os.sched_getaffinity(0)) // local_ranks())
 
 
 def filter_reasons(texts: list[str], cfg: FiltersConfig, workers: int, quiet: bool) -> list[str | None]:
