@@ -109,16 +109,27 @@ def write_jsonl_atomic(path: Path, records: Iterable[dict], ensure_ascii: bool =
     """Write to a temporary name and rename, so a killed run never leaves a half file under the real name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=ensure_ascii) + "\n")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=ensure_ascii) + "\n")
+    except OSError as err:  # disk full, quota, I/O error: name the file, leave no partial one behind
+        raise _write_error(path, tmp, err) from err
     os.replace(tmp, path)
     return path
 
 
+def _write_error(path: Path, tmp: Path, err: OSError) -> PipelineError:
+    tmp.unlink(missing_ok=True)
+    return PipelineError(f"{path}: cannot write ({err.strerror}); free space there or choose another --output")
+
+
 def write_json_atomic(path: Path, obj: Any) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
+    except OSError as err:
+        raise _write_error(path, tmp, err) from err
     os.replace(tmp, path)
     return path
 
