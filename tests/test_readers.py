@@ -157,3 +157,34 @@ def test_read_position_follows_the_bytes_consumed(tmp_path: Path, name: str, com
         if n % 1000 == 999:
             seen.append(position.bytes_read)
     assert seen == sorted(seen) and 0 < seen[0] < seen[-1] <= path.stat().st_size
+
+
+def test_every_bad_input_reason_reaches_stats_and_rejects(tmp_path: Path) -> None:
+    """Through the stage: each reason counted as bad_input:<reason> and written to rejects/ with file and line."""
+    from data_pipeline.comm import LocalComm
+    from data_pipeline.config import load_recipe
+    from data_pipeline.dedup_stage import run_dedup
+
+    data = tmp_path / "in"
+    data.mkdir()
+    (data / "a.jsonl").write_bytes(b"\n".join(line for line, _ in BAD_LINES) + b"\n")
+    many = jsonl_bytes([{"text": f"record {i} " + "pad " * 40} for i in range(3000)])
+    (data / "b.jsonl.gz").write_bytes(gzip.compress(many)[:-5000])
+    (data / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(many)[:-100])
+    (data / "d.txt").write_bytes(b"not \xff utf-8")
+    recipe = load_recipe(overrides=["read.max_chars=40", "filters.enabled=false", "dedup.near=false", "workers=1"])
+    stats = run_dedup(LocalComm(), [str(data)], tmp_path / "out", recipe, quiet=True)
+    rejects = [json.loads(x) for x in (tmp_path / "out/rejects/part-00000.jsonl").read_text().splitlines()]
+    expected = {f"bad_input:{r}" for _, r in BAD_LINES if r} | {"bad_input:truncated_gzip", "bad_input:truncated_zstd"}
+    assert {k for k in stats["dropped"] if k.startswith("bad_input:")} == expected
+    assert stats["dropped"]["bad_input:invalid_utf8"] == 3  # two jsonl lines and the text file
+    by_reason = {}
+    for r in rejects:
+        by_reason.setdefault(r["reason"], []).append((Path(r["source"]).name, r["line"]))
+    assert by_reason["bad_input:malformed_json"] == [("a.jsonl", 2), ("a.jsonl", 3)]
+    assert by_reason["bad_input:invalid_utf8"][-1] == ("d.txt", 1)
+    assert (
+        by_reason["bad_input:truncated_gzip"][0][0] == "b.jsonl.gz" and by_reason["bad_input:truncated_gzip"][0][1] > 1
+    )
+    assert sum(n for k, n in stats["dropped"].items() if k.startswith("bad_input:")) == len(rejects)
+    assert stats["input_docs"] == stats["kept_docs"] + sum(stats["dropped"].values())
