@@ -152,6 +152,11 @@ class TrainConfig:
     cpu_checkpointing: bool = False
     seed: int = 1234
     max_bad_steps: int = 5  # consecutive non-finite steps before the run aborts
+    collective_timeout_s: float = 1800.0  # a collective stuck this long fails the job, naming op and ranks
+    spike_z: float = 0.0  # loss this many std above its running mean is a spike (logged, counted); 0 = off
+    spike_ema: float = 0.98  # decay of the loss mean/variance the spike test uses
+    spike_warmup: int = 20  # steps of statistics before spikes are judged
+    spike_skip: bool = False  # skip the optimizer update of a spike step (as for a non-finite step)
 
     def __post_init__(self) -> None:
         for name in ("global_batch_tokens", "micro_batch_size", "max_steps", "eval_interval", "save_interval"):
@@ -171,6 +176,13 @@ class TrainConfig:
             "needs train.partition_activations=true (DeepSpeed offloads only partitioned activations)",
         )
         _require(self.max_bad_steps >= 1, "train.max_bad_steps", f"must be >= 1, got {self.max_bad_steps}")
+        _require(
+            self.collective_timeout_s > 0,
+            "train.collective_timeout_s",
+            f"must be positive seconds, got {self.collective_timeout_s}",
+        )
+        _require(self.spike_z >= 0, "train.spike_z", f"must be >= 0 (0 disables), got {self.spike_z}")
+        _require(0 < self.spike_ema < 1, "train.spike_ema", f"must be in (0, 1), got {self.spike_ema}")
 
     @property
     def tokens_per_run(self) -> int:

@@ -14,6 +14,7 @@ import json
 import os
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def first_slurm_host(nodelist: str) -> str:
     return prefix + ranges.split(",")[0].split("-")[0]
 
 
-def init_distributed() -> tuple[int, int]:
+def init_distributed(timeout_s: float | None = None) -> tuple[int, int]:
     """Start the process group for any launcher and return (rank, world_size).
 
     deepspeed/torchrun set RANK etc.; srun is mapped above; mpirun/mpiexec are found by DeepSpeed's MPI
@@ -73,7 +74,8 @@ def init_distributed() -> tuple[int, int]:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
     backend = "nccl" if get_accelerator().device_name() == "cuda" else "gloo"
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=True, verbose=False)
+    timeout = {"timeout": timedelta(seconds=timeout_s)} if timeout_s else {}  # train.collective_timeout_s
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=True, verbose=False, **timeout)
     if get_accelerator().device_name() == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return torch.distributed.get_rank(), torch.distributed.get_world_size()

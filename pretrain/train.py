@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import yaml
 
-from pretrain import checkpoint, metrics
+from pretrain import checkpoint, metrics, watchdog
 from pretrain.signals import PreemptionFlag, any_rank_requested
 
 EXIT_BAD_STEPS = 3
@@ -93,6 +93,7 @@ class Trainer:
             (run_dir / "ds_config.json").write_text(_json(self.ds_config))
         torch.manual_seed(cfg.train.seed)
         self.engine = eng.build_engine(cfg, self.ds_config)
+        _start_schedule(self.engine)
         self.device = self.engine.device
         seq = cfg.model.seq_len
         self.layout = BatchLayout(cfg.train.micro_batch_size, world_size, cfg.grad_accum_steps(world_size))
@@ -248,6 +249,16 @@ class Trainer:
         log0(f"perplexity: {metrics.perplexity(val_loss):.4f}")
 
 
+def _start_schedule(engine: Any) -> None:
+    """Move WarmupCosineLR from its 'not started' state (-1, lr 0) to iteration 0 before the first step.
+
+    DeepSpeed steps the schedule after each update, so without this the first *two* updates run at lr 0; with
+    it step k uses lr (k-1)/warmup_steps * peak during warmup. A resumed run then loads the saved iteration.
+    """
+    if engine.lr_scheduler is not None:
+        engine.lr_scheduler.step()
+
+
 def _has_val(stream: Any) -> bool:
     return "validation" in stream.manifest["splits"]
 
@@ -279,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     preempt = PreemptionFlag().install()
     cfg = build_run_config(args, read_manifest(args.data), get_accelerator().device_name())
-    rank, world_size = init_distributed()
+    rank, world_size = init_distributed(2 * cfg.train.collective_timeout_s)  # gloo/nccl: the watchdog's backstop
     run_dir = Path(args.output)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -288,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.distributed.barrier()
     trainer = Trainer(cfg, run_dir, Path(args.data), rank, world_size)
     trainer.resume(args.resume)
+    watchdog.install(cfg.train.collective_timeout_s, run_dir, rank, world_size)  # names a stuck collective
     return trainer.run(preempt)
 
 
