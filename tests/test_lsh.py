@@ -124,6 +124,8 @@ def test_exact_dedup_keeps_first_occurrence():
         {"kept": 101, "removed": [104], "similarity": [1.0]},
     ]
     assert result.largest_cluster == 3
+    assert np.array_equal(exact_text_hashes(texts), np.stack([exact_text_hash(t) for t in texts]))
+    assert exact_text_hashes([]).shape == (0, 2)
     digest = exact_text_hash("alpha")
     assert digest.dtype == np.uint64 and digest.shape == (2,)
     assert not np.array_equal(digest, exact_text_hash("alpha "))
