@@ -356,10 +356,8 @@ class DedupRun:
         self.docs = docs
         self.doc_index = np.arange(self.offset, self.offset + len(docs), dtype=np.int64)
         self.kept = np.ones(len(docs), dtype=bool)
-        summary(
-            f"read: {sum(counts)} documents from {len(self.files)} files, {self.ledger_total('bad_input:')} bad records on rank 0",
-            self.quiet,
-        )
+        bad = self.comm.allreduce_sum(self.ledger_total("bad_input:"))
+        summary(f"read: {sum(counts)} documents and {bad} bad records from {len(self.files)} files", self.quiet)
 
     def ledger_total(self, prefix: str) -> int:
         return sum(n for reason, n in self.ledger.dropped.items() if reason.startswith(prefix))
@@ -372,7 +370,8 @@ class DedupRun:
             if reason is not None:
                 self.kept[i] = False
                 self.ledger.drop(reason)
-        summary(f"filter: {int(self.kept.sum())} of {len(self.docs)} documents pass on rank 0", self.quiet)
+        passed, total = self.comm.allreduce_sum(int(self.kept.sum())), self.comm.allreduce_sum(len(self.docs))
+        summary(f"filter: {passed} of {total} documents pass the quality filters", self.quiet)
 
     def dedup(self) -> None:
         cfg = self.recipe.dedup
