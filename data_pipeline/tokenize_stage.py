@@ -246,6 +246,9 @@ def _iter_docs(inputs: list[Path]) -> Iterator[dict]:
 def _write_dataset_manifest(output_dir: Path, per_rank: list[dict], info: dict, recipe: Any, timings: dict) -> dict:
     """Rank 0: one manifest over every rank's shards, in rank order; returns the split counts."""
     splits = {s: split_entry([ShardInfo(**row) for rows in per_rank for row in rows[s]], SHARD_DIR) for s in SPLITS}
+    counts = {f"{s}_{k}": splits[s][k] for s in SPLITS for k in ("num_docs", "num_tokens")}
+    if not splits["validation"]["shards"]:  # a tiny corpus or fraction 0: no split, so `"validation" in splits`
+        del splits["validation"]  # is how the trainer knows there is nothing to evaluate on
     stats_path = output_dir / "stats.json"
     manifest = {
         "format": FORMAT,
@@ -254,6 +257,7 @@ def _write_dataset_manifest(output_dir: Path, per_rank: list[dict], info: dict, 
         "dtype": token_dtype(info["vocab_size"]).name,
         "tokenizer": {k: info[k] for k in ("path", "sha256", "vocab_size", "unk_id", "bos_id", "eos_id", "pad_id")},
         "split_rule": "xxh64(doc_id) < validation_fraction * 2**64 -> validation",
+        "validation_fraction": _validation_fraction(recipe),
         "splits": splits,
         "recipe": _jsonable(recipe),
         "ledger": json.loads(stats_path.read_text()) if stats_path.is_file() else None,
@@ -262,7 +266,11 @@ def _write_dataset_manifest(output_dir: Path, per_rank: list[dict], info: dict, 
     }
     write_manifest(output_dir, manifest)
     _remove_unlisted_shards(output_dir / SHARD_DIR, per_rank)
-    return {f"{s}_{k}": splits[s][k] for s in SPLITS for k in ("num_docs", "num_tokens")}
+    return counts
+
+
+def _validation_fraction(recipe: Any) -> float:
+    return ShardSettings(**recipe_section(recipe, "shards", ShardSettings)).validation_fraction
 
 
 def _remove_unlisted_shards(shard_dir: Path, per_rank: list[dict]) -> None:

@@ -150,3 +150,11 @@ def test_uint32_shards_for_a_large_vocabulary(tmp_path):
     for i, a in enumerate(arrays):
         writer.add(str(i), a)
     assert writer.close()[0].num_tokens == 6
+
+
+def test_no_validation_split_when_no_document_falls_in_it(tmp_path, texts):
+    out = write_kept(tmp_path, texts[:20])
+    stats = run_tokenize_stage(LocalComm(), out, recipe("shards.validation_fraction=0", "tokenizer.vocab_size=400"))
+    manifest = read_manifest(out)
+    assert list(manifest["splits"]) == ["train"] and manifest["validation_fraction"] == 0
+    assert stats["validation_num_docs"] == 0 and stats["train_num_docs"] == 20
