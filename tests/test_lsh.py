@@ -10,15 +10,20 @@ from scipy.sparse.csgraph import connected_components
 
 from data_pipeline.comm import LocalComm
 from data_pipeline.exact_dedup import exact_text_hash, exact_text_hashes, find_exact_duplicates
-from data_pipeline.lsh import LSHParams, find_near_duplicates, planted_corpus
+from data_pipeline.lsh import DEFAULT_FALSE_NEGATIVE_WEIGHT, LSHParams, find_near_duplicates, planted_corpus
 from data_pipeline.minhash import compute_signatures, shingle_hashes
 
 
 @pytest.mark.parametrize(("threshold", "num_perm"), [(0.5, 128), (0.7, 128), (0.8, 128), (0.9, 64), (0.85, 256)])
 def test_bands_rows_are_datasketch_choice(threshold, num_perm):
     ours = LSHParams.from_threshold(threshold, num_perm)
-    theirs = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    weights = (1 - DEFAULT_FALSE_NEGATIVE_WEIGHT, DEFAULT_FALSE_NEGATIVE_WEIGHT)
+    theirs = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
     assert (ours.bands, ours.rows) == (theirs.b, theirs.r)
+    balanced = LSHParams.from_threshold(threshold, num_perm, false_negative_weight=0.5)
+    assert (balanced.bands, balanced.rows) == (MinHashLSH(threshold=threshold, num_perm=num_perm).b,) + (
+        MinHashLSH(threshold=threshold, num_perm=num_perm).r,
+    )
 
 
 def test_user_bands_rows_honoured_and_validated():
@@ -33,12 +38,12 @@ def test_user_bands_rows_honoured_and_validated():
 
 def test_s_curve_numbers():
     params = LSHParams.from_threshold(0.8, 128)
-    assert (params.bands, params.rows) == (9, 13)
+    assert (params.bands, params.rows) == (12, 10)
     for s in (0.7, 0.8, 0.9):
-        assert params.detection_probability(s) == pytest.approx(1 - (1 - s**13) ** 9)
-    assert params.detection_probability(0.8) == pytest.approx(0.399, abs=1e-3)
+        assert params.detection_probability(s) == pytest.approx(1 - (1 - s**10) ** 12)
+    assert params.detection_probability(0.8) == pytest.approx(0.744, abs=1e-3)
     text = params.describe()
-    assert "9 bands x 13 rows" in text and "P(0.7)=0.084" in text and "P(0.9)=0.929" in text
+    assert "12 bands x 10 rows" in text and "P(0.7)=0.291" in text and "P(0.9)=0.994" in text
 
 
 def _components(n: int, pairs: set[tuple[int, int]]) -> set[frozenset[int]]:
