@@ -32,6 +32,27 @@ done
 shift
 command=("$@")
 
+# The trainer's --output folder: its heartbeat/ files say which rank stopped first when a job fails.
+run_dir() {
+  local prev=""
+  for arg in "${command[@]}"; do
+    [[ $prev == "--output" ]] && { echo "$arg"; return; }
+    [[ $arg == --output=* ]] && { echo "${arg#*=}"; return; }
+    prev=$arg
+  done
+}
+
+report_ranks() {
+  local dir
+  dir="$(run_dir)/heartbeat"
+  [[ -d $dir ]] || return 0
+  echo "restart.sh: last heartbeat of each rank, oldest first (the first to stop is the likely cause):" >&2
+  local f
+  for f in $(ls -tr "$dir"); do
+    echo "  $f: $(tr -d '\n' <"$dir/$f"), last beat $(date -r "$dir/$f" +%H:%M:%S)" >&2
+  done
+}
+
 child=""
 stopping=0
 forward() {
@@ -49,6 +70,7 @@ while true; do
   wait "$child"; status=$?
   while kill -0 "$child" 2>/dev/null; do wait "$child"; status=$?; done  # a trapped signal interrupts wait
   child=""
+  ((status == 0)) || report_ranks
   if ((status == 0 || status == 2 || status == 3 || stopping)); then
     ((status == 0)) || echo "restart.sh: job exited with status $status; not restarting" >&2
     exit "$status"

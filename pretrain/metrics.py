@@ -44,6 +44,7 @@ CSV_COLUMNS = [
     "mfu",
     "mem_gib",
     "skipped_steps",
+    "loss_spikes",
     "val_loss",
     "val_perplexity",
 ]

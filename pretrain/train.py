@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import yaml
 
-from pretrain import checkpoint, metrics, watchdog
+from pretrain import checkpoint, metrics, spikes, watchdog
 from pretrain.signals import PreemptionFlag, any_rank_requested
 
 EXIT_BAD_STEPS = 3
@@ -101,6 +101,7 @@ class Trainer:
         self.val_indices = validation_indices(self.val_stream, seq, cfg.data.val_samples) if self.val_stream else []
         self.step = 0
         self.bad_in_a_row = 0
+        self.spikes = spikes.from_config(cfg.train)  # loss-spike statistics (train.spike_*)
         self.flops_per_token = _flops_per_token(cfg)
         self.peak = metrics.peak_tflops(cfg.log.peak_tflops)
         self.writer = metrics.MetricsWriter(run_dir, self.engine.monitor if rank == 0 else None, enabled=rank == 0)
@@ -147,9 +148,11 @@ class Trainer:
             _, loss = self.engine(x.to(self.device), y.to(self.device))
             if inject:
                 loss = loss * float("nan")
+            loss_sum += loss.item()
+            micro_batches = self.layout.grad_accum_steps * self.world_size
+            loss = spikes.guard(self.spikes, self.engine, loss, loss_sum, micro_batches, self.cfg.train.spike_skip)
             self.engine.backward(loss)
             self.engine.step()
-            loss_sum += loss.item()
         self.sampler.advance()
         self.step += 1
         (total,) = all_reduce_sum([loss_sum], self.device)
@@ -231,6 +234,7 @@ class Trainer:
             "grad_norm": result["grad_norm"],
             "mem_gib": metrics.memory_gib(),
             "skipped_steps": self.engine.skipped_steps,
+            "loss_spikes": self.spikes.count,
             **metrics.throughput(tokens, seconds, self.flops_per_token, self.world_size, self.peak),
         }
         self.writer.write(self.step, values)

@@ -7,13 +7,16 @@ once a second. When the innermost frame has not moved for the timeout it prints 
 blocked in (the innermost torch.distributed / deepspeed.comm / ZeRO frame), at which step, and which ranks'
 heartbeats went silent, then exits with EXIT_COLLECTIVE_TIMEOUT so the launcher ends the job.
 
-Heartbeats are files RUN/heartbeat/rank{r} touched every second by each rank's watchdog thread; a stopped or
-dead process stops touching its file. The run folder is shared by all ranks already (checkpoints live there).
+Heartbeats are files RUN/heartbeat/rank{r} (holding the rank's pid and host) touched every second by each
+rank's watchdog thread; a stopped or dead process stops touching its file. launch/restart.sh lists them,
+oldest first, when a job fails, which names the rank that died first even under launchers that report only
+a pid (mpiexec, srun). The run folder is shared by all ranks already (checkpoints live there).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 import time
@@ -77,6 +80,8 @@ class CollectiveWatchdog(threading.Thread):
         self.timeout_s, self.run_dir, self.rank, self.world_size = timeout_s, Path(run_dir), rank, world_size
         self.main_id = threading.main_thread().ident
         heartbeat_dir(run_dir).mkdir(parents=True, exist_ok=True)
+        # pid and host: mpiexec/srun report a dead process by pid and host only; this maps it to a rank
+        (heartbeat_dir(run_dir) / f"rank{rank}").write_text(f"pid {os.getpid()} host {socket.gethostname()}\n")
 
     def run(self) -> None:
         last, since = None, time.monotonic()

@@ -1,0 +1,154 @@
+"""Pipeline faults: SIGKILL at points spread over a run, disk full while writing outputs, inputs changed between
+a run and its rerun.
+
+What must hold: a rerun of the same command after any kill completes and its outputs are byte-identical to an
+uninterrupted run (stats.json up to its timings); a disk-full failure names the file and leaves nothing a rerun
+would take as complete; a rerun over changed inputs is refused instead of mixing old and new outputs.
+
+`pipeline run` (tokenize + shards) has no CLI yet; these tests drive `pipeline dedup`, whose stage shares the
+marker mechanism (data_pipeline/markers.py) with the tokenize stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, synthetic_docs
+
+pytestmark = pytest.mark.slow
+
+PIPELINE = str(ROOT / ".venv" / "bin" / "pipeline")
+KILL_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def write_corpus(folder: Path, n_docs: int = 1400, seed: int = 5) -> Path:
+    """Two jsonl files of ~60-word docs with exact and near duplicates (every dedup step has work to do)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = synthetic_docs(n_docs * 5, seed=seed)
+    docs = [" ".join(base[i * 5 : (i + 1) * 5]) for i in range(n_docs - 200)]
+    rng = random.Random(seed)
+    docs += [docs[rng.randrange(len(docs))] for _ in range(100)]
+    docs += [docs[rng.randrange(len(docs))] + " Extra words here." for _ in range(100)]
+    for k in range(2):
+        lines = (json.dumps({"id": f"{k}-{i}", "text": t}) + "\n" for i, t in enumerate(docs[k::2]))
+        (folder / f"part{k}.jsonl").write_text("".join(lines))
+    return folder
+
+
+def dedup_command(corpus: Path, out: Path) -> list[str]:
+    return [PIPELINE, "dedup", "--input", str(corpus), "--output", str(out), "--quiet"]
+
+
+def run_dedup(corpus: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(dedup_command(corpus, out), capture_output=True, text=True, timeout=300)
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    """Every output file's bytes, stats.json without its wall-clock timings (and the marker that hashes them)."""
+    files = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.parent.name != ".stages"):
+        data = path.read_bytes()
+        if path.name == "stats.json":
+            stats = json.loads(data)
+            stats.pop("timings_s", None)
+            data = json.dumps(stats, sort_keys=True).encode()
+        files[str(path.relative_to(out))] = data
+    return files
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("fault_corpus"))
+
+
+@pytest.fixture(scope="module")
+def reference(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, bytes], float]:
+    """Outputs of an uninterrupted run and its wall time (the kill delays are fractions of it)."""
+    out = tmp_path_factory.mktemp("fault_dedup_reference") / "out"
+    start = time.monotonic()
+    proc = run_dedup(corpus, out)
+    assert proc.returncode == 0, proc.stderr
+    return outputs(out), time.monotonic() - start
+
+
+def test_rerun_after_sigkill_at_any_point_matches_an_uninterrupted_run(
+    corpus: Path, reference: tuple[dict[str, bytes], float], tmp_path: Path
+) -> None:
+    want, wall = reference
+    assert any(name.startswith("kept/") for name in want) and "dedup/clusters.jsonl" in want
+    killed_before_done = 0
+    for fraction in KILL_FRACTIONS:
+        out = tmp_path / f"kill_{fraction}"
+        proc = subprocess.Popen(dedup_command(corpus, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(wall * fraction)
+        proc.send_signal(signal.SIGKILL)
+        killed_before_done += proc.wait() == -signal.SIGKILL
+        rerun = run_dedup(corpus, out)
+        assert rerun.returncode == 0, f"kill at {fraction:.0%}: {rerun.stderr}"
+        assert outputs(out) == want, f"kill at {fraction:.0%} of the run: rerun output differs"
+        assert not list(out.rglob("*.tmp")), f"kill at {fraction:.0%}: a temporary file survived the rerun"
+    assert killed_before_done >= 3, "most kills must land before the run finished, or the test proves nothing"
+
+
+def test_second_run_skips_a_complete_stage(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_dedup(corpus, out).returncode == 0
+    kept = out / "kept" / "part-00000.jsonl"
+    mtime = kept.stat().st_mtime_ns
+    again = subprocess.run([*dedup_command(corpus, out)[:-1]], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already complete" in again.stdout + again.stderr
+    assert kept.stat().st_mtime_ns == mtime
+
+
+def test_changed_input_is_detected_not_mixed(corpus: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "corpus"
+    copy.mkdir()
+    for f in corpus.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    out = tmp_path / "out"
+    assert run_dedup(copy, out).returncode == 0
+    before = outputs(out)
+    with open(copy / "part1.jsonl", "a") as f:
+        f.write(json.dumps({"id": "new", "text": "a new document " * 20}) + "\n")
+    rerun = run_dedup(copy, out)
+    assert rerun.returncode != 0
+    assert "other inputs" in rerun.stderr and "dedup" in rerun.stderr, rerun.stderr
+    assert outputs(out) == before, "a refused rerun must not touch the earlier outputs"
+
+
+def mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
+
+
+def test_disk_full_names_the_file_and_leaves_nothing_taken_as_complete(
+    corpus: Path, reference: tuple[dict[str, bytes], float], tmp_path: Path
+) -> None:
+    disk = tmp_path / "disk"
+    if os.geteuid() != 0 or not mount_tmpfs(disk, "300k"):
+        pytest.skip("needs root to mount a size-limited tmpfs")
+    try:
+        out = disk / "out"
+        proc = run_dedup(corpus, out)
+        assert proc.returncode == 2
+        assert "No space left on device" in proc.stderr and str(out) in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert not (out / ".stages" / "dedup.json").exists() and not list(out.rglob("*.tmp"))
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        rerun = run_dedup(corpus, out)
+        assert rerun.returncode == 0, rerun.stderr
+        assert outputs(out) == reference[0]
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
