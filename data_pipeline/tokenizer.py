@@ -9,7 +9,8 @@ Choices that matter for users:
   UTF-8 byte pieces instead of `<unk>`: no document loses information.
 - Bounded memory. Documents are streamed to the trainer as lines through `sentence_iterator`; SentencePiece
   keeps a uniform reservoir of `input_sentence_size` of them (`shuffle_input_sentence=True`), so RAM does not
-  grow with the corpus and no giant temporary text file is written.
+  grow with the corpus and no giant temporary text file is written. Time is bounded too: past ~2 GB of kept
+  text only a hashed share of the documents is parsed at all (`document_fraction`).
 - Determinism. The sampling seed is set with `set_random_generator_seed`; the same input and recipe give the
   same `spm.model` bytes (tests/test_tokenizer.py trains twice and compares). Measured: the trainer's result
   depends on its thread count (1 and 2 threads give different models), not on the cores present, so
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
+import xxhash
 
 from data_pipeline.errors import PipelineError
 
@@ -41,6 +43,8 @@ VOCAB_FILE = "spm.vocab"
 INFO_FILE = "tokenizer.json"
 MAX_SENTENCE_BYTES = 16384
 TRAINER_THREADS = 16
+SAMPLE_MARGIN = 4  # parse documents for 4x the sentences the trainer keeps, so its reservoir still chooses
+ASSUMED_LINE_BYTES = 500  # a long prose line; shorter real lines only make the parsed sample larger
 SPECIAL_IDS = {"unk_id": 0, "bos_id": 1, "eos_id": 2, "pad_id": 3}
 
 
@@ -64,6 +68,8 @@ class TokenizerSettings:
     def __post_init__(self) -> None:
         if self.model_type not in ("bpe", "unigram"):
             raise TokenizerError(f"tokenizer.model_type={self.model_type!r}: use 'bpe' or 'unigram'")
+        if self.input_sentence_size <= 100:
+            raise TokenizerError(f"tokenizer.input_sentence_size={self.input_sentence_size}: sentencepiece needs > 100")
         if self.vocab_size < 16:
             raise TokenizerError(f"tokenizer.vocab_size={self.vocab_size}: must be at least 16")
 
@@ -108,20 +114,35 @@ def kept_files(path: str | os.PathLike) -> list[Path]:
     return files
 
 
-def iter_texts(files: list[Path]) -> Iterator[str]:
-    """The `text` field of every document, in file order."""
+def document_fraction(files: list[Path], input_sentence_size: int) -> float:
+    """The share of documents worth parsing: enough for SAMPLE_MARGIN x input_sentence_size long lines.
+
+    SentencePiece keeps only input_sentence_size sentences; parsing a 1 TB corpus to feed its reservoir would
+    make training I/O-bound for hours. Above that budget, documents are picked by a hash of their raw line
+    (deterministic, independent of how the corpus is split into parts or ranks) before any JSON is parsed.
+    """
+    total = sum(os.path.getsize(p) for p in files)
+    budget = SAMPLE_MARGIN * input_sentence_size * ASSUMED_LINE_BYTES
+    return 1.0 if total <= budget else budget / total
+
+
+def iter_texts(files: list[Path], fraction: float = 1.0) -> Iterator[str]:
+    """The `text` field of every document (or of a hashed `fraction` of them), in file order."""
+    cutoff = fraction * 2.0**64
     for path in files:
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:
             for line_no, line in enumerate(f, 1):
+                if fraction < 1.0 and xxhash.xxh64_intdigest(line) >= cutoff:
+                    continue
                 try:
                     yield json.loads(line)["text"]
-                except (json.JSONDecodeError, KeyError, TypeError) as err:
+                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
                     raise TokenizerError(f"{path}:{line_no}: not a document line with a 'text' field ({err})") from err
 
 
-def training_sentences(files: list[Path]) -> Iterator[str]:
-    """Non-empty lines of every document, cut to the trainer's sentence limit so none is silently skipped."""
-    for text in iter_texts(files):
+def training_sentences(files: list[Path], fraction: float = 1.0) -> Iterator[str]:
+    """Non-empty lines of the documents, cut to the trainer's sentence limit so none is silently skipped."""
+    for text in iter_texts(files, fraction):
         for line in text.split("\n"):
             if line.strip():
                 yield line.encode("utf-8")[:MAX_SENTENCE_BYTES].decode("utf-8", "ignore")
@@ -170,9 +191,10 @@ def _train_model_bytes(inputs: list[Path], settings: TokenizerSettings) -> bytes
     import io
 
     model, reading_errors = io.BytesIO(), []
+    fraction = document_fraction(inputs, settings.input_sentence_size)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=_recording(training_sentences(inputs), reading_errors),
+            sentence_iterator=_recording(training_sentences(inputs, fraction), reading_errors),
             model_writer=model,
             **trainer_options(settings),
         )

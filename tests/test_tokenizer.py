@@ -195,3 +195,18 @@ def test_round_trip_on_every_document_of_the_builtin_demo_corpus(tmp_path):
     assert len(texts) == count > 1000
     decoded = [processor.decode(ids) for ids in processor.encode(texts)]
     assert [i for i, (a, b) in enumerate(zip(texts, decoded, strict=True)) if a != b] == []
+
+
+def test_large_corpus_is_sampled_by_line_hash_independent_of_parts(tmp_path, corpus):
+    from data_pipeline.tokenizer import document_fraction, iter_texts
+
+    one = kept_files(write_kept(tmp_path / "one", corpus, parts=1))
+    three = kept_files(write_kept(tmp_path / "three", corpus, parts=3))
+    fraction = document_fraction(one, input_sentence_size=101)  # budget 4 x 101 x 500 bytes, below the corpus
+    assert 0.05 < fraction < 0.8
+    assert document_fraction(one, input_sentence_size=1_000_000) == 1.0
+    sampled = list(iter_texts(one, fraction))
+    assert sampled == list(iter_texts(three, fraction))
+    assert 0 < len(sampled) < len(corpus) and set(sampled) <= set(corpus)
+    info = train_tokenizer(one, tmp_path, TokenizerSettings(vocab_size=600, input_sentence_size=101))
+    assert info["vocab_size"] == 600
