@@ -237,18 +237,34 @@ def exact_dedup(
     return [dict(c, kind="exact") for c in (result.clusters or [])]
 
 
-def near_dedup(comm: LocalComm, docs: list[Document], doc_index: np.ndarray, kept: np.ndarray, ledger: Ledger,
-               recipe: PipelineConfig, params: Any, pairs: dict) -> list[dict]:  # fmt: skip
-    from data_pipeline.lsh import find_near_duplicates
+SIGNATURE_BATCH_DOCS = 16384
+
+
+def minhash_signatures(texts: list[str], recipe: PipelineConfig, quiet: bool) -> np.ndarray:
+    """(n, num_perm) signatures in batches, so the bar moves; a signature depends only on its own text."""
     from data_pipeline.minhash import compute_signatures
 
-    cfg = recipe.dedup
+    cfg, workers = recipe.dedup, resolve_workers(recipe.workers)
+    batches = []
+    with stage_progress("minhash", sum(len(t) for t in texts), quiet) as bar:
+        for start in range(0, len(texts), SIGNATURE_BATCH_DOCS):
+            batch = texts[start : start + SIGNATURE_BATCH_DOCS]
+            batches.append(
+                compute_signatures(batch, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed, workers=workers)
+            )
+            bar.update(len(batch), sum(len(t) for t in batch))
+    return np.concatenate(batches) if batches else np.zeros((0, cfg.num_perm), np.uint32)
+
+
+def near_dedup(comm: LocalComm, docs: list[Document], doc_index: np.ndarray, kept: np.ndarray, ledger: Ledger,
+               recipe: PipelineConfig, params: Any, pairs: dict, quiet: bool) -> list[dict]:  # fmt: skip
+    """Drop documents whose MinHash-LSH cluster has an earlier member (any rank); returns rank 0's clusters."""
+    from data_pipeline.lsh import find_near_duplicates
+
     alive = np.flatnonzero(kept)
-    texts = [docs[i].text for i in alive]
-    signatures = compute_signatures(
-        texts, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed, workers=resolve_workers(recipe.workers)
-    )
-    result = find_near_duplicates(comm, doc_index[alive], signatures, params, verify_threshold=cfg.verify_threshold)
+    signatures = minhash_signatures([docs[i].text for i in alive], recipe, quiet)
+    verify = recipe.dedup.verify_threshold
+    result = find_near_duplicates(comm, doc_index[alive], signatures, params, verify_threshold=verify)
     apply_drops(kept, doc_index, result.removed, "near_dup", ledger)
     pairs["candidate_pairs"], pairs["verified_pairs"] = int(result.candidate_pairs), int(result.verified_pairs)
     return [dict(c, kind="near") for c in (result.clusters or [])]
@@ -386,7 +402,15 @@ class DedupRun:
             self.clusters += self.timed(
                 "near_dedup",
                 lambda: near_dedup(
-                    self.comm, self.docs, self.doc_index, self.kept, self.ledger, self.recipe, self.params, self.pairs
+                    self.comm,
+                    self.docs,
+                    self.doc_index,
+                    self.kept,
+                    self.ledger,
+                    self.recipe,
+                    self.params,
+                    self.pairs,
+                    self.quiet,
                 ),
             )
             self.step_summary("near dedup", "near_dup", "near_dedup")
