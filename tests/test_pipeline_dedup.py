@@ -270,3 +270,18 @@ def test_strict_failure_under_mpi_is_one_line_and_every_rank_exits(corpus: Path,
     result = subprocess.run([*cmd, "--strict", "--quiet"], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1 and f"{corpus / 'a.jsonl'}:7" in result.stderr
+
+
+def test_batched_signatures_equal_one_call(monkeypatch) -> None:
+    import numpy as np
+
+    from data_pipeline import dedup_stage
+    from data_pipeline.config import load_recipe
+    from data_pipeline.minhash import compute_signatures
+
+    texts = [article(i) for i in range(30)]
+    monkeypatch.setattr(dedup_stage, "SIGNATURE_BATCH_DOCS", 7)
+    batched = dedup_stage.minhash_signatures(
+        texts, load_recipe(overrides=["workers=1", "dedup.num_perm=32"]), quiet=True
+    )
+    assert np.array_equal(batched, compute_signatures(texts, num_perm=32, workers=1))
