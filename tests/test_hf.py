@@ -149,3 +149,13 @@ def test_state_dict_from_another_config_is_refused() -> None:
     other = replace(model.cfg, n_layer=3)
     with pytest.raises(ConfigError, match=r"missing \['blocks\.2\."):
         to_hf(model.state_dict(), other)
+
+
+@pytest.mark.parametrize("variant", ["gpt2", "llama-gqa"])
+def test_exported_model_generates_the_same_greedy_tokens(variant: str, tmp_path) -> None:
+    model = ours(variant)
+    save_hf(model.state_dict(), model.cfg, tmp_path)  # no EOS: both run the full 20 steps
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    prompt = torch.randint(0, 1000, (1, 6))
+    theirs = loaded.generate(prompt, do_sample=False, max_new_tokens=20)
+    assert torch.equal(model.generate(prompt, 20, temperature=0.0), theirs)
