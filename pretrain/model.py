@@ -118,6 +118,8 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
+    """Multi-head (or grouped-query) causal attention through SDPA, which picks flash/efficient kernels on GPU."""
+
     def __init__(self, cfg: ModelConfig, layer: int, rotary: Rotary | None) -> None:
         super().__init__()
         self.cfg, self.layer, self.rotary = cfg, layer, rotary
@@ -196,6 +198,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    """Decoder-only LM: embeddings (+ positions), n_layer pre-LN blocks, final norm, LM head (tied by default)."""
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
