@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         if stream.vocab_size > cfg.model.vocab_size:
             raise ExportError(f"{stream.data_dir}: vocab {stream.vocab_size} > the model's {cfg.model.vocab_size}")
         indices = validation_indices(stream, cfg.model.seq_len, samples)
-    except (ExportError, ShardError, ValueError) as err:
+    except (ExportError, ShardError, FileNotFoundError, ValueError) as err:
         print(f"pretrain evaluate: error: {err}", file=sys.stderr)
         return 2
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device

@@ -68,11 +68,23 @@ def consolidate(ckpt_root: Path, tag: str) -> dict[str, torch.Tensor]:
 
 def load_consolidated(run_or_ckpt: str | os.PathLike) -> Consolidated:
     """Resolve a run folder / checkpoints folder / tag folder and consolidate its newest complete checkpoint."""
-    from pretrain.checkpoint import load_run_config, resolve_checkpoint
+    from pretrain.checkpoint import resolve_checkpoint
 
-    ckpt_root, tag = resolve_checkpoint(run_or_ckpt)
-    cfg = load_run_config(run_or_ckpt)
+    ckpt_root, tag = resolve_checkpoint(run_or_ckpt)  # verifies the sha256 manifest once (can be minutes)
+    cfg = run_config(ckpt_root.parent)
     return Consolidated(cfg, consolidate(ckpt_root, tag), ckpt_root / tag, ckpt_root.parent)
+
+
+def run_config(run_dir: Path) -> Any:
+    """The RunConfig the run was trained with, from RUN/config.yaml."""
+    import yaml
+
+    from pretrain.config import RunConfig
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ExportError(f"{path}: missing; export needs the run folder as pretrain.train wrote it")
+    return RunConfig.from_dict(yaml.safe_load(path.read_text()))
 
 
 def build_model(consolidated: Consolidated, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -143,7 +155,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         out = export_hf(args.checkpoint, args.out)
-    except ExportError as err:
+    except (ExportError, FileNotFoundError) as err:  # a corrupt checkpoint is a FileNotFoundError too
         print(f"pretrain export: error: {err}", file=sys.stderr)
         return 2
     print(f"exported: {out}")

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         consolidated = load_consolidated(args.checkpoint)
         processor = spm.SentencePieceProcessor(model_file=str(tokenizer_model_path(consolidated.cfg)))
         eos_id = eos_id_of(consolidated.cfg)
-    except ExportError as err:
+    except (ExportError, FileNotFoundError) as err:
         print(f"pretrain generate: error: {err}", file=sys.stderr)
         return 2
     device, dtype = pick_device(args.device)

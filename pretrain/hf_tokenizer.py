@@ -5,6 +5,10 @@ warns that byte fallback is lost for most families. Our tokenizer is trained wit
 byte fallback, so the `tokenizers` pipeline is assembled here from the .model's own normalizer/trainer specs:
 every option sentencepiece applies at encode time is either reproduced or refused with a message.
 The result is a `tokenizer.json` + `tokenizer_config.json` that `AutoTokenizer.from_pretrained` loads offline.
+
+Known limit (unigram only; BPE, the pipeline default, is exact): text that literally contains a control or
+byte piece's spelling ("<unk>", "</s>", "<0x41>") is matched as that piece by the `tokenizers` Unigram lattice,
+where sentencepiece spells it out character by character. tests/test_export.py checks both model types.
 """
 
 from __future__ import annotations
@@ -74,13 +78,15 @@ def _normalizer(proto):
 
 
 def _pre_tokenizer(proto):
-    """sentencepiece never lets a piece cross a word start (split_by_whitespace) and may isolate digits."""
+    """sentencepiece never lets a piece cross a word start (split_by_whitespace).
+
+    `split_digits` needs nothing here: it only shapes the trained vocabulary (no multi-digit pieces); encoding
+    runs over whole words, so runs of unknown characters, digits included, fuse into one <unk> as in spm.
+    """
     spec = proto.trainer_spec
     steps = []
     if spec.split_by_whitespace:
         steps.append(pre_tokenizers.Split(_word_pattern(spec), behavior="isolated"))
-    if spec.split_digits:
-        steps.append(pre_tokenizers.Digits(individual_digits=True))
     return pre_tokenizers.Sequence(steps) if steps else None
 
 
