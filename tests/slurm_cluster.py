@@ -106,7 +106,7 @@ class SlurmCluster:
                 f"SlurmdPort={_free_port()}",
                 "AuthType=auth/munge",
                 "CredType=cred/munge",
-                f"AuthInfo=socket={self.munge_socket}",
+                f"AuthInfo=socket={self.munge_socket},cred_expire=10",  # a requeued job waits this long, not 120 s
                 f"StateSaveLocation={r / 'state'}",
                 f"SlurmdSpoolDir={r / 'spool'}",
                 f"SlurmctldPidFile={r / 'slurmctld.pid'}",
