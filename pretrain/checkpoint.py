@@ -8,8 +8,8 @@ Layout (what export/evaluate rely on):
     RUN/checkpoints/step00000100/trainer_state_rank{r}.pt   RNG states of rank r
     RUN/checkpoints/latest                the newest complete tag, replaced atomically
 
-client_state (saved by DeepSpeed in rank 0's model-states file) holds the config, the sampler state
-(consumed samples) and the tokenizer reference. Per-rank RNG states go into their own small file because
+client_state (saved by DeepSpeed in rank 0's model-states file, and as client_state.json next to it) holds
+the config, the sampler state (consumed samples) and the tokenizer reference. Per-rank RNG states go into their own small file because
 client_state is written only once.
 """
 
@@ -32,6 +32,8 @@ from pretrain import ckpt_integrity
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
 LATEST = "latest"
+UNIVERSAL_SUFFIX = ".universal"
+CLIENT_STATE = "client_state.json"
 TAG_RE = re.compile(r"^step(\d{8})$")
 
 
@@ -58,6 +60,12 @@ def tokenizer_reference(manifest: dict) -> dict:
     return dict(manifest.get("tokenizer", {}))
 
 
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
 def save(engine: Any, run_dir: str | os.PathLike, step: int, client_state: dict, keep_last: int) -> Path:
     """Save a partitioned checkpoint; mark it complete and move `latest` only after every rank wrote."""
     import torch.distributed as dist
@@ -70,17 +78,18 @@ def save(engine: Any, run_dir: str | os.PathLike, step: int, client_state: dict,
     if dist.is_initialized():
         dist.barrier()
     if rank == 0:
-        _commit(root, tag)
+        (root / tag / CLIENT_STATE).write_text(json.dumps(client_state, indent=2) + "\n")
+        _commit(root, tag, _world_size())
         prune(root, keep_last)
     if dist.is_initialized():
         dist.barrier()
     return root / tag
 
 
-def _commit(root: Path, tag: str) -> None:
-    """Write the completion marker, then replace `latest` atomically (write temp, fsync, rename)."""
+def _commit(root: Path, tag: str, world_size: int = 1) -> None:
+    """Write the completion marker (with the world size that wrote it), then replace `latest` atomically."""
     ckpt_integrity.write_manifest(root / tag)  # sha256 of every rank's files, before COMPLETE
-    (root / tag / COMPLETE).write_text(json.dumps({"tag": tag}) + "\n")
+    (root / tag / COMPLETE).write_text(json.dumps({"tag": tag, "world_size": world_size}) + "\n")
     tmp = root / (LATEST + ".tmp")
     with open(tmp, "w") as f:
         f.write(tag)
@@ -103,6 +112,7 @@ def prune(root: Path, keep_last: int) -> None:
         return
     for tag in complete_tags(root)[:-keep_last]:
         shutil.rmtree(root / tag, ignore_errors=True)
+        shutil.rmtree(root / (tag + UNIVERSAL_SUFFIX), ignore_errors=True)
 
 
 def find_resumable(run_dir: str | os.PathLike) -> tuple[Path, str] | None:
@@ -152,15 +162,62 @@ def load_run_config(run_or_ckpt: str | os.PathLike) -> Any:
     return RunConfig.from_dict(yaml.safe_load(path.read_text()))
 
 
-def load(engine: Any, ckpt_root: Path, tag: str, load_optimizer: bool = True) -> dict:
-    """Load a partitioned checkpoint into the engine, restore this rank's RNG, return client_state."""
+def saved_world_size(ckpt_root: Path, tag: str) -> int:
+    return int(json.loads((ckpt_root / tag / COMPLETE).read_text()).get("world_size", 1))
+
+
+def to_universal(ckpt_root: Path, tag: str) -> str:
+    """Convert a ZeRO checkpoint to DeepSpeed's universal format (rank 0, once) so another world size loads it.
+
+    ZeRO partitions optimizer state by data-parallel rank; DeepSpeed refuses to load it on a different number
+    of ranks unless it is first re-sliced per parameter by `deepspeed.checkpoint.ds_to_universal`.
+    """
+    import subprocess
+    import sys
+
     import torch.distributed as dist
 
-    _, client_state = engine.load_checkpoint(
-        str(ckpt_root), tag=tag, load_optimizer_states=load_optimizer, load_lr_scheduler_states=load_optimizer
+    out = ckpt_root / (tag + UNIVERSAL_SUFFIX)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if rank == 0 and not (out / COMPLETE).is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(ckpt_root / tag)]
+        cmd += ["--output_folder", str(out), "--num_extract_workers", "1", "--num_merge_workers", "1"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"{ckpt_root / tag}: conversion to a universal checkpoint failed:\n{proc.stderr[-2000:]}"
+            )
+        (out / COMPLETE).write_text(json.dumps({"tag": tag, "universal": True}) + "\n")
+    if dist.is_initialized():
+        dist.barrier()
+    return out.name
+
+
+def load(engine: Any, ckpt_root: Path, tag: str, load_optimizer: bool = True) -> dict:
+    """Load a partitioned checkpoint into the engine, restore this rank's RNG, return client_state.
+
+    Saved on another number of ranks: converted to a universal checkpoint first (optimizer state included).
+    """
+    import torch.distributed as dist
+
+    load_tag = tag
+    universal = saved_world_size(ckpt_root, tag) != _world_size()
+    if universal:
+        load_tag = to_universal(ckpt_root, tag)
+        engine._config.load_universal_checkpoint = True  # DeepSpeed reads this flag at load time
+    group_decay = [g["weight_decay"] for g in engine.optimizer.optimizer.param_groups]
+    load_path, client_state = engine.load_checkpoint(
+        str(ckpt_root), tag=load_tag, load_optimizer_states=load_optimizer, load_lr_scheduler_states=load_optimizer
     )
-    if client_state is None:
-        raise RuntimeError(f"{ckpt_root / tag}: DeepSpeed could not load this checkpoint")
+    engine._config.load_universal_checkpoint = False
+    if universal:  # DeepSpeed's universal loader copies group 0's hyperparameters (weight decay) onto every group
+        for group, decay in zip(engine.optimizer.optimizer.param_groups, group_decay, strict=True):
+            group["weight_decay"] = decay
+    if load_path is None:
+        raise RuntimeError(f"{ckpt_root / load_tag}: DeepSpeed could not load this checkpoint (see its log above)")
+    if (ckpt_root / tag / CLIENT_STATE).is_file():  # the universal format does not carry client_state
+        client_state = json.loads((ckpt_root / tag / CLIENT_STATE).read_text())
     rank = dist.get_rank() if dist.is_initialized() else 0
     rng_file = ckpt_root / tag / f"trainer_state_rank{rank}.pt"
     if rng_file.is_file():
