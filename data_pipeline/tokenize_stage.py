@@ -1,4 +1,7 @@
-"""The last stage of `pipeline run`: train the tokenizer, encode the kept documents, write shards and the manifest.
+"""Run the whole pipeline: filter and dedup, train SentencePiece, write Arrow token shards and manifest.json.
+
+This module is the last stage of `pipeline run` (train the tokenizer, encode the kept documents, write shards
+and the manifest) and the `run` subcommand itself (the dedup flow of dedup_stage.py, then this stage).
 
 On N ranks (mpiexec/srun) rank 0 trains the tokenizer on every kept part (read from the shared output folder in
 rank order, so the model does not depend on N), the others wait and load it; then each rank encodes its own
@@ -286,3 +289,25 @@ def _jsonable(recipe: Any) -> Any:
     if dataclasses.is_dataclass(recipe):
         recipe = dataclasses.asdict(recipe)
     return json.loads(json.dumps(recipe, default=str))
+
+
+# --- `pipeline run`: the dedup flow, then this stage, on every rank -------------------------------------------
+
+
+def add_arguments(parser: Any) -> None:
+    """The same corpus arguments as `pipeline dedup`."""
+    from data_pipeline.dedup_stage import add_arguments as corpus_arguments
+
+    corpus_arguments(parser)
+
+
+def run(args: Any) -> int:
+    """`pipeline run`: read → filter → exact + near dedup → SentencePiece → Arrow shards + manifest.json."""
+    from data_pipeline.comm import get_comm
+    from data_pipeline.dedup_stage import recipe_from_args, run_dedup
+
+    comm = get_comm()
+    recipe = recipe_from_args(args)
+    run_dedup(comm, args.input, args.output, recipe, args.quiet)
+    run_tokenize_stage(comm, args.output, recipe, args.quiet)
+    return 0

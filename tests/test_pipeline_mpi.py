@@ -1,0 +1,166 @@
+"""The real `pipeline run` on 1, 2 and 3 MPI ranks: same kept ids and same token streams; failures are collective.
+
+Each rank reads its block of input files, dedups through collectives, tokenizes its own kept part into shards
+named by rank; rank 0 writes one manifest. Shard boundaries move with N, nothing else may.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_pipeline.shards import TokenStream, read_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+MPIEXEC = REPO / ".venv" / "bin" / "mpiexec"
+RECIPE = ["tokenizer.vocab_size=500", "shards.validation_fraction=0.1", "shards.target_bytes=20000"]
+WORD_TEXT = (
+    "the of and to in is that it was for on are with as his they be at one have this from or had by word "
+    "but what some we can out other were all there when up use your how said an each she which do their "
+    "time if will way about many then them write would like so these her long make thing see him two has "
+    "look more day could go come did number sound no most people my over know water than call first who "
+    "may down side been now find any new work part take get place made live where after back little only "
+    "round man year came show every good me give our under name very through just form sentence great "
+    "think say help low line differ turn cause much mean before move right boy old too same tell does "
+    "set three want air well also play small end put home read hand port large spell add even land here "
+    "must big high such follow act why ask men change went light kind"
+)
+WORDS = WORD_TEXT.split()
+
+pytestmark = [pytest.mark.slow, pytest.mark.mpi]
+
+
+def article(rng: random.Random) -> str:
+    """Prose that passes the quality filters: paragraphs of capitalised sentences of common words."""
+    sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 18))).capitalize() + "." for _ in range(12)]
+    return "\n\n".join(" ".join(sentences[i : i + 4]) for i in range(0, len(sentences), 4))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """150 articles, 10 exact copies and 10 near copies, over 5 files so every rank owns some."""
+    rng = random.Random(0)
+    docs = [article(rng) for _ in range(150)]
+    docs += docs[:10] + [d.replace(".", "!", 1) for d in docs[10:20]]
+    folder = tmp_path_factory.mktemp("corpus")
+    for f in range(5):
+        share = range(f * len(docs) // 5, (f + 1) * len(docs) // 5)
+        (folder / f"in-{f}.jsonl").write_text(
+            "".join(json.dumps({"id": f"d{i}", "text": docs[i]}) + "\n" for i in share)
+        )
+    return folder
+
+
+def pipeline_run(ranks: int, inputs: list[str], out: Path, *extra: str) -> subprocess.CompletedProcess:
+    sets = [arg for item in RECIPE for arg in ("--set", item)]
+    pipeline = [sys.executable, "-m", "data_pipeline.cli", "run", *(a for i in inputs for a in ("--input", i))]
+    cmd = [str(MPIEXEC), "-n", str(ranks), *pipeline, "--output", str(out), "--quiet", *sets, *extra]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env=os.environ | {"OMP_NUM_THREADS": "1"}
+    )
+
+
+def kept_ids(out: Path) -> list[str]:
+    parts = sorted((out / "kept").glob("part-*.jsonl"))
+    return [json.loads(line)["id"] for p in parts for line in p.read_text().splitlines()]
+
+
+def stream(out: Path, split: str) -> np.ndarray:
+    ts = TokenStream(out, split)
+    return np.asarray(ts.window(0, ts.num_tokens))
+
+
+@pytest.fixture(scope="module")
+def outputs(corpus, tmp_path_factory) -> dict[int, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    results = {}
+    for ranks in (1, 2, 3):
+        done = pipeline_run(ranks, [str(corpus / "*.jsonl")], root / f"n{ranks}")
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[ranks] = root / f"n{ranks}"
+    return results
+
+
+def test_same_kept_documents_on_1_2_3_ranks(outputs):
+    ids = {n: kept_ids(out) for n, out in outputs.items()}
+    assert ids[1] == ids[2] == ids[3]
+    stats = json.loads((outputs[1] / "stats.json").read_text())
+    assert stats["input_docs"] == 170 == stats["kept_docs"] + sum(stats["dropped"].values())
+    assert stats["dropped"].get("exact_dup") == 10 and stats["kept_docs"] == len(ids[1])
+    assert not {f"d{i}" for i in range(150, 160)} & set(ids[1])  # the exact copies never survive
+
+
+def test_same_tokenizer_and_token_streams_on_1_2_3_ranks(outputs):
+    models = {n: (out / "tokenizer" / "spm.model").read_bytes() for n, out in outputs.items()}
+    assert models[1] == models[2] == models[3]
+    for split in ("train", "validation"):
+        streams = [stream(out, split) for out in outputs.values()]
+        assert len(streams[0]) > 0
+        for other in streams[1:]:
+            np.testing.assert_array_equal(streams[0], other)
+
+
+def test_one_manifest_over_every_ranks_shards(outputs):
+    manifest = read_manifest(outputs[3])
+    rows = manifest["splits"]["train"]["shards"]
+    ranks_in_order = [int(r["path"].split("-r")[1][:5]) for r in rows]
+    assert ranks_in_order == sorted(ranks_in_order) and set(ranks_in_order) == {0, 1, 2}
+    kept = len(kept_ids(outputs[3]))
+    assert manifest["splits"]["train"]["num_docs"] + manifest["splits"]["validation"]["num_docs"] == kept
+    assert manifest["ledger"]["kept_docs"] == kept
+
+
+def test_a_failing_rank_fails_the_job_and_leaves_no_manifest(corpus, tmp_path):
+    """Rank 2 owns the last input file; make it undecodable (a .gz that is not gzip) and read with --strict."""
+    bad = tmp_path / "in"
+    bad.mkdir()
+    for f in sorted(corpus.glob("*.jsonl")):
+        (bad / f.name).write_bytes(f.read_bytes())
+    (bad / "zz-last.jsonl.gz").write_bytes(b"this is not gzip data\n" * 4000)
+    done = pipeline_run(3, [str(bad / "*.jsonl"), str(bad / "*.jsonl.gz")], tmp_path / "out", "--strict")
+    assert done.returncode != 0
+    assert "zz-last.jsonl.gz" in done.stderr and "rank 2" in done.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+STAGE_ONLY = """
+import sys
+from pathlib import Path
+from data_pipeline.comm import get_comm
+from data_pipeline.config import load_recipe
+from data_pipeline.errors import PipelineError
+from data_pipeline.tokenize_stage import run_tokenize_stage
+try:
+    run_tokenize_stage(get_comm(), Path(sys.argv[1]), load_recipe(None, sys.argv[2:]), True)
+except PipelineError as err:
+    print(f"rank error: {err}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def test_tokenize_failure_on_one_rank_removes_the_old_manifest(corpus, tmp_path):
+    """A finished 2-rank dataset where rank 1 must rewrite a damaged shard but cannot (a directory sits on the
+    shard's temporary name). The rerun fails on every rank, naming rank 1 and the file; rank 0 skipped its own
+    intact work; the stale manifest is gone (a dataset with a manifest is always complete)."""
+    out = tmp_path / "out"
+    assert pipeline_run(2, [str(corpus / "*.jsonl")], out).returncode == 0
+    assert (out / "manifest.json").is_file()
+    rank0_shard = out / "shards" / "train-r00000-00000.arrow"
+    rank0_mtime = rank0_shard.stat().st_mtime_ns
+    with open(out / "shards" / "train-r00001-00000.arrow", "ab") as f:
+        f.write(b"x")
+    (out / "shards" / "train-r00001-00000.arrow.tmp").mkdir()
+    cmd = [str(MPIEXEC), "-n", "2", sys.executable, "-c", STAGE_ONLY, str(out), *RECIPE]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode != 0
+    assert "1 of 2 rank(s); rank 1:" in done.stderr and "train-r00001-00000.arrow.tmp" in done.stderr
+    assert done.stderr.count("rank error:") == 2  # both ranks raised; neither hung in a collective
+    assert not (out / "manifest.json").exists()
+    assert rank0_shard.stat().st_mtime_ns == rank0_mtime
