@@ -18,6 +18,7 @@ from data_pipeline.errors import PipelineError
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("demo-corpus", "data_pipeline.demo_corpus"),
     ("dedup", "data_pipeline.dedup_stage"),
+    ("run", "data_pipeline.tokenize_stage"),
     ("train-tokenizer", "data_pipeline.tokenizer"),
     ("inspect", "data_pipeline.inspect"),
 ]
