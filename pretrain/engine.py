@@ -75,7 +75,10 @@ def init_distributed(timeout_s: float | None = None) -> tuple[int, int]:
     os.environ.setdefault("MASTER_PORT", "29500")
     backend = "nccl" if get_accelerator().device_name() == "cuda" else "gloo"
     timeout = {"timeout": timedelta(seconds=timeout_s)} if timeout_s else {}  # train.collective_timeout_s
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=True, verbose=False, **timeout)
+    port = int(os.environ["MASTER_PORT"])  # MPI discovery would otherwise reset it to DeepSpeed's 29500
+    deepspeed.init_distributed(
+        dist_backend=backend, auto_mpi_discovery=True, distributed_port=port, verbose=False, **timeout
+    )
     if get_accelerator().device_name() == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return torch.distributed.get_rank(), torch.distributed.get_world_size()

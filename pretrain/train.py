@@ -317,6 +317,8 @@ def cli() -> None:
     except (ConfigError, EngineConfigError, FileNotFoundError) as err:
         print(f"pretrain.train: {err}", file=sys.stderr)
         code = 2
+    if code == EXIT_BAD_STEPS and int(os.environ.get("RANK", "0")) == 0:
+        print("pretrain.train: train.max_bad_steps non-finite steps in a row; last good weights saved", file=sys.stderr)
     sys.exit(code)
 
 
