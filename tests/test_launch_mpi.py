@@ -106,7 +106,9 @@ def test_pipeline_on_two_mpi_ranks_matches_one_rank(tmp_path: Path) -> None:
 
     stats = {r: json.loads((d / "stats.json").read_text()) for r, d in runs.items()}
     manifests = {r: json.loads((d / "manifest.json").read_text()) for r, d in runs.items()}
+    assert stats[1]["ranks"] == 1 and stats[2]["ranks"] == 2, "mpiexec -n 2 must give the pipeline 2 MPI ranks"
     assert stats[2]["input_docs"] == sum(1 for _ in corpus.open())
+    assert stats[2]["kept_docs"] > 0 and manifests[2]["splits"]["train"]["num_tokens"] > 0
     assert stats[2]["input_docs"] == stats[2]["kept_docs"] + sum(stats[2]["dropped"].values())
     assert stats[2]["kept_docs"] == stats[1]["kept_docs"] and stats[2]["dropped"] == stats[1]["dropped"]
     for split, entry in manifests[1]["splits"].items():

@@ -5,7 +5,7 @@
 - pretrain.sbatch in its srun mode is sent SIGUSR1 mid-run (what `--signal=B:USR1@N` does before the time
   limit): the trainer checkpoints and exits 0, the script requeues the job, and the requeued job resumes from
   that checkpoint (step > 0) and finishes;
-- pipeline.sbatch runs `pipeline run` on 2 MPI ranks started by srun (PMI2).
+- pipeline.sbatch runs `pipeline run` on 2 MPI ranks started by srun (PMI2) or by mpiexec inside the job.
 """
 
 from __future__ import annotations
@@ -151,7 +151,8 @@ def test_pretrain_sigusr1_checkpoints_requeues_and_resumes(
     assert max(steps) == max_steps
 
 
-def test_pipeline_sbatch_on_two_mpi_ranks(cluster: SlurmCluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", ["srun", "mpiexec"])
+def test_pipeline_sbatch_on_two_mpi_ranks(cluster: SlurmCluster, tmp_path: Path, launcher: str) -> None:
     from test_launch_mpi import small_pipeline_input
 
     corpus, recipe = small_pipeline_input(tmp_path)
@@ -161,13 +162,16 @@ def test_pipeline_sbatch_on_two_mpi_ranks(cluster: SlurmCluster, tmp_path: Path)
         "OUTPUT": str(out),
         "CONFIG": str(recipe),
         "PIPELINE": str(BIN / "pipeline"),
+        "LAUNCHER": launcher,
     }
     job = submit(cluster, PIPELINE, tmp_path, env, "--ntasks-per-node=2", "--cpus-per-task=1", "--time=10")
     state = cluster.wait_job(job, timeout_s=300)
     log = job_log(tmp_path, "pipeline", job)
     assert state == "COMPLETED", f"job {job} ended {state}:\n{log[-4000:]}"
-    assert "pipeline on 2 ranks" in log
+    assert f"pipeline on 2 ranks over 1 node(s) ({cluster.node}), launcher={launcher}" in log
     manifest = json.loads((out / "manifest.json").read_text())
     stats = json.loads((out / "stats.json").read_text())
     assert stats["input_docs"] == sum(1 for _ in corpus.open()) == stats["kept_docs"] + sum(stats["dropped"].values())
+    assert stats["ranks"] == 2, f"{launcher} must give the pipeline 2 MPI ranks"
+    assert stats["kept_docs"] > 0
     assert sum(s["num_docs"] for s in manifest["splits"].values()) == stats["kept_docs"]
