@@ -304,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(cfg, run_dir, Path(args.data), rank, world_size)
     trainer.resume(args.resume)
     watchdog.install(cfg.train.collective_timeout_s, run_dir, rank, world_size)  # names a stuck collective
-    return trainer.run(preempt)
+    code = trainer.run(preempt)
+    torch.distributed.destroy_process_group()  # a live gloo group at interpreter exit can abort() a rank
+    return code
 
 
 def cli() -> None:
