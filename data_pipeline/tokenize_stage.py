@@ -31,7 +31,7 @@ import xxhash
 
 from data_pipeline import markers
 from data_pipeline.errors import PipelineError
-from data_pipeline.progress import summary
+from data_pipeline.progress import stage_progress, summary
 from data_pipeline.shards import (
     DEFAULT_TARGET_BYTES,
     FORMAT,
@@ -222,28 +222,33 @@ def encode_batch(
 
 def _batches(inputs: list[Path], quiet: bool) -> Iterator[tuple[list[str], list[str]]]:
     """(ids, texts) batches of about ENCODE_BATCH_BYTES of text: big enough to keep all threads busy."""
-    from tqdm import tqdm
-
-    ids, texts, size = [], [], 0
-    for doc in tqdm(_iter_docs(inputs), desc="tokenize", unit="doc", disable=quiet):
-        ids.append(doc["id"])
-        texts.append(doc["text"])
-        size += len(doc["text"])
-        if size >= ENCODE_BATCH_BYTES:
+    total = sum(p.stat().st_size for p in inputs)
+    with stage_progress("tokenize", total, quiet) as bar:
+        ids, texts, size = [], [], 0
+        for doc, nbytes in _iter_docs(inputs):
+            ids.append(doc["id"])
+            texts.append(doc["text"])
+            size += nbytes
+            if size >= ENCODE_BATCH_BYTES:
+                yield ids, texts
+                bar.update(len(ids), size)
+                ids, texts, size = [], [], 0
+        if ids:
             yield ids, texts
-            ids, texts, size = [], [], 0
-    if ids:
-        yield ids, texts
+            bar.update(len(ids), size)
 
 
-def _iter_docs(inputs: list[Path]) -> Iterator[dict]:
+def _iter_docs(inputs: list[Path]) -> Iterator[tuple[dict, int]]:
+    """Each kept document with the size of its line; a line that is not a document names its file and line."""
     for path in inputs:
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:
             for line_no, line in enumerate(f, 1):
-                doc = json.loads(line)
-                if "id" not in doc or "text" not in doc:
-                    raise ValueError(f"{path}:{line_no}: kept document without 'id' and 'text'")
-                yield doc
+                try:
+                    doc = json.loads(line)
+                    doc = {"id": str(doc["id"]), "text": doc["text"]}
+                except (ValueError, KeyError, TypeError) as err:
+                    raise PipelineError(f"{path}:{line_no}: not a kept document with 'id' and 'text' ({err})") from err
+                yield doc, len(line)
 
 
 def _write_dataset_manifest(output_dir: Path, per_rank: list[dict], info: dict, recipe: Any, timings: dict) -> dict:
