@@ -254,10 +254,15 @@ def report(cfg, args, device: torch.device, flops: float, peak: float | None, si
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     from pretrain import flops as model_flops
+    from pretrain.config import ConfigError
     from pretrain.metrics import peak_tflops
 
     args = parse_args(argv)
-    cfg = run_config(args)
+    try:
+        cfg = run_config(args)
+    except ConfigError as err:
+        print(f"train_throughput: error: {err}", file=sys.stderr)
+        return 2
     start_single_process_group()
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     flops = model_flops.flops_per_token(cfg.model, cfg.model.seq_len)
