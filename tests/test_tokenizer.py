@@ -11,6 +11,8 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from data_pipeline.tokenizer import (
     TokenizerError,
@@ -210,3 +212,10 @@ def test_large_corpus_is_sampled_by_line_hash_independent_of_parts(tmp_path, cor
     assert 0 < len(sampled) < len(corpus) and set(sampled) <= set(corpus)
     info = train_tokenizer(one, tmp_path, TokenizerSettings(vocab_size=600, input_sentence_size=101))
     assert info["vocab_size"] == 600
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\u2581"), max_size=80))
+def test_round_trip_of_arbitrary_unicode(trained, text):
+    processor, _ = load_tokenizer(trained[0])
+    assert processor.decode(processor.encode(text)) == text
