@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-export DS_ACCELERATOR ?= cpu
+
 export PYTHONUNBUFFERED := 1
 
 .PHONY: venv test demo lint format bench clean
@@ -22,7 +22,7 @@ $(STAMP): setup.py constraints.txt
 	touch $@
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 $(PY) -m pytest -q tests
 
 demo: $(STAMP)
 	bash launch/demo.sh
