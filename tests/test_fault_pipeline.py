@@ -1,12 +1,12 @@
-"""Pipeline faults: SIGKILL at points spread over a run, disk full while writing outputs, inputs changed between
+"""Pipeline faults: SIGKILL at points spread over a run (dedup stage, tokenize stage), disk full while writing outputs, inputs changed between
 a run and its rerun.
 
 What must hold: a rerun of the same command after any kill completes and its outputs are byte-identical to an
 uninterrupted run (stats.json up to its timings); a disk-full failure names the file and leaves nothing a rerun
 would take as complete; a rerun over changed inputs is refused instead of mixing old and new outputs.
 
-`pipeline run` (tokenize + shards) has no CLI yet; these tests drive `pipeline dedup`, whose stage shares the
-marker mechanism (data_pipeline/markers.py) with the tokenize stage.
+`pipeline run` has no CLI yet; these tests drive `pipeline dedup` and the tokenize stage's entry point
+(`run_tokenize_stage`, tokenizer training + Arrow shards + manifest) in a process of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -50,15 +51,27 @@ def run_dedup(corpus: Path, out: Path) -> subprocess.CompletedProcess:
     return subprocess.run(dedup_command(corpus, out), capture_output=True, text=True, timeout=300)
 
 
+VOLATILE = {"timings_s", "created_unix"}  # wall-clock facts that differ between any two runs
+
+
+def scrubbed(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: scrubbed(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [scrubbed(v) for v in value]
+    return value
+
+
 def outputs(out: Path) -> dict[str, bytes]:
-    """Every output file's bytes, stats.json without its wall-clock timings (and the marker that hashes them)."""
+    """Every output file's bytes; JSON files without their timings and with the folder's own path neutralised."""
     files = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file() and p.parent.name != ".stages"):
+        if path.name == "timings.json":  # wall-clock seconds per step, nothing else
+            continue
         data = path.read_bytes()
-        if path.name == "stats.json":
-            stats = json.loads(data)
-            stats.pop("timings_s", None)
-            data = json.dumps(stats, sort_keys=True).encode()
+        if path.suffix == ".json":
+            text = json.dumps(scrubbed(json.loads(data)), sort_keys=True).replace(str(out), "<out>")
+            data = text.encode()
         files[str(path.relative_to(out))] = data
     return files
 
@@ -69,19 +82,19 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, bytes], float]:
-    """Outputs of an uninterrupted run and its wall time (the kill delays are fractions of it)."""
+def reference(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, bytes], float, Path]:
+    """Outputs of an uninterrupted run, its wall time (the kill delays are fractions of it) and its folder."""
     out = tmp_path_factory.mktemp("fault_dedup_reference") / "out"
     start = time.monotonic()
     proc = run_dedup(corpus, out)
     assert proc.returncode == 0, proc.stderr
-    return outputs(out), time.monotonic() - start
+    return outputs(out), time.monotonic() - start, out
 
 
 def test_rerun_after_sigkill_at_any_point_matches_an_uninterrupted_run(
-    corpus: Path, reference: tuple[dict[str, bytes], float], tmp_path: Path
+    corpus: Path, reference: tuple[dict[str, bytes], float, Path], tmp_path: Path
 ) -> None:
-    want, wall = reference
+    want, wall, _ = reference
     assert any(name.startswith("kept/") for name in want) and "dedup/clusters.jsonl" in want
     killed_before_done = 0
     for fraction in KILL_FRACTIONS:
@@ -134,7 +147,7 @@ def mount_tmpfs(path: Path, size: str) -> bool:
 
 
 def test_disk_full_names_the_file_and_leaves_nothing_taken_as_complete(
-    corpus: Path, reference: tuple[dict[str, bytes], float], tmp_path: Path
+    corpus: Path, reference: tuple[dict[str, bytes], float, Path], tmp_path: Path
 ) -> None:
     disk = tmp_path / "disk"
     if os.geteuid() != 0 or not mount_tmpfs(disk, "300k"):
@@ -152,3 +165,42 @@ def test_disk_full_names_the_file_and_leaves_nothing_taken_as_complete(
         assert outputs(out) == reference[0]
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+TOKENIZE = (
+    "import sys; from pathlib import Path; from data_pipeline.comm import LocalComm; "
+    "from data_pipeline.config import load_recipe; from data_pipeline.tokenize_stage import run_tokenize_stage; "
+    "run_tokenize_stage(LocalComm(), Path(sys.argv[1]), load_recipe(None, ['tokenizer.vocab_size=500', "
+    "'shards.target_bytes=20000', 'shards.validation_fraction=0.1']))"
+)
+
+
+def tokenize_command(out: Path) -> list[str]:
+    return [str(ROOT / ".venv" / "bin" / "python"), "-c", TOKENIZE, str(out)]
+
+
+def test_tokenize_stage_rerun_after_sigkill_matches_an_uninterrupted_run(
+    reference: tuple[dict[str, bytes], float, Path], tmp_path: Path
+) -> None:
+    """Tokenizer training, shard writing and the manifest: killed at five points, rerun, byte-identical."""
+    dedup_out = reference[2]
+    straight = tmp_path / "straight"
+    shutil.copytree(dedup_out, straight)
+    start = time.monotonic()
+    done = subprocess.run(tokenize_command(straight), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    wall = time.monotonic() - start
+    assert done.returncode == 0, done.stderr
+    want = outputs(straight)
+    assert "manifest.json" in want and sum(name.startswith("shards/") for name in want) >= 2
+    killed_before_done = 0
+    for fraction in KILL_FRACTIONS:
+        out = tmp_path / f"kill_{fraction}"
+        shutil.copytree(dedup_out, out)
+        proc = subprocess.Popen(tokenize_command(out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(wall * fraction)
+        proc.send_signal(signal.SIGKILL)
+        killed_before_done += proc.wait() == -signal.SIGKILL
+        rerun = subprocess.run(tokenize_command(out), cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, f"kill at {fraction:.0%}: {rerun.stderr}"
+        assert outputs(out) == want, f"kill at {fraction:.0%} of the run: rerun output differs"
+    assert killed_before_done >= 3, "most kills must land before the run finished, or the test proves nothing"
