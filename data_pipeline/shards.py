@@ -87,9 +87,15 @@ def write_shard(
     batch = pa.record_batch([pa.array(doc_ids, pa.string()), tokens], names=["doc_id", "tokens"])
     batch = batch.replace_schema_metadata(metadata)
     tmp = path.with_name(path.name + ".tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    _fsync(tmp)
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        _fsync(tmp)
+    except OSError as err:  # disk full, quota, I/O error: name the shard and leave no partial file behind
+        tmp.unlink(missing_ok=True)
+        raise OSError(
+            err.errno, f"{path}: cannot write shard ({err.strerror or err}); free space or use another --output"
+        ) from err
     os.replace(tmp, path)
     return ShardInfo(path.name, int(offsets[-1]), len(doc_ids), file_sha256(path))
 

@@ -58,3 +58,24 @@ def test_trainer_refuses_a_modified_shard_by_name(tiny_dataset: Path, tmp_path: 
     assert proc.returncode != 0
     assert str(data / SHARD) in out and "checksum mismatch" in out, out[-3000:]
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_disk_full_while_writing_a_shard_names_it_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    import subprocess
+
+    import numpy as np
+
+    from data_pipeline.shards import write_shard
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("needs root to mount a size-limited tmpfs")
+    try:
+        shard = disk / "train-00000.arrow"
+        with pytest.raises(OSError, match="No space left on device") as err:
+            write_shard(shard, ["d"] * 10, [np.arange(5000)] * 10, vocab_size=256, eos_id=1, tokenizer_sha256="x")
+        assert str(shard) in str(err.value)
+        assert list(disk.iterdir()) == []  # neither the shard nor its temporary
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
