@@ -179,23 +179,27 @@ def tokenize_command(out: Path) -> list[str]:
     return [str(ROOT / ".venv" / "bin" / "python"), "-c", TOKENIZE, str(out)]
 
 
-def test_tokenize_stage_rerun_after_sigkill_matches_an_uninterrupted_run(
-    reference: tuple[dict[str, bytes], float, Path], tmp_path: Path
-) -> None:
-    """Tokenizer training, shard writing and the manifest: killed at five points, rerun, byte-identical."""
-    dedup_out = reference[2]
-    straight = tmp_path / "straight"
-    shutil.copytree(dedup_out, straight)
+@pytest.fixture(scope="module")
+def tokenized(reference: tuple[dict[str, bytes], float, Path], tmp_path_factory: pytest.TempPathFactory):
+    """The tokenize stage run once, uninterrupted, on a copy of the dedup reference: (outputs, wall time)."""
+    straight = tmp_path_factory.mktemp("fault_tokenize_reference") / "out"
+    shutil.copytree(reference[2], straight)
     start = time.monotonic()
     done = subprocess.run(tokenize_command(straight), cwd=ROOT, capture_output=True, text=True, timeout=300)
-    wall = time.monotonic() - start
     assert done.returncode == 0, done.stderr
-    want = outputs(straight)
+    return outputs(straight), time.monotonic() - start
+
+
+def test_tokenize_stage_rerun_after_sigkill_matches_an_uninterrupted_run(
+    reference: tuple[dict[str, bytes], float, Path], tokenized: tuple[dict[str, bytes], float], tmp_path: Path
+) -> None:
+    """Tokenizer training, shard writing and the manifest: killed at five points, rerun, byte-identical."""
+    want, wall = tokenized
     assert "manifest.json" in want and sum(name.startswith("shards/") for name in want) >= 2
     killed_before_done = 0
     for fraction in KILL_FRACTIONS:
         out = tmp_path / f"kill_{fraction}"
-        shutil.copytree(dedup_out, out)
+        shutil.copytree(reference[2], out)
         proc = subprocess.Popen(tokenize_command(out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(wall * fraction)
         proc.send_signal(signal.SIGKILL)
@@ -204,3 +208,26 @@ def test_tokenize_stage_rerun_after_sigkill_matches_an_uninterrupted_run(
         assert rerun.returncode == 0, f"kill at {fraction:.0%}: {rerun.stderr}"
         assert outputs(out) == want, f"kill at {fraction:.0%} of the run: rerun output differs"
     assert killed_before_done >= 3, "most kills must land before the run finished, or the test proves nothing"
+
+
+def test_tokenize_disk_full_names_the_shard_and_a_rerun_with_space_matches(
+    reference: tuple[dict[str, bytes], float, Path], tokenized: tuple[dict[str, bytes], float], tmp_path: Path
+) -> None:
+    """Room for the dedup outputs and the tokenizer, not for all the shards."""
+    pages = sum(-(-f.stat().st_size // 4096) * 4 for f in reference[2].rglob("*") if f.is_file())
+    disk = tmp_path / "disk"
+    if os.geteuid() != 0 or not mount_tmpfs(disk, f"{pages + 300}k"):
+        pytest.skip("needs root to mount a size-limited tmpfs")
+    try:
+        out = disk / "out"
+        shutil.copytree(reference[2], out)
+        proc = subprocess.run(tokenize_command(out), cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode != 0
+        assert "No space left on device" in proc.stderr and f"{out}/shards/" in proc.stderr, proc.stderr[-2000:]
+        assert not list(out.rglob("*.tmp")) and not (out / "manifest.json").exists()
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        rerun = subprocess.run(tokenize_command(out), cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert outputs(out) == tokenized[0]
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
