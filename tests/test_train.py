@@ -82,6 +82,22 @@ def test_zero3_two_ranks_match_plain_pytorch_fp32(tiny_dataset: Path, tmp_path: 
     assert_close(step_losses(tmp_path / "run"), want, 2e-5, range(1, STEPS + 1))
     assert want[STEPS] < want[1] - 0.05  # it trained: a run that never updated would match step 1 only
     assert_end_of_run_report(proc.stdout)
+    assert_partitioned(tmp_path / "run", world=2)
+
+
+def assert_partitioned(run: Path, world: int) -> None:
+    """ZeRO-3: each rank's checkpoint holds ~1/world of the fp32 master weights, together all of them."""
+    from pretrain.checkpoint import find_resumable
+
+    root, tag = find_resumable(run)
+    sizes = [
+        sum(t.numel() for t in torch.load(f, weights_only=False)["optimizer_state_dict"]["fp32_flat_groups"])
+        for f in sorted((root / tag).glob("zero_pp_rank_*_optim_states.pt"))
+    ]
+    cfg = load_config("debug", None, [*TINY_TRAIN_SETTINGS, "model.vocab_size=256"])
+    total = sum(p.numel() for p in GPT(cfg.model).parameters())
+    assert len(sizes) == world and sum(sizes) >= total
+    assert all(size <= total / world + 4096 for size in sizes), (sizes, total)
 
 
 def assert_end_of_run_report(stdout: str) -> None:
