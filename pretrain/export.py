@@ -55,11 +55,13 @@ def check_complete(ckpt_root: Path, tag: str) -> None:
 
 def consolidate(ckpt_root: Path, tag: str) -> dict[str, torch.Tensor]:
     """fp32 state dict from all ZeRO partitions, via DeepSpeed's zero_to_fp32 (tied weights share a tensor)."""
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
     check_complete(ckpt_root, tag)
-    try:  # DeepSpeed reports progress on stdout; keep stdout for our results (`loss: ...`, generated text)
+    # one process, no launcher: name the accelerator so DeepSpeed does not guess (and warn) on import
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+    try:  # DeepSpeed logs and reports progress on stdout; keep stdout for results (`loss: ...`, generated text)
         with contextlib.redirect_stdout(sys.stderr):
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
             state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_root), tag=tag)
     except (FileNotFoundError, ValueError, KeyError) as err:
         raise ExportError(f"{ckpt_root / tag}: DeepSpeed could not consolidate it ({err})") from err
