@@ -6,9 +6,7 @@ byte fallback, so the `tokenizers` pipeline is assembled here from the .model's 
 every option sentencepiece applies at encode time is either reproduced or refused with a message.
 The result is a `tokenizer.json` + `tokenizer_config.json` that `AutoTokenizer.from_pretrained` loads offline.
 
-Known limit (unigram only; BPE, the pipeline default, is exact): text that literally contains a control or
-byte piece's spelling ("<unk>", "</s>", "<0x41>") is matched as that piece by the `tokenizers` Unigram lattice,
-where sentencepiece spells it out character by character. tests/test_export.py checks both model types.
+tests/test_export.py checks the ids against sentencepiece for both model types (bpe, unigram) on varied text.
 """
 
 from __future__ import annotations
@@ -53,13 +51,27 @@ def _model(proto):
     spec = proto.trainer_spec
     pieces = [(p.piece, p.score) for p in proto.pieces]
     if spec.model_type == _UNIGRAM:
-        return Unigram(pieces, unk_id=spec.unk_id, byte_fallback=spec.byte_fallback)
+        return Unigram(_unigram_scores(proto), unk_id=spec.unk_id, byte_fallback=spec.byte_fallback)
     from transformers.tokenization_utils_base import generate_merges
 
     vocab = {piece: i for i, (piece, _) in enumerate(pieces)}
     atomic = {p.piece for p in proto.pieces if p.type in (_UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE)}
     merges = generate_merges(vocab, pieces, skip_tokens=atomic)
     return BPE(vocab, merges, unk_token=spec.unk_piece, fuse_unk=True, byte_fallback=spec.byte_fallback)
+
+
+def _unigram_scores(proto) -> list[tuple[str, float]]:
+    """Piece scores for the Unigram lattice, with control/unknown/byte/unused pieces priced out of it.
+
+    sentencepiece never matches those pieces against text (a literal "</s>" is spelled out), but `tokenizers`
+    puts every vocabulary piece in its lattice. A score far below any real segmentation keeps them out. The
+    unknown-character penalty `tokenizers` derives from the lowest score moves with it, which changes nothing:
+    a character outside the trained alphabet is in no piece, so every segmentation pays the same penalty there.
+    """
+    normal = [p.score for p in proto.pieces if p.type in (_NORMAL, _USER_DEFINED)]
+    floor = min(normal, default=0.0) - 1e6
+    atomic = (_UNKNOWN, _CONTROL, _UNUSED, _BYTE)
+    return [(p.piece, floor if p.type in atomic else p.score) for p in proto.pieces]
 
 
 def _normalizer(proto):

@@ -39,6 +39,16 @@ def tokenizer_corpus(tmp: Path) -> Path:
     return path
 
 
+def random_texts(count: int, seed: int = 0) -> list[str]:
+    """Seeded random strings over ASCII, whitespace runs, control-piece spellings and rare Unicode."""
+    import random
+
+    rng = random.Random(seed)
+    atoms = list("abcdefghij klmnop  XYZ019.,;()") + ["\n", "\t", "   ", "<s>", "</s>", "<unk>", "<0x41>", "▁"]
+    atoms += ["é", "ß", "中", "語", "🤗", "\u200b", "\u00a0", "ﬁ"]
+    return ["".join(rng.choice(atoms) for _ in range(rng.randint(0, 40))) for _ in range(count)]
+
+
 @pytest.mark.parametrize("model_type", ["bpe", "unigram"])
 def test_hf_tokenizer_encodes_like_sentencepiece(tmp_path: Path, model_type: str) -> None:
     import sentencepiece as spm
@@ -55,9 +65,7 @@ def test_hf_tokenizer_encodes_like_sentencepiece(tmp_path: Path, model_type: str
     sp = spm.SentencePieceProcessor(model_file=str(model_path))
     hf = AutoTokenizer.from_pretrained(tmp_path / "hf")
     lines = [line for p in sorted((ROOT / "data_pipeline").glob("*.py"))[:3] for line in p.read_text().splitlines()]
-    texts = TEXTS + lines
-    if model_type == "unigram":  # known limit, see pretrain/hf_tokenizer.py: literal control-piece text
-        texts = [t for t in texts if "<unk>" not in t and "<s>" not in t and "</s>" not in t and "<0x" not in t]
+    texts = TEXTS + lines + random_texts(300)
     mismatches = [t for t in texts if hf.encode(t, add_special_tokens=False) != sp.encode(t)]
     assert not mismatches, f"{len(mismatches)} of {len(texts)} texts encode differently, e.g. {mismatches[:3]}"
     assert all(hf.decode(sp.encode(t)) == sp.decode(sp.encode(t)) for t in texts)
