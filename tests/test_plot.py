@@ -75,3 +75,9 @@ def test_missing_column_is_named(tmp_path):
     (tmp_path / "metrics.csv").write_text("step,loss\n1,2.0\n")
     with pytest.raises(plot.MetricsError, match="perplexity"):
         plot.read_metrics(tmp_path / "metrics.csv")
+
+
+def test_plotted_columns_are_ones_the_trainer_writes():
+    from pretrain.metrics import CSV_COLUMNS
+
+    assert {"step"} | {column for column, _, _ in plot.PANELS} <= set(CSV_COLUMNS)
