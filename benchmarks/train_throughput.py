@@ -10,7 +10,8 @@ Both sides train the same GPT (same preset, micro batch, sequence length, seed) 
 - reference: the model alone, fp32 master weights, bf16 autocast, torch AdamW (fused on CUDA), SDPA attention,
              global-norm clipping, no DeepSpeed and no activation checkpointing.
 
-Each side runs --warmup untimed steps, then --steps timed ones. Printed per side: tokens/s, model TFLOP/s
+Each side runs --warmup untimed steps, then --steps timed ones. Printed per side: tokens/s (from the median step
+time, robust to a shared machine's stalls), model TFLOP/s
 (pretrain/flops.py FLOPs per token x tokens/s; recomputation not counted), MFU against the device's dense bf16
 peak (989 TFLOP/s for H100/H200; on CPU only with --peak-tflops, else n/a) and peak memory (CUDA: max allocated;
 CPU: max resident set size sampled after each step). The last line is the anchor ratio trainer/reference.
@@ -25,6 +26,7 @@ import gc
 import math
 import os
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -136,19 +138,22 @@ def memory_now(device: torch.device) -> float:
 def timed(
     name: str, step: Callable, batches: list, warmup: int, device: torch.device, flops: float, peak: float | None
 ) -> Measurement:
-    """Run warmup steps, then time the rest; tokens/s over the timed steps only."""
+    """Run warmup steps, then time each of the rest; tokens/s from the median step time.
+
+    The median, not the mean: on a shared machine one step stalled by another process should not move the
+    number (each step ends in `.item()`, which waits for the device, so per-step times are real).
+    """
     for x, y in batches[:warmup]:
         step(x, y)
     sync(device)
-    timed_batches, peak_mem, loss = batches[warmup:], memory_now(device), float("nan")
-    start = time.perf_counter()
+    timed_batches, peak_mem, loss, seconds = batches[warmup:], memory_now(device), float("nan"), []
     for x, y in timed_batches:
+        start = time.perf_counter()
         loss = step(x, y)
+        sync(device)
+        seconds.append(time.perf_counter() - start)
         peak_mem = max(peak_mem, memory_now(device))
-    sync(device)
-    seconds = time.perf_counter() - start
-    tokens = sum(x.numel() for x, _ in timed_batches)
-    tokens_per_s = tokens / seconds
+    tokens_per_s = timed_batches[0][0].numel() / statistics.median(seconds)
     tflops = tokens_per_s * flops / 1e12
     return Measurement(name, tokens_per_s, tflops, tflops / peak if peak else None, peak_mem, float(loss))
 
