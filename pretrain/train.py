@@ -116,6 +116,8 @@ class Trainer:
         client = checkpoint.load(self.engine, root, tag)
         self.step = int(client["step"])
         self.sampler.consumed_samples = int(client["sampler"]["consumed_samples"])
+        if "spikes" in client:  # the spike statistics go on where they were, no new warmup
+            self.spikes.load_state_dict(client["spikes"])
         log0(f"resumed from {root / tag}: step {self.step}, {self.sampler.consumed_samples} samples consumed")
 
     def _find(self, how: str) -> tuple[Path, str] | None:
@@ -132,6 +134,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "tokenizer": checkpoint.tokenizer_reference(self.train_stream.manifest),
             "world_size": self.world_size,
+            "spikes": self.spikes.state_dict(),
         }
         path = checkpoint.save(self.engine, self.run_dir, self.step, client_state, self.cfg.train.keep_last)
         log0(f"saved checkpoint {path}")

@@ -15,6 +15,7 @@ a pid (mpiexec, srun). The run folder is shared by all ranks already (checkpoint
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import sys
@@ -115,4 +116,7 @@ def install(timeout_s: float, run_dir: str | os.PathLike, rank: int, world_size:
     """Start the watchdog for this rank (call after the process group exists)."""
     watchdog = CollectiveWatchdog(timeout_s, run_dir, rank, world_size)
     watchdog.start()
+    # a last beat when the interpreter exits (an error after a peer died): a SIGKILLed rank never gets one,
+    # so it stays the oldest heartbeat even if it had beaten just before it was killed
+    atexit.register((heartbeat_dir(run_dir) / f"rank{rank}").touch)
     return watchdog

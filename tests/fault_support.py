@@ -23,6 +23,8 @@ FAULT_SETS = (
     "train.max_steps=6",
     "train.save_interval=2",
     "train.keep_last=5",
+    "train.spike_z=6",  # spike detection on (its extra all-reduce and its checkpointed statistics are exercised)
+    "train.spike_warmup=2",
 )
 CPU_ENV = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ROOT, step_losses, train_command
 from fault_support import CPU_ENV, FAULT_SETS, reference_run_dir
 from test_train import reference_losses
@@ -53,6 +54,11 @@ def test_sigkilled_rank_is_named_restarted_and_resumes_exactly(
     assert "resumed from" in out and "step 4," in out
     got, want = step_losses(run), step_losses(reference)
     assert sorted(got) == [1, 2, 3, 4, 5, 6]
+    # the spike statistics were checkpointed at step 4 and restored: they cover all 6 steps, not the last 2
+    states = torch.load(
+        run / "checkpoints" / "step00000006" / "zero_pp_rank_0_mp_rank_00_model_states.pt", weights_only=False
+    )
+    assert states["spikes"]["seen"] + states["spikes"]["count"] == 6
     diffs = {s: (got[s], want[s]) for s in want if not math.isclose(got[s], want[s], rel_tol=1e-6)}
     assert not diffs, f"step: (restarted, uninterrupted) {diffs}"
 
