@@ -19,6 +19,9 @@ PANELS = (
     ("tokens_per_s", "throughput (tokens/s)", "linear"),
 )
 
+# Evaluation columns drawn as markers over the training curve of the same panel, when the run logged them.
+OVERLAYS = {"loss": "val_loss", "perplexity": "val_perplexity"}
+
 
 class MetricsError(RuntimeError):
     """metrics.csv is missing, empty or lacks a column the plot needs."""
@@ -36,7 +39,8 @@ def read_metrics(path: Path) -> dict[str, list[float]]:
     missing = [c for c in needed if c not in rows[0]]
     if missing:
         raise MetricsError(f"{path}: missing column(s) {missing}; found {list(rows[0])}")
-    return {c: [_as_float(r.get(c)) for r in rows] for c in needed}
+    optional = [c for c in OVERLAYS.values() if c in rows[0]]
+    return {c: [_as_float(r.get(c)) for r in rows] for c in needed + optional}
 
 
 def _as_float(cell: str | None) -> float:
@@ -56,7 +60,8 @@ def plot_metrics(metrics: dict[str, list[float]], out: Path, title: str) -> Path
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     for ax, (column, label, scale) in zip(axes.flat, PANELS, strict=True):
         points = [(s, v) for s, v in zip(metrics["step"], metrics[column], strict=True) if math.isfinite(v)]
-        ax.plot([s for s, _ in points], [v for _, v in points], linewidth=1.2)
+        ax.plot([s for s, _ in points], [v for _, v in points], linewidth=1.2, label="train")
+        _overlay(ax, metrics, OVERLAYS.get(column))
         ax.set_title(label)
         ax.set_yscale(scale if all(v > 0 for _, v in points) else "linear")
         ax.grid(alpha=0.3)
@@ -67,6 +72,15 @@ def plot_metrics(metrics: dict[str, list[float]], out: Path, title: str) -> Path
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def _overlay(ax, metrics: dict[str, list[float]], column: str | None) -> None:
+    """Validation points (logged every train.eval_interval steps) as markers, with a legend."""
+    values = metrics.get(column or "", [])
+    points = [(s, v) for s, v in zip(metrics["step"], values, strict=False) if math.isfinite(v)]
+    if points:
+        ax.plot([s for s, _ in points], [v for _, v in points], "o", markersize=4, label="validation")
+        ax.legend(loc="best", fontsize=8)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

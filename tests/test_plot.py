@@ -17,11 +17,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def _write_metrics(path, steps: int = 30) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["step", "loss", "perplexity", "lr", "grad_norm", "tokens_per_s", "tflops", "mfu"])
+        writer.writerow(["step", "loss", "perplexity", "lr", "grad_norm", "tokens_per_s", "mfu", "val_loss"])
         for step in range(1, steps + 1):
             loss = 8.0 * math.exp(-step / 20) + 2.0
             lr = 3e-4 * min(1.0, step / 5)
-            writer.writerow([step, loss, math.exp(loss), lr, 1.0, 1000 + step, 0.1, ""])
+            val = loss + 0.1 if step % 10 == 0 else ""
+            writer.writerow([step, loss, math.exp(loss), lr, 1.0, 1000 + step, "", val])
 
 
 def _png_size(path) -> tuple[int, int]:
@@ -40,7 +41,7 @@ def test_plot_writes_png_with_four_panels(tmp_path, capsys, monkeypatch):
 
     def spy(fig, *args, **kwargs):
         drawn["titles"] = [ax.get_title() for ax in fig.axes]
-        drawn["points"] = [len(ax.lines[0].get_xdata()) for ax in fig.axes]
+        drawn["points"] = [[len(line.get_xdata()) for line in ax.lines] for ax in fig.axes]
         return original(fig, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
@@ -51,7 +52,7 @@ def test_plot_writes_png_with_four_panels(tmp_path, capsys, monkeypatch):
     width, height = _png_size(out)
     assert (width, height) == (1100, 700)
     assert drawn["titles"] == [label for _, label, _ in plot.PANELS]
-    assert drawn["points"] == [30, 30, 30, 30]
+    assert drawn["points"] == [[30, 3], [30], [30], [30]]  # validation every 10 steps over the training loss
 
 
 def test_blank_cells_are_skipped_not_plotted_as_zero(tmp_path):
