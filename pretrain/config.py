@@ -333,6 +333,8 @@ def _coerce(name: str, hint, value):
         _require(type(None) in args, name, "must not be null")
         return None
     if get_origin(hint) is Literal:
+        if isinstance(value, bool) and str(value).lower() not in args:  # YAML 1.1 reads off/on/no/yes as booleans
+            value = {False: "off", True: "on"}[value]
         _require(value in args, name, f"got {value!r}; use one of {'|'.join(map(str, args))}")
         return value
     if get_origin(hint) is tuple:

@@ -129,3 +129,11 @@ def test_example_yaml_loads_through_the_real_entry_point():
     )
     assert result.returncode == 0, result.stderr
     assert f"tokens per run   {cfg.train.tokens_per_run:,} ({written['train']['max_steps']:,} steps" in result.stdout
+
+
+def test_yaml_boolean_off_means_the_literal_off():
+    """`--set train.activation_checkpointing=off` must not fail because YAML 1.1 reads `off` as False."""
+    cfg = load_config("debug", overrides=["train.activation_checkpointing=off"])
+    assert cfg.train.activation_checkpointing == "off"
+    with pytest.raises(ConfigError, match="train.activation_checkpointing"):
+        load_config("debug", overrides=["train.activation_checkpointing=true"])
