@@ -138,3 +138,23 @@ def test_non_finite_steps_are_skipped_then_abort_after_max_bad_steps(tiny_datase
     assert_close(got, want, 2e-5, (1, 2, 4))
     assert (run / "checkpoints" / "step00000006" / "COMPLETE").is_file()
     assert (run / "checkpoints" / "latest").read_text() == "step00000006"
+
+
+def test_deepspeed_launcher_on_cpu_matches_reference(tiny_dataset: Path, tmp_path: Path) -> None:
+    """`deepspeed --num_gpus 2 --module pretrain.train` (DS_ACCELERATOR=cpu): 2 ranks, same numbers as torchrun."""
+    import os
+    import subprocess
+
+    from conftest import PYTHON, ROOT, free_port
+
+    sets = ("train.micro_batch_size=2", "train.global_batch_tokens=256", "train.max_steps=3")
+    cmd = [str(Path(PYTHON).parent / "deepspeed"), "--num_gpus", "2", "--master_port", str(free_port())]
+    cmd += ["--module", "pretrain.train", "--data", str(tiny_dataset), "--preset", "debug"]
+    cmd += ["--output", str(tmp_path / "run")]
+    for item in (*TINY_TRAIN_SETTINGS, *sets):
+        cmd += ["--set", item]
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "ds_config.json").read_text())["gradient_accumulation_steps"] == 2
+    assert_close(step_losses(tmp_path / "run"), reference_losses(tiny_dataset, sets, 3), 2e-5, (1, 2, 3))
