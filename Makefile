@@ -37,6 +37,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	echo "== benchmarks/train_throughput.py"; $(PY) benchmarks/train_throughput.py --preset debug
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
