@@ -14,6 +14,7 @@ DATA=$OUT/data
 RUN=$OUT/run
 mkdir -p "$OUT"
 started=$SECONDS
+export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::FutureWarning}  # torch deprecations inside DeepSpeed, once per call
 step() { printf '\n== [%3ss] %s\n' "$((SECONDS - started))" "$*"; }
 
 step "1/6 built-in corpus: Python's own documentation -> $OUT/corpus.jsonl"
@@ -29,7 +30,8 @@ TRAIN_ARGS=(--data "$DATA" --preset debug --output "$RUN" --resume none
   --set model.d_model=128 --set model.n_layer=4 --set model.n_head=4
   --set train.global_batch_tokens=8192 --set train.micro_batch_size=16
   --set train.max_steps="$STEPS" --set train.eval_interval=100 --set train.save_interval="$STEPS"
-  --set optim.lr=3e-3 --set optim.warmup_steps=30 --set data.val_samples=64 --set log.interval=25)
+  --set optim.lr=3e-3 --set optim.warmup_steps=30 --set data.val_samples=64 --set log.interval=25
+  --set train.precision=bf16 --set train.activation_checkpointing=every)
 GPUS=$(python -c "import torch; print(torch.cuda.device_count())")
 if [ "$GPUS" -gt 0 ]; then
   step "3/6 training on $GPUS local GPU(s): deepspeed -m pretrain.train (ZeRO-3, bf16, activation checkpointing)"

@@ -132,6 +132,7 @@ class DataConfig:
         _require(self.val_samples >= 0, "data.val_samples", f"must be >= 0, got {self.val_samples}")
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
 CHECKPOINTING_MODES = ("every", "every_k", "off")
 
 
@@ -146,6 +147,8 @@ class TrainConfig:
     save_interval: int
     keep_last: int = 3  # checkpoints kept on disk; older ones are deleted after a successful save
     ds_config: str = "ds_configs/zero3_bf16.json"
+    # bf16 | fp32 | auto: auto keeps the DeepSpeed JSON's explicit bf16.enabled, or (JSON "auto") bf16 on CUDA only
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     activation_checkpointing: Literal["every", "every_k", "off"] = "every"
     checkpoint_every_k: int = 1  # with activation_checkpointing=every_k: recompute every k-th block
     partition_activations: bool = False
@@ -162,6 +165,7 @@ class TrainConfig:
         for name in ("global_batch_tokens", "micro_batch_size", "max_steps", "eval_interval", "save_interval"):
             _require(getattr(self, name) > 0, f"train.{name}", f"must be positive, got {getattr(self, name)}")
         _require(self.keep_last >= 1, "train.keep_last", f"must be >= 1, got {self.keep_last}")
+        _require(self.precision in PRECISIONS, "train.precision", f"got {self.precision!r}; use auto|bf16|fp32")
         _require(
             self.activation_checkpointing in CHECKPOINTING_MODES,
             "train.activation_checkpointing",

@@ -161,8 +161,20 @@ def ds_config_for_run(cfg: Any, world_size: int, run_dir: str | os.PathLike) -> 
     """Load train.ds_config, fill and check it, and write the resolved JSON to RUN/ds_config.json (rank 0)."""
     cfg.check_batch(world_size)
     path = cfg.train.ds_config
-    resolved = resolve_ds_config(load_ds_json(path), computed_ds_values(cfg, world_size, run_dir), source=str(path))
-    return resolved
+    template = load_ds_json(path)
+    computed = computed_ds_values(cfg, world_size, run_dir) | precision_values(cfg.train.precision, template)
+    return resolve_ds_config(template, computed, source=str(path))
+
+
+def precision_values(precision: str, template: dict) -> dict[str, Any]:
+    """`bf16.enabled` from train.precision; "auto" keeps the JSON's explicit choice, or picks bf16 exactly on CUDA."""
+    if precision != "auto":
+        return {"bf16.enabled": precision == "bf16"}
+    if template.get("bf16", {}).get("enabled", "auto") != "auto":
+        return {}
+    from deepspeed.accelerator import get_accelerator
+
+    return {"bf16.enabled": get_accelerator().device_name() == "cuda"}
 
 
 def zero_stage(ds_config: dict) -> int:

@@ -189,6 +189,8 @@ class Trainer:
 
     def run(self, preempt: PreemptionFlag) -> int:
         cfg = self.cfg.train
+        if self.step == 0:  # the untrained model's validation loss: the baseline every later eval is read against
+            self._log_eval(self.evaluate())
         progress = _progress(self.rank, self.step, cfg.max_steps)
         window_start, window_steps = time.perf_counter(), 0
         while self.step < cfg.max_steps:
@@ -248,7 +250,7 @@ class Trainer:
 
     def _log_eval(self, val_loss: float) -> None:
         self.writer.write(self.step, {"val_loss": val_loss, "val_perplexity": metrics.perplexity(val_loss)})
-        log0(f"step {self.step}: val_loss {val_loss:.4f}")
+        log0(f"step {self.step}: val_loss {val_loss:.4f}, val perplexity {metrics.perplexity(val_loss):.2f}")
 
     def _finish(self, val_loss: float) -> None:
         self._log_eval(val_loss)

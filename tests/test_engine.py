@@ -134,3 +134,21 @@ def test_resolved_config_is_written_by_the_trainer_format(tmp_path: Path) -> Non
     resolved = ds_config_for_run(_cfg("train.ds_config=ds_configs/zero3_bf16.json"), 2, tmp_path)
     assert json.loads(json.dumps(resolved)) == resolved
     assert resolved["tensorboard"]["output_path"] == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("precision", "json_value", "expected"),
+    [("bf16", "auto", True), ("fp32", "auto", False), ("auto", "auto", False), ("auto", True, True)],
+)
+def test_precision_fills_bf16_or_keeps_the_json_choice(precision, json_value, expected, tmp_path: Path) -> None:
+    """train.precision fills an "auto" bf16.enabled (CPU here: auto means fp32); an explicit JSON value stays."""
+    template = {**load_ds_json("zero3_cpu.json"), "bf16": {"enabled": json_value}}
+    (tmp_path / "p.json").write_text(json.dumps(template))
+    cfg = _cfg(f"train.precision={precision}", f"train.ds_config={tmp_path / 'p.json'}")
+    assert ds_config_for_run(cfg, 2, tmp_path)["bf16"]["enabled"] is expected
+
+
+def test_precision_contradicting_the_json_is_refused(tmp_path: Path) -> None:
+    cfg = _cfg("train.precision=fp32", "train.ds_config=ds_configs/zero3_bf16.json")
+    with pytest.raises(EngineConfigError, match="bf16.enabled"):
+        ds_config_for_run(cfg, 2, tmp_path)
