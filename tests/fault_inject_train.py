@@ -63,14 +63,29 @@ def record_step(original):
     return save
 
 
+current = {"step": 0, "training": False}  # the step Trainer.train_step is inside, if any
+
+
+def record_train_step() -> None:
+    """Wrap Trainer.train_step so the hooks below know which step (1-based) is running."""
+    train_step = train.Trainer.train_step
+
+    def recording_train_step(self):
+        current["step"], current["training"] = self.step + 1, True
+        try:
+            return train_step(self)
+        finally:
+            current["training"] = False
+
+    train.Trainer.train_step = recording_train_step
+
+
 def kill_in_step(original):
-    """Wrap Trainer.train_step's closing all-reduce: die just before it on the chosen rank and step."""
+    """Wrap the all-reduce that closes Trainer.train_step: die just before it on the chosen rank and step."""
     rank, step = (int(v) for v in os.environ["FAULT_KILL_IN_STEP"].split(":"))
-    calls = {"n": 0}
 
     def all_reduce_sum(values, device):
-        calls["n"] += 1  # one call per training step (evaluation is off in these runs)
-        if FIRST_LAUNCH and this_rank() == rank and calls["n"] == step:
+        if FIRST_LAUNCH and this_rank() == rank and current["training"] and current["step"] == step:
             die()
         return original(values, device)
 
@@ -78,25 +93,21 @@ def kill_in_step(original):
 
 
 def spike_losses(steps: set[int]) -> None:
-    """Scale the loss of the given steps: Trainer.train_step records the step, GPT.forward scales in training."""
+    """Scale the training loss of the given steps (GPT.forward in training mode, inside those steps)."""
     from pretrain.model import GPT
 
-    current = {"step": 0}
-    train_step, forward = train.Trainer.train_step, GPT.forward
-
-    def recording_train_step(self):
-        current["step"] = self.step + 1
-        return train_step(self)
+    forward = GPT.forward
 
     def scaled_forward(self, idx, targets=None, **kwargs):
         logits, loss = forward(self, idx, targets, **kwargs)
-        if loss is not None and self.training and current["step"] in steps:
+        if loss is not None and self.training and current["training"] and current["step"] in steps:
             loss = loss * 30.0
         return logits, loss
 
-    train.Trainer.train_step, GPT.forward = recording_train_step, scaled_forward
+    GPT.forward = scaled_forward
 
 
+record_train_step()
 if "FAULT_SPIKE_STEPS" in os.environ:
     spike_losses({int(s) for s in os.environ["FAULT_SPIKE_STEPS"].split(",")})
 if "FAULT_KILL_IN_STEP" in os.environ:
