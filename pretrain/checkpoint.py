@@ -72,8 +72,13 @@ def save(engine: Any, run_dir: str | os.PathLike, step: int, client_state: dict,
 
     root = Path(run_dir) / CHECKPOINTS
     tag = tag_for(step)
-    engine.save_checkpoint(str(root), tag=tag, client_state=client_state, save_latest=False)
     rank = dist.get_rank() if dist.is_initialized() else 0
+    if rank == 0:  # re-saving a tag: it stops counting as complete until every rank has rewritten it
+        for marker in (COMPLETE, ckpt_integrity.MANIFEST):
+            (root / tag / marker).unlink(missing_ok=True)
+    if dist.is_initialized():
+        dist.barrier()
+    engine.save_checkpoint(str(root), tag=tag, client_state=client_state, save_latest=False)
     torch.save(rng_state(), root / tag / f"trainer_state_rank{rank}.pt")
     if dist.is_initialized():
         dist.barrier()
