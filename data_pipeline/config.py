@@ -123,6 +123,9 @@ class DedupConfig:
     rows: int | None = None
     seed: int = 1
     verify_threshold: float | None = 0.5  # None: keep every LSH candidate pair without checking its Jaccard
+    # MinHash family: mersenne61 (exact (a*h+b) mod 2^61-1 over 64-bit shingle hashes, datasketch's "legacy") or
+    # affine32 (datasketch 2.x's default, 32-bit; ~1.9x faster, see BENCHMARKS.md)
+    scheme: str = "mersenne61"
 
     def __post_init__(self) -> None:
         _check(0 < self.threshold < 1, "dedup.threshold", f"must be in (0, 1), got {self.threshold}")
@@ -133,6 +136,9 @@ class DedupConfig:
             _check(self.bands * self.rows <= self.num_perm, "dedup.bands", "× dedup.rows must be <= dedup.num_perm")
         if self.verify_threshold is not None:
             _check(0 <= self.verify_threshold <= 1, "dedup.verify_threshold", "must be in [0, 1] or null")
+        _check(
+            self.scheme in ("mersenne61", "affine32"), "dedup.scheme", f"use mersenne61|affine32, got {self.scheme!r}"
+        )
 
 
 @dataclass

@@ -251,7 +251,9 @@ def minhash_signatures(texts: list[str], recipe: PipelineConfig, quiet: bool) ->
         for start in range(0, len(texts), SIGNATURE_BATCH_DOCS):
             batch = texts[start : start + SIGNATURE_BATCH_DOCS]
             batches.append(
-                compute_signatures(batch, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed, workers=workers)
+                compute_signatures(
+                    batch, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed, workers=workers, scheme=cfg.scheme
+                )
             )
             bar.update(len(batch), sum(len(t) for t in batch))
     return np.concatenate(batches) if batches else np.zeros((0, cfg.num_perm), np.uint32)

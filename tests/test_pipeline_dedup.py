@@ -281,3 +281,15 @@ def test_batched_signatures_equal_one_call(monkeypatch) -> None:
         texts, load_recipe(overrides=["workers=1", "dedup.num_perm=32"]), quiet=True
     )
     assert np.array_equal(batched, compute_signatures(texts, num_perm=32, workers=1))
+
+
+@pytest.mark.slow
+def test_affine32_scheme_finds_the_same_clusters_and_bad_scheme_is_refused(corpus: Path, tmp_path: Path) -> None:
+    default, fast = tmp_path / "default", tmp_path / "fast"
+    assert dedup(corpus, default).returncode == 0
+    assert dedup(corpus, fast, "--set", "dedup.scheme=affine32").returncode == 0
+    assert read_jsonl(fast / "dedup" / "clusters.jsonl") != [] and [
+        (c["kept"], c["removed"]) for c in read_jsonl(fast / "dedup" / "clusters.jsonl")
+    ] == [(c["kept"], c["removed"]) for c in read_jsonl(default / "dedup" / "clusters.jsonl")]
+    bad = dedup(corpus, tmp_path / "bad", "--set", "dedup.scheme=sha1")
+    assert bad.returncode != 0 and "dedup.scheme" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
