@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from data_pipeline.config import TokenizerConfig
 from data_pipeline.tokenize_stage import ShardSettings, encode_to_shards
-from data_pipeline.tokenizer import TokenizerSettings, effective_threads, load_tokenizer, train_tokenizer
+from data_pipeline.tokenizer import effective_threads, load_tokenizer, train_tokenizer
 
 
 def corpus_texts(path: str | None, min_bytes: int) -> list[str]:
@@ -63,7 +64,7 @@ def main() -> int:
         with open(kept, "w", encoding="utf-8") as f:
             for i, text in enumerate(texts):
                 f.write(json.dumps({"id": f"doc-{i}", "text": text}, ensure_ascii=False) + "\n")
-        train_tokenizer([kept], root, TokenizerSettings(vocab_size=8000, input_sentence_size=200_000))
+        train_tokenizer([kept], root, TokenizerConfig(vocab_size=8000, input_sentence_size=200_000))
         processor, info = load_tokenizer(root)
         tokens = sum(len(ids) for ids in processor.encode(texts, num_threads=threads)) + len(texts)  # + EOS
         settings = ShardSettings(encode_threads=threads)

@@ -150,14 +150,14 @@ class TokenizerConfig:
     byte_fallback: bool = True
     split_digits: bool = True
     seed: int = 0
-    num_threads: int = 0  # 0: all cores
+    num_threads: int = 0  # 0: a fixed 16 training threads (sentencepiece's model depends on the thread count)
 
     def __post_init__(self) -> None:
         _check(self.vocab_size >= 16, "tokenizer.vocab_size", f"must be >= 16, got {self.vocab_size}")
         _check(self.model_type in ("bpe", "unigram"), "tokenizer.model_type", "must be 'bpe' or 'unigram'")
-        _check(self.input_sentence_size > 0, "tokenizer.input_sentence_size", "must be > 0")
+        _check(self.input_sentence_size > 100, "tokenizer.input_sentence_size", "must be > 100 (sentencepiece)")
         _check(0 < self.character_coverage <= 1, "tokenizer.character_coverage", "must be in (0, 1]")
-        _check(self.num_threads >= 0, "tokenizer.num_threads", "must be >= 0 (0 = all cores)")
+        _check(self.num_threads >= 0, "tokenizer.num_threads", "must be >= 0 (0 = 16 threads)")
 
 
 @dataclass
@@ -169,7 +169,7 @@ class ShardsConfig:
     def __post_init__(self) -> None:
         _check(self.target_bytes > 0, "shards.target_bytes", "must be > 0")
         _check(0 <= self.validation_fraction < 1, "shards.validation_fraction", "must be in [0, 1)")
-        _check(self.encode_threads >= 0, "shards.encode_threads", "must be >= 0 (0 = all cores)")
+        _check(self.encode_threads >= 0, "shards.encode_threads", "must be >= 0 (0 = 16 threads)")
 
 
 @dataclass

@@ -30,6 +30,7 @@ import sentencepiece as spm
 import xxhash
 
 from data_pipeline import markers
+from data_pipeline.config import TokenizerConfig
 from data_pipeline.errors import PipelineError
 from data_pipeline.progress import stage_progress, summary
 from data_pipeline.shards import (
@@ -44,11 +45,11 @@ from data_pipeline.shards import (
 )
 from data_pipeline.tokenizer import (
     TOKENIZER_DIR,
-    TokenizerSettings,
     effective_threads,
     kept_files,
     load_tokenizer,
     recipe_section,
+    tokenizer_config,
     train_tokenizer,
 )
 
@@ -101,7 +102,7 @@ def run_tokenize_stage(comm: Any, output_dir: Path, recipe: Any, quiet: bool = T
     quiet = quiet or comm.rank != 0
     if comm.rank == 0:
         (output_dir / MANIFEST).unlink(missing_ok=True)
-    tok_settings = TokenizerSettings.from_recipe(recipe)
+    tok_settings = tokenizer_config(recipe)
     shard_settings = ShardSettings(**recipe_section(recipe, "shards", ShardSettings))
     timings: dict[str, float] = {}
     with _timed(timings, "tokenizer"):
@@ -128,7 +129,7 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     timings[name] = round(time.perf_counter() - started, 3)
 
 
-def _tokenizer_on_rank0(comm: Any, output_dir: Path, settings: TokenizerSettings) -> dict | None:
+def _tokenizer_on_rank0(comm: Any, output_dir: Path, settings: TokenizerConfig) -> dict | None:
     """Rank 0 trains (or reuses a completed, unchanged tokenizer); other ranks do nothing here."""
     if comm.rank != 0:
         return None

@@ -28,13 +28,13 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
 import xxhash
 
+from data_pipeline.config import TokenizerConfig
 from data_pipeline.errors import PipelineError
 
 TOKENIZER_DIR = "tokenizer"
@@ -52,31 +52,9 @@ class TokenizerError(PipelineError):
     """Training or loading the tokenizer failed; the message says which setting or file to change."""
 
 
-@dataclass
-class TokenizerSettings:
-    """The recipe's `tokenizer` section (defaults match data_pipeline/config.py)."""
-
-    vocab_size: int = 32000
-    model_type: str = "bpe"
-    input_sentence_size: int = 1_000_000
-    character_coverage: float = 0.9995
-    byte_fallback: bool = True
-    split_digits: bool = True
-    seed: int = 0
-    num_threads: int = 0
-
-    def __post_init__(self) -> None:
-        if self.model_type not in ("bpe", "unigram"):
-            raise TokenizerError(f"tokenizer.model_type={self.model_type!r}: use 'bpe' or 'unigram'")
-        if self.input_sentence_size <= 100:
-            raise TokenizerError(f"tokenizer.input_sentence_size={self.input_sentence_size}: sentencepiece needs > 100")
-        if self.vocab_size < 16:
-            raise TokenizerError(f"tokenizer.vocab_size={self.vocab_size}: must be at least 16")
-
-    @classmethod
-    def from_recipe(cls, recipe: Any) -> TokenizerSettings:
-        """Accept the recipe object, its `tokenizer` section (dataclass or dict), or None (defaults)."""
-        return cls(**recipe_section(recipe, "tokenizer", cls))
+def tokenizer_config(recipe: Any) -> TokenizerConfig:
+    """The recipe's `tokenizer` section from the recipe object, the section itself (dataclass or dict), or None."""
+    return TokenizerConfig(**recipe_section(recipe, "tokenizer", TokenizerConfig))
 
 
 def recipe_section(recipe: Any, name: str, cls: type) -> dict:
@@ -148,7 +126,7 @@ def training_sentences(files: list[Path], fraction: float = 1.0) -> Iterator[str
                 yield line.encode("utf-8")[:MAX_SENTENCE_BYTES].decode("utf-8", "ignore")
 
 
-def trainer_options(settings: TokenizerSettings) -> dict:
+def trainer_options(settings: TokenizerConfig) -> dict:
     """The SentencePieceTrainer arguments for a recipe (see the module docstring for the why)."""
     return dict(
         vocab_size=settings.vocab_size,
@@ -172,7 +150,7 @@ def trainer_options(settings: TokenizerSettings) -> dict:
     )
 
 
-def train_tokenizer(inputs: list[Path], output_dir: str | os.PathLike, settings: TokenizerSettings) -> dict:
+def train_tokenizer(inputs: list[Path], output_dir: str | os.PathLike, settings: TokenizerConfig) -> dict:
     """Train on the documents in `inputs`; write DIR/tokenizer/{spm.model,spm.vocab,tokenizer.json}; return the info."""
     out = Path(output_dir) / TOKENIZER_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -187,7 +165,7 @@ def train_tokenizer(inputs: list[Path], output_dir: str | os.PathLike, settings:
     return info
 
 
-def _train_model_bytes(inputs: list[Path], settings: TokenizerSettings) -> bytes:
+def _train_model_bytes(inputs: list[Path], settings: TokenizerConfig) -> bytes:
     import io
 
     model, reading_errors = io.BytesIO(), []
@@ -213,7 +191,7 @@ def _recording(sentences: Iterator[str], errors: list[Exception]) -> Iterator[st
         raise
 
 
-def _explain_training_error(err: RuntimeError, settings: TokenizerSettings) -> str:
+def _explain_training_error(err: RuntimeError, settings: TokenizerConfig) -> str:
     """Turn sentencepiece's internal check failures into the setting to change."""
     import re
 
@@ -232,7 +210,7 @@ def _explain_training_error(err: RuntimeError, settings: TokenizerSettings) -> s
     return f"sentencepiece training failed: {message}"
 
 
-def tokenizer_info(processor: spm.SentencePieceProcessor, sha256: str, settings: TokenizerSettings) -> dict:
+def tokenizer_info(processor: spm.SentencePieceProcessor, sha256: str, settings: TokenizerConfig) -> dict:
     """What the manifest and the trainer need to know about the tokenizer."""
     return {
         "path": f"{TOKENIZER_DIR}/{MODEL_FILE}",
@@ -280,7 +258,7 @@ def run(args: Any) -> int:
     """Train a tokenizer from the command line; prints the model path, vocab size and sha256."""
     from data_pipeline.config import load_recipe
 
-    settings = TokenizerSettings.from_recipe(load_recipe(args.config, args.set))
+    settings = tokenizer_config(load_recipe(args.config, args.set))
     info = train_tokenizer(kept_files(args.input), args.output, settings)
     print(f"tokenizer: {Path(args.output) / info['path']}")
     print(f"vocab_size: {info['vocab_size']}  eos_id: {info['eos_id']}  sha256: {info['sha256']}")

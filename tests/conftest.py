@@ -114,14 +114,15 @@ def build_tiny_dataset(out: Path, n_train: int = 400, n_val: int = 40, seed: int
     """tokenizer/spm.model (+ tokenizer.json), shards/{train,validation}-00000.arrow, manifest.json."""
     import numpy as np
 
+    from data_pipeline.config import TokenizerConfig
     from data_pipeline.shards import FORMAT, split_entry, token_dtype, write_manifest, write_shard
-    from data_pipeline.tokenizer import TokenizerSettings, load_tokenizer, train_tokenizer
+    from data_pipeline.tokenizer import load_tokenizer, train_tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
     docs = synthetic_docs(n_train + n_val, seed)
     corpus = out / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(docs)))
-    settings = TokenizerSettings(vocab_size=TINY_VOCAB, byte_fallback=False, character_coverage=1.0, num_threads=1)
+    settings = TokenizerConfig(vocab_size=TINY_VOCAB, byte_fallback=False, character_coverage=1.0, num_threads=1)
     train_tokenizer([corpus], out, settings)
     processor, info = load_tokenizer(out)
     (out / "shards").mkdir(exist_ok=True)

@@ -54,11 +54,12 @@ def test_hf_tokenizer_encodes_like_sentencepiece(tmp_path: Path, model_type: str
     import sentencepiece as spm
     from transformers import AutoTokenizer
 
-    from data_pipeline.tokenizer import TokenizerSettings, train_tokenizer
+    from data_pipeline.config import TokenizerConfig
+    from data_pipeline.tokenizer import train_tokenizer
     from pretrain.hf_tokenizer import save_hf_tokenizer
 
     corpus = tokenizer_corpus(tmp_path)
-    settings = TokenizerSettings(vocab_size=700, model_type=model_type, num_threads=1)
+    settings = TokenizerConfig(vocab_size=700, model_type=model_type, num_threads=1)
     train_tokenizer([corpus], tmp_path / "ds", settings)
     model_path = tmp_path / "ds" / "tokenizer" / "spm.model"
     save_hf_tokenizer(model_path, tmp_path / "hf", model_max_length=128)

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from data_pipeline.config import RecipeError, TokenizerConfig
 from data_pipeline.tokenizer import (
     TokenizerError,
-    TokenizerSettings,
     kept_files,
     load_tokenizer,
     train_tokenizer,
@@ -74,7 +74,7 @@ def corpus() -> list[str]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, corpus):
     out = write_kept(tmp_path_factory.mktemp("tok"), corpus + ADVERSARIAL)
-    info = train_tokenizer(kept_files(out), out, TokenizerSettings(vocab_size=800, num_threads=2))
+    info = train_tokenizer(kept_files(out), out, TokenizerConfig(vocab_size=800, num_threads=2))
     return out, info
 
 
@@ -125,7 +125,7 @@ def test_training_twice_gives_identical_model_bytes(tmp_path, corpus):
     out = write_kept(tmp_path, corpus)
     models = []
     for run in range(2):
-        info = train_tokenizer(kept_files(out), tmp_path / f"run{run}", TokenizerSettings(vocab_size=600))
+        info = train_tokenizer(kept_files(out), tmp_path / f"run{run}", TokenizerConfig(vocab_size=600))
         models.append((tmp_path / f"run{run}" / "tokenizer" / "spm.model").read_bytes())
         assert hashlib.sha256(models[-1]).hexdigest() == info["sha256"]
     assert models[0] == models[1]
@@ -133,7 +133,7 @@ def test_training_twice_gives_identical_model_bytes(tmp_path, corpus):
 
 def test_unigram_option(tmp_path, corpus):
     out = write_kept(tmp_path, corpus[:60])
-    info = train_tokenizer(kept_files(out), out, TokenizerSettings(vocab_size=500, model_type="unigram"))
+    info = train_tokenizer(kept_files(out), out, TokenizerConfig(vocab_size=500, model_type="unigram"))
     processor, _ = load_tokenizer(out)
     assert info["model_type"] == "unigram" and processor.vocab_size() == 500
     for text in ADVERSARIAL:
@@ -143,22 +143,22 @@ def test_unigram_option(tmp_path, corpus):
 def test_too_large_vocab_says_which_setting_to_lower(tmp_path, corpus):
     out = write_kept(tmp_path, corpus[:5])
     with pytest.raises(TokenizerError, match=r"--set tokenizer.vocab_size=\d+"):
-        train_tokenizer(kept_files(out), out, TokenizerSettings(vocab_size=32000))
+        train_tokenizer(kept_files(out), out, TokenizerConfig(vocab_size=32000))
 
 
 def test_bad_settings_and_inputs_are_named(tmp_path):
-    with pytest.raises(TokenizerError, match="tokenizer.model_type"):
-        TokenizerSettings(model_type="wordpiece")
+    with pytest.raises(RecipeError, match="tokenizer.model_type"):
+        TokenizerConfig(model_type="wordpiece")
     with pytest.raises(TokenizerError, match="no \\*.jsonl"):
         kept_files(tmp_path)
     (tmp_path / "bad.jsonl").write_text('{"id": "a", "text": "ok"}\nnot json\n')
     with pytest.raises(TokenizerError, match="bad.jsonl:2"):
-        train_tokenizer([tmp_path / "bad.jsonl"], tmp_path, TokenizerSettings(vocab_size=100))
+        train_tokenizer([tmp_path / "bad.jsonl"], tmp_path, TokenizerConfig(vocab_size=100))
 
 
 def test_tampered_model_is_refused(tmp_path, corpus):
     out = write_kept(tmp_path, corpus[:40])
-    train_tokenizer(kept_files(out), out, TokenizerSettings(vocab_size=400))
+    train_tokenizer(kept_files(out), out, TokenizerConfig(vocab_size=400))
     model = out / "tokenizer" / "spm.model"
     model.write_bytes(model.read_bytes() + b"\0")
     with pytest.raises(TokenizerError, match="sha256 differs"):
@@ -190,7 +190,7 @@ def test_round_trip_on_every_document_of_the_builtin_demo_corpus(tmp_path):
 
     corpus_path = tmp_path / "demo.jsonl"
     count, _ = write_demo_corpus(corpus_path)
-    settings = TokenizerSettings(vocab_size=4000, input_sentence_size=50_000)
+    settings = TokenizerConfig(vocab_size=4000, input_sentence_size=50_000)
     train_tokenizer([corpus_path], tmp_path, settings)
     processor, _ = load_tokenizer(tmp_path)
     texts = [json.loads(line)["text"] for line in corpus_path.read_text(encoding="utf-8").splitlines()]
@@ -210,7 +210,7 @@ def test_large_corpus_is_sampled_by_line_hash_independent_of_parts(tmp_path, cor
     sampled = list(iter_texts(one, fraction))
     assert sampled == list(iter_texts(three, fraction))
     assert 0 < len(sampled) < len(corpus) and set(sampled) <= set(corpus)
-    info = train_tokenizer(one, tmp_path, TokenizerSettings(vocab_size=600, input_sentence_size=101))
+    info = train_tokenizer(one, tmp_path, TokenizerConfig(vocab_size=600, input_sentence_size=101))
     assert info["vocab_size"] == 600
 
 
