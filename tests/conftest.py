@@ -225,3 +225,13 @@ def step_losses(run_dir: Path) -> dict[int, float]:
     from pretrain.metrics import read_metrics
 
     return {int(r["step"]): float(r["loss"]) for r in read_metrics(run_dir) if r["loss"] and not r["val_loss"]}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny matmuls gain nothing from threads; on a loaded 2-core runner OpenMP spinning makes them ~20x slower.
+    (make test also sets OMP_NUM_THREADS=1 for the multi-process tests' children.)"""
+    import torch
+
+    torch.set_num_threads(1)
+    yield

@@ -23,15 +23,6 @@ VARIANTS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls gain nothing from threads; on a loaded 2-core runner OpenMP spinning makes them far slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def built_params(cfg: ModelConfig, exclude_embeddings: bool = False) -> int:
     model = GPT(cfg)
     skip = {id(model.wte.weight)}

@@ -25,14 +25,6 @@ VARIANTS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def ours(variant: str, seed: int = 0) -> GPT:
     torch.manual_seed(seed)
     return GPT(ModelConfig(**TINY, **VARIANTS[variant])).eval()

@@ -20,15 +20,6 @@ POSITIONS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls gain nothing from threads, and on a loaded 2-core runner OpenMP spinning makes them 20x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_model(seed: int = 0, **overrides) -> GPT:
     torch.manual_seed(seed)
     return GPT(ModelConfig(**{**TINY, **overrides})).eval()
