@@ -29,7 +29,7 @@ pipeline inspect "$DATA" | head -n 20
 TRAIN_ARGS=(--data "$DATA" --preset debug --output "$RUN" --resume none
   --set model.d_model=128 --set model.n_layer=4 --set model.n_head=4
   --set train.global_batch_tokens=8192 --set train.micro_batch_size=16
-  --set train.max_steps="$STEPS" --set train.eval_interval=100 --set train.save_interval="$STEPS"
+  --set train.max_steps="$STEPS" --set train.eval_interval=100 --set train.save_interval=100
   --set optim.lr=3e-3 --set optim.warmup_steps=30 --set data.val_samples=64 --set log.interval=25
   --set train.precision=bf16 --set train.activation_checkpointing=every)
 GPUS=$(python -c "import torch; print(torch.cuda.device_count())")
@@ -39,7 +39,11 @@ if [ "$GPUS" -gt 0 ]; then
     --set train.micro_batch_size=16 2>&1 | tee "$OUT/train.log"
 else
   step "3/6 training on 2 CPU ranks (gloo): ZeRO-3, bf16, activation checkpointing"
-  DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 python -m torch.distributed.run --nproc_per_node 2 --master_port "${MASTER_PORT:-29517}" \
+  # under the restart loop: a run that dies continues from its newest checkpoint (see RELIABILITY.md; DeepSpeed
+  # 0.19.8's ZeRO-3 + activation checkpointing on CPU has aborted a rank mid-backward about once in a few
+  # hundred steps here, "LinearFunctionForZeroStage3Backward returned an invalid gradient")
+  DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 launch/restart.sh --max-restarts 2 --backoff 1 -- \
+    python -m torch.distributed.run --nproc_per_node 2 --master_port "${MASTER_PORT:-29517}" \
     -m pretrain.train "${TRAIN_ARGS[@]}" 2>&1 | tee "$OUT/train.log"
 fi
 
