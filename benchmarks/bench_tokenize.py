@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from data_pipeline.config import TokenizerConfig
-from data_pipeline.tokenize_stage import ShardSettings, encode_to_shards
+from data_pipeline.config import ShardsConfig, TokenizerConfig
+from data_pipeline.tokenize_stage import encode_to_shards
 from data_pipeline.tokenizer import effective_threads, load_tokenizer, train_tokenizer
 
 
@@ -67,7 +67,7 @@ def main() -> int:
         train_tokenizer([kept], root, TokenizerConfig(vocab_size=8000, input_sentence_size=200_000))
         processor, info = load_tokenizer(root)
         tokens = sum(len(ids) for ids in processor.encode(texts, num_threads=threads)) + len(texts)  # + EOS
-        settings = ShardSettings(encode_threads=threads)
+        settings = ShardsConfig(encode_threads=threads)
         anchor, ours = interleaved_best(
             args.repeat,
             lambda: processor.encode(texts, num_threads=threads),

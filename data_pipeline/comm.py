@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
+
+from data_pipeline.errors import RankFailed
+
+T = TypeVar("T")
 
 _MPI_WORLD_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS")
 
@@ -115,3 +120,27 @@ def get_comm() -> LocalComm:
     from mpi4py import MPI
 
     return MPIComm(MPI.COMM_WORLD)
+
+
+def collective(comm: LocalComm, step: str, fn: Callable[[], T]) -> T:
+    """Run fn on every rank; if any rank raised, every rank raises, so none waits forever in the next collective.
+
+    A rank that failed re-raises its own error (type and traceback intact); the others raise RankFailed naming
+    every failed rank and its message, which is what rank 0 prints when another rank was the one that failed.
+    """
+    try:
+        result, own = fn(), None
+    except Exception as err:  # noqa: BLE001 -- shared with every rank, then re-raised
+        result, own = None, err
+    errors = comm.allgather(None if own is None else f"{type(own).__name__}: {own}")
+    if own is not None:
+        raise own
+    failed = [f"rank {rank}: {message}" for rank, message in enumerate(errors) if message is not None]
+    if failed:
+        raise RankFailed(f"{step} failed on {len(failed)} of {comm.size} rank(s); " + "; ".join(failed))
+    return result
+
+
+def on_root(comm: LocalComm, step: str, fn: Callable[[], T]) -> T:
+    """Run fn on rank 0 only and give every rank its result (or its error)."""
+    return comm.bcast(collective(comm, step, lambda: fn() if comm.rank == 0 else None))

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from data_pipeline import markers
-from data_pipeline.comm import LocalComm, get_comm
+from data_pipeline.comm import LocalComm, collective, get_comm, on_root
 from data_pipeline.config import FiltersConfig, PipelineConfig, load_recipe, save_recipe
 from data_pipeline.documents import Document, Reject
 from data_pipeline.errors import PipelineError
@@ -39,10 +39,6 @@ TIMINGS = "timings.json"
 RECIPE = "recipe.yaml"
 KEPT_DIR, REJECTS_DIR, CLUSTERS = "kept", "rejects", "dedup/clusters.jsonl"
 T = TypeVar("T")
-
-
-class RankFailed(PipelineError):
-    """A step failed on some rank; every rank raises this so none is left waiting in a collective."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,33 +60,6 @@ def recipe_from_args(args: argparse.Namespace) -> PipelineConfig:
 def run(args: argparse.Namespace) -> int:
     run_dedup(get_comm(), args.input, args.output, recipe_from_args(args), args.quiet)
     return 0
-
-
-# ---------------------------------------------------------------------------------------------------- collectives
-
-
-def collective(comm: LocalComm, step: str, fn: Callable[[], T]) -> T:
-    """Run fn on every rank; if any rank raised, every rank raises (its own error, or the first failing rank's)."""
-    own: Exception | None = None
-    try:
-        result = fn()
-    except markers.StageMismatch as e:  # a user-fixable state of the output folder
-        result, own = None, PipelineError(str(e))
-    except (PipelineError, OSError) as e:
-        result, own = None, e
-    errors = comm.allgather(None if own is None else str(own))
-    failed = [(rank, e) for rank, e in enumerate(errors) if e is not None]
-    if own is not None:
-        raise own
-    if failed:
-        rank, message = failed[0]
-        raise RankFailed(f"{step} failed on rank {rank}: {message}")
-    return result
-
-
-def on_root(comm: LocalComm, step: str, fn: Callable[[], T]) -> T:
-    """Run fn on rank 0 only and give every rank its result (or its error)."""
-    return comm.bcast(collective(comm, step, lambda: fn() if comm.rank == 0 else None))
 
 
 # ---------------------------------------------------------------------------------------------------- files

@@ -3,3 +3,7 @@
 
 class PipelineError(RuntimeError):
     """Something the user can fix (a path, a config key, a bad record under --strict); the message says what."""
+
+
+class RankFailed(PipelineError):
+    """A step failed on another rank; every rank raises so none is left waiting in a collective."""

@@ -14,12 +14,13 @@ import json
 import os
 from pathlib import Path
 
+from data_pipeline.errors import PipelineError
 from data_pipeline.shards import file_sha256
 
 MARKER_DIR = ".stages"
 
 
-class StageMismatch(RuntimeError):
+class StageMismatch(PipelineError):
     """The output folder was produced from other inputs or another recipe."""
 
 

@@ -19,22 +19,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import sentencepiece as spm
 import xxhash
 
 from data_pipeline import markers
-from data_pipeline.config import TokenizerConfig
+from data_pipeline.comm import collective
+from data_pipeline.config import ShardsConfig, TokenizerConfig
 from data_pipeline.errors import PipelineError
 from data_pipeline.progress import stage_progress, summary
 from data_pipeline.shards import (
-    DEFAULT_TARGET_BYTES,
     FORMAT,
     MANIFEST,
     ShardInfo,
@@ -56,44 +55,11 @@ from data_pipeline.tokenizer import (
 SHARD_DIR = "shards"
 SPLITS = ("train", "validation")
 ENCODE_BATCH_BYTES = 4 << 20
-T = TypeVar("T")
-
-
-class StageFailed(PipelineError):
-    """A rank failed in the tokenize stage; the message names the rank and its error."""
-
-
-@dataclass
-class ShardSettings:
-    """The recipe's `shards` section (defaults match data_pipeline/config.py)."""
-
-    target_bytes: int = DEFAULT_TARGET_BYTES
-    validation_fraction: float = 0.005
-    encode_threads: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise ValueError(f"shards.validation_fraction={self.validation_fraction}: must be in [0, 1)")
-        if self.target_bytes < 1:
-            raise ValueError(f"shards.target_bytes={self.target_bytes}: must be positive")
 
 
 def is_validation(doc_id: str, fraction: float) -> bool:
     """Deterministic split by a hash of the document id: the same doc lands in the same split on any N."""
     return xxhash.xxh64_intdigest(doc_id.encode("utf-8")) < fraction * 2.0**64
-
-
-def collective(comm: Any, step: str, fn: Callable[[], T]) -> T:
-    """Run fn on every rank; if any rank raised, raise on all of them with the failing ranks' messages."""
-    try:
-        result, error = fn(), None
-    except Exception as err:  # noqa: BLE001 -- reported to every rank, then re-raised below
-        result, error = None, f"{type(err).__name__}: {err}"
-    errors = comm.allgather(error)
-    failed = [f"rank {rank}: {msg}" for rank, msg in enumerate(errors) if msg is not None]
-    if failed:
-        raise StageFailed(f"{step} failed on {len(failed)} of {comm.size} rank(s); " + "; ".join(failed))
-    return result
 
 
 def run_tokenize_stage(comm: Any, output_dir: Path, recipe: Any, quiet: bool = True) -> dict:
@@ -103,7 +69,7 @@ def run_tokenize_stage(comm: Any, output_dir: Path, recipe: Any, quiet: bool = T
     if comm.rank == 0:
         (output_dir / MANIFEST).unlink(missing_ok=True)
     tok_settings = tokenizer_config(recipe)
-    shard_settings = ShardSettings(**recipe_section(recipe, "shards", ShardSettings))
+    shard_settings = ShardsConfig(**recipe_section(recipe, "shards", ShardsConfig))
     timings: dict[str, float] = {}
     with _timed(timings, "tokenizer"):
         info = collective(comm, "tokenizer training", lambda: _tokenizer_on_rank0(comm, output_dir, tok_settings))
@@ -158,7 +124,7 @@ def rank_share(files: list[Path], rank: int, size: int) -> list[Path]:
     return files[rank * len(files) // size : (rank + 1) * len(files) // size]
 
 
-def _tokenize_rank(comm: Any, output_dir: Path, settings: ShardSettings, info: dict, quiet: bool) -> dict:
+def _tokenize_rank(comm: Any, output_dir: Path, settings: ShardsConfig, info: dict, quiet: bool) -> dict:
     """Encode this rank's kept parts into its shards; reuse them when the rank's marker is intact."""
     inputs = rank_share(kept_files(output_dir), comm.rank, comm.size)
     stage = f"tokenize-r{comm.rank:05d}-of-{comm.size:05d}"
@@ -181,7 +147,7 @@ def encode_to_shards(
     info: dict,
     inputs: list[Path],
     shard_dir: Path,
-    settings: ShardSettings,
+    settings: ShardsConfig,
     rank: int = 0,
     quiet: bool = True,
 ) -> dict:
@@ -279,7 +245,7 @@ def _write_dataset_manifest(output_dir: Path, per_rank: list[dict], info: dict, 
 
 
 def _validation_fraction(recipe: Any) -> float:
-    return ShardSettings(**recipe_section(recipe, "shards", ShardSettings)).validation_fraction
+    return ShardsConfig(**recipe_section(recipe, "shards", ShardsConfig)).validation_fraction
 
 
 def _remove_unlisted_shards(shard_dir: Path, per_rank: list[dict]) -> None:

@@ -139,7 +139,7 @@ from data_pipeline.errors import PipelineError
 from data_pipeline.tokenize_stage import run_tokenize_stage
 try:
     run_tokenize_stage(get_comm(), Path(sys.argv[1]), load_recipe(None, sys.argv[2:]), True)
-except PipelineError as err:
+except (PipelineError, OSError) as err:  # as the CLI: the failing rank raises its own error
     print(f"rank error: {err}", file=sys.stderr)
     sys.exit(2)
 """

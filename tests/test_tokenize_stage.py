@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from test_tokenizer import ADVERSARIAL, stdlib_docs, write_kept
 
-from data_pipeline.comm import LocalComm
+from data_pipeline.comm import LocalComm, collective
 from data_pipeline.config import load_recipe
+from data_pipeline.errors import PipelineError, RankFailed
 from data_pipeline.shards import TokenStream, read_manifest
-from data_pipeline.tokenize_stage import StageFailed, collective, is_validation, rank_share, run_tokenize_stage
+from data_pipeline.tokenize_stage import is_validation, rank_share, run_tokenize_stage
 from data_pipeline.tokenizer import load_tokenizer
 
 RECIPE = ["tokenizer.vocab_size=700", "shards.target_bytes=20000", "shards.validation_fraction=0.1"]
@@ -99,12 +100,12 @@ def test_changed_kept_documents_are_retokenized(tmp_path, texts):
     assert sum(r["num_docs"] for r in read_manifest(out)["splits"]["train"]["shards"]) == second["train_num_docs"]
 
 
-def test_failure_removes_the_stale_manifest_and_names_file_and_rank(tmp_path, texts):
+def test_failure_removes_the_stale_manifest_and_names_the_file_and_line(tmp_path, texts):
     out = write_kept(tmp_path, texts[:30])
     run_tokenize_stage(LocalComm(), out, recipe("tokenizer.vocab_size=400"), quiet=True)
     with open(out / "kept" / "part-00000.jsonl", "a") as f:
         f.write('{"id": "broken"}\n')
-    with pytest.raises(StageFailed, match=r"rank 0: .*part-00000.jsonl:31"):
+    with pytest.raises(PipelineError, match=r"part-00000.jsonl:31"):
         run_tokenize_stage(LocalComm(), out, recipe("tokenizer.vocab_size=400"), quiet=True)
     assert not (out / "manifest.json").exists()
 
@@ -116,8 +117,16 @@ def test_collective_failure_reaches_every_rank():
         def allgather(self, obj):
             return [obj, "OSError: kept/part-00001.jsonl: Permission denied"]
 
-    with pytest.raises(StageFailed, match=r"1 of 2 rank\(s\); rank 1: OSError: kept/part-00001.jsonl"):
+    with pytest.raises(RankFailed, match=r"1 of 2 rank\(s\); rank 1: OSError: kept/part-00001.jsonl"):
         collective(TwoRanks(), "tokenization", lambda: 42)
+
+
+def test_the_failing_rank_raises_its_own_error():
+    def fail():
+        raise KeyError("own")
+
+    with pytest.raises(KeyError, match="own"):
+        collective(LocalComm(), "tokenization", fail)
 
 
 def test_validation_split_is_a_stable_hash_of_the_id():
