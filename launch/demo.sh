@@ -34,9 +34,9 @@ TRAIN_ARGS=(--data "$DATA" --preset debug --output "$RUN" --resume none
   --set train.precision=bf16 --set train.activation_checkpointing=every)
 GPUS=$(python -c "import torch; print(torch.cuda.device_count())")
 if [ "$GPUS" -gt 0 ]; then
-  step "3/6 training on $GPUS local GPU(s): deepspeed -m pretrain.train (ZeRO-3, bf16, activation checkpointing)"
-  deepspeed --num_gpus "$GPUS" -m pretrain.train "${TRAIN_ARGS[@]}" --set train.global_batch_tokens=$((GPUS * 4096)) \
-    --set train.micro_batch_size=16 2>&1 | tee "$OUT/train.log"
+  step "3/6 training on $GPUS local GPU(s): deepspeed --module pretrain.train (ZeRO-3, bf16, activation checkpointing)"
+  deepspeed --num_gpus "$GPUS" --module pretrain.train "${TRAIN_ARGS[@]}" \
+    --set train.global_batch_tokens=$((GPUS * 4096)) 2>&1 | tee "$OUT/train.log"
 else
   step "3/6 training on 2 CPU ranks (gloo): ZeRO-3, bf16, activation checkpointing"
   # under the restart loop: a run that dies continues from its newest checkpoint (see RELIABILITY.md; DeepSpeed

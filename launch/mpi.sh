@@ -2,7 +2,7 @@
 # Pretraining under mpirun/mpiexec: MPI starts the ranks, DeepSpeed's MPI discovery (mpi4py) turns them into
 # torch.distributed ranks (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR from rank 0's `hostname -I`).
 #
-#   launch/mpi.sh -n 16 [-f hosts] -- --data DIR --preset 1b --output RUN [--set key=value ...]
+#   launch/mpi.sh -n 16 [-f hosts] -- --data DIR --preset llama-1b --output RUN [--set key=value ...]
 #   NP=2 launch/mpi.sh -- --data DIR --preset debug --output RUN          # one machine, 2 ranks
 #
 # Options before `--` go to mpiexec verbatim (-n, -ppn, -f/-hosts for MPICH's Hydra, --hostfile for Open MPI).

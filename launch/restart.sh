@@ -3,7 +3,7 @@
 # continues from its newest complete, verified checkpoint.
 #
 #   launch/restart.sh [--max-restarts N] [--backoff S] [--max-backoff S] -- LAUNCH COMMAND ...
-#   launch/restart.sh --max-restarts 5 -- launch/train.sh --hostfile H -- --data DIR --preset 1b --output RUN
+#   launch/restart.sh --max-restarts 5 -- launch/train.sh --hostfile H -- --data DIR --preset llama-1b --output RUN
 #   launch/restart.sh -- python -m torch.distributed.run --nproc_per_node 8 -m pretrain.train --data D --output R
 #
 # Every relaunch appends `--resume auto` to the command (the trainer's argparse takes the last one), so the

@@ -2,8 +2,8 @@
 # Multi-node pretraining with the deepspeed launcher and a hostfile.
 #
 #   launch/train.sh [LAUNCHER OPTIONS] -- TRAINER ARGS
-#   launch/train.sh --hostfile launch/hostfile -- --data DIR --preset 1b --output RUN [--set key=value ...]
-#   launch/train.sh --hostfile launch/hostfile --exclude gpu-node-04 -- --data DIR --preset 1b --output RUN
+#   launch/train.sh --hostfile launch/hostfile -- --data DIR --preset llama-1b --output RUN [--set key=value ...]
+#   launch/train.sh --hostfile launch/hostfile --exclude gpu-node-04 -- --data DIR --preset llama-1b --output RUN
 #
 # With ssh (default): run once, on the first host; the launcher starts every node over pdsh/ssh.
 # Without ssh: run the same command on every node with NODE_RANK=0..N-1 (and the same MASTER_ADDR); each
