@@ -27,6 +27,17 @@ _ALNUM = re.compile(r"[^\W_]")  # a letter or a digit
 _ALPHA = re.compile(r"[^\W\d_]")  # a letter
 
 
+def _duplicates(items: list[str]) -> tuple[int, int]:
+    """(number, total chars) of items that repeat an earlier item."""
+    seen: set[str] = set()
+    count = chars = 0
+    for item in items:
+        if item in seen:
+            count, chars = count + 1, chars + len(item)
+        seen.add(item)
+    return count, chars
+
+
 @dataclass
 class TextStats:
     """Lines, words and paragraphs of one text, split once and shared by all rules."""
@@ -49,6 +60,11 @@ class TextStats:
     @cached_property
     def lower_words(self) -> list[str]:
         return [w.lower() for w in self.words]
+
+    @cached_property
+    def line_duplicates(self) -> tuple[int, int]:
+        """(number, total chars) of lines that repeat an earlier line."""
+        return _duplicates(self.lines)
 
     @cached_property
     def paragraphs(self) -> list[str]:
@@ -89,22 +105,11 @@ def alpha_words(s: TextStats, cfg: FiltersConfig) -> bool:
 
 
 def stop_words(s: TextStats, cfg: FiltersConfig) -> bool:
-    return sum(w.lower() in STOP_WORDS for w in s.words) >= cfg.min_stop_words
-
-
-def _duplicates(items: list[str]) -> tuple[int, int]:
-    """(number, total chars) of items that repeat an earlier item."""
-    seen: set[str] = set()
-    count = chars = 0
-    for item in items:
-        if item in seen:
-            count, chars = count + 1, chars + len(item)
-        seen.add(item)
-    return count, chars
+    return sum(w in STOP_WORDS for w in s.lower_words) >= cfg.min_stop_words
 
 
 def repeated_lines(s: TextStats, cfg: FiltersConfig) -> bool:
-    count, chars = _duplicates(s.lines)
+    count, chars = s.line_duplicates
     total_chars = sum(len(line) for line in s.lines)
     return (
         _ratio(count, len(s.lines)) <= cfg.max_dup_line_ratio
@@ -189,7 +194,7 @@ def short_lines(s: TextStats, cfg: FiltersConfig) -> bool:
 
 
 def dup_line_chars(s: TextStats, cfg: FiltersConfig) -> bool:
-    _, chars = _duplicates(s.lines)
+    _, chars = s.line_duplicates
     return _ratio(chars, len(s.text.replace("\n", ""))) <= cfg.max_dup_line_chars_ratio
 
 
