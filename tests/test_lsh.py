@@ -27,7 +27,8 @@ def test_bands_rows_are_datasketch_choice(threshold, num_perm):
 
 
 def test_user_bands_rows_honoured_and_validated():
-    assert (LSHParams.from_threshold(0.8, 128, bands=16, rows=8).bands, 8) == (16, 8)
+    p = LSHParams.from_threshold(0.8, 128, bands=16, rows=8)
+    assert (p.bands, p.rows) == (16, 8)
     assert LSHParams.from_threshold(0.8, 128, bands=20).rows == 6
     assert LSHParams.from_threshold(0.8, 128, rows=10).bands == 12
     with pytest.raises(ValueError, match="dedup.bands x dedup.rows = 20 x 8"):
