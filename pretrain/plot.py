@@ -7,7 +7,6 @@ drop side by side answers "is this run healthy?" without starting tensorboard.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 from pathlib import Path
@@ -27,12 +26,14 @@ class MetricsError(RuntimeError):
     """metrics.csv is missing, empty or lacks a column the plot needs."""
 
 
-def read_metrics(path: Path) -> dict[str, list[float]]:
-    """Columns of metrics.csv as float lists; blank cells (e.g. eval-only rows) become NaN."""
+def read_metrics(run_dir: Path) -> dict[str, list[float]]:
+    """Columns of RUN/metrics.csv as float lists; blank cells (e.g. eval-only rows) become NaN."""
+    from pretrain import metrics  # imports torch: only once there is something to read
+
+    path = run_dir / "metrics.csv"
     if not path.is_file():
         raise MetricsError(f"{path}: no metrics file; is this a run folder written by `pretrain.train`?")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = metrics.read_metrics(run_dir)
     if not rows:
         raise MetricsError(f"{path}: no rows yet; plot again after the first logged step")
     needed = ["step"] + [name for name, _, _ in PANELS]
@@ -90,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        metrics = read_metrics(args.run / "metrics.csv")
+        metrics = read_metrics(args.run)
     except MetricsError as err:
         print(f"pretrain plot: {err}", file=sys.stderr)
         return 1

@@ -58,7 +58,7 @@ def test_plot_writes_png_with_four_panels(tmp_path, capsys, monkeypatch):
 def test_blank_cells_are_skipped_not_plotted_as_zero(tmp_path):
     path = tmp_path / "metrics.csv"
     path.write_text("step,loss,perplexity,lr,tokens_per_s\n1,5,148.4,0.1,10\n2,,,0.2,\n3,4,54.6,0.3,12\n")
-    metrics = plot.read_metrics(path)
+    metrics = plot.read_metrics(tmp_path)
     assert math.isnan(metrics["loss"][1]) and metrics["loss"][2] == 4.0
     plot.plot_metrics(metrics, tmp_path / "p.png", "t")
     assert _png_size(tmp_path / "p.png")[0] > 0
@@ -75,7 +75,7 @@ def test_missing_metrics_file_is_an_error(tmp_path, capsys):
 def test_missing_column_is_named(tmp_path):
     (tmp_path / "metrics.csv").write_text("step,loss\n1,2.0\n")
     with pytest.raises(plot.MetricsError, match="perplexity"):
-        plot.read_metrics(tmp_path / "metrics.csv")
+        plot.read_metrics(tmp_path)
 
 
 def test_plotted_columns_are_ones_the_trainer_writes():
