@@ -31,7 +31,7 @@ from data_pipeline.errors import PipelineError
 from data_pipeline.filters import drop_reason
 from data_pipeline.ledger import Ledger
 from data_pipeline.progress import stage_progress, summary
-from data_pipeline.readers import ReadPosition, read_file, resolve_inputs, strict_error
+from data_pipeline.readers import ReadPosition, read_file, resolve_inputs
 
 STAGE = "dedup"
 STATS = "stats.json"
@@ -121,8 +121,6 @@ def read_share(
         for path in files:
             position, shown_bytes, pending = ReadPosition(), 0, 0
             for item in read_file(path, recipe.read, position):
-                if isinstance(item, Reject) and recipe.read.strict:
-                    raise strict_error(item)
                 (docs if isinstance(item, Document) else rejects).append(item)
                 pending += 1
                 if pending == 4096:

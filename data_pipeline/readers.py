@@ -246,27 +246,21 @@ def read_text(path: str, cfg: ReadConfig) -> Iterator[Document | Reject]:
 
 
 def read_file(path: str, cfg: ReadConfig, position: ReadPosition | None = None) -> Iterator[Document | Reject]:
-    """Documents and rejects of one input file, in file order; `position` follows the bytes consumed (jsonl)."""
+    """Documents and rejects of one input file, in file order; `position` follows the bytes consumed (jsonl).
+
+    Under read.strict the first reject raises StrictInputError naming file:line.
+    """
     lower = path.lower()
     if lower.endswith(JSONL_SUFFIXES):
-        yield from read_jsonl(path, cfg, position)
+        items = read_jsonl(path, cfg, position)
     elif lower.endswith(".parquet"):
-        yield from read_parquet(path, cfg)
+        items = read_parquet(path, cfg)
     else:
-        yield from read_text(path, cfg)
-
-
-def strict_error(reject: Reject) -> StrictInputError:
-    return StrictInputError(
-        f"{reject.source}:{reject.line}: bad input ({reject.reason}): {reject.detail}; "
-        "fix the record or run without --strict to skip and count bad records in DIR/rejects/"
-    )
-
-
-def read_files(paths: list[str], cfg: ReadConfig) -> Iterator[Document | Reject]:
-    """All files in order; under read.strict the first reject raises StrictInputError naming file:line."""
-    for path in paths:
-        for item in read_file(path, cfg):
-            if cfg.strict and isinstance(item, Reject):
-                raise strict_error(item)
-            yield item
+        items = read_text(path, cfg)
+    for item in items:
+        if cfg.strict and isinstance(item, Reject):
+            raise StrictInputError(
+                f"{item.source}:{item.line}: bad input ({item.reason}): {item.detail}; "
+                "fix the record or run without --strict to skip and count bad records in DIR/rejects/"
+            )
+        yield item

@@ -13,7 +13,7 @@ import zstandard
 
 from data_pipeline.config import ReadConfig
 from data_pipeline.documents import Document, Reject
-from data_pipeline.readers import InputError, ReadPosition, StrictInputError, read_file, read_files, resolve_inputs
+from data_pipeline.readers import InputError, ReadPosition, StrictInputError, read_file, resolve_inputs
 
 RECORDS = [{"id": f"d{i}", "text": f"document number {i}"} for i in range(5)]
 
@@ -136,8 +136,8 @@ def test_strict_mode_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     path.write_text('{"text": "good"}\n{"text": \n')
     with pytest.raises(StrictInputError, match=rf"{path}:2: bad input \(malformed_json\)"):
-        list(read_files([str(path)], ReadConfig(strict=True)))
-    assert len(list(read_files([str(path)], ReadConfig()))) == 2
+        list(read_file(str(path), ReadConfig(strict=True)))
+    assert len(list(read_file(str(path), ReadConfig()))) == 2
 
 
 def test_corrupt_parquet_is_a_reject(tmp_path: Path) -> None:
