@@ -231,15 +231,11 @@ class RunConfig:
     train: TrainConfig
     log: LogConfig
 
-    def check_batch(self, world_size: int) -> int:
-        """Gradient accumulation steps, or ConfigError when the batch arithmetic does not divide exactly."""
+    def grad_accum_steps(self, world_size: int) -> int:
+        """global_batch_tokens / (micro_batch_size * seq_len * world_size); ConfigError unless a whole number >= 1."""
         return check_batch_arithmetic(
             self.train.global_batch_tokens, self.train.micro_batch_size, self.model.seq_len, world_size
         )
-
-    def grad_accum_steps(self, world_size: int) -> int:
-        """global_batch_tokens / (micro_batch_size * seq_len * world_size), checked to be a whole number >= 1."""
-        return self.check_batch(world_size)
 
     def to_dict(self) -> dict:
         out: dict = {"preset": self.preset}

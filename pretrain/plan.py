@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--mfu: must be in (0, 1], got {args.mfu}")
     cfg = load_config(args.preset, args.config, args.overrides)
     cluster = cluster_for(args.world_size, args.gpus_per_node)
-    grad_accum = cfg.check_batch(cluster.world_size)  # ConfigError (exit 2) before the slow DeepSpeed import
+    grad_accum = cfg.grad_accum_steps(cluster.world_size)  # ConfigError (exit 2) before the slow DeepSpeed import
     lines = plan_lines(cfg, cluster, grad_accum)
     if cfg.log.peak_tflops:
         lines.append(("time to train", time_to_train(cfg, cluster, args.mfu)))

@@ -43,7 +43,7 @@ def test_impossible_batch_arithmetic_gives_numbers_and_a_fix():
     assert cfg.grad_accum_steps(8) == 4
     assert cfg.grad_accum_steps(32) == 1
     with pytest.raises(ConfigError) as err:
-        cfg.check_batch(24)  # 16 x 1024 x 24 = 393216 does not divide 524288
+        cfg.grad_accum_steps(24)  # 16 x 1024 x 24 = 393216 does not divide 524288
     message = str(err.value)
     assert message.startswith("train.global_batch_tokens")
     assert "393216" in message and "524288" in message
