@@ -158,8 +158,8 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def ds_config_for_run(cfg: Any, world_size: int, run_dir: str | os.PathLike) -> dict:
-    """Load train.ds_config, fill and check it, and write the resolved JSON to RUN/ds_config.json (rank 0)."""
-    cfg.check_batch(world_size)
+    """Load train.ds_config, fill and check it; the trainer writes the result to RUN/ds_config.json (rank 0)."""
+    cfg.grad_accum_steps(world_size)  # ConfigError for batch arithmetic before any JSON problem
     path = cfg.train.ds_config
     template = load_ds_json(path)
     computed = computed_ds_values(cfg, world_size, run_dir) | precision_values(cfg.train.precision, template)
@@ -246,12 +246,3 @@ def build_engine(cfg: Any, ds_config: dict, model_factory: Callable[[Any], torch
     groups = decay_groups(model, cfg.optim.weight_decay)
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=ds_config)
     return engine
-
-
-def gathered_state_dict(engine: Any) -> dict[str, torch.Tensor]:
-    """The full (unpartitioned) model state dict on every rank, fp32 on CPU; for tests and small exports."""
-    import deepspeed
-
-    params = list(engine.module.parameters())
-    with deepspeed.zero.GatheredParameters(params, enabled=engine.zero_optimization_stage() == 3):
-        return {k: v.detach().float().cpu().clone() for k, v in engine.module.state_dict().items()}
