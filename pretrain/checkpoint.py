@@ -150,23 +150,6 @@ def resolve_checkpoint(run_or_ckpt: str | os.PathLike) -> tuple[Path, str]:
     return found
 
 
-def run_dir_of(run_or_ckpt: str | os.PathLike) -> Path:
-    root, _ = resolve_checkpoint(run_or_ckpt)
-    return root.parent
-
-
-def load_run_config(run_or_ckpt: str | os.PathLike) -> Any:
-    """The RunConfig a checkpoint was trained with (from RUN/config.yaml)."""
-    import yaml
-
-    from pretrain.config import RunConfig
-
-    path = run_dir_of(run_or_ckpt) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; was this run folder written by pretrain.train?")
-    return RunConfig.from_dict(yaml.safe_load(path.read_text()))
-
-
 def saved_world_size(ckpt_root: Path, tag: str) -> int:
     return int(json.loads((ckpt_root / tag / COMPLETE).read_text()).get("world_size", 1))
 

@@ -35,10 +35,10 @@ def independent_loss(run_dir: Path, data: Path, samples: int) -> float:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     from data_pipeline.shards import TokenStream
-    from pretrain.checkpoint import load_run_config
+    from pretrain.export import run_config
     from pretrain.model import GPT
 
-    cfg = load_run_config(run_dir)
+    cfg = run_config(run_dir)
     model = GPT(cfg.model)
     model.load_state_dict(get_fp32_state_dict_from_zero_checkpoint(str(run_dir / "checkpoints")), strict=False)
     model.eval()
