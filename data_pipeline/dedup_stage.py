@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from data_pipeline import markers
+from data_pipeline import markers, minhash
 from data_pipeline.comm import LocalComm, collective, get_comm, on_root
 from data_pipeline.config import FiltersConfig, PipelineConfig, load_recipe, save_recipe
 from data_pipeline.documents import Document, Reject
@@ -161,7 +161,7 @@ def resolve_workers(workers: int) -> int:
     """`workers=0` is this rank's fair share of the cores it may use, so N ranks on a node do not oversubscribe it."""
     if workers:
         return workers
-    return max(1, len(os.sched_getaffinity(0)) // local_ranks())
+    return max(1, minhash.resolve_workers(0) // local_ranks())
 
 
 def filter_reasons(texts: list[str], cfg: FiltersConfig, workers: int, quiet: bool) -> list[str | None]:
@@ -210,15 +210,13 @@ SIGNATURE_BATCH_DOCS = 16384
 
 def minhash_signatures(texts: list[str], recipe: PipelineConfig, quiet: bool) -> np.ndarray:
     """(n, num_perm) signatures in batches, so the bar moves; a signature depends only on its own text."""
-    from data_pipeline.minhash import compute_signatures
-
     cfg, workers = recipe.dedup, resolve_workers(recipe.workers)
     batches = []
     with stage_progress("minhash", sum(len(t) for t in texts), quiet) as bar:
         for start in range(0, len(texts), SIGNATURE_BATCH_DOCS):
             batch = texts[start : start + SIGNATURE_BATCH_DOCS]
             batches.append(
-                compute_signatures(
+                minhash.compute_signatures(
                     batch, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed, workers=workers, scheme=cfg.scheme
                 )
             )
