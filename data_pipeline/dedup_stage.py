@@ -271,7 +271,7 @@ def stage_config(recipe: PipelineConfig) -> dict:
     return {"read": recipe.section("read"), "filters": recipe.section("filters"), "dedup": recipe.section("dedup")}
 
 
-def prepare_output(output_dir: Path, world_size: int) -> None:
+def prepare_output(output_dir: Path) -> None:
     """Forget any earlier completion and remove part files another rank count may have left."""
     markers.invalidate(output_dir, STAGE)
     for sub in (KEPT_DIR, REJECTS_DIR, "dedup"):
@@ -299,7 +299,7 @@ def run_dedup(comm: LocalComm, inputs: list[str], output_dir: Path, recipe: Pipe
         stats = json.loads((output_dir / STATS).read_text())
         summary(f"dedup: {output_dir} is already complete for these inputs and recipe; skipped", quiet)
         return stats
-    on_root(comm, "preparing the output folder", lambda: prepare_output(output_dir, comm.size))
+    on_root(comm, "preparing the output folder", lambda: prepare_output(output_dir))
     stats = DedupRun(comm, files, output_dir, recipe, quiet).execute()
     if comm.rank == 0:
         outputs = stage_outputs(output_dir)
@@ -340,11 +340,8 @@ class DedupRun:
         self.docs = docs
         self.doc_index = np.arange(self.offset, self.offset + len(docs), dtype=np.int64)
         self.kept = np.ones(len(docs), dtype=bool)
-        bad = self.comm.allreduce_sum(self.ledger_total("bad_input:"))
+        bad = self.comm.allreduce_sum(len(rejects))
         summary(f"read: {sum(counts)} documents and {bad} bad records from {len(self.files)} files", self.quiet)
-
-    def ledger_total(self, prefix: str) -> int:
-        return sum(n for reason, n in self.ledger.dropped.items() if reason.startswith(prefix))
 
     def filter(self) -> None:
         reasons = filter_reasons(
