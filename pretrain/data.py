@@ -76,9 +76,7 @@ class TrainSampler:
 
     def micro_batch(self, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Micro-batch `micro_step` of the current global batch as int64 (B, T) inputs and targets."""
-        rows = np.stack([self.stream.sample(i, self.seq_len) for i in self.sample_indices(micro_step)])
-        tokens = torch.from_numpy(rows.astype(np.int64))
-        return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+        return _inputs_targets(self.stream, self.seq_len, self.sample_indices(micro_step))
 
     def global_batch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's micro-batches of the current global batch; call `advance()` after the optimizer step."""
@@ -114,7 +112,10 @@ def validation_batches(
     for start in range(0, per_rank, micro_batch_size):
         chunk = mine[start : start + micro_batch_size]
         n_real = len(chunk)
-        chunk = chunk or indices[:1]
-        rows = np.stack([stream.sample(i, seq_len) for i in chunk]).astype(np.int64)
-        tokens = torch.from_numpy(rows)
-        yield tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous(), n_real
+        yield *_inputs_targets(stream, seq_len, chunk or indices[:1]), n_real
+
+
+def _inputs_targets(stream: TokenStream, seq_len: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The samples `indices` (seq_len + 1 tokens each) stacked as int64 (B, T) inputs and targets."""
+    tokens = torch.from_numpy(np.stack([stream.sample(i, seq_len) for i in indices]).astype(np.int64))
+    return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
