@@ -23,10 +23,11 @@ FAULT_SETS = (
     "train.max_steps=6",
     "train.save_interval=2",
     "train.keep_last=5",
-    "train.spike_z=6",  # spike detection on (its extra all-reduce and its checkpointed statistics are exercised)
+    "train.spike_z=6",  # spike detection on (its judgement and its checkpointed statistics are exercised)
     "train.spike_warmup=2",
 )
 CPU_ENV = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+INJECT = str(ROOT / "tests" / "fault_inject_train.py")  # the trainer with fault hooks patched in from outside
 
 
 _REFERENCE: dict[Path, Path] = {}
@@ -44,6 +45,14 @@ def reference_run_dir(data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         assert sorted(step_losses(run)) == [1, 2, 3, 4, 5, 6]
         _REFERENCE[data] = run
     return _REFERENCE[data]
+
+
+def injected_command(data: Path, run: Path, sets: tuple[str, ...] = FAULT_SETS) -> list[str]:
+    """The 2-rank launch command with tests/fault_inject_train.py in place of `-m pretrain.train`."""
+    cmd = train_command(2, data, run, sets)
+    at = cmd.index("-m", cmd.index("torch.distributed.run") + 1)
+    cmd[at : at + 2] = [INJECT]
+    return cmd
 
 
 def start_train(data: Path, run: Path, sets: tuple[str, ...] = FAULT_SETS, env: dict | None = None) -> subprocess.Popen:

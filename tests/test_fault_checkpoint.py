@@ -1,6 +1,6 @@
 """Checkpoint faults: a rank killed inside save_checkpoint, and checkpoint files that rot after the save.
 
-Kill points are reached for real: tests/fault_kill_in_save.py runs the trainer with one function patched from
+Kill points are reached for real: tests/fault_inject_train.py runs the trainer with one function patched from
 outside to SIGKILL its rank at that point of the save of step 4 (after step 2 was saved). Whatever the point,
 step 2 must stay the checkpoint that `--resume auto` picks, `latest` must never name step 4, and a resumed run
 must reproduce the uninterrupted run's losses exactly.
@@ -16,15 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, ROOT, run_train, step_losses, train_command
-from fault_support import CPU_ENV, FAULT_SETS, reference_run_dir
+from conftest import PYTHON, ROOT, run_train, step_losses
+from fault_support import CPU_ENV, FAULT_SETS, injected_command, reference_run_dir
 
 from pretrain import checkpoint
 from pretrain.ckpt_integrity import MANIFEST, CheckpointCorrupt
 
 pytestmark = pytest.mark.slow
-
-KILL_SCRIPT = str(ROOT / "tests" / "fault_inject_train.py")
 
 
 @pytest.fixture()
@@ -38,9 +36,7 @@ def assert_same_losses(got: dict[int, float], want: dict[int, float], steps) -> 
 
 
 def kill_during_save(data: Path, run: Path, point: str, rank: int) -> subprocess.CompletedProcess:
-    cmd = train_command(2, data, run, FAULT_SETS)
-    at = cmd.index("-m", cmd.index("torch.distributed.run") + 1)
-    cmd[at : at + 2] = [KILL_SCRIPT]
+    cmd = injected_command(data, run)
     env = {**CPU_ENV, "FAULT_KILL_IN_SAVE": f"{point}:{rank}:4", "PYTHONPATH": str(ROOT)}
     return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
 

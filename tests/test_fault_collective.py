@@ -6,6 +6,7 @@ that names the collective the live rank is blocked in and the rank that stopped 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -47,9 +48,7 @@ def test_stopped_rank_fails_the_job_naming_collective_and_rank(tiny_dataset: Pat
     log = output(run)
     assert status != 0, log[-3000:]
     assert TIMEOUT_S <= elapsed < TIMEOUT_S + LAUNCHER_GRACE_S + 30, f"took {elapsed:.0f} s"
-    assert f"rank 0: collective timeout after {TIMEOUT_S}" in log or "rank 0: collective timeout after" in log, log[
-        -3000:
-    ]
+    assert re.search(r"rank 0: collective timeout after \d+ s", log), log[-3000:]
     assert "ranks not responding (stale heartbeat): [1]" in log, log[-3000:]
     line = next(x for x in log.splitlines() if "collective timeout" in x)
     assert any(op in line for op in ("all_reduce", "all_gather", "reduce_scatter", "barrier", "broadcast", "wait"))

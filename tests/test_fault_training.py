@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, step_losses, train_command
-from fault_support import CPU_ENV, FAULT_SETS, reference_run_dir
+from conftest import ROOT, step_losses
+from fault_support import CPU_ENV, injected_command, reference_run_dir
 from test_train import reference_losses
 
 from pretrain.metrics import read_metrics
@@ -25,15 +25,7 @@ from pretrain.spikes import SpikeDetector
 
 pytestmark = pytest.mark.slow
 
-INJECT = str(ROOT / "tests" / "fault_inject_train.py")
 RESTART = str(ROOT / "launch" / "restart.sh")
-
-
-def injected_command(data: Path, run: Path, sets: tuple[str, ...] = FAULT_SETS) -> list[str]:
-    cmd = train_command(2, data, run, sets)
-    at = cmd.index("-m", cmd.index("torch.distributed.run") + 1)
-    cmd[at : at + 2] = [INJECT]
-    return cmd
 
 
 def test_sigkilled_rank_is_named_restarted_and_resumes_exactly(
