@@ -69,10 +69,9 @@ def run_starts(sorted_keys: np.ndarray) -> np.ndarray:
     return np.r_[True, change]
 
 
-def gather_removed(comm: LocalComm, doc_index: np.ndarray, removed_anywhere: np.ndarray) -> np.ndarray:
-    """Every rank learns its own removed documents from the removals found on all ranks."""
-    everything = np.concatenate(comm.allgather(removed_anywhere.astype(np.int64)))
-    return np.sort(doc_index[np.isin(doc_index, everything)]).astype(np.int64)
+def own_removed(doc_index: np.ndarray, removed_everywhere: np.ndarray) -> np.ndarray:
+    """This rank's documents (int64 global indices, sorted) among the removals found on all ranks."""
+    return np.sort(doc_index[np.isin(doc_index, removed_everywhere)])
 
 
 def _exact_clusters(docs: np.ndarray, starts: np.ndarray) -> list[dict]:
@@ -102,9 +101,7 @@ def find_exact_duplicates(comm: LocalComm, doc_index: np.ndarray, hashes: np.nda
     all_clusters = sorted((c for part in gathered for c in part), key=lambda c: c["kept"]) if comm.rank == 0 else []
     largest = max((len(c["removed"]) + 1 for c in clusters), default=0)
     return DedupResult(
-        removed=gather_removed(comm, doc_index, removed_here),
+        removed=own_removed(doc_index, np.concatenate(comm.allgather(removed_here))),
         clusters=all_clusters,
         largest_cluster=int(max(comm.allgather(largest))),
-        candidate_pairs=int(comm.allreduce_sum(len(removed_here))),
-        verified_pairs=int(comm.allreduce_sum(len(removed_here))),
     )

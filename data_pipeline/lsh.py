@@ -32,8 +32,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from data_pipeline.comm import LocalComm
-from data_pipeline.exact_dedup import DedupResult, key_owner, route_rows, run_starts
-from data_pipeline.minhash import _fmix64
+from data_pipeline.exact_dedup import DedupResult, key_owner, own_removed, route_rows, run_starts
+from data_pipeline.minhash import _fmix64, estimated_jaccard
 
 __all__ = ["DedupResult", "LSHParams", "band_keys", "candidate_edges", "find_near_duplicates", "planted_corpus"]
 
@@ -164,7 +164,7 @@ def _edge_similarity(sigs: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarr
     out = np.empty(len(u), np.float64)
     for start in range(0, len(u), _EDGE_CHUNK):
         stop = start + _EDGE_CHUNK
-        out[start:stop] = np.mean(sigs[u[start:stop]] == sigs[v[start:stop]], axis=1)
+        out[start:stop] = estimated_jaccard(sigs[u[start:stop]], sigs[v[start:stop]])
     return out
 
 
@@ -226,7 +226,7 @@ def find_near_duplicates(
     removed_all = comm.bcast(removed_all, root=0)
     summary = comm.bcast((result.candidate_pairs, result.verified_pairs, result.largest_cluster), root=0)
     result.candidate_pairs, result.verified_pairs, result.largest_cluster = summary
-    result.removed = np.sort(doc_index[np.isin(doc_index, removed_all)])
+    result.removed = own_removed(doc_index, removed_all)
     return result
 
 
