@@ -83,7 +83,7 @@ class MPIComm(LocalComm):
         dtype = parts[0].dtype
         row_shape = parts[0].shape[1:]
         row_items = int(np.prod(row_shape, dtype=np.int64)) if row_shape else 1
-        send = np.ascontiguousarray(np.concatenate(parts)) if parts else np.zeros(0, dtype)
+        send = np.ascontiguousarray(np.concatenate(parts))
         send_counts = np.array([len(p) * row_items for p in parts], dtype=np.int64)
         recv_counts = np.array(self.comm.alltoall(send_counts.tolist()), dtype=np.int64)
         recv = np.empty(int(recv_counts.sum()), dtype=dtype)
