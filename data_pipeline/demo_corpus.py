@@ -57,9 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def stdlib_module_names() -> list[str]:
-    """Top-level standard-library modules, then the submodules of stdlib packages, sorted."""
-    names = sorted(n for n in sys.stdlib_module_names if n not in SKIP_MODULES and not n.startswith(SKIP_PREFIXES))
-    return names
+    """Top-level standard-library modules, less the skipped ones, sorted (demo_documents adds their submodules)."""
+    return sorted(n for n in sys.stdlib_module_names if n not in SKIP_MODULES and not n.startswith(SKIP_PREFIXES))
 
 
 def safe_import(name: str):
@@ -144,15 +143,14 @@ def recipe_path(out: Path) -> Path:
     return out.with_name(out.name.removesuffix(".jsonl") + ".recipe.yaml")
 
 
-def write_documents(out: Path) -> int:
-    """Write the walk's documents to `out` (run in a fresh interpreter: see write_demo_corpus); returns the count."""
+def write_documents(out: Path) -> None:
+    """Write the walk's documents to `out` (run in a fresh interpreter: see write_demo_corpus)."""
     seen: set[str] = set()
     with open(out, "w", encoding="utf-8") as f:
         for doc in demo_documents():
             if doc["id"] not in seen:  # a module reachable under two names is written once
                 seen.add(doc["id"])
                 f.write(json.dumps(doc, ensure_ascii=False) + "\n")
-    return len(seen)
 
 
 def write_demo_corpus(out: Path) -> tuple[int, int]:
@@ -170,7 +168,9 @@ def write_demo_corpus(out: Path) -> tuple[int, int]:
         raise PipelineError(f"the standard-library walk failed: {walk.stderr.strip().splitlines()[-1:]}")
     os.replace(tmp, out)
     recipe_path(out).write_text(yaml.safe_dump(DEMO_RECIPE, sort_keys=False))
-    return sum(1 for _ in open(out, encoding="utf-8")), out.stat().st_size
+    with open(out, encoding="utf-8") as f:
+        count = sum(1 for _ in f)
+    return count, out.stat().st_size
 
 
 def run(args: argparse.Namespace) -> int:
