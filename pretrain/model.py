@@ -17,7 +17,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pretrain import flops
 from pretrain.config import ModelConfig
 
 CheckpointFn = Callable[..., torch.Tensor]
@@ -261,13 +260,6 @@ class GPT(nn.Module):
 
     def _checkpointed(self, layer: int) -> bool:
         return self._checkpoint_fn is not None and self.training and layer % self._checkpoint_every_k == 0
-
-    def num_params(self, exclude_embeddings: bool = False) -> int:
-        """Trainable parameters (tied head counted once); same arithmetic as `flops.count_params`."""
-        return flops.count_params(self.cfg, exclude_embeddings=exclude_embeddings)
-
-    def flops_per_token(self, seq_len: int | None = None) -> float:
-        return flops.flops_per_token(self.cfg, seq_len)
 
     def new_kv_cache(self, batch: int) -> KVCache:
         ref = self.wte.weight
