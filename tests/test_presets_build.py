@@ -20,8 +20,8 @@ def test_preset_builds_with_counted_params(name: str) -> None:
     assert built == count_params(cfg)
     assert all(p.is_meta for p in model.parameters())
     if name in PUBLISHED_PARAMS:
-        # Published counts are of the unpadded vocabulary; our padding adds < 0.1%.
-        assert abs(built - PUBLISHED_PARAMS[name]) <= 0.03 * PUBLISHED_PARAMS[name], (built, PUBLISHED_PARAMS[name])
+        # the README's promise: within 2% of the published size (padded vocabulary included; GPT-3's are rounded)
+        assert abs(built - PUBLISHED_PARAMS[name]) <= 0.02 * PUBLISHED_PARAMS[name], (built, PUBLISHED_PARAMS[name])
 
 
 def test_every_published_size_has_a_preset() -> None:
