@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 
 @torch.no_grad()
@@ -28,19 +26,10 @@ def validation_loss(model: torch.nn.Module, stream, seq_len: int, indices: list[
     loss_sum, tokens = 0.0, 0
     for x, y, _ in validation_batches(stream, seq_len, indices, batch_size, rank=0, world_size=1):
         with autocast:
-            logits, _ = model(x.to(device))
-        flat = logits.float().reshape(-1, logits.size(-1))
-        loss_sum += F.cross_entropy(flat, y.to(device).reshape(-1), reduction="sum").item()
+            _, loss = model(x.to(device), y.to(device))
+        loss_sum += loss.item() * y.numel()
         tokens += y.numel()
     return loss_sum / tokens
-
-
-def perplexity(loss: float) -> float:
-    """exp(loss); inf for a diverged model instead of an OverflowError."""
-    try:
-        return math.exp(loss)
-    except OverflowError:
-        return float("inf")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from data_pipeline.shards import ShardError, TokenStream
     from pretrain.data import validation_indices
     from pretrain.export import ExportError, build_model, load_consolidated
+    from pretrain.generate import pick_device
+    from pretrain.model import perplexity
 
     try:
         consolidated = load_consolidated(args.checkpoint)
@@ -70,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
     except (ExportError, ShardError, FileNotFoundError, ValueError) as err:
         print(f"pretrain evaluate: error: {err}", file=sys.stderr)
         return 2
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    model = build_model(consolidated, "cpu" if device == "auto" else device)
+    model = build_model(consolidated, pick_device(args.device)[0])
     loss = validation_loss(model, stream, cfg.model.seq_len, indices, args.batch_size or cfg.train.micro_batch_size)
     print(f"samples: {len(indices)}")
     print(f"tokens: {len(indices) * cfg.model.seq_len}")
