@@ -29,9 +29,8 @@ import sentencepiece as spm
 import xxhash
 
 from data_pipeline import markers
-from data_pipeline.comm import collective
+from data_pipeline.comm import collective, on_root
 from data_pipeline.config import ShardsConfig, TokenizerConfig
-from data_pipeline.errors import PipelineError
 from data_pipeline.progress import stage_progress, summary
 from data_pipeline.shards import (
     FORMAT,
@@ -43,12 +42,14 @@ from data_pipeline.shards import (
     write_manifest,
 )
 from data_pipeline.tokenizer import (
+    INFO_FILE,
+    MODEL_FILE,
     TOKENIZER_DIR,
+    VOCAB_FILE,
     effective_threads,
+    iter_documents,
     kept_files,
     load_tokenizer,
-    recipe_section,
-    tokenizer_config,
     train_tokenizer,
 )
 
@@ -68,17 +69,13 @@ def run_tokenize_stage(comm: Any, output_dir: Path, recipe: Any, quiet: bool = T
     quiet = quiet or comm.rank != 0
     if comm.rank == 0:
         (output_dir / MANIFEST).unlink(missing_ok=True)
-    tok_settings = tokenizer_config(recipe)
-    shard_settings = ShardsConfig(**recipe_section(recipe, "shards", ShardsConfig))
     timings: dict[str, float] = {}
     with _timed(timings, "tokenizer"):
-        info = collective(comm, "tokenizer training", lambda: _tokenizer_on_rank0(comm, output_dir, tok_settings))
-        info = comm.bcast(info, root=0)
+        info = on_root(comm, "tokenizer training", lambda: _train_or_reuse_tokenizer(output_dir, recipe.tokenizer))
     with _timed(timings, "tokenize"):
-        rows = collective(comm, "tokenization", lambda: _tokenize_rank(comm, output_dir, shard_settings, info, quiet))
+        rows = collective(comm, "tokenization", lambda: _tokenize_rank(comm, output_dir, recipe.shards, info, quiet))
         gathered = comm.gather(rows, root=0)
-    write = lambda: _write_dataset_manifest(output_dir, gathered, info, recipe, timings)  # noqa: E731
-    stats = comm.bcast(collective(comm, "manifest", write if comm.rank == 0 else dict), root=0)
+    stats = on_root(comm, "manifest", lambda: _write_dataset_manifest(output_dir, gathered, info, recipe, timings))
     summary(
         f"tokenize: {stats['train_num_docs']} train / {stats['validation_num_docs']} validation docs, "
         f"{stats['train_num_tokens']} / {stats['validation_num_tokens']} tokens; tokenizer {timings['tokenizer']:.1f} s, "
@@ -95,18 +92,16 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     timings[name] = round(time.perf_counter() - started, 3)
 
 
-def _tokenizer_on_rank0(comm: Any, output_dir: Path, settings: TokenizerConfig) -> dict | None:
-    """Rank 0 trains (or reuses a completed, unchanged tokenizer); other ranks do nothing here."""
-    if comm.rank != 0:
-        return None
+def _train_or_reuse_tokenizer(output_dir: Path, settings: TokenizerConfig) -> dict:
+    """Train the tokenizer (rank 0 only), or reuse a completed, unchanged one."""
     inputs = kept_files(output_dir)
     stage_fp = markers.fingerprint("tokenizer", dataclasses.asdict(settings), inputs)
     folder = output_dir / TOKENIZER_DIR
     if _complete(output_dir, "tokenizer", stage_fp):
-        return json.loads((folder / "tokenizer.json").read_text())
+        return json.loads((folder / INFO_FILE).read_text())
     markers.invalidate(output_dir, "tokenizer")
     info = train_tokenizer(inputs, output_dir, settings)
-    outputs = [folder / "spm.model", folder / "spm.vocab", folder / "tokenizer.json"]
+    outputs = [folder / MODEL_FILE, folder / VOCAB_FILE, folder / INFO_FILE]
     markers.mark_complete(output_dir, "tokenizer", stage_fp, outputs)
     return info
 
@@ -192,8 +187,8 @@ def _batches(inputs: list[Path], quiet: bool) -> Iterator[tuple[list[str], list[
     total = sum(p.stat().st_size for p in inputs)
     with stage_progress("tokenize", total, quiet) as bar:
         ids, texts, size = [], [], 0
-        for doc, nbytes in _iter_docs(inputs):
-            ids.append(doc["id"])
+        for doc, nbytes in iter_documents(inputs, fields=("id", "text")):
+            ids.append(str(doc["id"]))
             texts.append(doc["text"])
             size += nbytes
             if size >= ENCODE_BATCH_BYTES:
@@ -205,19 +200,6 @@ def _batches(inputs: list[Path], quiet: bool) -> Iterator[tuple[list[str], list[
             bar.update(len(ids), size)
 
 
-def _iter_docs(inputs: list[Path]) -> Iterator[tuple[dict, int]]:
-    """Each kept document with the size of its line; a line that is not a document names its file and line."""
-    for path in inputs:
-        with open(path, "rb") as f:
-            for line_no, line in enumerate(f, 1):
-                try:
-                    doc = json.loads(line)
-                    doc = {"id": str(doc["id"]), "text": doc["text"]}
-                except (ValueError, KeyError, TypeError) as err:
-                    raise PipelineError(f"{path}:{line_no}: not a kept document with 'id' and 'text' ({err})") from err
-                yield doc, len(line)
-
-
 def _write_dataset_manifest(output_dir: Path, per_rank: list[dict], info: dict, recipe: Any, timings: dict) -> dict:
     """Rank 0: one manifest over every rank's shards, in rank order; returns the split counts."""
     splits = {s: split_entry([ShardInfo(**row) for rows in per_rank for row in rows[s]], SHARD_DIR) for s in SPLITS}
@@ -225,27 +207,32 @@ def _write_dataset_manifest(output_dir: Path, per_rank: list[dict], info: dict, 
     if not splits["validation"]["shards"]:  # a tiny corpus or fraction 0: no split, so `"validation" in splits`
         del splits["validation"]  # is how the trainer knows there is nothing to evaluate on
     stats_path = output_dir / "stats.json"
-    manifest = {
-        "format": FORMAT,
-        "vocab_size": info["vocab_size"],
-        "eos_id": info["eos_id"],
-        "dtype": token_dtype(info["vocab_size"]).name,
-        "tokenizer": {k: info[k] for k in ("path", "sha256", "vocab_size", "unk_id", "bos_id", "eos_id", "pad_id")},
-        "split_rule": "xxh64(doc_id) < validation_fraction * 2**64 -> validation",
-        "validation_fraction": _validation_fraction(recipe),
-        "splits": splits,
-        "recipe": _jsonable(recipe),
-        "ledger": json.loads(stats_path.read_text()) if stats_path.is_file() else None,
-        "timings_s": timings,
-        "created_unix": int(time.time()),
-    }
+    manifest = dataset_manifest(
+        info,
+        splits,
+        split_rule="xxh64(doc_id) < validation_fraction * 2**64 -> validation",
+        validation_fraction=recipe.shards.validation_fraction,
+        recipe=_jsonable(recipe),
+        ledger=json.loads(stats_path.read_text()) if stats_path.is_file() else None,
+        timings_s=timings,
+        created_unix=int(time.time()),
+    )
     write_manifest(output_dir, manifest)
     _remove_unlisted_shards(output_dir / SHARD_DIR, per_rank)
     return counts
 
 
-def _validation_fraction(recipe: Any) -> float:
-    return ShardsConfig(**recipe_section(recipe, "shards", ShardsConfig)).validation_fraction
+def dataset_manifest(info: dict, splits: dict, **extra: Any) -> dict:
+    """What the trainer reads from manifest.json (format, vocabulary, dtype, tokenizer, splits), plus `extra`."""
+    return {
+        "format": FORMAT,
+        "vocab_size": info["vocab_size"],
+        "eos_id": info["eos_id"],
+        "dtype": token_dtype(info["vocab_size"]).name,
+        "tokenizer": {k: info[k] for k in ("path", "sha256", "vocab_size", "unk_id", "bos_id", "eos_id", "pad_id")},
+        "splits": splits,
+        **extra,
+    }
 
 
 def _remove_unlisted_shards(shard_dir: Path, per_rank: list[dict]) -> None:

@@ -52,24 +52,6 @@ class TokenizerError(PipelineError):
     """Training or loading the tokenizer failed; the message says which setting or file to change."""
 
 
-def tokenizer_config(recipe: Any) -> TokenizerConfig:
-    """The recipe's `tokenizer` section from the recipe object, the section itself (dataclass or dict), or None."""
-    return TokenizerConfig(**recipe_section(recipe, "tokenizer", TokenizerConfig))
-
-
-def recipe_section(recipe: Any, name: str, cls: type) -> dict:
-    """The fields of `cls` found in recipe.<name> (dataclass, dict or object); unknown keys are ignored."""
-    section = recipe.get(name, recipe) if isinstance(recipe, dict) else getattr(recipe, name, recipe)
-    if section is None:
-        return {}
-    if dataclasses.is_dataclass(section):
-        section = dataclasses.asdict(section)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    if isinstance(section, dict):
-        return {k: v for k, v in section.items() if k in fields}
-    return {k: getattr(section, k) for k in fields if hasattr(section, k)}
-
-
 def effective_threads(num_threads: int) -> int:
     """Encoding threads: 0 means every core this process may use (encoding output never depends on it)."""
     return num_threads if num_threads > 0 else max(1, len(os.sched_getaffinity(0)))
@@ -104,8 +86,13 @@ def document_fraction(files: list[Path], input_sentence_size: int) -> float:
     return 1.0 if total <= budget else budget / total
 
 
-def iter_texts(files: list[Path], fraction: float = 1.0) -> Iterator[str]:
-    """The `text` field of every document (or of a hashed `fraction` of them), in file order."""
+def iter_documents(
+    files: list[Path], fraction: float = 1.0, fields: tuple[str, ...] = ("text",)
+) -> Iterator[tuple[dict, int]]:
+    """`fields` of every document line (or of a hashed `fraction` of them) and the line's size, in file order.
+
+    A line that is not such a document raises TokenizerError naming its file and line.
+    """
     cutoff = fraction * 2.0**64
     for path in files:
         with open(path, "rb") as f:
@@ -113,15 +100,18 @@ def iter_texts(files: list[Path], fraction: float = 1.0) -> Iterator[str]:
                 if fraction < 1.0 and xxhash.xxh64_intdigest(line) >= cutoff:
                     continue
                 try:
-                    yield json.loads(line)["text"]
-                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-                    raise TokenizerError(f"{path}:{line_no}: not a document line with a 'text' field ({err})") from err
+                    doc = json.loads(line)
+                    doc = {k: doc[k] for k in fields}
+                except (ValueError, KeyError, TypeError) as err:
+                    names = " and ".join(repr(k) for k in fields)
+                    raise TokenizerError(f"{path}:{line_no}: not a document line with {names} ({err})") from err
+                yield doc, len(line)
 
 
 def training_sentences(files: list[Path], fraction: float = 1.0) -> Iterator[str]:
     """Non-empty lines of the documents, cut to the trainer's sentence limit so none is silently skipped."""
-    for text in iter_texts(files, fraction):
-        for line in text.split("\n"):
+    for doc, _ in iter_documents(files, fraction):
+        for line in doc["text"].split("\n"):
             if line.strip():
                 yield line.encode("utf-8")[:MAX_SENTENCE_BYTES].decode("utf-8", "ignore")
 
@@ -258,7 +248,7 @@ def run(args: Any) -> int:
     """Train a tokenizer from the command line; prints the model path, vocab size and sha256."""
     from data_pipeline.config import load_recipe
 
-    settings = tokenizer_config(load_recipe(args.config, args.set))
+    settings = load_recipe(args.config, args.set).tokenizer
     info = train_tokenizer(kept_files(args.input), args.output, settings)
     print(f"tokenizer: {Path(args.output) / info['path']}")
     print(f"vocab_size: {info['vocab_size']}  eos_id: {info['eos_id']}  sha256: {info['sha256']}")

@@ -1,8 +1,8 @@
 """Shared fixtures: a tiny but real dataset (SentencePiece model + Arrow token shards + manifest).
 
-`tiny_dataset` is built once per session the way `pipeline run` lays it out (tokenizer/, shards/,
-manifest.json), from deterministic synthetic text, so trainer, export and evaluate tests can share it without
-running the whole pipeline. Tokens are the real SentencePiece encoding of that text (vocab 256), so a model
+`tiny_dataset` is built once per session with the folders `pipeline run` writes (tokenizer/, shards/,
+manifest.json with the fields the trainer reads, but no recipe, ledger or marker files), from deterministic
+synthetic text, so trainer, export and evaluate tests can share it without running the whole pipeline. Tokens are the real SentencePiece encoding of that text (vocab 256), so a model
 trained on it has something to learn and export tests can decode what they generate.
 """
 
@@ -115,7 +115,8 @@ def build_tiny_dataset(out: Path, n_train: int = 400, n_val: int = 40, seed: int
     import numpy as np
 
     from data_pipeline.config import TokenizerConfig
-    from data_pipeline.shards import FORMAT, split_entry, token_dtype, write_manifest, write_shard
+    from data_pipeline.shards import split_entry, write_manifest, write_shard
+    from data_pipeline.tokenize_stage import dataset_manifest
     from data_pipeline.tokenizer import load_tokenizer, train_tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
@@ -139,30 +140,14 @@ def build_tiny_dataset(out: Path, n_train: int = 400, n_val: int = 40, seed: int
             tokenizer_sha256=info["sha256"],
         )
         splits[split] = split_entry([row])
-    manifest = {
-        "format": FORMAT,
-        "vocab_size": info["vocab_size"],
-        "eos_id": info["eos_id"],
-        "dtype": token_dtype(info["vocab_size"]).name,
-        "tokenizer": {k: info[k] for k in ("path", "sha256", "vocab_size", "unk_id", "bos_id", "eos_id", "pad_id")},
-        "splits": splits,
-    }
-    write_manifest(out, manifest)
+    write_manifest(out, dataset_manifest(info, splits))
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A complete dataset folder (as `pipeline run` writes it) with ~40k train tokens, vocab 256."""
+    """A dataset folder the trainer accepts (see the module docstring) with ~40k train tokens, vocab 256."""
     return build_tiny_dataset(tmp_path_factory.mktemp("tiny_dataset"))
-
-
-@pytest.fixture()
-def cpu_env() -> dict[str, str]:
-    """Environment for DeepSpeed subprocesses on CPU (gloo), one thread per rank on the 2-core CI box."""
-    env = dict(os.environ)
-    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
-    return env
 
 
 # --------------------------------------------------------------------------- launching the trainer on CPU

@@ -78,8 +78,12 @@ def trained(tmp_path_factory, corpus):
     return out, info
 
 
-def test_round_trip_is_exact_on_corpus_and_adversarial_unicode(trained, corpus):
-    processor, _ = load_tokenizer(trained[0])
+@pytest.fixture(scope="module")
+def processor(trained):
+    return load_tokenizer(trained[0])[0]
+
+
+def test_round_trip_is_exact_on_corpus_and_adversarial_unicode(processor, corpus):
     for text in corpus + ADVERSARIAL:
         assert processor.decode(processor.encode(text)) == text
 
@@ -114,8 +118,7 @@ def test_files_ids_and_sha256_recorded(trained):
     assert len([line for line in vocab_lines if line]) >= 799  # "\n" is a piece: its row spans two lines
 
 
-def test_digits_are_split_and_newline_is_one_piece(trained):
-    processor, _ = load_tokenizer(trained[0])
+def test_digits_are_split_and_newline_is_one_piece(processor):
     pieces = processor.encode("year 20241231", out_type=str)
     assert all(len(p) == 1 for p in pieces if p.isdigit())
     assert processor.encode("\n") == [processor.piece_to_id("\n")]
@@ -179,9 +182,8 @@ def test_cli_train_tokenizer(tmp_path, corpus):
     assert "Traceback" not in big.stderr
 
 
-def test_known_limit_literal_u2581_decodes_as_space(trained):
+def test_known_limit_literal_u2581_decodes_as_space(processor):
     """Documented limit: SentencePiece's space marker has no escape, so a literal '▁' comes back as ' '."""
-    processor, _ = load_tokenizer(trained[0])
     assert processor.decode(processor.encode("a▁b")) == "a b"
 
 
@@ -200,15 +202,15 @@ def test_round_trip_on_every_document_of_the_builtin_demo_corpus(tmp_path):
 
 
 def test_large_corpus_is_sampled_by_line_hash_independent_of_parts(tmp_path, corpus):
-    from data_pipeline.tokenizer import document_fraction, iter_texts
+    from data_pipeline.tokenizer import document_fraction, iter_documents
 
     one = kept_files(write_kept(tmp_path / "one", corpus, parts=1))
     three = kept_files(write_kept(tmp_path / "three", corpus, parts=3))
     fraction = document_fraction(one, input_sentence_size=101)  # budget 4 x 101 x 500 bytes, below the corpus
     assert 0.05 < fraction < 0.8
     assert document_fraction(one, input_sentence_size=1_000_000) == 1.0
-    sampled = list(iter_texts(one, fraction))
-    assert sampled == list(iter_texts(three, fraction))
+    sampled = [doc["text"] for doc, _ in iter_documents(one, fraction)]
+    assert sampled == [doc["text"] for doc, _ in iter_documents(three, fraction)]
     assert 0 < len(sampled) < len(corpus) and set(sampled) <= set(corpus)
     info = train_tokenizer(one, tmp_path, TokenizerConfig(vocab_size=600, input_sentence_size=101))
     assert info["vocab_size"] == 600
@@ -216,6 +218,5 @@ def test_large_corpus_is_sampled_by_line_hash_independent_of_parts(tmp_path, cor
 
 @settings(max_examples=400, deadline=None)
 @given(text=st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\u2581"), max_size=80))
-def test_round_trip_of_arbitrary_unicode(trained, text):
-    processor, _ = load_tokenizer(trained[0])
+def test_round_trip_of_arbitrary_unicode(processor, text):
     assert processor.decode(processor.encode(text)) == text
