@@ -53,12 +53,23 @@ def is_complete(output_dir: str | os.PathLike, stage: str, stage_fingerprint: st
 
 
 def mark_complete(
-    output_dir: str | os.PathLike, stage: str, stage_fingerprint: str, outputs: list[str | os.PathLike]
+    output_dir: str | os.PathLike,
+    stage: str,
+    stage_fingerprint: str,
+    outputs: list[str | os.PathLike],
+    known: dict[str | os.PathLike, str] | None = None,
 ) -> Path:
-    """Record `stage` as complete with the sha256 of each output (paths inside output_dir)."""
-    root = Path(output_dir)
-    hashes = {str(Path(p).resolve().relative_to(root.resolve())): file_sha256(p) for p in outputs}
-    path = marker_path(root, stage)
+    """Record `stage` as complete with the sha256 of each output (paths inside output_dir).
+
+    `known` maps outputs whose sha256 the caller already computed while writing them; only the rest are read.
+    """
+    root = Path(output_dir).resolve()
+    known = {Path(p).resolve(): sha for p, sha in (known or {}).items()}
+    hashes = {}
+    for p in outputs:
+        full = Path(p).resolve()
+        hashes[str(full.relative_to(root))] = known[full] if full in known else file_sha256(full)
+    path = marker_path(output_dir, stage)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"stage": stage, "fingerprint": stage_fingerprint, "outputs": hashes}, indent=1))

@@ -102,7 +102,7 @@ def _train_or_reuse_tokenizer(output_dir: Path, settings: TokenizerConfig) -> di
     markers.invalidate(output_dir, "tokenizer")
     info = train_tokenizer(inputs, output_dir, settings)
     outputs = [folder / MODEL_FILE, folder / VOCAB_FILE, folder / INFO_FILE]
-    markers.mark_complete(output_dir, "tokenizer", stage_fp, outputs)
+    markers.mark_complete(output_dir, "tokenizer", stage_fp, outputs, known={folder / MODEL_FILE: info["sha256"]})
     return info
 
 
@@ -132,8 +132,8 @@ def _tokenize_rank(comm: Any, output_dir: Path, settings: ShardsConfig, info: di
     processor, _ = load_tokenizer(output_dir)
     rows = encode_to_shards(processor, info, inputs, output_dir / SHARD_DIR, settings, comm.rank, quiet)
     index_path.write_text(json.dumps(rows, indent=1) + "\n")
-    outputs = [index_path] + [output_dir / SHARD_DIR / r["path"] for split in SPLITS for r in rows[split]]
-    markers.mark_complete(output_dir, stage, stage_fp, outputs)
+    shards = {output_dir / SHARD_DIR / r["path"]: r["sha256"] for split in SPLITS for r in rows[split]}
+    markers.mark_complete(output_dir, stage, stage_fp, [index_path, *shards], known=shards)
     return rows
 
 
