@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from conftest import free_port
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun")
 
@@ -24,12 +26,6 @@ def missing_tools() -> list[str]:
     """SLURM/munge programs absent from PATH and /usr/sbin (the test skips, naming them)."""
     search = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin"
     return [tool for tool in DAEMONS + CLIENTS if shutil.which(tool, path=search) is None]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _sbin(tool: str) -> str:
@@ -102,8 +98,8 @@ class SlurmCluster:
                 f"SlurmctldHost={self.node}(127.0.0.1)",
                 "SlurmUser=root",
                 "SlurmdUser=root",
-                f"SlurmctldPort={_free_port()}",
-                f"SlurmdPort={_free_port()}",
+                f"SlurmctldPort={free_port()}",
+                f"SlurmdPort={free_port()}",
                 "AuthType=auth/munge",
                 "CredType=cred/munge",
                 f"AuthInfo=socket={self.munge_socket},cred_expire=10",  # a requeued job waits this long, not 120 s

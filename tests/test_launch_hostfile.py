@@ -14,16 +14,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SH = REPO / "launch" / "train.sh"
 VENV_BIN = REPO / ".venv" / "bin"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch_env(extra: dict[str, str]) -> dict[str, str]:
