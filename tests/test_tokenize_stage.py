@@ -132,8 +132,8 @@ def test_the_failing_rank_raises_its_own_error():
 def test_validation_split_is_a_stable_hash_of_the_id():
     ids = [f"doc-{i}" for i in range(20000)]
     chosen = [i for i in ids if is_validation(i, 0.005)]
-    assert 60 <= len(chosen) <= 140  # 0.5% of 20000 = 100
-    assert chosen == [i for i in ids if is_validation(i, 0.005)]
+    assert len(chosen) == 90  # about 0.5% of 20000; pinned: a change of hash or rule moves documents
+    assert chosen[:5] == ["doc-225", "doc-1008", "doc-1494", "doc-1498", "doc-1582"]
     assert set(chosen) <= {i for i in ids if is_validation(i, 0.05)}  # growing the fraction only adds docs
     assert not any(is_validation(i, 0.0) for i in ids)
 
