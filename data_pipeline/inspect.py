@@ -21,9 +21,9 @@ HISTOGRAM_BINS = 12
 BAR_WIDTH = 40
 
 
-def doc_lengths(data_dir: str | os.PathLike, split: str) -> np.ndarray:
+def doc_lengths(data_dir: str | os.PathLike, split: str, manifest: dict | None = None) -> np.ndarray:
     """Tokens per document (EOS included) from the shards' list offsets: no token is read."""
-    manifest = read_manifest(data_dir)
+    manifest = manifest or read_manifest(data_dir)
     lengths = []
     for row in manifest["splits"][split]["shards"]:
         with pa.memory_map(str(Path(data_dir) / row["path"]), "r") as source:
@@ -63,9 +63,8 @@ def save_histogram_png(lengths_by_split: dict[str, np.ndarray], path: Path) -> P
     return path
 
 
-def decoded_sample(data_dir: str | os.PathLike, split: str, max_chars: int) -> str:
+def decoded_sample(data_dir: str | os.PathLike, manifest: dict, split: str, max_chars: int) -> str:
     """The first document of the split, decoded with the dataset's own tokenizer."""
-    manifest = read_manifest(data_dir)
     rows = manifest["splits"][split]["shards"]
     if not rows:
         return "(empty split)"
@@ -85,11 +84,11 @@ def report(data_dir: str | os.PathLike, max_chars: int = 300) -> tuple[list[str]
     lines.append(f"tokenizer: {manifest['tokenizer']['path']} sha256 {manifest['tokenizer']['sha256'][:16]}…")
     lengths = {}
     for split, entry in manifest["splits"].items():
-        lengths[split] = doc_lengths(data_dir, split)
+        lengths[split] = doc_lengths(data_dir, split, manifest)
         lines.append(f"{split}: {entry['num_docs']} docs, {entry['num_tokens']} tokens, {len(entry['shards'])} shards")
     for split, split_lengths in lengths.items():
         lines += [f"document lengths ({split}, tokens):", *text_histogram(split_lengths)]
-    lines.append(f"sample (train): {decoded_sample(data_dir, 'train', max_chars)}")
+    lines.append(f"sample (train): {decoded_sample(data_dir, manifest, 'train', max_chars)}")
     png = save_histogram_png(lengths, Path(data_dir) / "inspect" / "doc_lengths.png")
     lines.append(f"histogram: {png}")
     return lines, png

@@ -10,7 +10,7 @@ index (Megatron's .bin/.idx in one standard file). Memory-mapped, the stream is 
 Schema metadata records dtype, vocab size, EOS id and the tokenizer checksum.
 
 `manifest.json` lists the shards of each split with token/doc counts and sha256. `TokenStream` concatenates a
-split's shards and returns any token window [i, i+L) in O(1) (a binary search over shard boundaries).
+split's shards and returns any token window [i, i+L) in O(log shards) (a binary search over shard boundaries).
 
 This module imports neither torch nor the pipeline stages: both halves import it.
 """
@@ -182,7 +182,7 @@ def read_manifest(data_dir: str | os.PathLike) -> dict:
 
 
 class TokenStream:
-    """A split's shards as one memory-mapped token stream with O(1) windows.
+    """A split's shards as one memory-mapped token stream with O(log shards) windows.
 
     `verify=True` hashes every shard against the manifest first (seconds per GB); a mismatch raises ShardError
     naming the shard, so a file that rotted or was edited after writing is never trained on.
