@@ -6,7 +6,8 @@ copy only when a window crosses a shard edge). Target: ours >= 0.5x the anchor. 
 a data loader makes anyway (token ids become an int64 tensor).
 
 Also prints what one H200 consumes training a 1.3B GPT at 40% MFU, to show the reader's headroom:
-tokens/s = 0.4 * 989e12 / (6 * N_params + 12 * n_layer * d_model * seq_len)  (PaLM's FLOPs per token, fwd+bwd).
+tokens/s = 0.4 * 989e12 / pretrain.flops.flops_per_token(gpt3-1.3b)  (PaLM's FLOPs per token, fwd+bwd; the
+import does not pull in torch).
 
     .venv/bin/python benchmarks/bench_shard_reader.py [--tokens 50_000_000] [--windows 200_000]
 """
@@ -22,15 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from data_pipeline.shards import ShardWriter, TokenStream, split_entry, write_manifest
+from pretrain.config import load_config
+from pretrain.flops import flops_per_token
 
 SEQ = 2049
 H200_BF16_DENSE_FLOPS = 989e12
-GPT_1_3B = dict(params=1.3e9, n_layer=24, d_model=2048, seq_len=2048)
 
 
 def h200_tokens_per_s(mfu: float = 0.4) -> float:
-    flops_per_token = 6 * GPT_1_3B["params"] + 12 * GPT_1_3B["n_layer"] * GPT_1_3B["d_model"] * GPT_1_3B["seq_len"]
-    return mfu * H200_BF16_DENSE_FLOPS / flops_per_token
+    return mfu * H200_BF16_DENSE_FLOPS / flops_per_token(load_config("gpt3-1.3b").model)
 
 
 def build(root: Path, tokens: int, shard_mb: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Training throughput of the DeepSpeed ZeRO-3 bf16 trainer against a plain-PyTorch step, in one run.
 
-    DS_ACCELERATOR=cpu python benchmarks/train_throughput.py --preset debug --steps 5 --warmup 2
+    DS_ACCELERATOR=cpu python benchmarks/train_throughput.py --preset debug --steps 10 --warmup 3
     python benchmarks/train_throughput.py --preset gpt3-1.3b --seq-len 2048 --micro-batch 8   # one H100/H200
 
 Both sides train the same GPT (same preset, micro batch, sequence length, seed) on the same synthetic tokens:
