@@ -1,8 +1,8 @@
 """`pretrain export RUN_OR_CKPT OUT --format hf`: a partitioned ZeRO-3 checkpoint as a Hugging Face folder.
 
 The weights are consolidated with DeepSpeed's own `get_fp32_state_dict_from_zero_checkpoint` (the fp32 master
-copy from every rank's optimizer partition, not the bf16 working copy), loaded into our GPT to prove the keys
-and shapes match, mapped to GPT2LMHeadModel or LlamaForCausalLM by pretrain/hf.py, and written with the run's
+copy from every rank's optimizer partition, not the bf16 working copy), checked against our GPT's keys and
+shapes, mapped to GPT2LMHeadModel or LlamaForCausalLM by pretrain/hf.py, and written with the run's
 SentencePiece tokenizer converted for AutoTokenizer. `generate` and `evaluate` reuse `load_consolidated`.
 """
 
@@ -35,13 +35,10 @@ class Consolidated:
     run_dir: Path
 
 
-def check_complete(ckpt_root: Path, tag: str) -> None:
-    """Refuse a checkpoint whose save was interrupted or whose per-rank files are missing."""
-    from pretrain.checkpoint import COMPLETE
-
+def check_partitions(ckpt_root: Path, tag: str) -> None:
+    """Refuse a tag folder whose per-rank files are missing (a checkpoint without a sha256 manifest; one with a
+    manifest, or without a COMPLETE marker, was already refused by checkpoint.resolve_checkpoint)."""
     folder = ckpt_root / tag
-    if not (folder / COMPLETE).is_file():
-        raise ExportError(f"{folder}: no {COMPLETE} marker (the save was interrupted); export an earlier tag")
     optim_files = sorted(folder.glob("*optim_states.pt"))
     model_files = sorted(folder.glob("*model_states.pt"))
     if not optim_files or not model_files:
@@ -55,7 +52,7 @@ def check_complete(ckpt_root: Path, tag: str) -> None:
 
 def consolidate(ckpt_root: Path, tag: str) -> dict[str, torch.Tensor]:
     """fp32 state dict from all ZeRO partitions, via DeepSpeed's zero_to_fp32 (tied weights share a tensor)."""
-    check_complete(ckpt_root, tag)
+    check_partitions(ckpt_root, tag)
     # one process, no launcher: name the accelerator so DeepSpeed does not guess (and warn) on import
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     try:  # DeepSpeed logs and reports progress on stdout; keep stdout for results (`loss: ...`, generated text)
@@ -89,39 +86,57 @@ def run_config(run_dir: Path) -> Any:
     return RunConfig.from_dict(yaml.safe_load(path.read_text()))
 
 
+def check_fits(consolidated: Consolidated) -> None:
+    """The weights have GPT(cfg)'s keys and shapes (checked on the meta device: no memory, no init)."""
+    from pretrain.model import GPT
+
+    cfg, state = consolidated.cfg.model, consolidated.state_dict
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in GPT(cfg).state_dict().items()}
+    tied = {"lm_head.weight"} if cfg.tie_embeddings else set()
+    missing = sorted(set(expected) - set(state) - tied)
+    unexpected = sorted(set(state) - set(expected))
+    reshaped = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k])
+    if missing or unexpected or reshaped:
+        raise ExportError(
+            f"{consolidated.ckpt_dir}: weights do not fit model config (missing {missing}, unexpected "
+            f"{unexpected}, other shape {reshaped}); was config.yaml edited after training?"
+        )
+
+
 def build_model(consolidated: Consolidated, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Our GPT with the consolidated weights; a key or shape mismatch is an error, never a silent re-init."""
     from pretrain.model import GPT
 
+    check_fits(consolidated)
     model = GPT(consolidated.cfg.model)
-    missing, unexpected = model.load_state_dict(consolidated.state_dict, strict=False)
-    tied = {"lm_head.weight"} if consolidated.cfg.model.tie_embeddings else set()
-    if set(missing) - tied or unexpected:
-        raise ExportError(
-            f"{consolidated.ckpt_dir}: weights do not fit model config (missing {sorted(set(missing) - tied)}, "
-            f"unexpected {sorted(unexpected)}); was config.yaml edited after training?"
-        )
+    model.load_state_dict(consolidated.state_dict, strict=False)
     return model.to(device).eval()
 
 
-def tokenizer_model_path(cfg: Any) -> Path:
-    """The run's SentencePiece model: data.path/tokenizer/spm.model (as the dataset manifest records it)."""
+@dataclass
+class RunTokenizer:
+    """The run's tokenizer as its dataset manifest records it."""
+
+    model_path: Path  # SentencePiece model: data.path/tokenizer/spm.model
+    eos_id: int
+    special_ids: dict[str, int | None]  # bos/eos/pad_token_id for generation_config.json (None: absent)
+
+
+def run_tokenizer(cfg: Any) -> RunTokenizer:
+    """The tokenizer of the run's dataset (data.path), from one read of its manifest."""
     from data_pipeline.shards import read_manifest
 
     if not cfg.data.path:
         raise ExportError("data.path is empty in the run's config.yaml; cannot find the tokenizer")
     manifest = read_manifest(cfg.data.path)
-    relative = manifest.get("tokenizer", {}).get("path", "tokenizer/spm.model")
-    path = Path(cfg.data.path) / relative
+    info = manifest.get("tokenizer", {})
+    path = Path(cfg.data.path) / info.get("path", "tokenizer/spm.model")
     if not path.is_file():
         raise ExportError(f"{path}: tokenizer model missing (from data.path={cfg.data.path}); restore the dataset")
-    return path
-
-
-def eos_id_of(cfg: Any) -> int:
-    from data_pipeline.shards import read_manifest
-
-    return int(read_manifest(cfg.data.path)["eos_id"])
+    ids = {k: info.get(f"{k}_id") for k in ("bos", "eos", "pad")}
+    special = {f"{k}_token_id": (v if v is not None and v >= 0 else None) for k, v in ids.items()}
+    return RunTokenizer(path, int(manifest["eos_id"]), special)
 
 
 def export_hf(run_or_ckpt: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
@@ -130,22 +145,13 @@ def export_hf(run_or_ckpt: str | os.PathLike, out_dir: str | os.PathLike) -> Pat
     from pretrain.hf_tokenizer import save_hf_tokenizer
 
     consolidated = load_consolidated(run_or_ckpt)
-    model = build_model(consolidated)  # validates keys and shapes before anything is written
+    check_fits(consolidated)  # keys and shapes, before anything is written
     out = Path(out_dir)
     cfg = consolidated.cfg
-    tokenizer = tokenizer_model_path(cfg)
-    save_hf(model.state_dict(), cfg.model, out, **_special_ids(cfg))
-    save_hf_tokenizer(tokenizer, out, model_max_length=cfg.model.seq_len)
+    tokenizer = run_tokenizer(cfg)
+    save_hf(consolidated.state_dict, cfg.model, out, **tokenizer.special_ids)
+    save_hf_tokenizer(tokenizer.model_path, out, model_max_length=cfg.model.seq_len)
     return out
-
-
-def _special_ids(cfg: Any) -> dict[str, int | None]:
-    """bos/eos/pad ids for generation_config.json, from the dataset manifest's tokenizer record."""
-    from data_pipeline.shards import read_manifest
-
-    info = read_manifest(cfg.data.path).get("tokenizer", {})
-    ids = {k: info.get(f"{k}_id") for k in ("bos", "eos", "pad")}
-    return {f"{k}_token_id": (v if v is not None and v >= 0 else None) for k, v in ids.items()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

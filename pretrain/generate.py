@@ -81,21 +81,21 @@ def check_arguments(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> int:
     import sentencepiece as spm
 
-    from pretrain.export import ExportError, build_model, eos_id_of, load_consolidated, tokenizer_model_path
+    from pretrain.export import ExportError, build_model, load_consolidated, run_tokenizer
 
     if problem := check_arguments(args):
         print(f"pretrain generate: error: {problem}", file=sys.stderr)
         return 2
     try:
         consolidated = load_consolidated(args.checkpoint)
-        processor = spm.SentencePieceProcessor(model_file=str(tokenizer_model_path(consolidated.cfg)))
-        eos_id = eos_id_of(consolidated.cfg)
+        tokenizer = run_tokenizer(consolidated.cfg)
+        processor = spm.SentencePieceProcessor(model_file=str(tokenizer.model_path))
     except (ExportError, FileNotFoundError) as err:
         print(f"pretrain generate: error: {err}", file=sys.stderr)
         return 2
     device, dtype = pick_device(args.device)
     model = build_model(consolidated, device).to(dtype)
-    prompt_ids = encode_prompt(processor, args.prompt, eos_id, consolidated.cfg.model.seq_len)
+    prompt_ids = encode_prompt(processor, args.prompt, tokenizer.eos_id, consolidated.cfg.model.seq_len)
     ids = sample(
         model,
         prompt_ids,
@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
-        eos_id=eos_id,
+        eos_id=tokenizer.eos_id,
         seed=args.seed,
     )
-    print(args.prompt + processor.decode(continuation(ids, len(prompt_ids), eos_id)))
+    print(args.prompt + processor.decode(continuation(ids, len(prompt_ids), tokenizer.eos_id)))
     return 0
