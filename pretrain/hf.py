@@ -33,16 +33,16 @@ def hf_family(cfg: ModelConfig) -> str:
             for k, ok in (("norm", "rmsnorm"), ("mlp", "swiglu"))
             if getattr(cfg, k) != ok
         ]
-        _require_expressible(not wrong, wrong, "LlamaForCausalLM (model.pos_emb=rope)", LLAMA_FIELDS)
+        _require_expressible(wrong, "LlamaForCausalLM (model.pos_emb=rope)", LLAMA_FIELDS)
         return "llama"
     wanted = {"norm": "layernorm", "mlp": "gelu", "bias": True, "n_kv_head": cfg.n_head}
     wrong = [f"model.{k}={getattr(cfg, k)}" for k, ok in wanted.items() if getattr(cfg, k) != ok]
-    _require_expressible(not wrong, wrong, f"GPT2LMHeadModel (model.pos_emb={cfg.pos_emb})", GPT2_FIELDS)
+    _require_expressible(wrong, f"GPT2LMHeadModel (model.pos_emb={cfg.pos_emb})", GPT2_FIELDS)
     return "gpt2"
 
 
-def _require_expressible(ok: bool, wrong: list[str], family: str, needs: str) -> None:
-    if not ok:
+def _require_expressible(wrong: list[str], family: str, needs: str) -> None:
+    if wrong:
         raise ConfigError(
             f"{', '.join(wrong)}: no Hugging Face architecture expresses this model; {family} needs {needs}. "
             f"Exportable shapes: GPT2LMHeadModel ({GPT2_FIELDS}) or LlamaForCausalLM ({LLAMA_FIELDS}). "
