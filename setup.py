@@ -31,9 +31,11 @@ setup(
         "tensorboard",
         "matplotlib",
         "safetensors",
+        "transformers",  # `pretrain export` (hf.py, hf_tokenizer.py)
+        "tokenizers",
     ],
     extras_require={
-        "dev": ["pytest", "pytest-timeout", "ruff", "transformers", "hypothesis"],
+        "dev": ["pytest", "pytest-timeout", "ruff", "hypothesis"],
     },
     entry_points={
         "console_scripts": [
