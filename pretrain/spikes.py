@@ -14,9 +14,7 @@ overflow check discards the whole step (no parameter, optimizer-moment or LR-sch
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass
@@ -41,17 +39,15 @@ class SpikeDetector:
             return math.inf
         return self.mean + self.z * math.sqrt(max(self.var, 1e-12))
 
-    def is_spike(self, loss: float) -> bool:
-        """Judge `loss` without recording it."""
-        return math.isfinite(loss) and loss > self.threshold()
-
-    def observe(self, loss: float) -> bool:
-        """Judge `loss`; count a spike, else fold it into the statistics. Returns whether it was a spike."""
+    def observe(self, loss: float) -> float | None:
+        """Judge `loss`: a spike is counted and its threshold returned; anything else is folded into the
+        statistics (a finite loss) and None returned."""
         if not self.enabled or not math.isfinite(loss):
-            return False
-        if self.is_spike(loss):
+            return None
+        threshold = self.threshold()
+        if loss > threshold:
             self.count += 1
-            return True
+            return threshold
         if self.seen == 0:
             self.mean = loss
         else:
@@ -59,7 +55,7 @@ class SpikeDetector:
             self.mean += (1 - self.ema) * delta
             self.var = self.ema * (self.var + (1 - self.ema) * delta * delta)
         self.seen += 1
-        return False
+        return None
 
     def state_dict(self) -> dict:
         return {"mean": self.mean, "var": self.var, "seen": self.seen, "count": self.count}
@@ -71,31 +67,3 @@ class SpikeDetector:
 
 def from_config(train_cfg: object) -> SpikeDetector:
     return SpikeDetector(z=float(train_cfg.spike_z), ema=float(train_cfg.spike_ema), warmup=int(train_cfg.spike_warmup))
-
-
-def guard(detector: SpikeDetector, engine: Any, loss: Any, loss_sum: float, micro_batches: int, skip: bool) -> Any:
-    """Before the boundary micro-batch's backward: judge the step's global mean loss; NaN it to skip a spike.
-
-    `loss_sum` is this rank's loss summed over the step's micro-batches so far (this one included) and
-    `micro_batches` the step's micro-batch count over all ranks. Other micro-batches pass through untouched.
-    """
-    if not detector.enabled or not engine.is_gradient_accumulation_boundary():
-        return loss
-    mean = global_sum(loss_sum, loss.device) / micro_batches
-    threshold = detector.threshold()
-    if not detector.observe(mean):
-        return loss
-    action = "update skipped (train.spike_skip)" if skip else "update applied"
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"loss spike: {mean:.4f} > {threshold:.4f} (mean + train.spike_z std); {action}", flush=True)
-    return loss * float("nan") if skip else loss
-
-
-def global_sum(value: float, device: Any) -> float:
-    import torch
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    if dist.is_initialized():
-        dist.all_reduce(t)
-    return float(t.item())

@@ -67,10 +67,11 @@ def fault_steps() -> set[int]:
     return {int(s) for s in raw.split(",") if s.strip()}
 
 
-def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+def all_reduce_sum(values: list[float] | torch.Tensor, device: torch.device) -> list[float]:
+    """Sum over ranks in float64 (one host sync): a list of floats or a float64 tensor already on `device`."""
     import torch.distributed as dist
 
-    t = torch.tensor(values, dtype=torch.float64, device=device)
+    t = torch.as_tensor(values, dtype=torch.float64, device=device).reshape(-1)
     if dist.is_initialized():
         dist.all_reduce(t)
     return t.tolist()
@@ -102,6 +103,7 @@ class Trainer:
         self.step = 0
         self.bad_in_a_row = 0
         self.spikes = spikes.from_config(cfg.train)  # loss-spike statistics (train.spike_*)
+        self.nan_steps = fault_steps() if rank == 0 else set()  # test hook PRETRAIN_FAULT_NAN_STEPS
         self.flops_per_token = _flops_per_token(cfg)
         self.peak = metrics.peak_tflops(cfg.log.peak_tflops)
         self.writer = metrics.MetricsWriter(run_dir, self.engine.monitor if rank == 0 else None, enabled=rank == 0)
@@ -145,25 +147,37 @@ class Trainer:
         """One global batch; returns mean loss over ranks, grad norm, lr and whether the update was skipped."""
         skipped_before = self.engine.skipped_steps
         lr = self.engine.get_lr()[0]  # the rate this step's update uses (DeepSpeed steps the schedule after)
-        inject = (self.step + 1) in fault_steps() and self.rank == 0
-        loss_sum = 0.0
-        for x, y in self.sampler.global_batch():
+        inject = (self.step + 1) in self.nan_steps
+        boundary = self.layout.grad_accum_steps - 1  # the micro-batch whose engine.step updates the weights
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # on device: no sync per micro-batch
+        for micro_step, (x, y) in enumerate(self.sampler.global_batch()):
             _, loss = self.engine(x.to(self.device), y.to(self.device))
             if inject:
                 loss = loss * float("nan")
-            loss_sum += loss.item()
-            micro_batches = self.layout.grad_accum_steps * self.world_size
-            loss = spikes.guard(self.spikes, self.engine, loss, loss_sum, micro_batches, self.cfg.train.spike_skip)
+            loss_sum += loss.detach().double()
+            if micro_step == boundary:  # the step's global mean loss, judged before the update it would make
+                (total,) = all_reduce_sum(loss_sum, self.device)
+                mean_loss = total / (self.layout.grad_accum_steps * self.world_size)
+                loss = self._guard_spike(loss, mean_loss)
             self.engine.backward(loss)
             self.engine.step()
         self.sampler.advance()
         self.step += 1
-        (total,) = all_reduce_sum([loss_sum], self.device)
-        mean_loss = total / (self.layout.grad_accum_steps * self.world_size)
         skipped = self.engine.skipped_steps > skipped_before
         grad_norm = self.engine.get_global_grad_norm()
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         return {"loss": mean_loss, "grad_norm": grad_norm, "lr": lr, "skipped": skipped}
+
+    def _guard_spike(self, loss: torch.Tensor, mean_loss: float) -> torch.Tensor:
+        """Feed the step's mean loss to the spike detector; with train.spike_skip a spike's loss becomes NaN, so
+        ZeRO-3's overflow check skips the update. Every rank judges the same all-reduced value."""
+        threshold = self.spikes.observe(mean_loss)
+        if threshold is None:
+            return loss
+        skip = self.cfg.train.spike_skip
+        action = "update skipped (train.spike_skip)" if skip else "update applied"
+        log0(f"loss spike: {mean_loss:.4f} > {threshold:.4f} (mean + train.spike_z std); {action}")
+        return loss * float("nan") if skip else loss
 
     # ------------------------------------------------------------------ evaluation
 

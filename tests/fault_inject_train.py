@@ -2,8 +2,9 @@
 `-m pretrain.train`). Only the first launch is affected (PRETRAIN_RESTART_COUNT unset or 0), so a restart
 loop's relaunch runs clean.
 
-FAULT_KILL_IN_STEP="RANK:STEP" kills RANK in the middle of step STEP: after its forward/backward/optimizer
-micro-steps, before the loss all-reduce that ends the step (the other ranks are left waiting in it).
+FAULT_KILL_IN_STEP="RANK:STEP" kills RANK in the middle of step STEP: at the accumulation boundary, after the
+last micro-batch's forward and before the loss all-reduce that precedes its backward (the other ranks are left
+waiting in it).
 
 FAULT_SPIKE_STEPS="6,7" multiplies the training loss of those (1-based) steps by 30 on every rank: a finite
 loss spike for the spike detector (train.spike_*).
@@ -81,7 +82,8 @@ def record_train_step() -> None:
 
 
 def kill_in_step(original):
-    """Wrap the all-reduce that closes Trainer.train_step: die just before it on the chosen rank and step."""
+    """Wrap Trainer.train_step's loss all-reduce (at the accumulation boundary): die just before it on the chosen
+    rank and step."""
     rank, step = (int(v) for v in os.environ["FAULT_KILL_IN_STEP"].split(":"))
 
     def all_reduce_sum(values, device):
