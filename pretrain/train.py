@@ -111,7 +111,20 @@ class Trainer:
     # ------------------------------------------------------------------ resume / save
 
     def resume(self, how: str) -> None:
-        found = self._find(how)
+        """Rank 0 picks (and verifies) the checkpoint, or fails; every rank loads that one or raises that error."""
+        import torch.distributed as dist
+
+        found: list[Any] = [None]
+        if self.rank == 0:
+            try:
+                found[0] = self._find(how)
+            except Exception as err:  # handed to every rank and raised there
+                found[0] = err
+        if dist.is_initialized():
+            dist.broadcast_object_list(found, src=0)
+        found = found[0]
+        if isinstance(found, Exception):
+            raise found
         if found is None:
             return
         root, tag = found
