@@ -1,114 +1,228 @@
-"""MinHash signatures of documents' word n-gram shingles, vectorised over all shingles of many documents.
+"""MinHash signatures of documents' shingles (word or character n-grams), compiled with numba, a batch at a time.
 
 Why this shape:
-- Text is normalised first (`hash_normalize`) so that case, punctuation and spacing differences do not hide
-  near-duplicates.
-- Each word is hashed once with xxh3_64; the 64-bit hash of an n-gram shingle combines its words' hashes
-  position by position (rotate-xor) and avalanches the result with the MurmurHash3 64-bit finalizer. This is a
-  64-bit hash of the ordered n-gram computed with numpy instead of one Python call per shingle.
-- Documents with fewer than `ngram` words get exactly one shingle made of all their words (an empty text is the
-  one shingle of zero words), so every document has a signature and none is silently dropped.
+- Text is folded first (NFKC, lowercase; every character that is not a letter, digit or combining mark becomes a
+  separator) so that case, punctuation and spacing differences do not hide near-duplicates. `hash_normalize`
+  is that folding as a string.
+- A document is cut into tokens, and a shingle is `ngram` consecutive tokens. Tokens are words (runs of
+  letters/digits/marks) for scripts written with spaces, and single characters (separators dropped) for scripts
+  written without them: Han, kana, Thai, Lao, Khmer, Myanmar, Tibetan, Yi (`SHINGLE_MODES`; "auto", the
+  default, picks characters for a document when at least `UNSPACED_SHARE` of its letters are in those scripts).
+  In word mode a 500-character Chinese text is a handful of "words" and one edited character changes a whole
+  one, so a near-duplicate looks unrelated; character 5-grams keep it at J ~ 0.98 (BENCHMARKS.md).
+- All the per-character and per-shingle work is one compiled pass over the batch's code points (numba): the
+  Python side makes one `unicodedata.normalize` and one `lower()` call per document and one encode per batch,
+  never a call per word or shingle. A token's hash is a multiply-xorshift over its code points finished with
+  MurmurHash3's 64-bit finalizer (fmix64); a shingle's 64-bit hash combines its tokens' hashes position by
+  position (rotate-xor), with the token count and the mode, and avalanches the result with fmix64.
+- Only the top 32 bits of that 64-bit shingle hash reach the permutations (inputs < 2^32 keep a*h exact with
+  one split of a, below). Two different shingles of two documents collide with probability 2^-32, so two
+  documents of 10^4 shingles each share a spurious one with probability ~0.02: invisible in a Jaccard estimate.
+- Documents with fewer than `ngram` tokens get exactly one shingle made of all their tokens (an empty text is the
+  one shingle of zero tokens), so every document has a signature and none is silently dropped.
 - Permutations are Carter-Wegman universal hashes h -> (a*h + b) mod (2^61 - 1), with (a, b) drawn exactly as
-  datasketch's Mersenne-prime ("legacy") MinHash draws them from `np.random.RandomState(seed)`. The input h is
-  the top 32 bits of the shingle hash. Unlike datasketch, the product a*h is computed exactly (a is split into
-  31 + 30 bits and 2^61 = 1 mod p folds the high part back), so no uint64 overflow distorts the permutation.
+  datasketch's Mersenne-prime ("legacy") MinHash draws them from `np.random.RandomState(seed)`. Unlike
+  datasketch, the product a*h is computed exactly (a is split into 31 + 30 bits and 2^61 = 1 mod p folds the high
+  part back), so no uint64 overflow distorts the permutation.
 - `scheme="affine32"` instead uses datasketch 2.x's default family, a*fmix32(h) + b mod 2^32 with odd a: signatures
-  are bit-identical to datasketch's MinHash(scheme="affine32", hashfunc=h >> 32) and about twice as fast (two
-  uint32 operations per shingle and permutation instead of eleven uint64 ones), but it is not min-wise
+  are bit-identical to datasketch's MinHash(scheme="affine32", hashfunc=h >> 32), but it is not min-wise
   independent in theory; datasketch validated it empirically. The default stays the Mersenne-prime family.
 - The minimum is taken over full 61-bit permuted values and only then truncated to its low 32 bits for storage
   (uint32, 4 bytes per permutation: 512 bytes per document at num_perm=128). Truncating after the minimum keeps
   the estimator unbiased; two different minima share their low 32 bits with probability 2^-32.
-- Work is done in blocks of `block_rows` shingles x num_perm so the temporaries (< 0.5 MB) stay in the CPU's
-  L2 cache; the per-document minimum is a `np.minimum.reduceat` over each block's document segments.
+- numba compiles the kernels once per machine (cached beside this file, or in NUMBA_CACHE_DIR); worker
+  processes are forked after the parent has compiled them.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import re
 import unicodedata
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from itertools import chain
 from multiprocessing import get_context
 
+import numba
 import numpy as np
-import xxhash
 
 MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 _LOW30 = np.uint64((1 << 30) - 1)
 _LOW31 = np.uint64((1 << 31) - 1)
 _LOW32 = np.uint64((1 << 32) - 1)
 SCHEMES = ("mersenne61", "affine32")
+SHINGLE_MODES = ("words", "chars", "auto")
+UNSPACED_SHARE = 0.25  # "auto": character shingles when at least this share of a document's letters is unspaced
 _CHUNK_DOCS = 512
-_NON_WORD = re.compile(r"[^\w\s]|_")
-_SPACES = re.compile(r"\s+")
-_ASCII_WORD_BYTES = bytes(c if chr(c).isalnum() and c < 128 else 32 for c in range(256))
+# token classes of code points: separator, letter of a script written with spaces, letter of one written without
+_SEPARATOR, _SPACED, _UNSPACED = 0, 1, 2
+_UNSPACED_RANGES = (  # Unicode blocks of scripts that do not separate words with spaces (inclusive ranges)
+    (0x0E00, 0x0EFF),  # Thai, Lao
+    (0x0F00, 0x0FFF),  # Tibetan
+    (0x1000, 0x109F),  # Myanmar
+    (0x1780, 0x17FF),  # Khmer
+    (0x19E0, 0x19FF),  # Khmer symbols
+    (0x2E80, 0x2FDF),  # CJK radicals, Kangxi radicals
+    (0x3005, 0x3007),  # ideographic iteration/closing marks, ideographic zero
+    (0x3021, 0x303B),  # Hangzhou numerals, more iteration marks
+    (0x3040, 0x30FF),  # Hiragana, Katakana
+    (0x31F0, 0x31FF),  # Katakana phonetic extensions
+    (0x3400, 0x4DBF),  # CJK extension A
+    (0x4E00, 0x9FFF),  # CJK unified ideographs
+    (0xA000, 0xA4CF),  # Yi
+    (0xF900, 0xFAFF),  # CJK compatibility ideographs
+    (0x20000, 0x3FFFF),  # CJK extensions B-H
+)
+# Letters, digits and combining marks exist only below 0x40000 and in 0xE0100-0xE01EF (variation selectors);
+# tests/test_minhash.py checks this against the running Python's Unicode database.
+_WORD_CHAR_SPANS = ((0, 0x40000), (0xE0000, 0xE1000))
+
+# fmix64 / token-hash constants (uint64 scalars so numba keeps all arithmetic in uint64)
+_M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
+_TOKEN_MUL = np.uint64(0x9E3779B97F4A7C15)
+_CHAR_MODE_TAG = np.uint64(0x5BD1E9955BD1E995)
+_U32, _U33 = np.uint64(32), np.uint64(33)
+_S13, _S16, _S30, _S31, _S61 = (np.uint64(n) for n in (13, 16, 30, 31, 61))
+_C1, _C2 = np.uint64(0x85EBCA6B), np.uint64(0xC2B2AE35)  # MurmurHash3 fmix32
+
+
+@functools.cache
+def token_classes() -> np.ndarray:
+    """uint8 class (_SEPARATOR, _SPACED, _UNSPACED) of every code point; built once per process (~0.3 s)."""
+    classes = np.zeros(0x110000, np.uint8)
+    for start, stop in _WORD_CHAR_SPANS:
+        chars = map(chr, range(start, stop))
+        classes[start:stop] = np.fromiter(
+            (c.isalnum() or unicodedata.category(c)[0] == "M" for c in chars), bool, stop - start
+        )
+    for low, high in _UNSPACED_RANGES:
+        span = classes[low : high + 1]
+        span[span == _SPACED] = _UNSPACED
+    return classes
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
 
 
 def hash_normalize(text: str) -> str:
-    """NFKC, lowercase, punctuation/symbols to spaces, whitespace collapsed: what near-dedup compares."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    return _SPACES.sub(" ", _NON_WORD.sub(" ", text)).strip()
+    """NFKC, lowercase, everything but letters/digits/marks to spaces, whitespace collapsed: what dedup compares."""
+    points = _code_points(_fold(text)).copy()
+    points[token_classes()[points] == _SEPARATOR] = ord(" ")
+    return " ".join(points.tobytes().decode("utf-32-le", "surrogatepass").split())
 
 
 def _fmix64(values: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finalizer: a bijection that spreads every input bit over the whole word."""
-    values = values ^ (values >> np.uint64(33))
-    values = values * np.uint64(0xFF51AFD7ED558CCD)
-    values = values ^ (values >> np.uint64(33))
-    values = values * np.uint64(0xC4CEB9FE1A85EC53)
-    return values ^ (values >> np.uint64(33))
+    """MurmurHash3's 64-bit finalizer (numpy): a bijection that spreads every input bit over the whole word."""
+    with np.errstate(over="ignore"):
+        values = values ^ (values >> np.uint64(33))
+        values = values * _M1
+        values = values ^ (values >> np.uint64(33))
+        values = values * _M2
+        return values ^ (values >> np.uint64(33))
 
 
-def _rotl(values: np.ndarray, bits: int) -> np.ndarray:
-    bits %= 64
-    if bits == 0:
-        return values
-    return (values << np.uint64(bits)) | (values >> np.uint64(64 - bits))
+@numba.njit(cache=True, inline="always")
+def _fmix64_scalar(value):
+    value ^= value >> _U33
+    value *= _M1
+    value ^= value >> _U33
+    value *= _M2
+    return value ^ (value >> _U33)
 
 
-def _normalized_words(text: str) -> list[bytes]:
-    """The words of hash_normalize(text) as UTF-8 bytes; ASCII text takes a translate() fast path (same result)."""
-    if text.isascii():  # NFKC is the identity on ASCII; every non-alphanumeric byte becomes a separator
-        words = text.lower().encode("ascii").translate(_ASCII_WORD_BYTES).split()
-    else:
-        words = hash_normalize(text).encode("utf-8").split()
-    return words or [b""]
+@numba.njit(cache=True)
+def _unspaced_documents(points, offsets, classes, share):
+    """Per document: True when at least `share` of its letters are in scripts written without spaces."""
+    n = len(offsets) - 1
+    out = np.zeros(n, np.bool_)
+    for doc in range(n):
+        letters = unspaced = 0
+        for i in range(offsets[doc], offsets[doc + 1]):
+            kind = classes[points[i]]
+            letters += kind != _SEPARATOR
+            unspaced += kind == _UNSPACED
+        out[doc] = letters > 0 and unspaced >= share * letters
+    return out
 
 
-def _shingle_starts(word_counts: np.ndarray, ngram: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first word position, width) of every shingle of every document, and shingles per document."""
-    widths = np.minimum(word_counts, ngram)
-    counts = word_counts - widths + 1
-    first_shingle = np.cumsum(counts) - counts
-    first_word = np.cumsum(word_counts) - word_counts
-    rank_in_doc = np.arange(int(counts.sum())) - np.repeat(first_shingle, counts)
-    return np.repeat(first_word, counts) + rank_in_doc, np.repeat(widths, counts), counts
+@numba.njit(cache=True)
+def _document_tokens(points, start, stop, classes, by_char, tokens):
+    """Hash the tokens of points[start:stop] into `tokens`; returns how many (words, or characters if by_char)."""
+    count = 0
+    state = np.uint64(0)
+    length = 0
+    for i in range(start, stop + 1):
+        kind = classes[points[i]] if i < stop else _SEPARATOR
+        if kind != _SEPARATOR and not by_char:
+            state = (state ^ np.uint64(points[i])) * _TOKEN_MUL
+            state ^= state >> _U32
+            length += 1
+            continue
+        if length:  # a word ends
+            tokens[count] = _fmix64_scalar(state ^ np.uint64(length))
+            count += 1
+            state, length = np.uint64(0), 0
+        if kind != _SEPARATOR:  # by_char: every letter is a token
+            tokens[count] = _fmix64_scalar(np.uint64(points[i]) ^ _CHAR_MODE_TAG)
+            count += 1
+    return count
 
 
-def shingle_hashes_batch(texts: list[str], ngram: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """All documents' shingle hashes concatenated (uint64) and the number of shingles of each document."""
+@numba.njit(cache=True)
+def _shingle_kernel(points, offsets, classes, by_char, ngram, out, counts):
+    """Shingle hashes of every document into `out` (concatenated), their number into counts; returns the total."""
+    tokens = np.empty(np.int64(np.max(np.diff(offsets))) + 1, np.uint64)
+    total = 0
+    for doc in range(len(offsets) - 1):
+        n_tokens = _document_tokens(points, offsets[doc], offsets[doc + 1], classes, by_char[doc], tokens)
+        width = min(n_tokens, ngram)
+        tag = np.uint64(width + 1) * _TOKEN_MUL ^ (_CHAR_MODE_TAG if by_char[doc] else np.uint64(0))
+        for first in range(n_tokens - width + 1):
+            combined = tag
+            for position in range(width):
+                rotate = np.uint64((23 * position) % 64)
+                token = tokens[first + position]
+                combined ^= (token << rotate) | (token >> ((np.uint64(64) - rotate) % np.uint64(64)))
+            out[total] = _fmix64_scalar(combined)
+            total += 1
+        counts[doc] = n_tokens - width + 1
+    return total
+
+
+def _shingle_modes(points: np.ndarray, offsets: np.ndarray, shingle: str) -> np.ndarray:
+    """Per document: True for character shingles."""
+    if shingle == "auto":
+        return _unspaced_documents(points, offsets, token_classes(), UNSPACED_SHARE)
+    if shingle not in SHINGLE_MODES:
+        raise ValueError(f"shingle must be one of {', '.join(SHINGLE_MODES)} (dedup.shingle), got {shingle!r}")
+    return np.full(len(offsets) - 1, shingle == "chars")
+
+
+def shingle_hashes_batch(texts: list[str], ngram: int = 5, shingle: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """All documents' 64-bit shingle hashes concatenated (uint64) and the number of shingles of each document."""
     if ngram < 1:
         raise ValueError(f"ngram must be >= 1 (dedup.ngram), got {ngram}")
-    word_lists = [_normalized_words(t) for t in texts]
-    word_counts = np.fromiter(map(len, word_lists), np.int64, len(word_lists))
-    total = int(word_counts.sum())
-    word_hashes = np.zeros(total + ngram, np.uint64)  # zero padding: reads past a short doc's end are masked
-    word_hashes[:total] = np.fromiter(map(xxhash.xxh3_64_intdigest, chain.from_iterable(word_lists)), np.uint64, total)
-    starts, widths, counts = _shingle_starts(word_counts, ngram)
-    combined = np.zeros(len(starts), np.uint64)
-    for position in range(ngram):
-        part = _rotl(word_hashes[starts + position], 23 * position)
-        combined ^= part if position == 0 else np.where(position < widths, part, np.uint64(0))
-    with np.errstate(over="ignore"):
-        return _fmix64(combined ^ widths.astype(np.uint64)), counts
+    if not texts:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    folded = [_fold(t) for t in texts]
+    offsets = np.zeros(len(folded) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, folded), np.int64, len(folded)), out=offsets[1:])
+    points = _code_points("".join(folded))
+    by_char = _shingle_modes(points, offsets, shingle)
+    out = np.empty(len(points) + len(texts), np.uint64)  # a document has at most max(1, characters) shingles
+    counts = np.empty(len(texts), np.int64)
+    total = _shingle_kernel(points, offsets, token_classes(), by_char, ngram, out, counts)
+    return out[:total].copy(), counts
 
 
-def shingle_hashes(text: str, ngram: int = 5) -> np.ndarray:
-    """64-bit hashes (uint64) of the word n-grams of `hash_normalize(text)`; one shingle if it has < ngram words."""
-    return shingle_hashes_batch([text], ngram)[0]
+def shingle_hashes(text: str, ngram: int = 5, shingle: str = "auto") -> np.ndarray:
+    """64-bit hashes (uint64) of one document's shingles (see `shingle_hashes_batch`)."""
+    return shingle_hashes_batch([text], ngram, shingle)[0]
 
 
 @dataclass(frozen=True)
@@ -138,92 +252,44 @@ class Permutations:
         return cls(a=np.ascontiguousarray(a), b=np.ascontiguousarray(b))
 
 
-def _mod_mersenne(values: np.ndarray, scratch: np.ndarray) -> None:
-    """values := a representative < 2^61 + 8 of values mod 2^61-1, in place (2^61 = 1 mod p)."""
-    np.right_shift(values, np.uint64(61), out=scratch)
-    np.bitwise_and(values, MERSENNE_PRIME, out=values)
-    np.add(values, scratch, out=values)
-
-
-class _PermuteKernel:
-    """(a*h + b) mod p for a block of 32-bit inputs h and every permutation, with preallocated buffers.
+@numba.njit(cache=True)
+def _mersenne_kernel(hashes, counts, a_low, a_high, b, minima):
+    """minima[d, k] = min over document d's shingles h of (a_k * (h >> 32) + b_k) mod (2^61 - 1), exactly.
 
     a = a_high * 2^31 + a_low with a_low < 2^31, a_high < 2^30, so h*a_low < 2^63 and h*a_high < 2^62 are exact
-    in uint64; (h*a_high) * 2^31 is folded with 2^61 = 1 (mod p). The sum of the three parts stays below 2^64,
-    so one Mersenne reduction at the end suffices: 11 array operations per (shingle, permutation).
+    in uint64; (h*a_high) * 2^31 = (h*a_high >> 30) * 2^61 + (h*a_high & (2^30-1)) * 2^31 and 2^61 = 1 (mod p).
+    The sum of the parts and b stays below 2^64, so one Mersenne fold leaves a representative < 2^61 + 8.
     """
-
-    block_rows = 160  # three uint64 buffers of 160 x 128: 480 KB, inside a 1 MB L2
-
-    def __init__(self, perms: Permutations) -> None:
-        self.a_low, self.a_high, self.b = perms.a & _LOW31, perms.a >> np.uint64(31), perms.b
-        shape = (self.block_rows, len(perms.a))
-        self._low, self._high, self._scratch = (np.empty(shape, np.uint64) for _ in range(3))
-
-    def __call__(self, h32: np.ndarray) -> np.ndarray:
-        rows = len(h32)
-        low, high, scratch = self._low[:rows], self._high[:rows], self._scratch[:rows]
-        column = h32[:, None]
-        np.multiply(column, self.a_low, out=low)  # < 2^63, exact
-        np.multiply(column, self.a_high, out=high)  # < 2^62, exact
-        # high * 2^31 = (high >> 30) * 2^61 + (high & (2^30-1)) * 2^31 = (high >> 30) + ((high & (2^30-1)) << 31)
-        np.right_shift(high, np.uint64(30), out=scratch)
-        np.add(low, scratch, out=low)
-        np.bitwise_and(high, _LOW30, out=high)
-        np.left_shift(high, np.uint64(31), out=high)
-        np.add(low, high, out=low)
-        np.add(low, self.b, out=low)  # < 2^63 + 2^32 + 2 * 2^61 < 2^64: no overflow
-        _mod_mersenne(low, scratch)
-        return low
+    num_perm = len(b)
+    row = 0
+    for doc in range(len(counts)):
+        best = minima[doc]
+        for _ in range(counts[doc]):
+            h = hashes[row] >> _U32
+            row += 1
+            for k in range(num_perm):
+                high = h * a_high[k]
+                value = h * a_low[k] + (high >> _S30) + ((high & _LOW30) << _S31) + b[k]
+                best[k] = min(best[k], (value & MERSENNE_PRIME) + (value >> _S61))
 
 
-def _fmix32(values: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 32-bit finalizer (datasketch's pre-mix for its affine schemes)."""
-    values = values ^ (values >> np.uint32(16))
-    values = values * np.uint32(0x85EBCA6B)
-    values = values ^ (values >> np.uint32(13))
-    values = values * np.uint32(0xC2B2AE35)
-    return values ^ (values >> np.uint32(16))
-
-
-class _Affine32Kernel:
-    """a*fmix32(h) + b mod 2^32 (datasketch's "affine32"): two uint32 operations per (shingle, permutation)."""
-
-    block_rows = 640  # one uint32 buffer of 640 x 128: 320 KB
-
-    def __init__(self, perms: Permutations) -> None:
-        self.a, self.b = perms.a, perms.b
-        self._values = np.empty((self.block_rows, len(perms.a)), np.uint32)
-
-    def __call__(self, h32: np.ndarray) -> np.ndarray:
-        values = self._values[: len(h32)]
-        np.multiply(_fmix32(h32.astype(np.uint32))[:, None], self.a, out=values)
-        np.add(values, self.b, out=values)
-        return values
-
-
-def _fold_block(
-    kernel: _PermuteKernel | _Affine32Kernel, h32: np.ndarray, segments: np.ndarray, first_doc: int, minima: np.ndarray
-) -> None:
-    """Fold one block of shingle rows into the running minima of the consecutive documents it covers.
-
-    `segments` are the block-relative rows where a document starts (0 first); document first_doc + i owns
-    segment i, so the update is a slice, not a scatter.
-    """
-    block_mins = np.minimum.reduceat(kernel(h32), segments, axis=0)
-    target = minima[first_doc : first_doc + len(segments)]
-    np.minimum(target, block_mins, out=target)
-
-
-def _block_segments(counts: np.ndarray, block_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For every block: the document-start rows inside it (globally), where its list begins, and its first doc."""
-    doc_starts = np.cumsum(counts) - counts
-    total = int(counts.sum())
-    block_starts = np.arange(0, total, block_rows)
-    cuts = np.union1d(doc_starts, block_starts)  # every segment start: a document or a block begins
-    first_cut_of_block = np.searchsorted(cuts, block_starts)
-    first_doc_of_block = np.searchsorted(doc_starts, block_starts, side="right") - 1
-    return cuts, first_cut_of_block, first_doc_of_block
+@numba.njit(cache=True)
+def _affine32_kernel(hashes, counts, a, b, minima):
+    """minima[d, k] = min over shingles of (a_k * fmix32(h >> 32) + b_k) mod 2^32 (datasketch's "affine32")."""
+    num_perm = len(b)
+    row = 0
+    for doc in range(len(counts)):
+        best = minima[doc]
+        for _ in range(counts[doc]):
+            h = hashes[row] >> _U32
+            row += 1
+            h ^= h >> _S16  # MurmurHash3's 32-bit finalizer, in uint64 with the products masked to 32 bits
+            h = (h * _C1) & _LOW32
+            h ^= h >> _S13
+            h = (h * _C2) & _LOW32
+            h ^= h >> _S16
+            for k in range(num_perm):
+                best[k] = min(best[k], (a[k] * h + b[k]) & _LOW32)
 
 
 def signatures_from_hashes(hash_lists: list[np.ndarray], perms: Permutations) -> np.ndarray:
@@ -237,23 +303,19 @@ def _signatures(all_hashes: np.ndarray, counts: np.ndarray, perms: Permutations)
     """Signatures of documents whose shingle hashes are concatenated in `all_hashes`, counts[i] each."""
     if (counts == 0).any():
         raise ValueError("every document needs at least one shingle hash; shingle_hashes() always gives one")
-    all_h32 = all_hashes >> np.uint64(32)
-    dtype = np.uint32 if perms.scheme == "affine32" else np.uint64
-    minima = np.full((len(counts), len(perms.a)), np.iinfo(dtype).max, dtype)
-    kernel = _Affine32Kernel(perms) if perms.scheme == "affine32" else _PermuteKernel(perms)
-    rows = kernel.block_rows
-    cuts, first_cut, first_doc = _block_segments(counts, rows)
-    bounds = np.r_[first_cut, len(cuts)].tolist()
-    for block, start in enumerate(range(0, len(all_h32), rows)):
-        segments = cuts[bounds[block] : bounds[block + 1]] - start
-        _fold_block(kernel, all_h32[start : start + rows], segments, int(first_doc[block]), minima)
-    return minima if dtype == np.uint32 else (minima & _LOW32).astype(np.uint32)
+    minima = np.full((len(counts), len(perms.a)), np.iinfo(np.uint64).max, np.uint64)
+    hashes = np.ascontiguousarray(all_hashes, np.uint64)
+    if perms.scheme == "affine32":
+        _affine32_kernel(hashes, counts, perms.a.astype(np.uint64), perms.b.astype(np.uint64), minima)
+    else:
+        _mersenne_kernel(hashes, counts, perms.a & _LOW31, perms.a >> np.uint64(31), perms.b, minima)
+    return (minima & _LOW32).astype(np.uint32)
 
 
-def _signature_chunk(args: tuple[list[str], int, int, int, str]) -> np.ndarray:
-    texts, ngram, num_perm, seed, scheme = args
+def _signature_chunk(args: tuple[list[str], int, int, int, str, str]) -> np.ndarray:
+    texts, ngram, num_perm, seed, scheme, shingle = args
     perms = Permutations.from_seed(num_perm, seed, scheme)
-    return _signatures(*shingle_hashes_batch(texts, ngram), perms)
+    return _signatures(*shingle_hashes_batch(texts, ngram, shingle), perms)
 
 
 def resolve_workers(workers: int) -> int:
@@ -273,18 +335,23 @@ def compute_signatures(
     seed: int = 1,
     workers: int = 0,
     scheme: str = "mersenne61",
+    shingle: str = "auto",
 ) -> np.ndarray:
     """(len(texts), num_perm) uint32 signatures; identical for any `workers` (chunks are joined in order)."""
     workers = resolve_workers(workers)
     Permutations.from_seed(num_perm, seed, scheme)  # reject bad settings before forking
-    chunks = [(texts[i : i + _CHUNK_DOCS], ngram, num_perm, seed, scheme) for i in range(0, len(texts), _CHUNK_DOCS)]
+    chunks = [
+        (texts[i : i + _CHUNK_DOCS], ngram, num_perm, seed, scheme, shingle) for i in range(0, len(texts), _CHUNK_DOCS)
+    ]
     if not chunks:
+        _shingle_modes(np.zeros(0, np.uint32), np.zeros(1, np.int64), shingle)  # reject a bad mode here too
         return np.zeros((0, num_perm), np.uint32)
+    first = _signature_chunk(chunks[0])  # compiles the kernels and builds the tables before any fork
     if workers == 1 or len(chunks) == 1:
-        return np.concatenate([_signature_chunk(c) for c in chunks])
-    # fork: workers inherit the imported modules; chunks travel pickled, signatures come back as arrays
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=get_context("fork")) as pool:
-        return np.concatenate(list(pool.map(_signature_chunk, chunks)))
+        return np.concatenate([first] + [_signature_chunk(c) for c in chunks[1:]])
+    # fork: workers inherit the compiled kernels; chunks travel pickled, signatures come back as arrays
+    with ProcessPoolExecutor(max_workers=min(workers, len(chunks) - 1), mp_context=get_context("fork")) as pool:
+        return np.concatenate([first, *pool.map(_signature_chunk, chunks[1:])])
 
 
 def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray | float:
