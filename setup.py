@@ -22,6 +22,7 @@ setup(
         "pyarrow",
         "datasketch",
         "xxhash",
+        "numba",  # MinHash shingling and permutations compiled (data_pipeline/minhash.py; BENCHMARKS.md)
         "zstandard",
         "mpi4py",
         "mpich",

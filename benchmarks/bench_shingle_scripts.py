@@ -19,7 +19,10 @@ from data_pipeline.minhash import shingle_hashes
 
 SCRIPTS = {  # letters to draw from, and the punctuation that ends a clause
     "chinese": (list(range(0x4E00, 0x4E00 + 3000)), "，。、"),
-    "japanese": (list(range(0x3041, 0x3094)) * 6 + list(range(0x30A1, 0x30F7)) * 2 + list(range(0x4E00, 0x5600)), "、。"),
+    "japanese": (
+        list(range(0x3041, 0x3094)) * 6 + list(range(0x30A1, 0x30F7)) * 2 + list(range(0x4E00, 0x5600)),
+        "、。",
+    ),
     "thai": (list(range(0x0E01, 0x0E2F)) + list(range(0x0E30, 0x0E3A)) + list(range(0x0E40, 0x0E4D)), " "),
 }
 

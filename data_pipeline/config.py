@@ -123,9 +123,12 @@ class DedupConfig:
     rows: int | None = None
     seed: int = 1
     verify_threshold: float | None = 0.5  # None: keep every LSH candidate pair without checking its Jaccard
-    # MinHash family: mersenne61 (exact (a*h+b) mod 2^61-1 over 64-bit shingle hashes, datasketch's "legacy") or
-    # affine32 (datasketch 2.x's default, 32-bit; ~1.9x faster, see BENCHMARKS.md)
+    # MinHash family: mersenne61 (exact (a*h+b) mod 2^61-1 over the top 32 bits of each 64-bit shingle hash,
+    # datasketch's "legacy") or affine32 (datasketch 2.x's default, a*fmix32(h)+b mod 2^32; see BENCHMARKS.md)
     scheme: str = "mersenne61"
+    # shingles: words (ngram consecutive words), chars (ngram consecutive letters, separators dropped) or auto
+    # (chars for a document whose letters are mostly Han/kana/Thai/Lao/Khmer/Myanmar/Tibetan, words otherwise)
+    shingle: str = "auto"
 
     def __post_init__(self) -> None:
         _check(0 < self.threshold < 1, "dedup.threshold", f"must be in (0, 1), got {self.threshold}")
@@ -138,6 +141,9 @@ class DedupConfig:
             _check(0 <= self.verify_threshold <= 1, "dedup.verify_threshold", "must be in [0, 1] or null")
         _check(
             self.scheme in ("mersenne61", "affine32"), "dedup.scheme", f"use mersenne61|affine32, got {self.scheme!r}"
+        )
+        _check(
+            self.shingle in ("words", "chars", "auto"), "dedup.shingle", f"use words|chars|auto, got {self.shingle!r}"
         )
 
 

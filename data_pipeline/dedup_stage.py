@@ -217,7 +217,13 @@ def minhash_signatures(texts: list[str], recipe: PipelineConfig, quiet: bool) ->
             batch = texts[start : start + SIGNATURE_BATCH_DOCS]
             batches.append(
                 minhash.compute_signatures(
-                    batch, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed, workers=workers, scheme=cfg.scheme
+                    batch,
+                    ngram=cfg.ngram,
+                    num_perm=cfg.num_perm,
+                    seed=cfg.seed,
+                    workers=workers,
+                    scheme=cfg.scheme,
+                    shingle=cfg.shingle,
                 )
             )
             bar.update(len(batch), sum(len(t) for t in batch))

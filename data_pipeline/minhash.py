@@ -102,7 +102,8 @@ def token_classes() -> np.ndarray:
 
 
 def _fold(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).lower()
+    """NFKC, lowercase, NFKC again (lowercasing can unsort combining marks: "İ" -> "i" + U+0307)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).lower())
 
 
 def _code_points(text: str) -> np.ndarray:

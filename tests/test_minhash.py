@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 import pytest
 from datasketch import MinHash
 
 from data_pipeline.lsh import planted_corpus
 from data_pipeline.minhash import (
+    _WORD_CHAR_SPANS,
     MERSENNE_PRIME,
     Permutations,
-    _normalized_words,
     compute_signatures,
     estimated_jaccard,
     hash_normalize,
@@ -26,15 +28,27 @@ def test_hash_normalize_folds_case_punctuation_width_and_spaces():
     assert hash_normalize("  Hello,\tWORLD!!\n ﬁne  ") == "hello world fine"
     assert hash_normalize("Ｆｕｌｌ－width") == "full width"
     assert hash_normalize("snake_case... end") == "snake case end"
+    assert hash_normalize("กิน ข้าว") == "กิน ข้าว"  # Thai vowel and tone marks are part of the word
+    assert hash_normalize("नमस्ते, दुनिया!") == "नमस्ते दुनिया"
 
 
-def test_ascii_fast_path_equals_unicode_normalisation():
+def test_word_shingles_are_the_words_of_hash_normalize():
+    """The compiled tokenizer splits exactly where hash_normalize puts spaces, on ASCII and beyond."""
     rng = np.random.default_rng(0)
-    alphabet = [chr(c) for c in range(128)]
+    alphabet = [chr(c) for c in range(128)] + list("éÉßİıﬁ½²ж中。、ก ิ่_-—\u0301\u3000")
     for _ in range(300):
-        text = "".join(rng.choice(alphabet, rng.integers(0, 40)))
-        assert b" ".join(_normalized_words(text)).decode() == hash_normalize(text), repr(text)
-    assert _normalized_words("Ünïcode, café!") == hash_normalize("Ünïcode, café!").encode().split()
+        text = "".join(rng.choice(alphabet, rng.integers(0, 60)))
+        normalized = hash_normalize(text)
+        assert np.array_equal(shingle_hashes(text, 2, "words"), shingle_hashes(normalized, 2, "words")), repr(text)
+        assert len(shingle_hashes(text, 2, "words")) == max(1, len(normalized.split()) - 1), repr(text)
+
+
+def test_letters_digits_and_marks_lie_where_the_tables_look():
+    """Code points outside _WORD_CHAR_SPANS are separators; true for the running Python's Unicode database."""
+    outside = [range(_WORD_CHAR_SPANS[0][1], _WORD_CHAR_SPANS[1][0]), range(_WORD_CHAR_SPANS[1][1], 0x110000)]
+    text = "".join(chr(c) for span in outside for c in span if not 0xD800 <= c < 0xE000)
+    assert hash_normalize(text) == ""
+    assert all(unicodedata.category(c)[0] not in "LMN" for c in text[::97])
 
 
 def test_batched_shingles_equal_per_document_shingles():
@@ -145,3 +159,6 @@ def test_bad_arguments_name_the_setting():
         compute_signatures(["a"], num_perm=0, workers=1)
     with pytest.raises(ValueError, match="mersenne61, affine32"):
         compute_signatures(["a"], workers=1, scheme="affine64")
+    for texts in (["a"], []):
+        with pytest.raises(ValueError, match=r"words, chars, auto \(dedup.shingle\)"):
+            compute_signatures(texts, workers=1, shingle="char")
