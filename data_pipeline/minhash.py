@@ -127,7 +127,7 @@ def _fmix64(values: np.ndarray) -> np.ndarray:
         return values ^ (values >> np.uint64(33))
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True)
 def _fmix64_scalar(value):
     value ^= value >> _U33
     value *= _M1
