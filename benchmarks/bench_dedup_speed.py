@@ -12,7 +12,7 @@ Both wall time and CPU time are printed: on a shared machine the CPU-time ratio 
 user+sys time) is the per-core comparison that other load does not distort; the wall-time ratio is what a user
 waits for and needs an idle machine. Each side runs `--repeat` times, alternating; the best is kept.
 
-    .venv/bin/python benchmarks/bench_dedup_speed.py [--docs 50000] [--repeat 2]
+    .venv/bin/python benchmarks/bench_dedup_speed.py [--docs 50000] [--repeat 2] [--baseline-pipeline PATH]
 """
 
 from __future__ import annotations
@@ -102,20 +102,23 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed_pipeline(corpus: Path, out: Path, workers: int | None) -> tuple[float, float, dict]:
-    cmd = [str(PIPELINE), "dedup", "--input", str(corpus), "--output", str(out), "--quiet"]
+def timed_pipeline(corpus: Path, out: Path, workers: int | None, pipeline: Path = PIPELINE) -> tuple[float, float]:
+    cmd = [str(pipeline), "dedup", "--input", str(corpus), "--output", str(out), "--quiet"]
     cmd += ["--set", "filters.enabled=false", *(["--set", f"workers={workers}"] if workers else [])]
     wall, cpu = time.perf_counter(), children_cpu()
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"pipeline dedup failed: {done.stderr[-2000:]}")
-    return time.perf_counter() - wall, children_cpu() - cpu, json.loads((out / "stats.json").read_text())
+    return time.perf_counter() - wall, children_cpu() - cpu
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--baseline-pipeline", type=Path, help="another `pipeline` executable (e.g. an older checkout's)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -127,7 +130,10 @@ def main() -> int:
             runs = {"datasketch": lambda: timed_datasketch(corpus, tmp / "datasketch.jsonl")[:2]}
             for label, workers in (("pipeline dedup (all cores)", None), ("pipeline dedup (workers=1)", 1)):
                 out = tmp / f"ours-{attempt}-{workers}"
-                runs[label] = lambda o=out, w=workers: timed_pipeline(corpus, o, w)[:2]
+                runs[label] = lambda o=out, w=workers: timed_pipeline(corpus, o, w)
+            if args.baseline_pipeline:
+                out = tmp / f"baseline-{attempt}"
+                runs["baseline (workers=1)"] = lambda o=out: timed_pipeline(corpus, o, 1, args.baseline_pipeline)
             for label, run in runs.items():
                 wall, cpu = run()
                 best[label] = min(best.get(label, (wall, cpu)), (wall, cpu))
