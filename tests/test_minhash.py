@@ -69,6 +69,8 @@ def test_shingles_count_and_order_sensitivity():
 def test_short_documents_get_one_shingle_of_all_words():
     assert len(shingle_hashes("one two three", ngram=5)) == 1
     assert len(shingle_hashes("", ngram=5)) == 1
+    assert len(shingle_hashes("", ngram=5, shingle="chars")) == 1
+    assert len(shingle_hashes("a\ud800b c", ngram=1)) == 3  # a lone surrogate (surrogateescape input) separates
     assert shingle_hashes("one two three")[0] != shingle_hashes("one two four")[0]
     assert shingle_hashes("one two")[0] != shingle_hashes("two one")[0]
     sigs = compute_signatures(["one two three", "One, two three.", "one two four", ""], workers=1)
@@ -142,6 +144,9 @@ def test_estimated_jaccard_matches_datasketch_within_sampling_error(scheme):
 def test_output_independent_of_workers_and_deterministic():
     texts, _ = planted_corpus(700, 0, words=20, seed=1)
     one = compute_signatures(texts, num_perm=16, workers=1)
+    for doc in (0, 511, 512, 699):  # a signature depends only on its own text, not on its batch
+        assert np.array_equal(one[doc], compute_signatures([texts[doc]], num_perm=16, workers=1)[0])
+    assert compute_signatures([], num_perm=16, workers=1).shape == (0, 16)
     two = compute_signatures(texts, num_perm=16, workers=2)
     assert one.shape == (700, 16) and one.dtype == np.uint32
     assert np.array_equal(one, two)

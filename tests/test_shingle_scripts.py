@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from datasketch import MinHash, MinHashLSH
 
+from data_pipeline.config import RecipeError, load_recipe
 from data_pipeline.minhash import compute_signatures, estimated_jaccard, hash_normalize, shingle_hashes
 
 SCRIPTS = {  # letters, clause punctuation
@@ -102,3 +103,10 @@ def test_auto_picks_characters_by_the_share_of_unspaced_letters():
     )
     # the two modes never share a shingle hash, even for one-token documents
     assert shingle_hashes("中", 5, "words")[0] != shingle_hashes("中", 5, "chars")[0]
+
+
+def test_recipe_rejects_an_unknown_shingle_mode():
+    assert load_recipe(overrides=["dedup.shingle=chars"]).dedup.shingle == "chars"
+    assert load_recipe().dedup.shingle == "auto"
+    with pytest.raises(RecipeError, match="dedup.shingle.*words|chars|auto"):
+        load_recipe(overrides=["dedup.shingle=letters"])
