@@ -127,7 +127,7 @@ class DedupConfig:
     # datasketch's "legacy") or affine32 (datasketch 2.x's default, a*fmix32(h)+b mod 2^32; see BENCHMARKS.md)
     scheme: str = "mersenne61"
     # shingles: words (ngram consecutive words), chars (ngram consecutive letters, separators dropped) or auto
-    # (chars for a document whose letters are mostly Han/kana/Thai/Lao/Khmer/Myanmar/Tibetan, words otherwise)
+    # (chars for a document when >= 1/4 of its letters are Han/kana/Thai/Lao/Khmer/Myanmar/Tibetan/Yi, else words)
     shingle: str = "auto"
 
     def __post_init__(self) -> None:
