@@ -122,7 +122,10 @@ class DedupConfig:
     bands: int | None = None
     rows: int | None = None
     seed: int = 1
-    verify_threshold: float | None = 0.5  # None: keep every LSH candidate pair without checking its Jaccard
+    # estimated Jaccard a candidate pair needs to count as a near duplicate (of the very document kept for it);
+    # None: the threshold less 3 standard deviations of the MinHash estimate (0.694 at 0.8 / 128); 0: every candidate
+    verify_threshold: float | None = None
+    keep: str = "first"  # which document a cluster keeps: "first" (input order) or "longest" (ties: input order)
     # MinHash family: mersenne61 (exact (a*h+b) mod 2^61-1 over 64-bit shingle hashes, datasketch's "legacy") or
     # affine32 (datasketch 2.x's default, 32-bit; ~1.9x faster, see BENCHMARKS.md)
     scheme: str = "mersenne61"
@@ -139,6 +142,7 @@ class DedupConfig:
         _check(
             self.scheme in ("mersenne61", "affine32"), "dedup.scheme", f"use mersenne61|affine32, got {self.scheme!r}"
         )
+        _check(self.keep in ("first", "longest"), "dedup.keep", f"use first|longest, got {self.keep!r}")
 
 
 @dataclass
