@@ -6,6 +6,8 @@ mpiexec runs are tests/test_dedup_mpi.py and tests/test_pipeline_mpi.py.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from sim_comm import run_ranks
@@ -236,3 +238,41 @@ def test_cluster_records_fetch_ids_from_their_owners_only():
     with pytest.raises(ValueError, match="does not hold"):
         run_ranks(2, lambda comm: cluster_records_with_ids(comm, [{"kept": 0, "removed": [1]}], np.array([comm.rank]),
                                                            ["x"], lambda i: np.zeros(len(i), np.int64)))  # fmt: skip
+
+
+def test_dedup_keep_in_the_stage_on_one_and_two_ranks(tmp_path):
+    """`pipeline dedup` end to end (filters off): dedup.keep decides which copy survives, for any rank count."""
+    import json
+
+    from data_pipeline.config import RecipeError, load_recipe
+    from data_pipeline.dedup_stage import run_dedup
+
+    base, _ = planted_corpus(3, 0, words=120, seed=9)
+    texts = [base[0], base[1], base[0] + " and a longer ending", base[2], base[1], base[0] + " end"]
+    for part, share in enumerate((texts[:3], texts[3:])):
+        lines = [json.dumps({"id": f"f{part}-{i}", "text": t}) + "\n" for i, t in enumerate(share)]
+        (tmp_path / f"in-{part}.jsonl").write_text("".join(lines))
+    inputs = [str(tmp_path / "in-*.jsonl")]
+
+    def run(rule: str, ranks: int) -> tuple[list[str], list[dict]]:
+        out = tmp_path / f"{rule}-{ranks}"
+        recipe = load_recipe(None, ["filters.enabled=false", f"dedup.keep={rule}", "workers=1"])
+        run_ranks(ranks, lambda comm: run_dedup(comm, inputs, out, recipe, quiet=True))
+        kept = [
+            json.loads(line)["id"]
+            for p in sorted((out / "kept").glob("*.jsonl"))
+            for line in p.read_text().splitlines()
+        ]
+        return kept, [json.loads(line) for line in (out / "dedup" / "clusters.jsonl").read_text().splitlines()]
+
+    first, longest = run("first", 1), run("longest", 1)
+    assert first == run("first", 2) and longest == run("longest", 2)
+    assert first[0] == ["f0-0", "f0-1", "f1-0"]
+    assert first[1] == [
+        {"kind": "exact", "kept": "f0-1", "removed": ["f1-1"], "similarity": [1.0]},
+        {"kind": "near", "kept": "f0-0", "removed": ["f0-2", "f1-2"], "similarity": first[1][1]["similarity"]},
+    ]
+    assert longest[0] == ["f0-1", "f0-2", "f1-0"]  # the longest variant of base 0 is kept, in its input position
+    assert longest[1][1]["kept"] == "f0-2" and longest[1][1]["removed"] == ["f0-0", "f1-2"]
+    with pytest.raises(RecipeError, match=re.escape("dedup.keep use first|longest, got 'last'")):
+        load_recipe(None, ["dedup.keep=last"])
