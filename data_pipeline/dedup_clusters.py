@@ -189,9 +189,9 @@ class KeeperGraph:
     """
 
     def __init__(self, comm: LocalComm, out_u, out_v, in_u, in_v, in_key_u, in_sim, owner_of: OwnerOf) -> None:
-        self.rank = comm.rank
         self.nodes = np.unique(np.concatenate([out_u, in_u, in_v]).astype(np.int64))
         self.own = owner_of(self.nodes) == comm.rank if len(self.nodes) else np.zeros(0, bool)
+        self.own_list = self.own.tolist()
         self.in_u, self.in_v = np.searchsorted(self.nodes, in_u), np.searchsorted(self.nodes, in_v)
         self.in_key_u, self.in_sim = in_key_u, in_sim
         self.state = [UNDECIDED] * len(self.nodes)
@@ -216,7 +216,7 @@ class KeeperGraph:
     def _settle(self, work: deque) -> None:
         """Decide nodes until nothing more follows locally: a kept node removes its higher neighbours; a node whose
         lower neighbours are all removed is kept. Each edge is looked at once over all rounds."""
-        state, pending, higher, own = self.state, self.pending, self.higher, self.own
+        state, pending, higher, own, notify = self.state, self.pending, self.higher, self.own_list, self.notify
         while work:
             node, decided = work.popleft()
             if state[node] != UNDECIDED:
@@ -224,8 +224,9 @@ class KeeperGraph:
             state[node] = decided
             if own[node]:
                 self.undecided -= 1
-                global_index = int(self.nodes[node])
-                self.outbox += [(dest, global_index, decided) for dest in self.notify[node]]
+                if notify[node]:
+                    global_index = int(self.nodes[node])
+                    self.outbox += [(dest, global_index, decided) for dest in notify[node]]
             for neighbour in higher[node]:
                 if state[neighbour] != UNDECIDED:
                     continue
@@ -260,7 +261,7 @@ class KeeperGraph:
 def _adjacency(src: np.ndarray, dst: np.ndarray, n: int) -> list[list[int]]:
     """dst values grouped by src position, as Python lists (walked one node at a time by _settle)."""
     order = np.argsort(src, kind="stable")
-    bounds = np.searchsorted(src[order], np.arange(n + 1))
+    bounds = np.searchsorted(src[order], np.arange(n + 1)).tolist()
     values = dst[order].tolist()
     return [values[bounds[i] : bounds[i + 1]] for i in range(n)]
 

@@ -61,7 +61,7 @@ __all__ = [
     "verify_bound",
 ]
 
-_EDGE_CHUNK = 1 << 16
+_PAIR_CHUNK = 1 << 16
 
 
 # Weight of a missed duplicate in datasketch's grid search (MinHashLSH's own default is 0.5). Candidates are
@@ -178,12 +178,12 @@ def candidate_pairs(
     return unique_pairs(ex.route(pairs, owner_of(pairs[:, 0]), "candidate pairs").reshape(-1, 2))
 
 
-def _pair_similarity(sigs_u: np.ndarray, pos_u: np.ndarray, sigs_v: np.ndarray, pos_v: np.ndarray) -> np.ndarray:
-    """Estimated Jaccard of sigs_u[pos_u[i]] and sigs_v[pos_v[i]], in chunks to bound the boolean temporary."""
+def _pair_similarity(signatures: np.ndarray, pos_u: np.ndarray, other: np.ndarray, pos_v: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard of signatures[pos_u[i]] and other[pos_v[i]], in chunks to bound the boolean temporary."""
     out = np.empty(len(pos_u), np.float64)
-    for start in range(0, len(pos_u), _EDGE_CHUNK):
-        stop = start + _EDGE_CHUNK
-        out[start:stop] = estimated_jaccard(sigs_u[pos_u[start:stop]], sigs_v[pos_v[start:stop]])
+    for start in range(0, len(pos_u), _PAIR_CHUNK):
+        stop = start + _PAIR_CHUNK
+        out[start:stop] = estimated_jaccard(signatures[pos_u[start:stop]], other[pos_v[start:stop]])
     return out
 
 
@@ -192,11 +192,17 @@ def verify_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(pairs, similarity) of this rank's candidate pairs whose estimated Jaccard reaches `bound`.
 
-    u is held here; the signatures of the v documents come from their holders, each once per rank."""
-    wanted, pos_v = np.unique(pairs[:, 1], return_inverse=True)
+    u is held here; v's signature is read in place when v is held here too, else fetched from its holder (once
+    per document and rank)."""
+    local = owner_of(pairs[:, 1]) == ex.comm.rank
+    wanted, pos_remote = np.unique(pairs[~local, 1], return_inverse=True)
     fetched = fetch_from_owners(ex, wanted, owner_of, doc_index, signatures, "signatures")
     pos_u = positions_of(doc_index, pairs[:, 0], "verify_pairs")
-    similarity = _pair_similarity(signatures, pos_u, fetched, pos_v.reshape(-1))
+    similarity = np.empty(len(pairs), np.float64)
+    similarity[local] = _pair_similarity(
+        signatures, pos_u[local], signatures, positions_of(doc_index, pairs[local, 1], "verify_pairs")
+    )
+    similarity[~local] = _pair_similarity(signatures, pos_u[~local], fetched, pos_remote.reshape(-1))
     keep = similarity >= bound
     return pairs[keep], similarity[keep]
 
