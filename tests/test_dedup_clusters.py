@@ -23,7 +23,7 @@ from data_pipeline.dedup_clusters import (
 )
 from data_pipeline.exact_dedup import exact_text_hashes, find_exact_duplicates
 from data_pipeline.lsh import LSHParams, find_near_duplicates, keeper_graph, planted_corpus, verify_bound
-from data_pipeline.minhash import compute_signatures
+from data_pipeline.minhash import compute_signatures, shingle_hashes
 
 PARAMS = LSHParams.from_threshold(0.8, 128)  # 12 bands x 10 rows
 
@@ -69,6 +69,17 @@ def test_removed_documents_clear_the_bound_against_their_kept_document():
         assert round(estimate, 4) == similarity >= bound
     kept = set(range(len(texts))) - set(result.removed.tolist())
     assert not {c["kept"] for c in result.clusters} - kept
+
+
+def test_recall_at_jaccard_09_is_kept():
+    """Every planted copy with true word 5-gram Jaccard >= 0.9 to its base is removed as the base's duplicate."""
+    texts, pairs = planted_corpus(300, 1, (0.005, 0.01, 0.015), words=200, seed=12)
+    result = find_near_duplicates(LocalComm(), np.arange(len(texts)), compute_signatures(texts, workers=1), PARAMS)
+    kept_of = {r: c["kept"] for c in result.clusters for r in c["removed"]}
+    shingles = [set(shingle_hashes(t).tolist()) for t in texts]
+    close = [(a, b) for a, b in pairs if len(shingles[a] & shingles[b]) >= 0.9 * len(shingles[a] | shingles[b])]
+    assert len(close) >= 190
+    assert sum(kept_of.get(copy) == base for base, copy in close) >= 0.99 * len(close)
 
 
 def sequential_greedy(edges: np.ndarray, keys: dict[int, tuple]) -> set[int]:
