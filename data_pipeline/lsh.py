@@ -7,7 +7,8 @@
 2. Verification where the pair is owned: each pair goes to the rank holding its lower-ranked document, which
    fetches the other document's signature from its holder (alltoallv: only candidates' signatures travel) and
    keeps the pair when its estimated Jaccard reaches the verify bound: `dedup.verify_threshold`, by default the
-   threshold less three standard deviations of the estimate at the threshold (`verify_bound`).
+   threshold less three standard deviations of the estimate at the threshold (`verify_bound`). Pairs are verified
+   in batches, so the fetched signatures stay bounded on a rank owning a template's huge star of pairs.
 3. Keepers (`dedup_clusters.select_keepers`): the greedy independent set of the verified-pair graph in rank
    order, so a document is removed only as a verified near duplicate of the very document kept for it; the rest
    of a chain (A~B~C with A and C unlike) forms its own clusters. Verification alone does not prevent chaining:
@@ -62,6 +63,7 @@ __all__ = [
 ]
 
 _PAIR_CHUNK = 1 << 16
+VERIFY_BATCH_PAIRS = 1 << 18  # pairs verified per batch: at most 128 MiB of fetched 128-value signatures
 
 
 # Weight of a missed duplicate in datasketch's grid search (MinHashLSH's own default is 0.5). Candidates are
@@ -207,6 +209,23 @@ def verify_pairs(
     return pairs[keep], similarity[keep]
 
 
+def verify_in_batches(
+    ex: Exchange, pairs: np.ndarray, doc_index: np.ndarray, signatures: np.ndarray, bound: float, owner_of: OwnerOf
+) -> tuple[np.ndarray, np.ndarray]:
+    """`verify_pairs` over batches of VERIFY_BATCH_PAIRS pairs, so the fetched signatures stay bounded on a rank that
+    owns very many pairs (a template's star); every rank takes part in as many batches as the busiest one."""
+    batches = max(ex.comm.allgather(-(-len(pairs) // VERIFY_BATCH_PAIRS)))
+    verified = [
+        verify_pairs(
+            ex, pairs[i * VERIFY_BATCH_PAIRS : (i + 1) * VERIFY_BATCH_PAIRS], doc_index, signatures, bound, owner_of
+        )
+        for i in range(batches)
+    ]
+    if not verified:
+        return pairs, np.zeros(0, np.float64)
+    return np.concatenate([v[0] for v in verified]), np.concatenate([v[1] for v in verified])
+
+
 def keeper_graph(ex: Exchange, pairs, similarity, doc_index, keys, owner_of: OwnerOf) -> KeeperGraph:
     """This rank's part of the verified graph: its pairs, and a copy of each pair sent to the higher document's rank."""
     key_u = keys[positions_of(doc_index, pairs[:, 0], "keeper_graph")].view(np.int64)
@@ -247,7 +266,7 @@ def find_near_duplicates(
     ex, keys = Exchange(comm), rank_key(priority)
     pairs = candidate_pairs(ex, doc_index, keys, signatures, params, owner_of)
     bound = verify_bound(params) if verify_threshold is None else float(verify_threshold)
-    verified, similarity = verify_pairs(ex, pairs, doc_index, signatures, bound, owner_of)
+    verified, similarity = verify_in_batches(ex, pairs, doc_index, signatures, bound, owner_of)
     graph = keeper_graph(ex, verified, similarity, doc_index, keys, owner_of)
     rounds = select_keepers(ex, graph)
     clusters = gather_clusters(ex, *graph.assignments(), owner_of)

@@ -82,6 +82,24 @@ def test_recall_at_jaccard_09_is_kept():
     assert sum(kept_of.get(copy) == base for base, copy in close) >= 0.99 * len(close)
 
 
+def test_verification_in_small_batches_decides_the_same(monkeypatch):
+    import data_pipeline.lsh as lsh
+
+    texts, _ = planted_corpus(40, 2, (0.005, 0.02, 0.05), words=150, seed=4)
+    sigs = compute_signatures(texts, workers=1)
+    whole = find_near_duplicates(LocalComm(), np.arange(len(texts)), sigs, PARAMS)
+    monkeypatch.setattr(lsh, "VERIFY_BATCH_PAIRS", 3)
+
+    def rank(comm):
+        index = np.arange(comm.rank, len(texts), comm.size)
+        return find_near_duplicates(comm, index, sigs[index], PARAMS, None, None, lambda i: np.asarray(i) % 3)
+
+    batched = run_ranks(3, rank)
+    assert whole.verified_pairs == batched[0].verified_pairs > 40
+    assert sorted(c["kept"] for r in batched for c in r.clusters) == [c["kept"] for c in whole.clusters]
+    assert np.array_equal(np.sort(np.concatenate([r.removed for r in batched])), whole.removed)
+
+
 def sequential_greedy(edges: np.ndarray, keys: dict[int, tuple]) -> set[int]:
     """The reference: walk documents in keep order; one is removed if an already-kept neighbour exists."""
     neighbours: dict[int, set[int]] = {node: set() for node in keys}
