@@ -3,7 +3,7 @@
 Each measurement runs in its own child process and reads that child's ru_maxrss:
 - anchor: build the (n, num_perm) uint32 signatures (10% of documents are perturbed copies of others, so
   there are real candidate pairs and clusters) and the int64 document index;
-- measured: the same, then `find_near_duplicates` (band keys, routing, run finding, verification, components).
+- measured: the same, then `find_near_duplicates` (band keys, routing, run finding, verification, keepers).
 The difference divided by n is what LSH costs per document on top of the signatures; the target is <= 300 B.
 
     .venv/bin/python benchmarks/bench_dedup_memory.py [--docs 1000000] [--num-perm 128] [--threshold 0.8]

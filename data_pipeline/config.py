@@ -122,7 +122,10 @@ class DedupConfig:
     bands: int | None = None
     rows: int | None = None
     seed: int = 1
-    verify_threshold: float | None = 0.5  # None: keep every LSH candidate pair without checking its Jaccard
+    # estimated Jaccard a candidate pair needs to count as a near duplicate (of the very document kept for it);
+    # None: the threshold less 3 standard deviations of the MinHash estimate (0.694 at 0.8 / 128); 0: every candidate
+    verify_threshold: float | None = None
+    keep: str = "first"  # which document a cluster keeps: "first" (input order) or "longest" (ties: input order)
     # MinHash family: mersenne61 (exact (a*h+b) mod 2^61-1 over the top 32 bits of each 64-bit shingle hash,
     # datasketch's "legacy") or affine32 (datasketch 2.x's default, a*fmix32(h)+b mod 2^32; see BENCHMARKS.md)
     scheme: str = "mersenne61"
@@ -145,6 +148,7 @@ class DedupConfig:
         _check(
             self.shingle in ("words", "chars", "auto"), "dedup.shingle", f"use words|chars|auto, got {self.shingle!r}"
         )
+        _check(self.keep in ("first", "longest"), "dedup.keep", f"use first|longest, got {self.keep!r}")
 
 
 @dataclass

@@ -4,7 +4,9 @@ The same code runs as one process (LocalComm) or as N MPI ranks. Each rank reads
 files (balanced by size), so kept/part-00000.jsonl, part-00001.jsonl, ... concatenated in rank order is the
 global input order, and a document's global index (its position among all readable input documents) does not
 depend on N. The dedup collectives see only global indices, so which documents survive does not depend on N
-either. Rank 0 sums the ledgers, checks they add up and writes stats.json, dedup/clusters.jsonl and the report.
+either. Each dedup decision reaches only the rank holding the document; each cluster record is built, with its
+ids, by the rank holding the kept document. Rank 0 sums the ledgers, checks they add up and writes stats.json,
+dedup/clusters.jsonl (from the ranks' records) and the report.
 
 Outputs are written under temporary names and renamed; the completion marker is written last. A rerun with the
 same inputs and recipe skips the stage when every output is intact; a changed input is refused (new folder).
@@ -26,6 +28,7 @@ import numpy as np
 from data_pipeline import markers, minhash
 from data_pipeline.comm import LocalComm, collective, get_comm, on_root
 from data_pipeline.config import FiltersConfig, PipelineConfig, load_recipe, save_recipe
+from data_pipeline.dedup_clusters import owner_of_blocks
 from data_pipeline.documents import Document, Reject
 from data_pipeline.errors import PipelineError
 from data_pipeline.filters import drop_reason
@@ -193,16 +196,24 @@ def apply_drops(kept: np.ndarray, doc_index: np.ndarray, removed: np.ndarray, re
     kept &= ~hit
 
 
-def exact_dedup(
-    comm: LocalComm, docs: list[Document], doc_index: np.ndarray, kept: np.ndarray, ledger: Ledger
-) -> list[dict]:
-    """Drop byte-identical copies of an earlier document (any rank); returns rank 0's clusters."""
+def keep_priorities(docs: list[Document], alive: np.ndarray, recipe: PipelineConfig) -> np.ndarray:
+    """`dedup.keep` priority of each live document (the cluster keeps its lowest (priority, global index))."""
+    from data_pipeline.exact_dedup import keep_priority
+
+    return keep_priority(np.array([len(docs[i].text) for i in alive], np.int64), recipe.dedup.keep)
+
+
+def exact_dedup(comm: LocalComm, docs: list[Document], doc_index: np.ndarray, kept: np.ndarray, ledger: Ledger,
+                recipe: PipelineConfig, owner_of: Any) -> list[dict]:  # fmt: skip
+    """Drop byte-identical copies of a higher-priority document (any rank); returns the clusters this rank owns."""
     from data_pipeline.exact_dedup import exact_text_hashes, find_exact_duplicates
 
     alive = np.flatnonzero(kept)
-    result = find_exact_duplicates(comm, doc_index[alive], exact_text_hashes([docs[i].text for i in alive]))
+    hashes = exact_text_hashes([docs[i].text for i in alive])
+    priority = keep_priorities(docs, alive, recipe)
+    result = find_exact_duplicates(comm, doc_index[alive], hashes, priority, owner_of)
     apply_drops(kept, doc_index, result.removed, "exact_dup", ledger)
-    return [dict(c, kind="exact") for c in (result.clusters or [])]
+    return [{"kind": "exact", **c} for c in result.clusters]
 
 
 SIGNATURE_BATCH_DOCS = 16384
@@ -231,17 +242,18 @@ def minhash_signatures(texts: list[str], recipe: PipelineConfig, quiet: bool) ->
 
 
 def near_dedup(comm: LocalComm, docs: list[Document], doc_index: np.ndarray, kept: np.ndarray, ledger: Ledger,
-               recipe: PipelineConfig, params: Any, pairs: dict, quiet: bool) -> list[dict]:  # fmt: skip
-    """Drop documents whose MinHash-LSH cluster has an earlier member (any rank); returns rank 0's clusters."""
+               recipe: PipelineConfig, params: Any, pairs: dict, quiet: bool, owner_of: Any) -> list[dict]:  # fmt: skip
+    """Drop verified near duplicates of the document kept for them (any rank); returns the clusters this rank owns."""
     from data_pipeline.lsh import find_near_duplicates
 
     alive = np.flatnonzero(kept)
     signatures = minhash_signatures([docs[i].text for i in alive], recipe, quiet)
+    priority = keep_priorities(docs, alive, recipe)
     verify = recipe.dedup.verify_threshold
-    result = find_near_duplicates(comm, doc_index[alive], signatures, params, verify_threshold=verify)
+    result = find_near_duplicates(comm, doc_index[alive], signatures, params, verify, priority, owner_of)
     apply_drops(kept, doc_index, result.removed, "near_dup", ledger)
     pairs["candidate_pairs"], pairs["verified_pairs"] = int(result.candidate_pairs), int(result.verified_pairs)
-    return [dict(c, kind="near") for c in (result.clusters or [])]
+    return [{"kind": "near", **c} for c in result.clusters]
 
 
 def lsh_params(recipe: PipelineConfig) -> Any:
@@ -251,22 +263,16 @@ def lsh_params(recipe: PipelineConfig) -> Any:
     return LSHParams.from_threshold(cfg.threshold, cfg.num_perm, bands=cfg.bands, rows=cfg.rows)
 
 
-def ids_of(comm: LocalComm, docs: list[Document], offset: int, clusters: list[dict]) -> dict[int, str]:
-    """Map every global index named in rank 0's clusters to its document id, asking the rank that holds it."""
-    wanted = comm.bcast(sorted({i for c in clusters for i in [c["kept"], *c["removed"]]}) if comm.rank == 0 else None)
-    mine = {i: docs[i - offset].id for i in wanted if offset <= i < offset + len(docs)}
-    gathered = comm.gather(mine, root=0)
-    return {i: doc_id for part in (gathered or []) for i, doc_id in part.items()}
+def own_cluster_records(comm: LocalComm, run: DedupRun) -> list[dict]:
+    """This rank's clusters.jsonl lines (ids in place of indices; exact first, each kind by kept index).
 
+    Ranks hold contiguous global indices, so the ranks' lists concatenated in rank order and stably sorted by kind
+    are in (kind, kept index) order for any rank count."""
+    from data_pipeline.exact_dedup import cluster_records_with_ids
 
-def cluster_records(clusters: list[dict], ids: dict[int, str]) -> list[dict]:
-    """clusters.jsonl lines with ids instead of indices, exact clusters first, each kind by kept index."""
-    order = sorted(clusters, key=lambda c: (c["kind"] != "exact", int(c["kept"])))
-    return [
-        {"kind": c["kind"], "kept": ids[int(c["kept"])], "removed": [ids[int(i)] for i in c["removed"]],
-         "similarity": [round(float(s), 4) for s in c.get("similarity", [1.0] * len(c["removed"]))]}
-        for c in order
-    ]  # fmt: skip
+    ordered = sorted(run.clusters, key=lambda c: (c["kind"] != "exact", int(c["kept"])))
+    doc_ids = [d.id for d in run.docs]
+    return cluster_records_with_ids(comm, ordered, run.doc_index, doc_ids, run.owner_of)
 
 
 # ---------------------------------------------------------------------------------------------------- the stage
@@ -343,6 +349,7 @@ class DedupRun:
         )
         counts = self.comm.allgather(len(docs))
         self.offset = sum(counts[: self.comm.rank])
+        self.owner_of = owner_of_blocks(counts)
         self.docs = docs
         self.doc_index = np.arange(self.offset, self.offset + len(docs), dtype=np.int64)
         self.kept = np.ones(len(docs), dtype=bool)
@@ -364,7 +371,10 @@ class DedupRun:
         cfg = self.recipe.dedup
         if cfg.exact:
             self.clusters += self.timed(
-                "exact_dedup", lambda: exact_dedup(self.comm, self.docs, self.doc_index, self.kept, self.ledger)
+                "exact_dedup",
+                lambda: exact_dedup(
+                    self.comm, self.docs, self.doc_index, self.kept, self.ledger, self.recipe, self.owner_of
+                ),
             )
             self.step_summary("exact dedup", "exact_dup", "exact_dedup")
         if cfg.near:
@@ -382,6 +392,7 @@ class DedupRun:
                     self.params,
                     self.pairs,
                     self.quiet,
+                    self.owner_of,
                 ),
             )
             self.step_summary("near dedup", "near_dup", "near_dedup")
@@ -389,7 +400,7 @@ class DedupRun:
     def step_summary(self, step: str, reason: str, timing: str) -> None:
         """Rank 0's line after a dedup step: removals summed over ranks (a collective: every rank calls it)."""
         removed = self.comm.allreduce_sum(self.ledger.dropped.get(reason, 0))
-        clusters = sum(c["kind"] == reason.split("_")[0] for c in self.clusters)
+        clusters = self.comm.allreduce_sum(sum(c["kind"] == reason.split("_")[0] for c in self.clusters))
         summary(
             f"{step}: {removed} documents removed in {clusters} clusters ({self.timings[timing]:.1f} s)", self.quiet
         )
@@ -404,19 +415,19 @@ class DedupRun:
         self.timed("filter", self.filter)
         self.dedup()
         self.timed("write_kept", self.write_kept)
-        ids = ids_of(self.comm, self.docs, self.offset, self.clusters)
+        records = self.comm.gather(own_cluster_records(self.comm, self), root=0)
         ledgers = self.comm.gather(self.ledger, root=0)
         timings = self.comm.gather(self.timings, root=0)
         stats = collective(
-            self.comm, "writing stats", lambda: self.finish(ledgers, timings, ids) if self.comm.rank == 0 else None
+            self.comm, "writing stats", lambda: self.finish(ledgers, timings, records) if self.comm.rank == 0 else None
         )
         return self.comm.bcast(stats)
 
-    def finish(self, ledgers: list[Ledger], timings: list[dict], ids: dict[int, str]) -> dict:
+    def finish(self, ledgers: list[Ledger], timings: list[dict], rank_records: list[list[dict]]) -> dict:
         """Rank 0: check the summed ledger, write stats.json, clusters.jsonl, the recipe and the report."""
         total = Ledger.merged(ledgers)
         total.check()
-        records = cluster_records(self.clusters, ids)
+        records = sorted((r for part in rank_records for r in part), key=lambda r: r["kind"] != "exact")
         write_jsonl_atomic(self.out / CLUSTERS, records)
         save_recipe(self.recipe, self.out / RECIPE)
         stats = self.stats(total, records)

@@ -1,13 +1,14 @@
-"""Exact deduplication: byte-identical texts keep only their first occurrence (lowest global index).
+"""Exact deduplication: of byte-identical texts only the lowest-ranked one is kept (`dedup.keep`; default: the first).
 
 `exact_text_hash` is xxh3_128 of the UTF-8 text exactly as read (no normalisation: "exact" means identical
 bytes; near-identical texts are the MinHash stage's job). It returns a (2,) uint64 array (high, low 64 bits) so
 many hashes stack into one (n, 2) array that travels between MPI ranks as raw buffers. At 128 bits, a false
 match among 10^12 documents has probability ~10^-15.
 
-Distributed: each rank routes its rows (hash_high, hash_low, global index) to the rank owning that range of
-hash_high values (`key_owner`), owners sort and find runs of equal hashes, and every rank learns which of its
-documents were removed. `DedupResult` is shared with the near-duplicate stage (`data_pipeline.lsh`).
+Distributed: each rank routes its rows (hash_high, hash_low, rank key, global index) to the rank owning that
+range of hash_high values (`key_owner`); owners sort and find runs of equal hashes, keep each run's lowest-ranked
+member, send each removal only to the rank holding that document (`owner_of`) and each (kept, removed) row to the
+rank holding the kept one, which owns the cluster record. `DedupResult` is shared with the near-duplicate stage.
 """
 
 from __future__ import annotations
@@ -18,17 +19,38 @@ import numpy as np
 import xxhash
 
 from data_pipeline.comm import LocalComm
+from data_pipeline.dedup_clusters import (
+    Exchange,
+    OwnerOf,
+    cluster_records_with_ids,
+    gather_clusters,
+    keep_priority,
+    key_owner,
+    rank_key,
+    run_starts,
+)
+
+__all__ = [
+    "DedupResult",
+    "cluster_records_with_ids",
+    "exact_text_hash",
+    "exact_text_hashes",
+    "find_exact_duplicates",
+    "keep_priority",
+]
 
 
 @dataclass
 class DedupResult:
-    """What a dedup step decided. `removed` is per rank; `clusters` is complete on rank 0 only."""
+    """What a dedup step decided, as seen by one rank."""
 
-    removed: np.ndarray  # int64 global indices among THIS rank's documents to drop
-    clusters: list[dict] = field(default_factory=list)  # {"kept", "removed", "similarity"}, sorted by kept
-    largest_cluster: int = 0  # documents in the biggest cluster (kept + removed); 0 when nothing was removed
-    candidate_pairs: int = 0
+    removed: np.ndarray  # int64: global indices of THIS rank's documents that are removed (nothing else), ascending
+    clusters: list[dict] = field(default_factory=list)  # only clusters whose kept document this rank holds, by kept
+    candidate_pairs: int = 0  # global totals, identical on every rank
     verified_pairs: int = 0
+    largest_cluster: int = 0  # documents in the biggest cluster anywhere (kept + removed); 0 when none
+    rounds: int = 0  # exchange rounds the keeper selection took (near dedup)
+    received_bytes: dict[str, int] = field(default_factory=dict)  # what this rank received, per phase
 
 
 def exact_text_hash(text: str) -> np.ndarray:
@@ -44,64 +66,54 @@ def exact_text_hashes(texts: list[str]) -> np.ndarray:
     return np.frombuffer(digests, dtype=">u8").astype(np.uint64).reshape(-1, 2)
 
 
-def key_owner(keys: np.ndarray, size: int) -> np.ndarray:
-    """Rank owning each uint64 key: rank r owns the r-th of `size` equal ranges of key values."""
-    return ((keys >> np.uint64(32)) * np.uint64(size)) >> np.uint64(32)
-
-
-def route_rows(comm: LocalComm, rows: np.ndarray, owners: np.ndarray) -> np.ndarray:
-    """Send each row to the rank in `owners`; return the rows this rank received (rank order)."""
-    if comm.size == 1:
-        return comm.alltoallv_array([rows])
-    order = np.argsort(owners, kind="stable")
-    counts = np.bincount(owners.astype(np.int64), minlength=comm.size)
-    parts = np.split(rows[order], np.cumsum(counts)[:-1])
-    return comm.alltoallv_array([np.ascontiguousarray(p) for p in parts])
-
-
-def run_starts(sorted_keys: np.ndarray) -> np.ndarray:
-    """Boolean mask: True where a run of equal rows (along axis 0) begins."""
-    if len(sorted_keys) == 0:
-        return np.zeros(0, bool)
-    change = sorted_keys[1:] != sorted_keys[:-1]
-    if change.ndim > 1:
-        change = change.any(axis=1)
-    return np.r_[True, change]
-
-
-def own_removed(doc_index: np.ndarray, removed_everywhere: np.ndarray) -> np.ndarray:
-    """This rank's documents (int64 global indices, sorted) among the removals found on all ranks."""
-    return np.sort(doc_index[np.isin(doc_index, removed_everywhere)])
-
-
-def _exact_clusters(docs: np.ndarray, starts: np.ndarray) -> list[dict]:
-    """Clusters of identical texts from docs sorted by (hash, index); the first of each run is kept."""
-    first = np.flatnonzero(starts)
-    sizes = np.diff(np.r_[first, len(docs)])
-    clusters = []
-    for begin, size in zip(first[sizes > 1].tolist(), sizes[sizes > 1].tolist(), strict=True):
-        run = docs[begin : begin + size]
-        clusters.append({"kept": int(run[0]), "removed": run[1:].tolist(), "similarity": [1.0] * (size - 1)})
-    return clusters
-
-
-def find_exact_duplicates(comm: LocalComm, doc_index: np.ndarray, hashes: np.ndarray) -> DedupResult:
-    """Drop every document whose exact_text_hash equals one with a lower global index (on any rank)."""
+def check_inputs(
+    comm: LocalComm, doc_index: np.ndarray, priority: np.ndarray | None, owner_of: OwnerOf | None, where: str
+) -> tuple[np.ndarray, np.ndarray, OwnerOf]:
+    """doc_index as int64, priority (default: input order) and owner_of (default only on one rank), checked."""
     doc_index = np.asarray(doc_index, dtype=np.int64)
+    priority = np.zeros(len(doc_index), np.int64) if priority is None else np.asarray(priority, np.int64)
+    if len(priority) != len(doc_index):
+        raise ValueError(f"{where}: {len(doc_index)} doc indices but {len(priority)} priorities")
+    if owner_of is None:
+        if comm.size > 1:
+            raise ValueError(f"{where}: owner_of is required with {comm.size} ranks (global index -> rank)")
+        owner_of = _all_on_rank_zero
+    return doc_index, priority, owner_of
+
+
+def _all_on_rank_zero(doc_index: np.ndarray) -> np.ndarray:
+    return np.zeros(len(doc_index), np.int64)
+
+
+def largest_cluster(comm: LocalComm, clusters: list[dict]) -> int:
+    """Size (kept + removed) of the biggest cluster on any rank; 0 when there is none."""
+    return int(max(comm.allgather(max((len(c["removed"]) + 1 for c in clusters), default=0))))
+
+
+def find_exact_duplicates(
+    comm: LocalComm,
+    doc_index: np.ndarray,
+    hashes: np.ndarray,
+    priority: np.ndarray | None = None,
+    owner_of: OwnerOf | None = None,
+) -> DedupResult:
+    """Keep the lowest-ranked (priority, global index) of every group of equal exact_text_hash, on any rank."""
+    doc_index, priority, owner_of = check_inputs(comm, doc_index, priority, owner_of, "find_exact_duplicates")
     hashes = np.asarray(hashes, dtype=np.uint64).reshape(-1, 2)
     if len(hashes) != len(doc_index):
         raise ValueError(f"find_exact_duplicates: {len(doc_index)} doc indices but {len(hashes)} hashes")
-    rows = np.column_stack([hashes, doc_index.astype(np.uint64)])
-    received = route_rows(comm, rows, key_owner(hashes[:, 0], comm.size))
-    received = received[np.lexsort((received[:, 2], received[:, 1], received[:, 0]))]
+    ex = Exchange(comm)
+    rows = np.column_stack([hashes, rank_key(priority), doc_index.astype(np.uint64)])
+    received = ex.route(rows, key_owner(hashes[:, 0], comm.size), "exact keys")
+    received = received[np.lexsort((received[:, 3], received[:, 2], received[:, 1], received[:, 0]))]
     starts = run_starts(received[:, :2])
-    removed_here = received[~starts, 2].astype(np.int64)
-    clusters = _exact_clusters(received[:, 2].astype(np.int64), starts)
-    gathered = comm.gather(clusters, root=0)
-    all_clusters = sorted((c for part in gathered for c in part), key=lambda c: c["kept"]) if comm.rank == 0 else []
-    largest = max((len(c["removed"]) + 1 for c in clusters), default=0)
+    docs = received[:, 3].astype(np.int64)
+    kept = docs[np.maximum.accumulate(np.where(starts, np.arange(len(docs)), 0))][~starts]
+    removed = docs[~starts]
+    clusters = gather_clusters(ex, kept, removed, np.ones(len(removed)), owner_of)
     return DedupResult(
-        removed=own_removed(doc_index, np.concatenate(comm.allgather(removed_here))),
-        clusters=all_clusters,
-        largest_cluster=int(max(comm.allgather(largest))),
+        removed=np.sort(ex.route(removed, owner_of(removed), "decisions")),
+        clusters=clusters,
+        largest_cluster=largest_cluster(comm, clusters),
+        received_bytes=ex.received,
     )

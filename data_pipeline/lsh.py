@@ -1,43 +1,69 @@
-"""MinHash-LSH near-duplicate detection over flat numpy arrays, on one process or N MPI ranks.
+"""MinHash-LSH near-duplicate detection over flat numpy arrays, on one process or N MPI ranks, with no central rank.
 
-The algorithm, per band (bands x rows of the signature):
-1. Each rank hashes its documents' band slice to a 64-bit band key and routes (band key, global index) rows
-   with `alltoallv_array` to the rank owning that range of key values (rank r owns keys in
-   [r * 2^64 / size, (r + 1) * 2^64 / size)). Equal keys therefore always meet on one rank.
-2. Owners sort their rows by (key, index), find runs of equal keys and emit star edges from each run's first
-   (lowest-index) member to the others. No Python object exists per band entry.
-3. Edges of all bands go to rank 0, which asks every rank for the signatures of the documents that appear in
-   an edge (only candidates travel, 4 * num_perm bytes each), keeps the edges whose estimated Jaccard reaches
-   `verify_threshold` (so templates cannot chain unrelated documents into giant clusters), and labels connected
-   components with scipy.sparse.csgraph. The lowest global index of each component is kept.
-4. Rank 0 broadcasts the removed indices; each rank keeps the ones among its own documents.
+1. Candidates, per band (bands x rows of the signature): each rank hashes its documents' band slice to a 64-bit
+   key and routes (key, rank key, global index) rows to the rank owning that range of key values, so equal keys
+   meet on one rank. The owner sorts its rows and emits star pairs from each run's lowest-ranked member (the one
+   a cluster would keep, `dedup.keep`) to the others. No Python object exists per band entry.
+2. Verification where the pair is owned: each pair goes to the rank holding its lower-ranked document, which
+   fetches the other document's signature from its holder (alltoallv: only candidates' signatures travel) and
+   keeps the pair when its estimated Jaccard reaches the verify bound: `dedup.verify_threshold`, by default the
+   threshold less three standard deviations of the estimate at the threshold (`verify_bound`). Pairs are verified
+   in batches, so the fetched signatures stay bounded on a rank owning a template's huge star of pairs.
+3. Keepers (`dedup_clusters.select_keepers`): the greedy independent set of the verified-pair graph in rank
+   order, so a document is removed only as a verified near duplicate of the very document kept for it; the rest
+   of a chain (A~B~C with A and C unlike) forms its own clusters. Verification alone does not prevent chaining:
+   connected components of verified pairs merge chains whose ends have nothing in common.
+4. Each removed document's holder learns it without any message; the (kept, removed, similarity) rows go to the
+   rank holding the kept document, which owns that cluster record.
 
 Memory per document beyond the signatures (4 * num_perm bytes, uint32): bands are processed one at a time, so
-the peak is one band's 64-bit keys, the (key, index) rows (16 bytes), their routed copy and a sort order:
-benchmarks/bench_dedup_memory.py measures 78 bytes per document at 1M documents on one rank. Edges cost 16 bytes
-per candidate pair; under MPI rank 0 also holds the signatures of documents that are in a candidate pair
-(4 * num_perm bytes each) and every rank receives the list of removed indices (8 bytes each). Each rank holds
-1/size of every band's rows, so band memory per rank falls as ranks are added.
+the peak is one band's 64-bit keys, the (key, rank key, index) rows (24 bytes), their routed copy and a sort
+order (benchmarks/bench_dedup_memory.py). A candidate pair costs 16 bytes on the rank owning it, plus the fetched
+signature of its other document when that is new to the rank; a verified pair is held by both documents' ranks.
 
-The result is identical for any number of ranks: the edges only depend on which documents share a band key.
+The result is identical for any number of ranks: candidates depend only on which documents share a band key,
+verification only on the two signatures, and the greedy independent set is unique.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from data_pipeline.comm import LocalComm
-from data_pipeline.exact_dedup import DedupResult, key_owner, own_removed, route_rows, run_starts
+from data_pipeline.dedup_clusters import (
+    Exchange,
+    KeeperGraph,
+    OwnerOf,
+    cluster_records_with_ids,
+    fetch_from_owners,
+    gather_clusters,
+    keep_priority,
+    key_owner,
+    positions_of,
+    rank_key,
+    run_starts,
+    select_keepers,
+)
+from data_pipeline.exact_dedup import DedupResult, check_inputs, largest_cluster
 from data_pipeline.minhash import _fmix64, estimated_jaccard
 
-__all__ = ["DedupResult", "LSHParams", "band_keys", "candidate_edges", "find_near_duplicates", "planted_corpus"]
+__all__ = [
+    "DedupResult",
+    "LSHParams",
+    "band_keys",
+    "cluster_records_with_ids",
+    "find_near_duplicates",
+    "keep_priority",
+    "planted_corpus",
+    "verify_bound",
+]
 
-_EDGE_CHUNK = 1 << 16
+_PAIR_CHUNK = 1 << 16
+VERIFY_BATCH_PAIRS = 1 << 18  # pairs verified per batch: at most 128 MiB of fetched 128-value signatures
 
 
 # Weight of a missed duplicate in datasketch's grid search (MinHashLSH's own default is 0.5). Candidates are
@@ -111,86 +137,110 @@ def band_keys(signatures: np.ndarray, params: LSHParams, band: int) -> np.ndarra
     return keys
 
 
-def _star_edges(received: np.ndarray) -> np.ndarray:
-    """(u, v) int64 edges from each run of equal keys' first (lowest index) member to every other member.
+def verify_bound(params: LSHParams, deviations: float = 3.0) -> float:
+    """Default verify threshold: dedup.threshold less `deviations` standard deviations of the MinHash estimate of a
+    pair exactly at the threshold (sqrt(t(1-t)/num_perm)); 0.694 at 0.8 and 128 permutations.
 
-    Only positions are kept per row (8 bytes each); doc ids are looked up for the duplicate rows alone.
+    A pair at the threshold passes with probability ~0.999, one at Jaccard 0.5 with ~1e-5."""
+    t = params.threshold
+    return max(0.0, t - deviations * math.sqrt(t * (1.0 - t) / params.num_perm))
+
+
+def _star_pairs(received: np.ndarray) -> np.ndarray:
+    """(u, v) pairs from each run of equal band keys' lowest-ranked member u to every other member v.
+
+    Rows are (band key, rank key, global index); only positions are sorted, doc ids are looked up for the pairs.
     """
-    order = np.lexsort((received[:, 1], received[:, 0]))
+    order = np.lexsort((received[:, 2], received[:, 1], received[:, 0]))
     starts = run_starts(received[order, 0])
     member_positions = np.flatnonzero(~starts)
     run_first = np.flatnonzero(starts)
     first_positions = run_first[np.searchsorted(run_first, member_positions, side="right") - 1]
-    docs = received[:, 1]
+    docs = received[:, 2]
     return np.column_stack([docs[order[first_positions]], docs[order[member_positions]]]).astype(np.int64)
 
 
-def unique_edges(edges: np.ndarray) -> np.ndarray:
+def unique_pairs(pairs: np.ndarray) -> np.ndarray:
     """Sorted (u, v) rows without repeats."""
-    edges = edges[np.lexsort((edges[:, 1], edges[:, 0]))]
-    return edges[run_starts(edges)] if len(edges) else edges.reshape(0, 2)
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    return pairs[run_starts(pairs)] if len(pairs) else pairs.reshape(0, 2)
 
 
-def candidate_edges(comm: LocalComm, doc_index: np.ndarray, signatures: np.ndarray, params: LSHParams) -> np.ndarray:
-    """This rank's share of candidate edges: pairs that share a band key owned by this rank."""
-    edges = np.zeros((0, 2), np.int64)
+def candidate_pairs(
+    ex: Exchange, doc_index: np.ndarray, keys: np.ndarray, signatures: np.ndarray, params: LSHParams, owner_of: OwnerOf
+) -> np.ndarray:
+    """The candidate pairs (u, v) whose lower-ranked document u this rank holds, each once: u ranks below v."""
+    pairs = np.zeros((0, 2), np.int64)
     for band in range(params.bands):
-        keys = band_keys(signatures, params, band)
-        rows = np.column_stack([keys, doc_index.astype(np.uint64)])
-        received = route_rows(comm, rows, key_owner(keys, comm.size))
-        del rows, keys
-        edges = unique_edges(np.concatenate([edges, _star_edges(received)]))
-    return edges
+        band_key = band_keys(signatures, params, band)
+        rows = np.column_stack([band_key, keys, doc_index.astype(np.uint64)])
+        received = ex.route(rows, key_owner(band_key, ex.comm.size), "band keys")
+        del rows, band_key
+        pairs = unique_pairs(np.concatenate([pairs, _star_pairs(received)]))
+    return unique_pairs(ex.route(pairs, owner_of(pairs[:, 0]), "candidate pairs").reshape(-1, 2))
 
 
-def _signatures_on_root(comm: LocalComm, doc_index: np.ndarray, signatures: np.ndarray, wanted: np.ndarray):
-    """(sorted doc ids, their signatures) of the `wanted` documents, collected on rank 0 (None elsewhere)."""
-    if comm.size == 1 and bool(np.all(doc_index[1:] > doc_index[:-1])):
-        return doc_index, signatures  # already on "rank 0" and sorted: no copy of the candidates' signatures
-    wanted = comm.bcast(wanted if comm.rank == 0 else None, root=0)
-    mine = np.isin(doc_index, wanted)
-    to_root = [np.zeros(0, np.int64)] * comm.size
-    ids = comm.alltoallv_array([doc_index[mine] if r == 0 else to_root[r] for r in range(comm.size)])
-    empty = np.zeros((0, signatures.shape[1]), signatures.dtype)
-    sigs = comm.alltoallv_array([np.ascontiguousarray(signatures[mine]) if r == 0 else empty for r in range(comm.size)])
-    if comm.rank != 0:
-        return None, None
-    order = np.argsort(ids, kind="stable")
-    return ids[order], sigs[order]
-
-
-def _edge_similarity(sigs: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Estimated Jaccard of signature rows u[i] and v[i], in chunks to bound the boolean temporary."""
-    out = np.empty(len(u), np.float64)
-    for start in range(0, len(u), _EDGE_CHUNK):
-        stop = start + _EDGE_CHUNK
-        out[start:stop] = estimated_jaccard(sigs[u[start:stop]], sigs[v[start:stop]])
+def _pair_similarity(signatures: np.ndarray, pos_u: np.ndarray, other: np.ndarray, pos_v: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard of signatures[pos_u[i]] and other[pos_v[i]], in chunks to bound the boolean temporary."""
+    out = np.empty(len(pos_u), np.float64)
+    for start in range(0, len(pos_u), _PAIR_CHUNK):
+        stop = start + _PAIR_CHUNK
+        out[start:stop] = estimated_jaccard(signatures[pos_u[start:stop]], other[pos_v[start:stop]])
     return out
 
 
-def _clusters(ids: np.ndarray, sigs: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[list[dict], np.ndarray]:
-    """Connected components over positions into `ids`; keep each component's lowest id. Returns (clusters, removed)."""
-    nodes = np.unique(np.concatenate([u, v]))
-    cu, cv = np.searchsorted(nodes, u), np.searchsorted(nodes, v)
-    graph = coo_matrix((np.ones(len(cu), np.int8), (cu, cv)), shape=(len(nodes), len(nodes))).tocsr()
-    _, labels = connected_components(graph, directed=False)
-    order = np.lexsort((nodes, labels))  # nodes grouped by component, ascending id within each
-    members, member_labels = nodes[order], labels[order]
-    first = run_starts(member_labels)
-    kept_of = members[np.maximum.accumulate(np.where(first, np.arange(len(members)), 0))]
-    similarity = _edge_similarity(sigs, kept_of, members)
-    clusters = []
-    bounds = np.r_[np.flatnonzero(first), len(members)]
-    for begin, end in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        clusters.append(
-            {
-                "kept": int(ids[members[begin]]),
-                "removed": ids[members[begin + 1 : end]].tolist(),
-                "similarity": np.round(similarity[begin + 1 : end], 4).tolist(),
-            }
+def verify_pairs(
+    ex: Exchange, pairs: np.ndarray, doc_index: np.ndarray, signatures: np.ndarray, bound: float, owner_of: OwnerOf
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pairs, similarity) of this rank's candidate pairs whose estimated Jaccard reaches `bound`.
+
+    u is held here; v's signature is read in place when v is held here too, else fetched from its holder (once
+    per document and rank)."""
+    local = owner_of(pairs[:, 1]) == ex.comm.rank
+    wanted, pos_remote = np.unique(pairs[~local, 1], return_inverse=True)
+    fetched = fetch_from_owners(ex, wanted, owner_of, doc_index, signatures, "signatures")
+    pos_u = positions_of(doc_index, pairs[:, 0], "verify_pairs")
+    similarity = np.empty(len(pairs), np.float64)
+    similarity[local] = _pair_similarity(
+        signatures, pos_u[local], signatures, positions_of(doc_index, pairs[local, 1], "verify_pairs")
+    )
+    similarity[~local] = _pair_similarity(signatures, pos_u[~local], fetched, pos_remote.reshape(-1))
+    keep = similarity >= bound
+    return pairs[keep], similarity[keep]
+
+
+def verify_in_batches(
+    ex: Exchange, pairs: np.ndarray, doc_index: np.ndarray, signatures: np.ndarray, bound: float, owner_of: OwnerOf
+) -> tuple[np.ndarray, np.ndarray]:
+    """`verify_pairs` over batches of VERIFY_BATCH_PAIRS pairs, so the fetched signatures stay bounded on a rank that
+    owns very many pairs (a template's star); every rank takes part in as many batches as the busiest one."""
+    batches = max(ex.comm.allgather(-(-len(pairs) // VERIFY_BATCH_PAIRS)))
+    verified = [
+        verify_pairs(
+            ex, pairs[i * VERIFY_BATCH_PAIRS : (i + 1) * VERIFY_BATCH_PAIRS], doc_index, signatures, bound, owner_of
         )
-    clusters.sort(key=lambda c: c["kept"])
-    return clusters, ids[members[~first]]
+        for i in range(batches)
+    ]
+    if not verified:
+        return pairs, np.zeros(0, np.float64)
+    return np.concatenate([v[0] for v in verified]), np.concatenate([v[1] for v in verified])
+
+
+def keeper_graph(ex: Exchange, pairs, similarity, doc_index, keys, owner_of: OwnerOf) -> KeeperGraph:
+    """This rank's part of the verified graph: its pairs, and a copy of each pair sent to the higher document's rank."""
+    key_u = keys[positions_of(doc_index, pairs[:, 0], "keeper_graph")].view(np.int64)
+    rows = np.column_stack([pairs, key_u, similarity.view(np.int64)]).astype(np.int64)
+    incoming = ex.route(rows, owner_of(pairs[:, 1]), "verified pairs")
+    return KeeperGraph(
+        ex.comm,
+        out_u=pairs[:, 0],
+        out_v=pairs[:, 1],
+        in_u=incoming[:, 0],
+        in_v=incoming[:, 1],
+        in_key_u=incoming[:, 2].view(np.uint64),
+        in_sim=incoming[:, 3].view(np.float64),
+        owner_of=owner_of,
+    )
 
 
 def find_near_duplicates(
@@ -198,36 +248,37 @@ def find_near_duplicates(
     doc_index: np.ndarray,
     signatures: np.ndarray,
     params: LSHParams,
-    *,
-    verify_threshold: float | None = 0.5,
+    verify_threshold: float | None = None,
+    priority: np.ndarray | None = None,
+    owner_of: OwnerOf | None = None,
 ) -> DedupResult:
-    """Near-duplicate clusters among all ranks' documents; each rank learns which of its own to drop."""
-    doc_index = np.asarray(doc_index, dtype=np.int64)
+    """Near-duplicate clusters among all ranks' documents; each rank learns which of its own to drop.
+
+    verify_threshold: the estimated Jaccard a candidate pair needs (None: `verify_bound(params)`; 0: every
+    candidate). priority: `keep_priority` of each document (None: input order). owner_of: the rank holding each
+    global index (needed with more than one rank)."""
+    doc_index, priority, owner_of = check_inputs(comm, doc_index, priority, owner_of, "find_near_duplicates")
     if signatures.shape != (len(doc_index), params.num_perm):
         raise ValueError(
             f"find_near_duplicates: signatures have shape {signatures.shape}, expected "
             f"({len(doc_index)}, {params.num_perm}) for {len(doc_index)} documents and dedup.num_perm"
         )
-    local = candidate_edges(comm, doc_index, signatures, params)
-    edges = route_rows(comm, local.astype(np.int64), np.zeros(len(local), np.int64))
-    edges = unique_edges(edges.reshape(-1, 2))
-    ids, sigs = _signatures_on_root(comm, doc_index, signatures, np.unique(edges) if comm.rank == 0 else None)
-    result = DedupResult(removed=np.zeros(0, np.int64))
-    removed_all = np.zeros(0, np.int64)
-    if comm.rank == 0:
-        u, v = np.searchsorted(ids, edges[:, 0]), np.searchsorted(ids, edges[:, 1])
-        if verify_threshold is not None:
-            keep = _edge_similarity(sigs, u, v) >= verify_threshold
-            u, v = u[keep], v[keep]
-        clusters, removed_all = _clusters(ids, sigs, u, v) if len(u) else ([], removed_all)
-        result.clusters = clusters
-        result.candidate_pairs, result.verified_pairs = len(edges), len(u)
-        result.largest_cluster = max((len(c["removed"]) + 1 for c in clusters), default=0)
-    removed_all = comm.bcast(removed_all, root=0)
-    summary = comm.bcast((result.candidate_pairs, result.verified_pairs, result.largest_cluster), root=0)
-    result.candidate_pairs, result.verified_pairs, result.largest_cluster = summary
-    result.removed = own_removed(doc_index, removed_all)
-    return result
+    ex, keys = Exchange(comm), rank_key(priority)
+    pairs = candidate_pairs(ex, doc_index, keys, signatures, params, owner_of)
+    bound = verify_bound(params) if verify_threshold is None else float(verify_threshold)
+    verified, similarity = verify_in_batches(ex, pairs, doc_index, signatures, bound, owner_of)
+    graph = keeper_graph(ex, verified, similarity, doc_index, keys, owner_of)
+    rounds = select_keepers(ex, graph)
+    clusters = gather_clusters(ex, *graph.assignments(), owner_of)
+    return DedupResult(
+        removed=graph.own_removed(),
+        clusters=clusters,
+        candidate_pairs=int(comm.allreduce_sum(len(pairs))),
+        verified_pairs=int(comm.allreduce_sum(len(verified))),
+        largest_cluster=largest_cluster(comm, clusters),
+        rounds=rounds,
+        received_bytes=ex.received,
+    )
 
 
 def planted_corpus(

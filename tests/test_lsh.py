@@ -1,4 +1,4 @@
-"""LSH parameters, near-duplicate clusters against datasketch's MinHashLSH, verification, exact dedup."""
+"""LSH parameters, candidate pairs against datasketch's MinHashLSH, verification, exact dedup."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def test_clusters_match_datasketch_minhashlsh_on_planted_corpus(threshold):
     texts, pairs = planted_corpus(80, 1, (0.005, 0.4), words=200, seed=11)
     sigs = compute_signatures(texts, workers=1)
     params = LSHParams.from_threshold(threshold, 128)
-    result = find_near_duplicates(LocalComm(), np.arange(len(texts)), sigs, params, verify_threshold=None)
+    result = find_near_duplicates(LocalComm(), np.arange(len(texts)), sigs, params, verify_threshold=0.0)
     ours = _our_clusters(result)
     assert ours == _datasketch_clusters(texts, threshold, 128)
     planted_close = {frozenset(p) for i, p in enumerate(pairs) if i % 2 == 0}
@@ -102,17 +102,28 @@ def test_kept_is_lowest_global_index_and_removed_are_local():
 
 
 def test_verification_stops_low_similarity_candidates():
-    """Two signatures sharing only band 0 are candidates, but their estimated Jaccard is 13/128."""
+    """Two signatures sharing only band 0 are candidates, but their estimated Jaccard is 10/128."""
     params = LSHParams.from_threshold(0.8, 128)
     rng = np.random.default_rng(0)
     sigs = rng.integers(0, 1 << 32, size=(3, 128), dtype=np.uint64).astype(np.uint32)
     sigs[1, : params.rows] = sigs[0, : params.rows]
     sigs[2, : params.rows] = sigs[0, : params.rows]
-    verified = find_near_duplicates(LocalComm(), np.arange(3), sigs, params, verify_threshold=0.5)
+    verified = find_near_duplicates(LocalComm(), np.arange(3), sigs, params)
     assert (verified.candidate_pairs, verified.verified_pairs, len(verified.removed)) == (2, 0, 0)
     assert verified.clusters == [] and verified.largest_cluster == 0
-    unverified = find_near_duplicates(LocalComm(), np.arange(3), sigs, params, verify_threshold=None)
+    unverified = find_near_duplicates(LocalComm(), np.arange(3), sigs, params, verify_threshold=0.0)
     assert unverified.removed.tolist() == [1, 2] and unverified.largest_cluster == 3
+    # an explicit verify threshold replaces the default bound (10/128 = 0.078)
+    assert find_near_duplicates(LocalComm(), np.arange(3), sigs, params, 0.078).verified_pairs == 2
+    assert find_near_duplicates(LocalComm(), np.arange(3), sigs, params, 0.079).verified_pairs == 0
+
+
+def test_owner_of_is_required_on_several_ranks():
+    from sim_comm import run_ranks
+
+    with pytest.raises(ValueError, match="owner_of is required with 2 ranks"):
+        run_ranks(2, lambda comm: find_near_duplicates(comm, np.arange(1), np.zeros((1, 128), np.uint32),
+                                                       LSHParams.from_threshold()))  # fmt: skip
 
 
 def test_signature_shape_is_checked():

@@ -16,7 +16,7 @@ def test_defaults_match_the_contract() -> None:
         0.8,
         128,
         5,
-        0.5,
+        None,
     )
     assert (recipe.tokenizer.vocab_size, recipe.tokenizer.model_type, recipe.shards.target_bytes) == (
         32000,
