@@ -172,10 +172,8 @@ def resolve_workers(workers: int) -> int:
     return max(1, minhash.resolve_workers(0) // local_ranks())
 
 
-def filter_reasons(
-    texts: list[str], cfg: FiltersConfig, workers: int, quiet: bool
-) -> list[tuple[str, float] | None]:
-    """(drop reason, measured value) of each text (None = keep), over local worker processes when there is enough work."""
+def filter_reasons(texts: list[str], cfg: FiltersConfig, workers: int, quiet: bool) -> list[tuple[str, float] | None]:
+    """(drop reason, measured value) of each text (None = keep), over local worker processes when worth it."""
     reasons: list[tuple[str, float] | None] = []
     with stage_progress("filter", sum(len(t) for t in texts), quiet) as bar:
         if workers <= 1 or len(texts) < 512:

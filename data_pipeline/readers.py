@@ -368,7 +368,9 @@ def text_field_error(docs: int, bad: int, missing_text: int, fields: list[str], 
     if docs or not bad or missing_text != bad:
         return None
     close = difflib.get_close_matches(cfg.text_field, fields, n=1)
-    guess = close[0] if close else next((f for f in fields if f in ("content", "body", "contents", "raw_content")), None)
+    guess = (
+        close[0] if close else next((f for f in fields if f in ("content", "body", "contents", "raw_content")), None)
+    )
     hint = f"; did you mean --set read.text_field={guess}?" if guess else ""
     return InputError(
         f"none of the {bad} input records has the text field '{cfg.text_field}' (read.text_field); "
