@@ -250,10 +250,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _did_you_mean(name: str, valid: list[str]) -> str:
+def _did_you_mean(name: str, valid: list[str], prefix: str = "") -> str:
     """`did you mean 'x'? ` for the closest valid name, or nothing when none is close (as the trainer's config)."""
     close = difflib.get_close_matches(name, valid, n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
+    return f"did you mean {prefix + close[0]!r}? " if close else ""
 
 
 def _apply(raw: dict[str, Any], key: str, value: Any, origin: str) -> None:
@@ -267,7 +267,7 @@ def _apply(raw: dict[str, Any], key: str, value: Any, origin: str) -> None:
     hint = _did_you_mean(section, list(_SECTIONS))
     _check(section in _SECTIONS, key, f"has an unknown section ({origin}); {hint}sections: {', '.join(_SECTIONS)}")
     known = [f.name for f in dataclasses.fields(_SECTIONS[section])]
-    hint = _did_you_mean(key, [f"{section}.{k}" for k in known])
+    hint = _did_you_mean(name, known, prefix=f"{section}.")
     _check(name in known, key, f"is not a known key ({origin}); {hint}{section} keys: {', '.join(known)}")
     raw.setdefault(section, {})[name] = value
 
