@@ -145,11 +145,16 @@ def _rule_switches() -> list[str]:
 # What each `filters.profile` changes from the web-text defaults; recipe keys and --set apply on top.
 FILTER_PROFILES: dict[str, dict[str, Any]] = {
     "web": {},
-    # man pages, package docs, API docs and docstrings: prose between code samples, option lists and headings
+    # man pages, package docs, API docs and docstrings: prose between code samples, option lists and headings,
+    # with identifiers and paths for words and the same phrases repeated option after option (repetition limits
+    # doubled: at the web limits dup_ngrams alone dropped 35% of man pages, see README)
     "docs": {
-        "min_words": 30, "min_num_sentences": 2, "max_newline_word_ratio": 0.5,
+        "min_words": 30, "min_num_sentences": 2, "max_newline_word_ratio": 0.5, "max_mean_word_length": 15.0,
         "curly_braces": False, "short_lines": False, "dup_line_chars": False, "terminal_punctuation": False,
         "symbol_ratio": False, "alpha_words": False,
+        "max_dup_line_ratio": 0.5, "max_dup_line_char_ratio": 0.4,
+        "max_top_2gram_char_ratio": 0.4, "max_top_3gram_char_ratio": 0.36, "max_top_4gram_char_ratio": 0.32,
+        "max_dup_5gram_char_ratio": 0.3, "max_dup_10gram_char_ratio": 0.2,
     },
     # source code: The Stack's line-length and alphanumeric rules instead of the prose rules
     "code": {

@@ -101,8 +101,12 @@ def _filtered(counts: dict) -> dict[str, int]:
     return {reason: n for reason, n in counts["dropped"].items() if reason.startswith("filter:")}
 
 
-def _by_count(dropped: dict[str, int]) -> str:
-    return ", ".join(f"{reason}={n}" for reason, n in sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0])))
+def _by_count(dropped: dict[str, int], limit: int | None = None) -> str:
+    """`reason=n, ...` largest first; past `limit` reasons, how many more there are."""
+    ranked = [f"{reason}={n}" for reason, n in sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0]))]
+    if limit is not None and len(ranked) > limit:
+        ranked = [*ranked[:limit], f"{len(ranked) - limit} more rules"]
+    return ", ".join(ranked)
 
 
 def filter_warnings(stats: dict, share: float = WARN_SHARE) -> list[str]:
@@ -114,7 +118,7 @@ def filter_warnings(stats: dict, share: float = WARN_SHARE) -> list[str]:
             total = sum(filtered.values())
             warnings.append(
                 f"the filters dropped {total} of {readable} documents ({100 * total / readable:.0f}%) of {source}: "
-                f"{_by_count(filtered)}; if it is not web text, set filters.profile (code, docs or none) or switch "
+                f"{_by_count(filtered, limit=5)}; if it is not web text, set filters.profile (code, docs or none) or switch "
                 f"those rules off (see {DROPPED_DIR}/ for each document's measured value)"
             )
     return warnings

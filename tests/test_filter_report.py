@@ -153,3 +153,12 @@ def test_docs_profile_keeps_a_man_page_the_web_profile_drops(tmp_path: Path) -> 
     docs = run(tmp_path, [str(pages)], "filters.profile=docs", out="docs")
     assert (web["kept_docs"], docs["kept_docs"]) == (0, 4)
     assert len(web["filter_warnings"]) == 1 and docs["filter_warnings"] == []
+
+
+def test_a_warning_names_the_five_largest_rules_and_counts_the_rest() -> None:
+    ledger = Ledger()
+    ledger.read(28, source="in.jsonl")
+    for n in range(1, 8):
+        ledger.drop(f"filter:rule{n}", n, source="in.jsonl")
+    (warning,) = filter_warnings(ledger.to_stats())
+    assert "filter:rule7=7, filter:rule6=6, filter:rule5=5, filter:rule4=4, filter:rule3=3, 2 more rules;" in warning
