@@ -119,7 +119,7 @@ def filter_warnings(stats: dict, share: float = WARN_SHARE) -> list[str]:
             warnings.append(
                 f"the filters dropped {total} of {readable} documents ({100 * total / readable:.0f}%) of {source}: "
                 f"{_by_count(filtered, limit=5)}; if it is not web text, set filters.profile (code, docs or none) or switch "
-                f"those rules off (see {DROPPED_DIR}/ for each document's measured value)"
+                f"those rules off ({DROPPED_DIR}/ in the output folder lists each document with its measured value)"
             )
     return warnings
 

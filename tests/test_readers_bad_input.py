@@ -136,3 +136,12 @@ def test_some_records_with_the_text_field_is_not_an_error(tmp_path: Path) -> Non
     recipe = load_recipe(overrides=["filters.enabled=false", "dedup.near=false", "workers=1"])
     stats = run_dedup(LocalComm(), [str(path)], tmp_path / "out", recipe, quiet=True)
     assert stats["kept_docs"] == 1 and stats["dropped"] == {"bad_input:missing_text": 5}
+
+
+def test_an_oversized_text_file_is_rejected_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "big.txt"
+    path.write_bytes(b"word " * 1000)
+    (item,) = read_file(str(path), ReadConfig(max_chars=1000))
+    assert (item.reason, item.detail) == ("too_long", "file is 5000 bytes, more than 4 × read.max_chars=1000")
+    (doc,) = read_file(str(path), ReadConfig(max_chars=5000))
+    assert len(doc.text) == 5000
