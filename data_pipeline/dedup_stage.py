@@ -357,7 +357,7 @@ class DedupRun:
         bad = self.comm.allreduce_sum(len(rejects))
         missing = self.comm.allreduce_sum(sum(r.reason == "missing_text" for r in rejects))
         fields = sorted(set().union(*self.comm.allgather(fields_seen)))
-        if error := text_field_error(sum(counts), bad, missing, fields, self.recipe.read):
+        if error := text_field_error(sum(counts), missing, fields, self.recipe.read):
             raise error  # every rank decides alike from the reduced counts, so every rank raises
         summary(f"read: {sum(counts)} documents and {bad} bad records from {len(self.files)} files", self.quiet)
 

@@ -363,9 +363,9 @@ def read_file(path: str, cfg: ReadConfig, position: ReadPosition | None = None) 
         yield item
 
 
-def text_field_error(docs: int, bad: int, missing_text: int, fields: list[str], cfg: ReadConfig) -> InputError | None:
-    """The error when no record at all has read.text_field: name the key and the fields the records do have."""
-    if docs or not bad or missing_text != bad:
+def text_field_error(docs: int, missing_text: int, fields: list[str], cfg: ReadConfig) -> InputError | None:
+    """The error when no record has read.text_field but records have other fields: the key is likely misnamed."""
+    if docs or not missing_text or not fields:
         return None
     close = difflib.get_close_matches(cfg.text_field, fields, n=1)
     guess = (
@@ -373,6 +373,6 @@ def text_field_error(docs: int, bad: int, missing_text: int, fields: list[str], 
     )
     hint = f"; did you mean --set read.text_field={guess}?" if guess else ""
     return InputError(
-        f"none of the {bad} input records has the text field '{cfg.text_field}' (read.text_field); "
-        f"the records have the fields: {', '.join(fields) or '(none)'}{hint}"
+        f"no input record has the text field '{cfg.text_field}' (read.text_field); the {missing_text} records "
+        f"without it have the fields: {', '.join(fields)}{hint}"
     )

@@ -114,7 +114,10 @@ def test_no_record_with_the_text_field_names_the_key_and_the_fields(tmp_path: Pa
     with pytest.raises(InputError) as err:
         run_dedup(LocalComm(), [str(fields_corpus(tmp_path))], tmp_path / "out", recipe, quiet=True)
     message = str(err.value)
-    assert "'text' (read.text_field)" in message and "content, lang, url" in message
+    assert (
+        "'text' (read.text_field)" in message
+        and "the 5 records without it have the fields: content, lang, url" in message
+    )
     assert "--set read.text_field=content" in message
 
 
@@ -125,7 +128,26 @@ def test_parquet_without_the_text_column_names_its_columns(tmp_path: Path) -> No
     path = tmp_path / "t.parquet"
     pq.write_table(pa.table({"body": ["a", "b"], "id": ["1", "2"]}), path)
     recipe = load_recipe(overrides=["filters.enabled=false", "dedup.near=false", "workers=1"])
-    with pytest.raises(InputError, match=r"the records have the fields: body, id; did you mean --set read.text_field="):
+    with pytest.raises(
+        InputError, match=r"the 2 records without it have the fields: body, id; did you mean --set read.text_field="
+    ):
+        run_dedup(LocalComm(), [str(path)], tmp_path / "out", recipe, quiet=True)
+
+
+def test_empty_records_are_rejects_not_a_misnamed_field(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_text("{}\n{}\nnot json\n")
+    recipe = load_recipe(overrides=["filters.enabled=false", "dedup.near=false", "workers=1"])
+    stats = run_dedup(LocalComm(), [str(path)], tmp_path / "out", recipe, quiet=True)
+    assert stats["dropped"] == {"bad_input:malformed_json": 1, "bad_input:missing_text": 2}
+
+
+def test_a_misnamed_field_is_named_despite_malformed_lines(tmp_path: Path) -> None:
+    path = fields_corpus(tmp_path)
+    with open(path, "a") as f:
+        f.write("{broken\n")
+    recipe = load_recipe(overrides=["filters.enabled=false", "dedup.near=false", "workers=1"])
+    with pytest.raises(InputError, match="did you mean --set read.text_field=content"):
         run_dedup(LocalComm(), [str(path)], tmp_path / "out", recipe, quiet=True)
 
 

@@ -14,7 +14,7 @@ from data_pipeline.comm import LocalComm
 from data_pipeline.config import ReadConfig, load_recipe
 from data_pipeline.dedup_stage import run_dedup
 from data_pipeline.documents import Document, Reject
-from data_pipeline.readers import read_file
+from data_pipeline.readers import InputError, read_file
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
@@ -60,7 +60,13 @@ def test_stage_ledger_adds_up_on_random_json(lines: list, garbage: list[bytes]) 
     recipe = load_recipe(overrides=["workers=1", "dedup.num_perm=16", "dedup.ngram=2", "filters.min_words=3"])
     with tempfile.TemporaryDirectory() as tmp:
         corpus = write(Path(tmp), "c.jsonl", body)
-        stats = run_dedup(LocalComm(), [str(corpus)], Path(tmp) / "out", recipe, quiet=True)
+        try:
+            stats = run_dedup(LocalComm(), [str(corpus)], Path(tmp) / "out", recipe, quiet=True)
+        except InputError as err:  # only when no record yields a document and some have other fields than text
+            assert "(read.text_field)" in str(err)
+            assert not any(isinstance(i, Document) for i in read_file(str(corpus), recipe.read))
+            assert any(isinstance(r, dict) and r and "text" not in r for r in lines)
+            return
         rejects = (Path(tmp) / "out" / "rejects" / "part-00000.jsonl").read_text().splitlines()
         kept = (Path(tmp) / "out" / "kept" / "part-00000.jsonl").read_text().splitlines()
     assert stats["input_docs"] == nonblank_lines(body)
