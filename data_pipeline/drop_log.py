@@ -53,7 +53,7 @@ class DropLog:
     def add(self, doc_id: str, source: str, rule: str, value: float, text: str | None = None) -> None:
         """Record one dropped document; `text` (optional) gives the report an excerpt for the first few per rule."""
         record = {"id": doc_id, "source": source, "rule": rule, "value": _value(value)}
-        self._text.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._text.write(json.dumps(record, ensure_ascii=True) + "\n")  # an id may hold lone surrogates
         self.count += 1
         shown = self.examples.setdefault(rule, [])
         if len(shown) < self.examples_per_rule:
