@@ -172,7 +172,9 @@ class ReadPosition:
 _MAX_FIELD_NAMES = 50
 
 
-def _tracked(lines: Iterable[bytes | OverlongLine], raw: BinaryIO, position: ReadPosition | None):
+def _tracked(
+    lines: Iterable[bytes | OverlongLine], raw: BinaryIO, position: ReadPosition | None
+) -> Iterator[bytes | OverlongLine]:
     for number, line in enumerate(lines):
         if position is not None and number % 1024 == 0:
             position.bytes_read = raw.tell()
