@@ -7,6 +7,7 @@ in a 200-line recipe fails in the first second instead of after an hour of readi
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,14 @@ class ReadConfig:
 
 @dataclass
 class FiltersConfig:
-    """Quality rules after Gopher, C4 and FineWeb: a switch per rule, then its thresholds (web-text defaults)."""
+    """Quality rules after Gopher, C4, FineWeb and The Stack: a switch per rule, then its thresholds.
+
+    The defaults are the `web` profile; `profile` picks another starting point (FILTER_PROFILES) and keys set
+    in the recipe or by --set are applied on top of it.
+    """
 
     enabled: bool = True
+    profile: str = "web"
     # Gopher quality
     word_count: bool = True
     min_words: int = 50
@@ -93,11 +99,30 @@ class FiltersConfig:
     max_dup_line_chars_ratio: float = 0.01
     newline_ratio: bool = True
     max_newline_word_ratio: float = 0.3
+    # The Stack (Kocetkov et al. 2022): minified, generated or data files; off for web text
+    line_length: bool = False
+    max_line_chars: int = 1000
+    max_mean_line_chars: float = 100.0
+    alnum_chars: bool = False
+    min_alnum_char_ratio: float = 0.25
+
+    @classmethod
+    def from_profile(cls, profile: str = "web", **keys: Any) -> FiltersConfig:
+        """The profile's settings, then `keys` on top: what a recipe's `filters:` section means."""
+        return cls(profile=profile, **{**FILTER_PROFILES.get(profile, {}), **keys})
 
     def __post_init__(self) -> None:
+        _check(
+            self.profile in FILTER_PROFILES,
+            "filters.profile",
+            f"must be one of {', '.join(FILTER_PROFILES)}; {_did_you_mean(self.profile, list(FILTER_PROFILES))}"
+            f"got {self.profile!r}",
+        )
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             key = f"filters.{f.name}"
+            if f.name == "profile":
+                continue
             if f.type == "bool":
                 _check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
             elif f.name.endswith("ratio"):
@@ -110,6 +135,34 @@ class FiltersConfig:
             "filters.min_mean_word_length",
             "must be <= filters.max_mean_word_length",
         )
+
+
+def _rule_switches() -> list[str]:
+    """The per-rule on/off keys of FiltersConfig (every bool but the master switch)."""
+    return [f.name for f in dataclasses.fields(FiltersConfig) if f.type == "bool" and f.name != "enabled"]
+
+
+# What each `filters.profile` changes from the web-text defaults; recipe keys and --set apply on top.
+FILTER_PROFILES: dict[str, dict[str, Any]] = {
+    "web": {},
+    # man pages, package docs, API docs and docstrings: prose between code samples, option lists and headings,
+    # with identifiers and paths for words and the same phrases repeated option after option (repetition limits
+    # doubled: at the web limits dup_ngrams alone dropped 35% of man pages, see README)
+    "docs": {
+        "min_words": 30, "min_num_sentences": 2, "max_newline_word_ratio": 0.5, "max_mean_word_length": 15.0,
+        "curly_braces": False, "short_lines": False, "dup_line_chars": False, "terminal_punctuation": False,
+        "symbol_ratio": False, "alpha_words": False,
+        "max_dup_line_ratio": 0.5, "max_dup_line_char_ratio": 0.4,
+        "max_top_2gram_char_ratio": 0.4, "max_top_3gram_char_ratio": 0.36, "max_top_4gram_char_ratio": 0.32,
+        "max_dup_5gram_char_ratio": 0.3, "max_dup_10gram_char_ratio": 0.2,
+    },
+    # source code: The Stack's line-length and alphanumeric rules instead of the prose rules
+    "code": {
+        **{name: False for name in _rule_switches() if name not in ("word_count", "lorem_ipsum")},
+        "min_words": 10, "line_length": True, "alnum_chars": True,
+    },
+    "none": {name: False for name in _rule_switches()},
+}  # fmt: skip
 
 
 @dataclass
@@ -212,16 +265,25 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _did_you_mean(name: str, valid: list[str], prefix: str = "") -> str:
+    """`did you mean 'x'? ` for the closest valid name, or nothing when none is close (as the trainer's config)."""
+    close = difflib.get_close_matches(name, valid, n=1)
+    return f"did you mean {prefix + close[0]!r}? " if close else ""
+
+
 def _apply(raw: dict[str, Any], key: str, value: Any, origin: str) -> None:
     """Set `section.key` (or a top-level key) in the raw nested dict, rejecting unknown names."""
     section, _, name = key.partition(".")
     if not name:
-        _check(section == "workers", section, f"is not a recipe key ({origin}); top-level keys: workers")
+        hint = _did_you_mean(section, ["workers", *_SECTIONS])
+        _check(section == "workers", section, f"is not a recipe key ({origin}); {hint}top-level keys: workers")
         raw[section] = value
         return
-    _check(section in _SECTIONS, key, f"has an unknown section ({origin}); sections: {', '.join(_SECTIONS)}")
+    hint = _did_you_mean(section, list(_SECTIONS))
+    _check(section in _SECTIONS, key, f"has an unknown section ({origin}); {hint}sections: {', '.join(_SECTIONS)}")
     known = [f.name for f in dataclasses.fields(_SECTIONS[section])]
-    _check(name in known, key, f"is not a known key ({origin}); {section} keys: {', '.join(known)}")
+    hint = _did_you_mean(name, known, prefix=f"{section}.")
+    _check(name in known, key, f"is not a known key ({origin}); {hint}{section} keys: {', '.join(known)}")
     raw.setdefault(section, {})[name] = value
 
 
@@ -247,7 +309,8 @@ def _check_types(section: str, values: dict[str, Any]) -> None:
 def _build(raw: dict[str, Any]) -> PipelineConfig:
     for name in _SECTIONS:
         _check_types(name, raw.get(name, {}))
-    sections = {name: cls(**raw.get(name, {})) for name, cls in _SECTIONS.items()}
+    sections = {name: cls(**raw.get(name, {})) for name, cls in _SECTIONS.items() if name != "filters"}
+    sections["filters"] = FiltersConfig.from_profile(**raw.get("filters", {}))
     return PipelineConfig(**sections, workers=raw.get("workers", 0))
 
 

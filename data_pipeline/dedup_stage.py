@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from data_pipeline import markers, minhash
+from data_pipeline import drop_log, markers, minhash
 from data_pipeline.comm import LocalComm, collective, get_comm, on_root
 from data_pipeline.config import FiltersConfig, PipelineConfig, load_recipe, save_recipe
 from data_pipeline.dedup_clusters import owner_of_blocks
@@ -34,13 +34,14 @@ from data_pipeline.errors import PipelineError
 from data_pipeline.filters import drop_reason
 from data_pipeline.ledger import Ledger
 from data_pipeline.progress import stage_progress, summary
-from data_pipeline.readers import ReadPosition, read_file, resolve_inputs
+from data_pipeline.readers import ReadPosition, read_file, resolve_inputs, text_field_error
 
 STAGE = "dedup"
 STATS = "stats.json"
 TIMINGS = "timings.json"
 RECIPE = "recipe.yaml"
 KEPT_DIR, REJECTS_DIR, CLUSTERS = "kept", "rejects", "dedup/clusters.jsonl"
+DROPPED_DIR = drop_log.DROPPED_DIR
 T = TypeVar("T")
 
 
@@ -116,10 +117,14 @@ def part_name(rank: int) -> str:
 
 def read_share(
     files: list[str], recipe: PipelineConfig, ledger: Ledger, quiet: bool
-) -> tuple[list[Document], list[Reject]]:
-    """Read this rank's files; every record is counted in the ledger, bad ones are dropped with their reason."""
+) -> tuple[list[Document], list[Reject], set[str]]:
+    """Read this rank's files; every record is counted in the ledger (per input), bad ones dropped with their reason.
+
+    Also returns the field names of records that lack read.text_field (for the error when no record has it).
+    """
     docs: list[Document] = []
     rejects: list[Reject] = []
+    fields_seen: set[str] = set()
     with stage_progress("read", sum(os.path.getsize(f) for f in files), quiet) as bar:
         for path in files:
             position, shown_bytes, pending = ReadPosition(), 0, 0
@@ -130,10 +135,13 @@ def read_share(
                     bar.update(pending, position.bytes_read - shown_bytes)
                     shown_bytes, pending = position.bytes_read, 0
             bar.update(pending, os.path.getsize(path) - shown_bytes)
-    ledger.read(len(docs) + len(rejects))
+            fields_seen |= position.fields_without_text
+    for doc in docs:
+        ledger.read(source=doc.source)
     for reject in rejects:
-        ledger.drop(reject.ledger_reason)
-    return docs, rejects
+        ledger.read(source=reject.source)
+        ledger.drop(reject.ledger_reason, source=reject.source)
+    return docs, rejects, fields_seen
 
 
 _WORKER_FILTERS: FiltersConfig | None = None
@@ -144,7 +152,7 @@ def _init_filter_worker(cfg: FiltersConfig) -> None:
     _WORKER_FILTERS = cfg
 
 
-def _filter_in_worker(text: str) -> str | None:
+def _filter_in_worker(text: str) -> tuple[str, float] | None:
     return drop_reason(text, _WORKER_FILTERS)
 
 
@@ -167,12 +175,12 @@ def resolve_workers(workers: int) -> int:
     return max(1, minhash.resolve_workers(0) // local_ranks())
 
 
-def filter_reasons(texts: list[str], cfg: FiltersConfig, workers: int, quiet: bool) -> list[str | None]:
-    """The drop reason of each text (None = keep), over local worker processes when there is enough work."""
-    reasons: list[str | None] = []
+def filter_reasons(texts: list[str], cfg: FiltersConfig, workers: int, quiet: bool) -> list[tuple[str, float] | None]:
+    """(drop reason, measured value) of each text (None = keep), over local worker processes when worth it."""
+    reasons: list[tuple[str, float] | None] = []
     with stage_progress("filter", sum(len(t) for t in texts), quiet) as bar:
         if workers <= 1 or len(texts) < 512:
-            chunks: Iterable[str | None] = (drop_reason(t, cfg) for t in texts)
+            chunks: Iterable[tuple[str, float] | None] = (drop_reason(t, cfg) for t in texts)
             pool = None
         else:
             pool = Pool(workers, initializer=_init_filter_worker, initargs=(cfg,))
@@ -188,11 +196,14 @@ def filter_reasons(texts: list[str], cfg: FiltersConfig, workers: int, quiet: bo
     return reasons
 
 
-def apply_drops(kept: np.ndarray, doc_index: np.ndarray, removed: np.ndarray, reason: str, ledger: Ledger) -> None:
-    """Clear `kept` for the removed global indices and count them under `reason`."""
+def apply_drops(
+    kept: np.ndarray, doc_index: np.ndarray, removed: np.ndarray, reason: str, ledger: Ledger, docs: list[Document]
+) -> None:
+    """Clear `kept` for the removed global indices and count them under `reason`, per input."""
     hit = np.isin(doc_index, np.asarray(removed, dtype=np.int64))
     newly = hit & kept
-    ledger.drop(reason, int(newly.sum()))
+    for i in np.flatnonzero(newly):
+        ledger.drop(reason, source=docs[i].source)
     kept &= ~hit
 
 
@@ -212,7 +223,7 @@ def exact_dedup(comm: LocalComm, docs: list[Document], doc_index: np.ndarray, ke
     hashes = exact_text_hashes([docs[i].text for i in alive])
     priority = keep_priorities(docs, alive, recipe)
     result = find_exact_duplicates(comm, doc_index[alive], hashes, priority, owner_of)
-    apply_drops(kept, doc_index, result.removed, "exact_dup", ledger)
+    apply_drops(kept, doc_index, result.removed, "exact_dup", ledger, docs)
     return [{"kind": "exact", **c} for c in result.clusters]
 
 
@@ -251,7 +262,7 @@ def near_dedup(comm: LocalComm, docs: list[Document], doc_index: np.ndarray, kep
     priority = keep_priorities(docs, alive, recipe)
     verify = recipe.dedup.verify_threshold
     result = find_near_duplicates(comm, doc_index[alive], signatures, params, verify, priority, owner_of)
-    apply_drops(kept, doc_index, result.removed, "near_dup", ledger)
+    apply_drops(kept, doc_index, result.removed, "near_dup", ledger, docs)
     pairs["candidate_pairs"], pairs["verified_pairs"] = int(result.candidate_pairs), int(result.verified_pairs)
     return [{"kind": "near", **c} for c in result.clusters]
 
@@ -286,18 +297,20 @@ def stage_config(recipe: PipelineConfig) -> dict:
 def prepare_output(output_dir: Path) -> None:
     """Forget any earlier completion and remove part files another rank count may have left."""
     markers.invalidate(output_dir, STAGE)
-    for sub in (KEPT_DIR, REJECTS_DIR, "dedup"):
+    for sub in (KEPT_DIR, REJECTS_DIR, "dedup", DROPPED_DIR):
         (output_dir / sub).mkdir(parents=True, exist_ok=True)
-    for sub in (KEPT_DIR, REJECTS_DIR):
-        for stale in (output_dir / sub).glob("part-*.jsonl"):
+    for sub in (KEPT_DIR, REJECTS_DIR, DROPPED_DIR):
+        for stale in (output_dir / sub).glob("part-*.jsonl*"):
             stale.unlink()
 
 
 def stage_outputs(output_dir: Path) -> list[Path]:
     """Every file the stage wrote, in a fixed order: the marker records their sha256."""
-    parts = sorted((output_dir / KEPT_DIR).glob("part-*.jsonl")) + sorted(
-        (output_dir / REJECTS_DIR).glob("part-*.jsonl")
-    )
+    parts = [
+        *sorted((output_dir / KEPT_DIR).glob("part-*.jsonl")),
+        *sorted((output_dir / REJECTS_DIR).glob("part-*.jsonl")),
+        *sorted((output_dir / DROPPED_DIR).glob("part-*.jsonl.gz")),
+    ]
     return [*parts, output_dir / CLUSTERS, output_dir / STATS, output_dir / RECIPE]
 
 
@@ -329,6 +342,7 @@ class DedupRun:
         self.timings: dict[str, float] = {}
         self.clusters: list[dict] = []
         self.pairs: dict[str, int] = {}
+        self.drop_examples: dict[str, list[dict]] = {}
 
     def timed(self, name: str, fn: Callable[[], T]) -> T:
         started = time.perf_counter()
@@ -341,7 +355,7 @@ class DedupRun:
         return [f for f, owner in zip(self.files, owners, strict=True) if owner == self.comm.rank]
 
     def read(self) -> None:
-        docs, rejects = collective(
+        docs, rejects, fields_seen = collective(
             self.comm, "reading", lambda: read_share(self.my_files(), self.recipe, self.ledger, self.quiet)
         )
         write_jsonl_atomic(
@@ -354,16 +368,24 @@ class DedupRun:
         self.doc_index = np.arange(self.offset, self.offset + len(docs), dtype=np.int64)
         self.kept = np.ones(len(docs), dtype=bool)
         bad = self.comm.allreduce_sum(len(rejects))
+        missing = self.comm.allreduce_sum(sum(r.reason == "missing_text" for r in rejects))
+        fields = sorted(set().union(*self.comm.allgather(fields_seen)))
+        if error := text_field_error(sum(counts), missing, fields, self.recipe.read):
+            raise error  # every rank decides alike from the reduced counts, so every rank raises
         summary(f"read: {sum(counts)} documents and {bad} bad records from {len(self.files)} files", self.quiet)
 
     def filter(self) -> None:
         reasons = filter_reasons(
             [d.text for d in self.docs], self.recipe.filters, resolve_workers(self.recipe.workers), self.quiet
         )
-        for i, reason in enumerate(reasons):
-            if reason is not None:
-                self.kept[i] = False
-                self.ledger.drop(reason)
+        with drop_log.DropLog(drop_log.part_path(self.out, f"part-{self.comm.rank:05d}")) as dropped:
+            for i, failed in enumerate(reasons):
+                if failed is not None:
+                    doc, (reason, value) = self.docs[i], failed
+                    self.kept[i] = False
+                    self.ledger.drop(reason, source=doc.source)
+                    dropped.add(doc.id, doc.source, reason, value, doc.text)
+        self.drop_examples = dropped.examples
         passed, total = self.comm.allreduce_sum(int(self.kept.sum())), self.comm.allreduce_sum(len(self.docs))
         summary(f"filter: {passed} of {total} documents pass the quality filters", self.quiet)
 
@@ -406,8 +428,11 @@ class DedupRun:
         )
 
     def write_kept(self) -> None:
-        kept_docs = [d.to_record() for d, keep in zip(self.docs, self.kept, strict=True) if keep]
-        self.ledger.keep(len(kept_docs))
+        kept_docs = []
+        for doc, keep in zip(self.docs, self.kept, strict=True):
+            if keep:
+                kept_docs.append(doc.to_record())
+                self.ledger.keep(source=doc.source)
         write_jsonl_atomic(self.out / KEPT_DIR / part_name(self.comm.rank), kept_docs)
 
     def execute(self) -> dict:
@@ -418,12 +443,17 @@ class DedupRun:
         records = self.comm.gather(own_cluster_records(self.comm, self), root=0)
         ledgers = self.comm.gather(self.ledger, root=0)
         timings = self.comm.gather(self.timings, root=0)
+        examples = self.comm.gather(self.drop_examples, root=0)
         stats = collective(
-            self.comm, "writing stats", lambda: self.finish(ledgers, timings, records) if self.comm.rank == 0 else None
+            self.comm,
+            "writing stats",
+            lambda: self.finish(ledgers, timings, records, examples) if self.comm.rank == 0 else None,
         )
         return self.comm.bcast(stats)
 
-    def finish(self, ledgers: list[Ledger], timings: list[dict], rank_records: list[list[dict]]) -> dict:
+    def finish(
+        self, ledgers: list[Ledger], timings: list[dict], rank_records: list[list[dict]], examples: list[dict]
+    ) -> dict:
         """Rank 0: check the summed ledger, write stats.json, clusters.jsonl, the recipe and the report."""
         total = Ledger.merged(ledgers)
         total.check()
@@ -434,11 +464,12 @@ class DedupRun:
         write_json_atomic(self.out / STATS, stats)
         # wall times differ run to run: kept apart so stats.json is byte-identical for the same input and recipe
         write_json_atomic(self.out / TIMINGS, {k: max(t.get(k, 0.0) for t in timings) for k in timings[0]})
-        report(stats, records, self.out, self.quiet)
+        report(stats, records, self.out, self.quiet, drop_log.merge_examples(examples))
         return stats
 
     def stats(self, total: Ledger, records: list[dict]) -> dict:
         stats: dict[str, Any] = total.to_stats()
+        stats["filter_warnings"] = drop_log.filter_warnings(stats)
         stats["ranks"] = self.comm.size
         stats["input_files"] = len(self.files)
         stats["clusters"] = {
@@ -456,10 +487,24 @@ class DedupRun:
         return stats
 
 
-def report(stats: dict, records: list[dict], output_dir: Path, quiet: bool, examples: int = 3) -> None:
-    """The end-of-stage summary: counts, drop reasons, a few duplicate clusters."""
+def report(
+    stats: dict, records: list[dict], output_dir: Path, quiet: bool, dropped_examples: dict, examples: int = 3
+) -> None:
+    """The end-of-stage summary: counts, per-input breakdown, filter warnings and examples, duplicate clusters.
+
+    The warnings are printed even under --quiet: a filter recipe that empties an input must never go unnoticed.
+    """
     dropped = ", ".join(f"{reason}={n}" for reason, n in stats["dropped"].items()) or "none"
     summary(f"dedup: {stats['input_docs']} input docs -> {stats['kept_docs']} kept; dropped: {dropped}", quiet)
+    summary("per input (read -> kept; dropped by reason):", quiet)
+    for line in drop_log.per_input_lines(stats):
+        summary(line, quiet)
+    if dropped_examples:
+        summary(f"dropped by the filters, e.g. (all in {output_dir / DROPPED_DIR}):", quiet)
+        for line in drop_log.example_lines(dropped_examples):
+            summary(line, quiet)
+    for warning in stats["filter_warnings"]:
+        summary(f"warning: {warning}", quiet=False)
     shown = [r for r in records if r["kind"] == "exact"][:examples] + [r for r in records if r["kind"] == "near"][
         :examples
     ]
@@ -469,4 +514,4 @@ def report(stats: dict, records: list[dict], output_dir: Path, quiet: bool, exam
             f"  {record['kind']} cluster: kept {record['kept']} removed {record['removed'][:3]} (similarity {sims})",
             quiet,
         )
-    summary(f"dedup: outputs in {output_dir} (kept/, rejects/, {CLUSTERS}, {STATS})", quiet)
+    summary(f"dedup: outputs in {output_dir} (kept/, rejects/, {DROPPED_DIR}/, {CLUSTERS}, {STATS})", quiet)

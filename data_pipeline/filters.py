@@ -1,10 +1,14 @@
 """Quality filters after Gopher (Rae et al. 2021), C4 (Raffel et al. 2020) and FineWeb (Penedo et al. 2024).
 
-Each rule is a small function `keep(doc, cfg) -> bool` with its own switch and thresholds in `FiltersConfig`
-and its own drop reason `filter:<rule>`. A document is dropped by the first rule it fails, in the order of
-RULES (cheap rules first), so every dropped document has exactly one reason in the ledger. Defaults are the
-published web-text values; code and API docs fail several of them (curly braces, short lines), which is why
-the built-in demo corpus ships its own recipe.
+Each rule is a small function `measure(stats, cfg) -> float | None` with its own switch and thresholds in
+`FiltersConfig` and its own drop reason `filter:<rule>`: it returns the measured value that broke its limit
+(a ratio, a count, a length), or None when the text passes. A document is dropped by the first rule it fails,
+in the order of RULES (cheap rules first), so every dropped document has exactly one reason in the ledger, and
+the value goes to DIR/dropped/ so a user can see how far over the limit it was.
+
+The defaults are the published web-text values (`filters.profile: web`). Source code, man pages and API docs
+fail several of them (curly braces, short lines, few sentences): the `code`, `docs` and `none` profiles in
+config.py are the starting points for such corpora.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _ALNUM = re.compile(r"[^\W_]")  # a letter or a digit
 _ALPHA = re.compile(r"[^\W\d_]")  # a letter
+_ALNUM_RUN = re.compile(r"[^\W_]+")
 
 
 def _duplicates(items: list[str]) -> tuple[int, int]:
@@ -75,54 +80,71 @@ def _ratio(part: float, whole: float) -> float:
     return part / whole if whole else 0.0
 
 
-def word_count(s: TextStats, cfg: FiltersConfig) -> bool:
-    return cfg.min_words <= len(s.words) <= cfg.max_words
+def _above(value: float, limit: float) -> float | None:
+    """`value` when it exceeds `limit` (the rule fails with that measurement), else None."""
+    return value if value > limit else None
 
 
-def mean_word_length(s: TextStats, cfg: FiltersConfig) -> bool:
+def _below(value: float, limit: float) -> float | None:
+    return value if value < limit else None
+
+
+def _first_failure(*measures: float | None) -> float | None:
+    """The first measurement that failed its limit, for rules that check several."""
+    return next((m for m in measures if m is not None), None)
+
+
+def word_count(s: TextStats, cfg: FiltersConfig) -> float | None:
+    n = len(s.words)
+    return _first_failure(_below(n, cfg.min_words), _above(n, cfg.max_words))
+
+
+def mean_word_length(s: TextStats, cfg: FiltersConfig) -> float | None:
     mean = _ratio(sum(len(w) for w in s.words), len(s.words))
-    return cfg.min_mean_word_length <= mean <= cfg.max_mean_word_length
+    return _first_failure(_below(mean, cfg.min_mean_word_length), _above(mean, cfg.max_mean_word_length))
 
 
-def symbol_ratio(s: TextStats, cfg: FiltersConfig) -> bool:
+def symbol_ratio(s: TextStats, cfg: FiltersConfig) -> float | None:
     symbols = s.text.count("#") + s.text.count("...") + s.text.count("…")
-    return _ratio(symbols, len(s.words)) <= cfg.max_symbol_word_ratio
+    return _above(_ratio(symbols, len(s.words)), cfg.max_symbol_word_ratio)
 
 
-def bullet_lines(s: TextStats, cfg: FiltersConfig) -> bool:
+def bullet_lines(s: TextStats, cfg: FiltersConfig) -> float | None:
     bullets = sum(line.startswith(BULLETS) for line in s.lines)
-    return _ratio(bullets, len(s.lines)) <= cfg.max_bullet_lines_ratio
+    return _above(_ratio(bullets, len(s.lines)), cfg.max_bullet_lines_ratio)
 
 
-def ellipsis_lines(s: TextStats, cfg: FiltersConfig) -> bool:
+def ellipsis_lines(s: TextStats, cfg: FiltersConfig) -> float | None:
     ellipsis = sum(line.endswith(ELLIPSES) for line in s.lines)
-    return _ratio(ellipsis, len(s.lines)) <= cfg.max_ellipsis_lines_ratio
+    return _above(_ratio(ellipsis, len(s.lines)), cfg.max_ellipsis_lines_ratio)
 
 
-def alpha_words(s: TextStats, cfg: FiltersConfig) -> bool:
+def alpha_words(s: TextStats, cfg: FiltersConfig) -> float | None:
     alpha = sum(1 for t in s.tokens if _ALPHA.search(t))
-    return _ratio(alpha, len(s.tokens)) >= cfg.min_alpha_words_ratio
+    return _below(_ratio(alpha, len(s.tokens)), cfg.min_alpha_words_ratio)
 
 
-def stop_words(s: TextStats, cfg: FiltersConfig) -> bool:
-    return sum(w in STOP_WORDS for w in s.lower_words) >= cfg.min_stop_words
+def stop_words(s: TextStats, cfg: FiltersConfig) -> float | None:
+    return _below(sum(w in STOP_WORDS for w in s.lower_words), cfg.min_stop_words)
 
 
-def repeated_lines(s: TextStats, cfg: FiltersConfig) -> bool:
+def repeated_lines(s: TextStats, cfg: FiltersConfig) -> float | None:
+    """Value: the share of repeated lines, or (when only that passes) the share of their characters."""
     count, chars = s.line_duplicates
     total_chars = sum(len(line) for line in s.lines)
-    return (
-        _ratio(count, len(s.lines)) <= cfg.max_dup_line_ratio
-        and _ratio(chars, total_chars) <= cfg.max_dup_line_char_ratio
+    return _first_failure(
+        _above(_ratio(count, len(s.lines)), cfg.max_dup_line_ratio),
+        _above(_ratio(chars, total_chars), cfg.max_dup_line_char_ratio),
     )
 
 
-def repeated_paragraphs(s: TextStats, cfg: FiltersConfig) -> bool:
+def repeated_paragraphs(s: TextStats, cfg: FiltersConfig) -> float | None:
+    """Value: the share of repeated paragraphs, or (when only that passes) the share of their characters."""
     count, chars = _duplicates(s.paragraphs)
     total_chars = sum(len(p) for p in s.paragraphs)
-    return (
-        _ratio(count, len(s.paragraphs)) <= cfg.max_dup_para_ratio
-        and _ratio(chars, total_chars) <= cfg.max_dup_para_char_ratio
+    return _first_failure(
+        _above(_ratio(count, len(s.paragraphs)), cfg.max_dup_para_ratio),
+        _above(_ratio(chars, total_chars), cfg.max_dup_para_char_ratio),
     )
 
 
@@ -130,8 +152,11 @@ def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
     return list(zip(*(words[i:] for i in range(n)), strict=False))
 
 
-def top_ngrams(s: TextStats, cfg: FiltersConfig) -> bool:
-    """The characters of the most frequent 2/3/4-gram, over all word characters, stay under the limits."""
+def top_ngrams(s: TextStats, cfg: FiltersConfig) -> float | None:
+    """The characters of the most frequent 2/3/4-gram, over all word characters, stay under the limits.
+
+    Value: the character share of the first n-gram (2, then 3, then 4) over its limit.
+    """
     words = s.lower_words
     total = sum(len(w) for w in words)
     limits = {2: cfg.max_top_2gram_char_ratio, 3: cfg.max_top_3gram_char_ratio, 4: cfg.max_top_4gram_char_ratio}
@@ -139,9 +164,10 @@ def top_ngrams(s: TextStats, cfg: FiltersConfig) -> bool:
         counts = Counter(_ngrams(words, n))
         if counts:
             gram, freq = counts.most_common(1)[0]
-            if freq > 1 and _ratio(sum(len(w) for w in gram) * freq, total) > limit:
-                return False
-    return True
+            share = _ratio(sum(len(w) for w in gram) * freq, total)
+            if freq > 1 and share > limit:
+                return share
+    return None
 
 
 def _dup_ngram_char_ratio(words: list[str], n: int) -> float:
@@ -155,54 +181,75 @@ def _dup_ngram_char_ratio(words: list[str], n: int) -> float:
     return _ratio(sum(len(w) for w, c in zip(words, covered, strict=True) if c), sum(len(w) for w in words))
 
 
-def dup_ngrams(s: TextStats, cfg: FiltersConfig) -> bool:
+def dup_ngrams(s: TextStats, cfg: FiltersConfig) -> float | None:
     """Gopher's duplicate 5..10-gram character fractions; the limit falls linearly from the 5- to the 10-gram one.
 
     The words covered by repeated (n+1)-grams are a subset of those covered by repeated n-grams, so when the
     5-gram fraction is already under the strictest (10-gram) limit every n passes: one pass for most documents.
+    Value: the fraction of the smallest n over its limit.
     """
     words = s.lower_words
     step = (cfg.max_dup_5gram_char_ratio - cfg.max_dup_10gram_char_ratio) / 5
     first = _dup_ngram_char_ratio(words, 5)
     if first <= min(cfg.max_dup_5gram_char_ratio, cfg.max_dup_10gram_char_ratio):
-        return True
+        return None
     if first > cfg.max_dup_5gram_char_ratio:
-        return False
-    return all(_dup_ngram_char_ratio(words, n) <= cfg.max_dup_5gram_char_ratio - step * (n - 5) for n in range(6, 11))
+        return first
+    for n in range(6, 11):
+        share = _dup_ngram_char_ratio(words, n)
+        if share > cfg.max_dup_5gram_char_ratio - step * (n - 5):
+            return share
+    return None
 
 
-def lorem_ipsum(s: TextStats, cfg: FiltersConfig) -> bool:
-    return "lorem ipsum" not in s.text.lower()
+def lorem_ipsum(s: TextStats, cfg: FiltersConfig) -> float | None:
+    """Value: how many times the phrase occurs."""
+    return _above(s.text.lower().count("lorem ipsum"), 0)
 
 
-def curly_braces(s: TextStats, cfg: FiltersConfig) -> bool:
-    return "{" not in s.text
+def curly_braces(s: TextStats, cfg: FiltersConfig) -> float | None:
+    """Value: the number of `{`."""
+    return _above(s.text.count("{"), 0)
 
 
-def min_sentences(s: TextStats, cfg: FiltersConfig) -> bool:
-    return len(_SENTENCE_END.findall(s.text)) >= cfg.min_num_sentences
+def min_sentences(s: TextStats, cfg: FiltersConfig) -> float | None:
+    return _below(len(_SENTENCE_END.findall(s.text)), cfg.min_num_sentences)
 
 
-def terminal_punctuation(s: TextStats, cfg: FiltersConfig) -> bool:
+def terminal_punctuation(s: TextStats, cfg: FiltersConfig) -> float | None:
     ended = sum(line.endswith(TERMINAL_PUNCT) for line in s.lines)
-    return _ratio(ended, len(s.lines)) >= cfg.min_terminal_punct_line_ratio
+    return _below(_ratio(ended, len(s.lines)), cfg.min_terminal_punct_line_ratio)
 
 
-def short_lines(s: TextStats, cfg: FiltersConfig) -> bool:
+def short_lines(s: TextStats, cfg: FiltersConfig) -> float | None:
     short = sum(len(line) <= cfg.short_line_chars for line in s.lines)
-    return _ratio(short, len(s.lines)) <= cfg.max_short_line_ratio
+    return _above(_ratio(short, len(s.lines)), cfg.max_short_line_ratio)
 
 
-def dup_line_chars(s: TextStats, cfg: FiltersConfig) -> bool:
+def dup_line_chars(s: TextStats, cfg: FiltersConfig) -> float | None:
     _, chars = s.line_duplicates
-    return _ratio(chars, len(s.text.replace("\n", ""))) <= cfg.max_dup_line_chars_ratio
+    return _above(_ratio(chars, len(s.text.replace("\n", ""))), cfg.max_dup_line_chars_ratio)
 
 
-def newline_ratio(s: TextStats, cfg: FiltersConfig) -> bool:
-    return _ratio(s.text.count("\n"), len(s.words)) <= cfg.max_newline_word_ratio
+def newline_ratio(s: TextStats, cfg: FiltersConfig) -> float | None:
+    return _above(_ratio(s.text.count("\n"), len(s.words)), cfg.max_newline_word_ratio)
 
 
-Rule = Callable[[TextStats, FiltersConfig], bool]
+def line_length(s: TextStats, cfg: FiltersConfig) -> float | None:
+    """The Stack's minified/generated-file rule: value is the longest line, or (when only that passes) the mean."""
+    lengths = [len(line) for line in s.text.split("\n")]
+    return _first_failure(
+        _above(max(lengths), cfg.max_line_chars), _above(_ratio(sum(lengths), len(lengths)), cfg.max_mean_line_chars)
+    )
+
+
+def alnum_chars(s: TextStats, cfg: FiltersConfig) -> float | None:
+    """The Stack's data-file rule: the share of letters and digits among all characters."""
+    alnum = sum(len(run) for run in _ALNUM_RUN.findall(s.text))
+    return _below(_ratio(alnum, len(s.text)), cfg.min_alnum_char_ratio)
+
+
+Rule = Callable[[TextStats, FiltersConfig], "float | None"]  # the measured value when the text fails, else None
 
 # Cheap rules first; the name is both the config switch and the ledger reason `filter:<name>`.
 RULES: list[tuple[str, Rule]] = [
@@ -210,23 +257,25 @@ RULES: list[tuple[str, Rule]] = [
     for f in (
         word_count, mean_word_length, lorem_ipsum, curly_braces, symbol_ratio, alpha_words, stop_words,
         bullet_lines, ellipsis_lines, terminal_punctuation, short_lines, newline_ratio, min_sentences,
-        repeated_lines, dup_line_chars, repeated_paragraphs, top_ngrams, dup_ngrams,
+        line_length, alnum_chars, repeated_lines, dup_line_chars, repeated_paragraphs, top_ngrams, dup_ngrams,
     )
 ]  # fmt: skip
 
 
-def failed_rule(text: str, cfg: FiltersConfig) -> str | None:
-    """The first enabled rule `text` fails, or None when it passes them all."""
+def failed_rule(text: str, cfg: FiltersConfig) -> tuple[str, float] | None:
+    """(name, measured value) of the first enabled rule `text` fails, or None when it passes them all."""
     if not cfg.enabled:
         return None
     stats = TextStats(text)
-    for name, keep in RULES:
-        if getattr(cfg, name) and not keep(stats, cfg):
-            return name
+    for name, measure in RULES:
+        if getattr(cfg, name):
+            value = measure(stats, cfg)
+            if value is not None:
+                return name, float(value)
     return None
 
 
-def drop_reason(text: str, cfg: FiltersConfig) -> str | None:
-    """The ledger reason (`filter:<rule>`) for dropping `text`, or None to keep it."""
-    rule = failed_rule(text, cfg)
-    return None if rule is None else f"filter:{rule}"
+def drop_reason(text: str, cfg: FiltersConfig) -> tuple[str, float] | None:
+    """(ledger reason `filter:<rule>`, the measured value that failed) for dropping `text`, or None to keep it."""
+    failed = failed_rule(text, cfg)
+    return None if failed is None else (f"filter:{failed[0]}", failed[1])

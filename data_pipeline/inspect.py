@@ -1,11 +1,14 @@
-"""Show what a `pipeline run` output folder holds: counts per split, dtype, a decoded sample, document lengths.
+"""Show what a pipeline output folder holds: what was dropped and why, then the dataset (counts, dtype, a sample).
 
-The length histogram is printed as text and saved as DIR/inspect/doc_lengths.png (matplotlib with the Agg
-backend: no display needed, and matplotlib does not import torch).
+From stats.json (`pipeline dedup` and `pipeline run`): documents read and kept, the count per drop reason, the
+per-input breakdown and the filter warnings; from manifest.json (`pipeline run`): counts per split, dtype, a
+decoded sample and document lengths. Each histogram is printed as text and saved under DIR/inspect/ as a PNG
+(matplotlib with the Agg backend: no display needed, and matplotlib does not import torch).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,8 +16,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from data_pipeline import drop_log
 from data_pipeline.errors import PipelineError
-from data_pipeline.shards import ShardError, read_manifest
+from data_pipeline.shards import MANIFEST, ShardError, read_manifest
 from data_pipeline.tokenizer import load_tokenizer
 
 HISTOGRAM_BINS = 12
@@ -43,6 +47,50 @@ def text_histogram(lengths: np.ndarray, bins: int = HISTOGRAM_BINS) -> list[str]
         f"{lo:>9}-{hi - 1:<9} {n:>8} {'#' * round(BAR_WIDTH * n / widest)}"
         for lo, hi, n in zip(edges[:-1], edges[1:], counts, strict=True)
     ]
+
+
+def _bar(n: int, widest: int) -> str:
+    return "#" * round(BAR_WIDTH * n / max(1, widest))
+
+
+def drop_reason_lines(stats: dict) -> list[str]:
+    """Kept and dropped counts, one bar per reason (largest first), the per-input breakdown and the warnings."""
+    read, kept = stats["input_docs"], stats["kept_docs"]
+    lines = [f"documents: {read} read -> {kept} kept ({100 * kept / max(1, read):.1f}%)", "dropped by reason:"]
+    reasons = sorted(stats["dropped"].items(), key=lambda kv: (-kv[1], kv[0]))
+    widest = max((n for _, n in reasons), default=0)
+    width = max((len(r) for r, _ in reasons), default=0)
+    lines += [f"  {reason:<{width}} {n:>9} {_bar(n, widest)}" for reason, n in reasons] or ["  (none)"]
+    if stats.get("per_input"):
+        lines += ["per input (read -> kept; dropped by reason):", *drop_log.per_input_lines(stats)]
+    lines += [f"warning: {w}" for w in stats.get("filter_warnings", [])]
+    return lines
+
+
+def _reason_color(reason: str) -> str:
+    kind = reason.split(":")[0]
+    return {"bad_input": "tab:red", "filter": "tab:orange"}.get(kind, "tab:blue")
+
+
+def save_drop_reasons_png(stats: dict, path: Path) -> Path:
+    """A horizontal bar per drop reason (bad input red, filters orange, duplicates blue) and one for kept."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reasons = sorted(stats["dropped"].items(), key=lambda kv: kv[1])
+    labels = [r for r, _ in reasons] + ["kept"]
+    counts = [n for _, n in reasons] + [stats["kept_docs"]]
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.3 * len(labels)))
+    ax.barh(labels, counts, color=[_reason_color(r) for r, _ in reasons] + ["tab:green"])
+    for y, n in enumerate(counts):
+        ax.annotate(f" {n}", (n, y), va="center")
+    ax.set(xlabel="documents", title=f"Fate of {stats['input_docs']} input documents")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def save_histogram_png(lengths_by_split: dict[str, np.ndarray], path: Path) -> Path:
@@ -77,8 +125,28 @@ def decoded_sample(data_dir: str | os.PathLike, manifest: dict, split: str, max_
     return f"[{doc_id}, {len(tokens)} tokens] {text[:max_chars]!r}"
 
 
-def report(data_dir: str | os.PathLike, max_chars: int = 300) -> tuple[list[str], Path]:
-    """The printed report and the PNG path."""
+def report(data_dir: str | os.PathLike, max_chars: int = 300) -> tuple[list[str], list[Path]]:
+    """The printed report and the PNG paths: drop reasons (stats.json), then the dataset (manifest.json)."""
+    stats_path, has_manifest = Path(data_dir) / "stats.json", (Path(data_dir) / MANIFEST).is_file()
+    if not stats_path.is_file() and not has_manifest:
+        raise PipelineError(
+            f"{data_dir}: no manifest.json or stats.json; pass the output folder of `pipeline run` or `pipeline dedup`"
+        )
+    lines, pngs = [f"output: {data_dir}"], []
+    if stats_path.is_file():
+        stats = json.loads(stats_path.read_text())
+        lines += drop_reason_lines(stats)
+        pngs.append(save_drop_reasons_png(stats, Path(data_dir) / "inspect" / "drop_reasons.png"))
+        lines.append(f"drop reasons plot: {pngs[-1]}")
+    if has_manifest:
+        dataset_lines, png = dataset_report(data_dir, max_chars)
+        lines += dataset_lines
+        pngs.append(png)
+    return lines, pngs
+
+
+def dataset_report(data_dir: str | os.PathLike, max_chars: int) -> tuple[list[str], Path]:
+    """Counts per split, dtype, tokenizer, length histograms and a decoded sample, from manifest.json."""
     manifest = read_manifest(data_dir)
     lines = [f"dataset: {data_dir}", f"dtype: {manifest['dtype']}  vocab_size: {manifest['vocab_size']}"]
     lines.append(f"tokenizer: {manifest['tokenizer']['path']} sha256 {manifest['tokenizer']['sha256'][:16]}…")
@@ -95,7 +163,7 @@ def report(data_dir: str | os.PathLike, max_chars: int = 300) -> tuple[list[str]
 
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("data_dir", metavar="DIR", help="output folder of `pipeline run`")
+    parser.add_argument("data_dir", metavar="DIR", help="output folder of `pipeline run` or `pipeline dedup`")
     parser.add_argument("--sample-chars", type=int, default=300, help="characters of the decoded sample to show")
 
 

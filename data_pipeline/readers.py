@@ -3,11 +3,18 @@
 A reader yields `Document`s and `Reject`s, never raises on bad input: a malformed line, a missing or non-string
 text field, invalid UTF-8, NUL bytes, an empty document, one over `read.max_chars` and a truncated gzip/zstd
 stream each become a `Reject` naming file, line and reason, which the stage writes to DIR/rejects/ and counts
-in the ledger. `read.strict` turns the first reject into an error naming file:line instead.
+in the ledger. `read.strict` turns the first reject into an error naming file:line instead. A UTF-8 byte-order
+mark at the start of a file is skipped.
+
+Every compressed or plain stream is read in bounded chunks and split into lines in linear time. A line too long
+to hold a text within `read.max_chars` (more than `line_byte_limit` bytes) is rejected as `too_long` before it
+is decoded or parsed, and its bytes are counted, not kept: a 100 MB line costs one chunk of memory.
 """
 
 from __future__ import annotations
 
+import codecs
+import difflib
 import glob
 import gzip
 import json
@@ -15,7 +22,7 @@ import os
 import unicodedata
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,8 +32,10 @@ from data_pipeline.errors import PipelineError
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".jsonl.zstd", ".ndjson.zst")
 SUFFIXES = (*JSONL_SUFFIXES, ".parquet", ".txt")
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16  # bytes per read (compressed bytes per zstd decompress call: bounds what one call returns)
 _EXCERPT_CHARS = 200
+_MAX_ESCAPED_CHAR_BYTES = 12  # a JSON-escaped character outside the BMP ("\\ud83d\\ude00") is 12 bytes
+_OTHER_FIELDS_BYTES = 1 << 20
 
 
 class InputError(PipelineError):
@@ -75,7 +84,12 @@ def resolve_inputs(patterns: list[str]) -> list[str]:
     return list(files)
 
 
-def _zstd_chunks(raw) -> Iterator[bytes]:
+def line_byte_limit(cfg: ReadConfig) -> int:
+    """Bytes beyond which a jsonl line cannot hold a text within read.max_chars, with room for other fields."""
+    return _MAX_ESCAPED_CHAR_BYTES * cfg.max_chars + _OTHER_FIELDS_BYTES
+
+
+def _zstd_chunks(raw: BinaryIO) -> Iterator[bytes]:
     """Decompressed bytes of every frame; raises TruncatedStream if the last frame never ends."""
     import zstandard
 
@@ -92,48 +106,103 @@ def _zstd_chunks(raw) -> Iterator[bytes]:
         raise TruncatedStream("zstd stream ended before its end-of-frame marker")
 
 
-def _lines_from_chunks(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    pending = b""
-    for chunk in chunks:
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        yield from lines
-    if pending:
-        yield pending
+def _file_chunks(stream: BinaryIO) -> Iterator[bytes]:
+    while chunk := stream.read(_CHUNK):
+        yield chunk
+
+
+@dataclass(frozen=True)
+class OverlongLine:
+    """A line longer than the limit: only its size was kept, never its bytes."""
+
+    nbytes: int
+
+
+@dataclass
+class LineSplitter:
+    """Lines of a stream that arrives in chunks, each byte handled a bounded number of times.
+
+    A line that spans chunks is gathered as a list of pieces and joined once when it ends (never re-copied per
+    chunk), and once it passes `max_line_bytes` its pieces are dropped and only its length is counted.
+    `bytes_buffered` (bytes ever held for a pending line) is at most the stream's size: the linear-time check.
+    """
+
+    max_line_bytes: int
+    bytes_buffered: int = 0
+
+    def lines(self, chunks: Iterable[bytes]) -> Iterator[bytes | OverlongLine]:
+        pending: list[bytes] = []
+        pending_bytes = 0  # the pending line's length, counted on when it is over the limit and not kept
+        for chunk in chunks:
+            *complete, tail = chunk.split(b"\n")
+            for piece in complete:
+                if pending_bytes:
+                    yield self._line([*pending, piece], pending_bytes + len(piece))
+                    pending, pending_bytes = [], 0
+                else:
+                    yield self._line([piece], len(piece))
+            if tail:
+                pending_bytes += len(tail)
+                if pending_bytes <= self.max_line_bytes:
+                    pending.append(tail)
+                    self.bytes_buffered += len(tail)
+                else:
+                    pending = []
+        if pending_bytes:
+            yield self._line(pending, pending_bytes)
+
+    def _line(self, pieces: list[bytes], nbytes: int) -> bytes | OverlongLine:
+        if nbytes > self.max_line_bytes:
+            return OverlongLine(nbytes)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 @dataclass
 class ReadPosition:
-    """How many bytes of the (possibly compressed) file a reader has consumed: what progress bars show as MB/s."""
+    """What a reader learned about a file while reading it.
+
+    `bytes_read`: bytes of the (possibly compressed) file consumed, what progress bars show as MB/s.
+    `fields_without_text`: field names of records that lack read.text_field, for the error when none has it.
+    """
 
     bytes_read: int = 0
+    fields_without_text: set[str] = field(default_factory=set)
 
 
-def _tracked(lines: Iterable[bytes], raw: BinaryIO, position: ReadPosition | None) -> Iterator[bytes]:
+_MAX_FIELD_NAMES = 50
+
+
+def _tracked(
+    lines: Iterable[bytes | OverlongLine], raw: BinaryIO, position: ReadPosition | None
+) -> Iterator[bytes | OverlongLine]:
     for number, line in enumerate(lines):
         if position is not None and number % 1024 == 0:
             position.bytes_read = raw.tell()
-        yield line.rstrip(b"\n")
+        yield line
 
 
-def _raw_lines(path: str, position: ReadPosition | None = None) -> Iterator[bytes]:
-    """Byte lines without their newline, for plain, gzip or zstd files."""
+def _raw_lines(
+    path: str, position: ReadPosition | None = None, max_line_bytes: int = 1 << 62
+) -> Iterator[bytes | OverlongLine]:
+    """Byte lines without their newline (or OverlongLine), for plain, gzip or zstd files."""
     lower = path.lower()
+    splitter = LineSplitter(max_line_bytes)
     with open(path, "rb") as raw:
         if lower.endswith(".gz"):
             try:
-                yield from _tracked(gzip.GzipFile(fileobj=raw, mode="rb"), raw, position)
+                stream = gzip.GzipFile(fileobj=raw, mode="rb")
+                yield from _tracked(splitter.lines(_file_chunks(stream)), raw, position)
             except (EOFError, zlib.error, gzip.BadGzipFile) as e:
                 raise TruncatedStream(f"gzip stream is truncated or corrupt: {e}") from e
         elif lower.endswith((".zst", ".zstd")):
             import zstandard
 
             try:
-                yield from _tracked(_lines_from_chunks(_zstd_chunks(raw)), raw, position)
+                yield from _tracked(splitter.lines(_zstd_chunks(raw)), raw, position)
             except zstandard.ZstdError as e:
                 raise TruncatedStream(f"zstd stream is corrupt: {e}") from e
         else:
-            yield from _tracked(raw, raw, position)
+            yield from _tracked(splitter.lines(_file_chunks(raw)), raw, position)
 
 
 def _excerpt(raw: bytes | str) -> str:
@@ -144,7 +213,7 @@ def _excerpt(raw: bytes | str) -> str:
 def make_document(text: object, doc_id: object, source: str, line: int, cfg: ReadConfig) -> Document | Reject:
     """Validate and NFC-normalize one text; every way it can be unusable has its own reject reason."""
     if text is None:
-        return Reject(source, line, "missing_text", f"no '{cfg.text_field}' field")
+        return Reject(source, line, "missing_text", f"no '{cfg.text_field}' field (read.text_field)")
     if not isinstance(text, str):
         return Reject(
             source, line, "non_string_text", f"'{cfg.text_field}' is {type(text).__name__}", _excerpt(str(text))
@@ -165,7 +234,26 @@ def make_document(text: object, doc_id: object, source: str, line: int, cfg: Rea
     return Document(str(doc_id) if doc_id is not None else f"{source}:{line}", text, source, line)
 
 
-def _parse_json_line(raw: bytes, source: str, line: int, cfg: ReadConfig) -> Document | Reject:
+def _too_long_line(overlong: OverlongLine, source: str, line: int, cfg: ReadConfig) -> Reject:
+    return Reject(
+        source,
+        line,
+        "too_long",
+        f"line is {overlong.nbytes} bytes, more than any record whose text fits read.max_chars={cfg.max_chars} "
+        f"(limit {line_byte_limit(cfg)} bytes); not decoded",
+    )
+
+
+def _note_fields(record: dict, cfg: ReadConfig, position: ReadPosition | None) -> None:
+    """Remember the fields of a record without the text field (a bounded number of names)."""
+    if position is not None and cfg.text_field not in record:
+        seen = position.fields_without_text
+        seen.update(list(map(str, record))[: max(0, _MAX_FIELD_NAMES - len(seen))])
+
+
+def _parse_json_line(
+    raw: bytes, source: str, line: int, cfg: ReadConfig, position: ReadPosition | None = None
+) -> Document | Reject:
     try:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -178,26 +266,34 @@ def _parse_json_line(raw: bytes, source: str, line: int, cfg: ReadConfig) -> Doc
         return Reject(
             source, line, "malformed_json", f"line is a JSON {type(record).__name__}, not an object", _excerpt(decoded)
         )
+    _note_fields(record, cfg, position)
     return make_document(record.get(cfg.text_field), record.get(cfg.id_field), source, line, cfg)
 
 
 def read_jsonl(path: str, cfg: ReadConfig, position: ReadPosition | None = None) -> Iterator[Document | Reject]:
     line = 0
     try:
-        for line, raw in enumerate(_raw_lines(path, position), start=1):
+        for line, raw in enumerate(_raw_lines(path, position, line_byte_limit(cfg)), start=1):
+            if isinstance(raw, OverlongLine):
+                yield _too_long_line(raw, path, line, cfg)
+                continue
+            if line == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             if raw.strip():  # a blank line separates nothing and holds no record
-                yield _parse_json_line(raw.rstrip(b"\r"), path, line, cfg)
+                yield _parse_json_line(raw.rstrip(b"\r"), path, line, cfg, position)
     except TruncatedStream as e:
         reason = "truncated_gzip" if path.lower().endswith(".gz") else "truncated_zstd"
         yield Reject(path, line + 1, reason, f"{e}; the records after line {line} are lost")
 
 
-def read_parquet(path: str, cfg: ReadConfig) -> Iterator[Document | Reject]:
+def read_parquet(path: str, cfg: ReadConfig, position: ReadPosition | None = None) -> Iterator[Document | Reject]:
     import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(path)
         names = set(parquet.schema_arrow.names)
+        if position is not None and cfg.text_field not in names:
+            position.fields_without_text.update(sorted(names)[:_MAX_FIELD_NAMES])
         columns = [c for c in (cfg.text_field, cfg.id_field) if c in names]
         line = 0
         for batch in parquet.iter_batches(columns=columns or None, batch_size=8192):
@@ -237,7 +333,10 @@ def _text_document(raw: bytes, source: str, line: int, cfg: ReadConfig) -> Docum
 
 
 def read_text(path: str, cfg: ReadConfig) -> Iterator[Document | Reject]:
-    data = Path(path).read_bytes()
+    if cfg.txt_mode == "file" and (size := os.path.getsize(path)) > 4 * cfg.max_chars + len(codecs.BOM_UTF8):
+        yield Reject(path, 1, "too_long", f"file is {size} bytes, more than 4 × read.max_chars={cfg.max_chars}")
+        return
+    data = Path(path).read_bytes().removeprefix(codecs.BOM_UTF8)
     if cfg.txt_mode == "file":
         yield _text_document(data, path, 1, cfg)
         return
@@ -254,7 +353,7 @@ def read_file(path: str, cfg: ReadConfig, position: ReadPosition | None = None) 
     if lower.endswith(JSONL_SUFFIXES):
         items = read_jsonl(path, cfg, position)
     elif lower.endswith(".parquet"):
-        items = read_parquet(path, cfg)
+        items = read_parquet(path, cfg, position)
     else:
         items = read_text(path, cfg)
     for item in items:
@@ -264,3 +363,18 @@ def read_file(path: str, cfg: ReadConfig, position: ReadPosition | None = None) 
                 "fix the record or run without --strict to skip and count bad records in DIR/rejects/"
             )
         yield item
+
+
+def text_field_error(docs: int, missing_text: int, fields: list[str], cfg: ReadConfig) -> InputError | None:
+    """The error when no record has read.text_field but records have other fields: the key is likely misnamed."""
+    if docs or not missing_text or not fields:
+        return None
+    close = difflib.get_close_matches(cfg.text_field, fields, n=1)
+    guess = (
+        close[0] if close else next((f for f in fields if f in ("content", "body", "contents", "raw_content")), None)
+    )
+    hint = f"; did you mean --set read.text_field={guess}?" if guess else ""
+    return InputError(
+        f"no input record has the text field '{cfg.text_field}' (read.text_field); the {missing_text} records "
+        f"without it have the fields: {', '.join(fields)}{hint}"
+    )

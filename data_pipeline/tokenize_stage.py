@@ -12,6 +12,10 @@ and validation token streams are the same for any N; only the shard boundaries m
 Failures are collective: each step runs on every rank, the outcome is allgathered, and if any rank failed every
 rank raises with that rank's message (no rank is left waiting in a collective). The manifest is written last and
 a stale one is removed first, so a dataset with a manifest.json is always complete.
+
+A complete dataset is never rewritten with other tokenizer or shard settings: training runs read its shards and
+token ids, so a rerun whose settings differ from the manifest's recipe is refused, naming each changed key (as
+the dedup stage refuses a changed recipe). Settings that do not change a byte of output (encode threads) are free.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ def run_tokenize_stage(comm: Any, output_dir: Path, recipe: Any, quiet: bool = T
     """Tokenizer → shards → manifest for the kept/ folder under output_dir; returns counts and timings."""
     output_dir = Path(output_dir)
     quiet = quiet or comm.rank != 0
+    on_root(comm, "checking the dataset's settings", lambda: refuse_changed_settings(output_dir, recipe))
     if comm.rank == 0:
         (output_dir / MANIFEST).unlink(missing_ok=True)
     timings: dict[str, float] = {}
@@ -83,6 +88,35 @@ def run_tokenize_stage(comm: Any, output_dir: Path, recipe: Any, quiet: bool = T
         quiet,
     )
     return stats | {"timings_s": timings}
+
+
+# Settings that do not change the tokenizer, the shards or the manifest: free to change on a rerun.
+OUTPUT_NEUTRAL = {("shards", "encode_threads")}
+
+
+def changed_settings(recorded: dict, recipe: Any) -> list[str]:
+    """`section.key: old -> new` for every tokenizer/shards setting that differs from the recorded recipe."""
+    changes = []
+    for section in ("tokenizer", "shards"):
+        old, new = recorded.get(section, {}), dataclasses.asdict(getattr(recipe, section))
+        for key, value in new.items():
+            if (section, key) not in OUTPUT_NEUTRAL and key in old and old[key] != value:
+                changes.append(f"{section}.{key}: {old[key]!r} -> {value!r}")
+    return changes
+
+
+def refuse_changed_settings(output_dir: Path, recipe: Any) -> None:
+    """Raise StageMismatch when output_dir holds a complete dataset made with other tokenizer or shard settings."""
+    path = output_dir / MANIFEST
+    if not path.is_file():
+        return  # nothing complete to protect: an earlier attempt stopped before its manifest
+    changes = changed_settings(json.loads(path.read_text()).get("recipe") or {}, recipe)
+    if changes:
+        raise markers.StageMismatch(
+            f"{output_dir} was tokenized with other settings ({'; '.join(changes)}); rewriting its tokenizer and "
+            f"shards would break training runs that read them; use a new --output folder, or delete {path} "
+            "to retokenize this folder in place"
+        )
 
 
 @contextmanager
@@ -123,7 +157,9 @@ def _tokenize_rank(comm: Any, output_dir: Path, settings: ShardsConfig, info: di
     """Encode this rank's kept parts into its shards; reuse them when the rank's marker is intact."""
     inputs = rank_share(kept_files(output_dir), comm.rank, comm.size)
     stage = f"tokenize-r{comm.rank:05d}-of-{comm.size:05d}"
-    config = dataclasses.asdict(settings) | {"tokenizer_sha256": info["sha256"]}
+    neutral = {key for section, key in OUTPUT_NEUTRAL if section == "shards"}
+    config = {k: v for k, v in dataclasses.asdict(settings).items() if k not in neutral}
+    config |= {"tokenizer_sha256": info["sha256"]}
     stage_fp = markers.fingerprint(stage, config, inputs)
     index_path = output_dir / SHARD_DIR / f"index-r{comm.rank:05d}.json"
     if _complete(output_dir, stage, stage_fp):

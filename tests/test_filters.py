@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from data_pipeline.config import FiltersConfig
+from data_pipeline.config import FiltersConfig, RecipeError, load_recipe, save_recipe
 from data_pipeline.filters import RULES, TextStats, drop_reason, failed_rule
 
 GOOD = (
@@ -49,6 +49,14 @@ BAD_TEXTS = {
     "repeated_paragraphs": "\n\n".join([GOOD, SENTENCE * 3, SENTENCE * 3, SENTENCE * 3]),
     "top_ngrams": GOOD + " " + "the market " * 60,
     "dup_ngrams": GOOD + " " + (" ".join(f"w{i}" for i in range(10)) + " ") * 12,
+    "line_length": GOOD + "\n" + "var a=1;" * 200,
+    "alnum_chars": GOOD + "\n" + "|  |  |  |  |\n" * 150,
+}
+EXPECTED_VALUES = {  # the measured value a dropped text records (how far past its limit it is)
+    "word_count": 10,
+    "curly_braces": 1,
+    "lorem_ipsum": 1,
+    "line_length": 1600,
 }
 
 
@@ -57,15 +65,23 @@ def test_every_rule_has_a_crafted_failure() -> None:
 
 
 def test_clean_prose_passes_every_rule() -> None:
-    assert failed_rule(GOOD, FiltersConfig()) is None
+    assert failed_rule(GOOD, only_all()) is None
+
+
+def only_all() -> FiltersConfig:
+    """Every rule on, the rules web text leaves off included."""
+    return FiltersConfig(**{name: True for name, _ in RULES})
 
 
 @pytest.mark.parametrize("rule", sorted(BAD_TEXTS))
 def test_rule_drops_its_crafted_text_with_its_reason(rule: str) -> None:
-    keep = dict(RULES)[rule]
-    assert keep(TextStats(GOOD), FiltersConfig())
-    assert not keep(TextStats(BAD_TEXTS[rule]), FiltersConfig())
-    assert drop_reason(BAD_TEXTS[rule], only(rule)) == f"filter:{rule}"
+    measure = dict(RULES)[rule]
+    assert measure(TextStats(GOOD), FiltersConfig()) is None
+    value = measure(TextStats(BAD_TEXTS[rule]), FiltersConfig())
+    assert value is not None
+    assert drop_reason(BAD_TEXTS[rule], only(rule)) == (f"filter:{rule}", float(value))
+    if rule in EXPECTED_VALUES:
+        assert value == EXPECTED_VALUES[rule]
 
 
 @pytest.mark.parametrize("rule", sorted(BAD_TEXTS))
@@ -75,9 +91,9 @@ def test_switching_a_rule_off_keeps_the_text(rule: str) -> None:
 
 def test_thresholds_move_the_decision() -> None:
     text = BAD_TEXTS["word_count"]
-    assert drop_reason(text, only("word_count")) == "filter:word_count"
+    assert drop_reason(text, only("word_count")) == ("filter:word_count", 10.0)
     assert drop_reason(text, only("word_count", min_words=5)) is None
-    assert drop_reason(GOOD, only("word_count", min_words=10, max_words=20)) == "filter:word_count"
+    assert drop_reason(GOOD, only("word_count", min_words=10, max_words=20)) == ("filter:word_count", 98.0)
 
 
 def test_master_switch_and_first_failing_rule_wins() -> None:
@@ -85,7 +101,7 @@ def test_master_switch_and_first_failing_rule_wins() -> None:
     both = BAD_TEXTS["lorem_ipsum"] + " {"
     order = [name for name, _ in RULES]
     expected = min(("lorem_ipsum", "curly_braces"), key=order.index)
-    assert drop_reason(both, FiltersConfig()) == f"filter:{expected}"
+    assert drop_reason(both, FiltersConfig())[0] == f"filter:{expected}"
 
 
 def test_dup_ngrams_shortcut_matches_checking_every_n() -> None:
@@ -110,6 +126,144 @@ def test_dup_ngrams_shortcut_matches_checking_every_n() -> None:
             for n in range(5, 11)
         }
         naive = all(_dup_ngram_char_ratio(stats.lower_words, n) <= limits[n] for n in range(5, 11))
-        assert dup_ngrams(stats, cfg) == naive
+        assert (dup_ngrams(stats, cfg) is None) == naive
         decisions.add(naive)
     assert decisions == {True, False}
+
+
+# ---------------------------------------------------------------------------------------------- profiles
+
+PYTHON_SOURCE = '''"""Small helpers for reading settings files."""
+
+import json
+import os
+
+
+def load_settings(path, defaults=None):
+    """Read a JSON settings file and fill in the defaults."""
+    settings = dict(defaults or {})
+    if os.path.exists(path):
+        with open(path) as f:
+            settings.update(json.load(f))
+    return settings
+
+
+class Cache:
+    def __init__(self, size=128):
+        self.size = size
+        self.items = {}
+
+    def get(self, key):
+        return self.items.get(key)
+
+    def put(self, key, value):
+        if len(self.items) >= self.size:
+            self.items.pop(next(iter(self.items)))
+        self.items[key] = value
+'''
+
+MAN_PAGE = """NAME
+       gzip, gunzip - compress or expand files
+
+SYNOPSIS
+       gzip [ -acdfhklLnNrtvV19 ] [-S suffix] [ name ...  ]
+
+DESCRIPTION
+       Gzip reduces the size of the named files using Lempel-Ziv coding (LZ77). Whenever possible, each file is
+       replaced by one with the extension .gz, while keeping the same ownership modes, access and modification
+       times. If no files are specified, or if a file name is "-", the standard input is compressed to the
+       standard output. Gzip will only attempt to compress regular files. In particular, it will ignore
+       symbolic links.
+
+OPTIONS
+       -c --stdout --to-stdout
+              Write output on standard output; keep original files unchanged.
+       -d --decompress --uncompress
+              Decompress.
+       -k --keep
+              Keep (don't delete) input files during compression or decompression.
+       -r --recursive
+              Travel the directory structure recursively. If any of the file names specified on the command
+              line are directories, gzip will descend into the directory and compress all the files it finds.
+       -t --test
+              Test. Check the compressed file integrity.
+       -v --verbose
+              Verbose.
+       -V --version
+              Version.
+       -# --fast --best
+              Regulate the speed of compression.
+       -f --force
+              Force.
+       -l --list
+              List.
+       -n --no-name
+              No name.
+       -q --quiet
+              Quiet.
+       -L --license
+              License.
+       -h --help
+              Help.
+
+SEE ALSO
+       znew(1), zcmp(1), zmore(1), zforce(1), gzexe(1), zip(1), unzip(1), compress(1)
+"""
+
+MINIFIED_JS = "!function(e,t){" + "var a=e.b||{};a.c=function(n){return n*2};" * 60 + "}(window);"
+DATA_DUMP = "\n".join("|".join(["----"] * 8) + "|" + f"{i:04d}" for i in range(80))
+
+
+def recipe_filters(*overrides: str) -> FiltersConfig:
+    return load_recipe(overrides=list(overrides)).filters
+
+
+@pytest.mark.parametrize(
+    "profile, text, kept",
+    [
+        ("web", GOOD, True),
+        ("web", PYTHON_SOURCE, False),
+        ("code", PYTHON_SOURCE, True),
+        ("code", MINIFIED_JS, False),
+        ("code", DATA_DUMP, False),
+        ("web", MAN_PAGE, False),
+        ("docs", MAN_PAGE, True),
+        ("docs", GOOD, True),
+        ("docs", DATA_DUMP, False),
+        ("none", DATA_DUMP, True),
+        ("none", MINIFIED_JS, True),
+    ],
+)
+def test_each_profile_keeps_its_kind_of_text_and_drops_junk(profile: str, text: str, kept: bool) -> None:
+    assert (drop_reason(text, recipe_filters(f"filters.profile={profile}")) is None) == kept
+
+
+def test_code_profile_names_the_stack_rules() -> None:
+    cfg = recipe_filters("filters.profile=code")
+    assert drop_reason(MINIFIED_JS, cfg)[0] == "filter:line_length"
+    assert drop_reason(DATA_DUMP, cfg)[0] == "filter:alnum_chars"
+
+
+def test_keys_set_in_the_recipe_win_over_the_profile(tmp_path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("filters:\n  profile: code\n  curly_braces: true\n")
+    cfg = load_recipe(recipe, ["filters.min_words=3"]).filters
+    assert (cfg.profile, cfg.curly_braces, cfg.min_words, cfg.stop_words) == ("code", True, 3, False)
+    assert drop_reason(PYTHON_SOURCE, cfg) == ("filter:curly_braces", 2.0)  # `items = {}`, `defaults or {}`
+
+
+def test_none_profile_runs_only_the_rules_switched_back_on() -> None:
+    cfg = recipe_filters("filters.profile=none", "filters.word_count=true")
+    assert drop_reason(DATA_DUMP, cfg) is None
+    assert drop_reason("three short words", cfg) == ("filter:word_count", 3.0)
+
+
+def test_saved_recipe_with_a_profile_loads_back_equal(tmp_path) -> None:
+    recipe = load_recipe(overrides=["filters.profile=docs", "filters.min_words=12"])
+    save_recipe(recipe, tmp_path / "saved.yaml")
+    assert load_recipe(tmp_path / "saved.yaml") == recipe
+
+
+def test_unknown_profile_is_named_with_a_suggestion() -> None:
+    with pytest.raises(RecipeError, match=r"filters.profile must be one of web, docs, code, none; did you mean 'code'"):
+        recipe_filters("filters.profile=cod")

@@ -51,6 +51,27 @@ def test_inspect_of_a_folder_without_manifest_is_one_line_error(tmp_path):
     assert done.returncode != 0 and "no manifest" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_inspect_of_a_dedup_output_shows_drop_reasons_and_plots_them(tmp_path):
+    from test_filter_report import python_file, run, write_jsonl
+    from test_filters import GOOD
+
+    web = write_jsonl(tmp_path / "web.jsonl", [f"Part {i}. {GOOD}" for i in range(5)] + ["too short"], "w")
+    code = write_jsonl(tmp_path / "code.jsonl", [python_file(i) for i in range(3)], "c")
+    run(tmp_path, [str(web), str(code)])
+    done = subprocess.run(
+        [sys.executable, "-m", "data_pipeline.cli", "inspect", str(tmp_path / "out")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "documents: 9 read -> 5 kept (55.6%)" in lines
+    bars = [line.split() for line in lines if line.startswith("  filter:")]
+    assert bars == [["filter:curly_braces", "3", "#" * 40], ["filter:word_count", "1", "#" * 13]]
+    assert f"  {code}: 3 read -> 0 kept; dropped: filter:curly_braces=3" in lines
+    assert any(line.startswith(f"warning: the filters dropped 3 of 3 documents (100%) of {code}") for line in lines)
+    png = tmp_path / "out" / "inspect" / "drop_reasons.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "dataset:" not in done.stdout
+
+
 def test_tokenizer_stage_and_inspect_never_import_torch():
     code = (
         "import sys, data_pipeline.tokenizer, data_pipeline.tokenize_stage, data_pipeline.inspect, matplotlib;"

@@ -19,7 +19,12 @@ def test_merge_sums_counts_and_checks() -> None:
     b.read(4), b.keep(1), b.drop("exact_dup"), b.drop("filter:word_count", 2)
     total = Ledger.merged([a, b])
     total.check()
-    assert total.to_stats() == {"input_docs": 9, "kept_docs": 4, "dropped": {"exact_dup": 3, "filter:word_count": 2}}
+    assert total.to_stats() == {
+        "input_docs": 9,
+        "kept_docs": 4,
+        "dropped": {"exact_dup": 3, "filter:word_count": 2},
+        "per_input": {},
+    }
 
 
 @pytest.mark.parametrize(
@@ -39,7 +44,7 @@ def test_a_run_with_a_broken_ledger_fails_and_writes_no_stats(tmp_path: Path, mo
     corpus.write_text("".join(json.dumps({"id": str(i), "text": f"text {i}"}) + "\n" for i in range(4)))
     recipe = load_recipe(overrides=["filters.enabled=false", "dedup.near=false", "workers=1"])
     original_keep = Ledger.keep
-    monkeypatch.setattr(Ledger, "keep", lambda self, n=1: original_keep(self, n + 1))  # a bug that counts one too many
+    monkeypatch.setattr(Ledger, "keep", lambda self, n=1, source=None: original_keep(self, n + 1, source))  # a bug
     with pytest.raises(LedgerError):
         run_dedup(LocalComm(), [str(corpus)], tmp_path / "out", recipe, quiet=True)
     assert not (tmp_path / "out" / "stats.json").exists()

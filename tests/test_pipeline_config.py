@@ -69,3 +69,33 @@ def test_yaml_errors_name_the_file(tmp_path: Path) -> None:
         load_recipe(bad)
     with pytest.raises(RecipeError, match="not found"):
         load_recipe(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    "override, hint",
+    [
+        ("dedup.treshold=0.8", "did you mean 'dedup.threshold'?"),
+        ("dedupe.threshold=0.8", "did you mean 'dedup'?"),
+        ("filters.min_word=10", "did you mean 'filters.min_words'?"),
+        ("read.text_feild=body", "did you mean 'read.text_field'?"),
+        ("worker=2", "did you mean 'workers'?"),
+        ("filters.profile=docz", "did you mean 'docs'?"),
+    ],
+)
+def test_typos_get_a_did_you_mean(override: str, hint: str) -> None:
+    with pytest.raises(RecipeError) as err:
+        load_recipe(overrides=[override])
+    assert hint in str(err.value)
+
+
+def test_a_typo_in_a_yaml_file_gets_a_did_you_mean_too(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tokenizer:\n  vocab_sise: 8000\n")
+    with pytest.raises(RecipeError, match=r"tokenizer.vocab_sise .*bad.yaml.*did you mean 'tokenizer.vocab_size'"):
+        load_recipe(bad)
+
+
+def test_far_off_names_get_no_guess() -> None:
+    with pytest.raises(RecipeError) as err:
+        load_recipe(overrides=["dedup.zzz=1"])
+    assert "did you mean" not in str(err.value) and "dedup keys: exact" in str(err.value)

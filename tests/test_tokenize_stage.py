@@ -11,6 +11,7 @@ from test_tokenizer import ADVERSARIAL, stdlib_docs, write_kept
 from data_pipeline.comm import LocalComm, collective
 from data_pipeline.config import load_recipe
 from data_pipeline.errors import PipelineError, RankFailed
+from data_pipeline.markers import StageMismatch
 from data_pipeline.shards import TokenStream, read_manifest
 from data_pipeline.tokenize_stage import is_validation, rank_share, run_tokenize_stage
 from data_pipeline.tokenizer import load_tokenizer
@@ -167,3 +168,40 @@ def test_no_validation_split_when_no_document_falls_in_it(tmp_path, texts):
     manifest = read_manifest(out)
     assert list(manifest["splits"]) == ["train"] and manifest["validation_fraction"] == 0
     assert stats["validation_num_docs"] == 0 and stats["train_num_docs"] == 20
+
+
+def shard_mtimes(out) -> dict:
+    return {p: p.stat().st_mtime_ns for p in [*(out / "shards").glob("*.arrow"), out / "tokenizer" / "spm.model"]}
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ("tokenizer.vocab_size=800", "tokenizer.vocab_size: 700 -> 800"),
+        ("tokenizer.model_type=unigram", "tokenizer.model_type: 'bpe' -> 'unigram'"),
+        ("shards.validation_fraction=0.2", "shards.validation_fraction: 0.1 -> 0.2"),
+    ],
+)
+def test_changed_settings_on_a_complete_dataset_are_refused_and_named(built, change, named):
+    out, _ = built
+    before = shard_mtimes(out)
+    manifest = (out / "manifest.json").read_bytes()
+    with pytest.raises(StageMismatch) as err:
+        run_tokenize_stage(LocalComm(), out, recipe(change), quiet=True)
+    assert named in str(err.value) and "new --output folder" in str(err.value)
+    assert shard_mtimes(out) == before and (out / "manifest.json").read_bytes() == manifest
+
+
+def test_encode_threads_change_nothing_and_are_not_refused(built):
+    out, _ = built
+    before = shard_mtimes(out)
+    run_tokenize_stage(LocalComm(), out, recipe("shards.encode_threads=1"), quiet=True)
+    assert shard_mtimes(out) == before
+
+
+def test_deleting_the_manifest_allows_retokenizing_in_place(tmp_path, texts):
+    out = write_kept(tmp_path, texts[:30])
+    run_tokenize_stage(LocalComm(), out, recipe("tokenizer.vocab_size=400"), quiet=True)
+    (out / "manifest.json").unlink()
+    run_tokenize_stage(LocalComm(), out, recipe("tokenizer.vocab_size=500"), quiet=True)
+    assert read_manifest(out)["vocab_size"] == 500
