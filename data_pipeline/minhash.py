@@ -30,8 +30,8 @@ Why this shape:
 - The minimum is taken over full 61-bit permuted values and only then truncated to its low 32 bits for storage
   (uint32, 4 bytes per permutation: 512 bytes per document at num_perm=128). Truncating after the minimum keeps
   the estimator unbiased; two different minima share their low 32 bits with probability 2^-32.
-- numba compiles the kernels once per machine (cached beside this file, or in NUMBA_CACHE_DIR); worker
-  processes are forked after the parent has compiled them.
+- numba compiles the kernels once per machine (cached beside this file, or in NUMBA_CACHE_DIR). They release
+  the GIL, so `workers` threads hash chunks of documents in parallel.
 """
 
 from __future__ import annotations
@@ -39,9 +39,8 @@ from __future__ import annotations
 import functools
 import os
 import unicodedata
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 import numba
 import numpy as np
@@ -136,7 +135,7 @@ def _fmix64_scalar(value):
     return value ^ (value >> _U33)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _unspaced_documents(points, offsets, classes, share):
     """Per document: True when at least `share` of its letters are in scripts written without spaces."""
     n = len(offsets) - 1
@@ -174,7 +173,7 @@ def _document_tokens(points, start, stop, classes, by_char, tokens):
     return count
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _shingle_kernel(points, offsets, classes, by_char, ngram, out, counts):
     """Shingle hashes of every document into `out` (concatenated), their number into counts; returns the total."""
     tokens = np.empty(np.int64(np.max(np.diff(offsets))) + 1, np.uint64)
@@ -253,7 +252,7 @@ class Permutations:
         return cls(a=np.ascontiguousarray(a), b=np.ascontiguousarray(b))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _mersenne_kernel(hashes, counts, a_low, a_high, b, minima):
     """minima[d, k] = min over document d's shingles h of (a_k * (h >> 32) + b_k) mod (2^61 - 1), exactly.
 
@@ -274,7 +273,7 @@ def _mersenne_kernel(hashes, counts, a_low, a_high, b, minima):
                 best[k] = min(best[k], (value & MERSENNE_PRIME) + (value >> _S61))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _affine32_kernel(hashes, counts, a, b, minima):
     """minima[d, k] = min over shingles of (a_k * fmix32(h >> 32) + b_k) mod 2^32 (datasketch's "affine32")."""
     num_perm = len(b)
@@ -347,11 +346,12 @@ def compute_signatures(
     if not chunks:
         _shingle_modes(np.zeros(0, np.uint32), np.zeros(1, np.int64), shingle)  # reject a bad mode here too
         return np.zeros((0, num_perm), np.uint32)
-    first = _signature_chunk(chunks[0])  # compiles the kernels and builds the tables before any fork
+    first = _signature_chunk(chunks[0])  # compiles (or loads) the kernels and builds the tables once
     if workers == 1 or len(chunks) == 1:
         return np.concatenate([first] + [_signature_chunk(c) for c in chunks[1:]])
-    # fork: workers inherit the compiled kernels; chunks travel pickled, signatures come back as arrays
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks) - 1), mp_context=get_context("fork")) as pool:
+    # threads: the compiled kernels release the GIL, so chunks run in parallel without fork or pickling (forking
+    # an MPI rank is unsafe); the GIL is held only for one normalize/lower call per document
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         return np.concatenate([first, *pool.map(_signature_chunk, chunks[1:])])
 
 
