@@ -90,10 +90,10 @@ def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
 class Rotary(nn.Module):
     """RoPE in the half-split `rotate_half` layout of Hugging Face Llama, so q/k weights map unpermuted.
 
-    One instance is shared by all blocks; its cos/sin tables are fp32 non-persistent buffers: not parameters (so
-    ZeRO never partitions or casts them), not in checkpoints, computed from integer positions (see `positions`).
-    Forward casts the slice it uses to the activations' dtype, so a table cast to bf16 by the engine
-    (`data_types.buffer_dtype`) gives the same rotation as the fp32 one.
+    One instance is shared by all blocks; its cos/sin tables are fp32 non-persistent buffers computed from integer
+    positions (see `positions`): not parameters, so ZeRO never partitions them, and not in checkpoints. Forward
+    casts the slice it uses to the activations' dtype, so in a bf16 run a table the engine cast to bf16 (only if
+    the JSON sets `data_types.buffer_dtype`) rotates exactly as the fp32 one.
     """
 
     def __init__(self, head_dim: int, max_len: int, theta: float) -> None:
