@@ -149,6 +149,10 @@ class TrainConfig:
     ds_config: str = "ds_configs/zero3_bf16.json"
     # bf16 | fp32 | auto: auto keeps the DeepSpeed JSON's explicit bf16.enabled, or (JSON "auto") bf16 on CUDA only
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # dtype gradients are reduce-scattered across ranks and accumulated over micro-batches in, under bf16 (an fp32
+    # model always uses fp32); fp32 as Megatron and torchtitan. Fills the JSON's communication_data_type and
+    # data_types.grad_accum_dtype; pretrain/engine.py checks the running engine uses it
+    grad_dtype: Literal["fp32", "bf16"] = "fp32"
     activation_checkpointing: Literal["every", "every_k", "off"] = "every"
     checkpoint_every_k: int = 1  # with activation_checkpointing=every_k: recompute every k-th block
     partition_activations: bool = False
@@ -166,6 +170,7 @@ class TrainConfig:
             _require(getattr(self, name) > 0, f"train.{name}", f"must be positive, got {getattr(self, name)}")
         _require(self.keep_last >= 1, "train.keep_last", f"must be >= 1, got {self.keep_last}")
         _require(self.precision in PRECISIONS, "train.precision", f"got {self.precision!r}; use auto|bf16|fp32")
+        _require(self.grad_dtype in ("fp32", "bf16"), "train.grad_dtype", f"got {self.grad_dtype!r}; use fp32|bf16")
         _require(
             self.activation_checkpointing in CHECKPOINTING_MODES,
             "train.activation_checkpointing",

@@ -5,7 +5,8 @@ The model file knows nothing of DeepSpeed; everything distributed is applied her
 - the DeepSpeed JSON, whose "auto" values are filled from the run config and whose explicit values must agree,
 - construction under `deepspeed.zero.Init` so a model larger than one rank's memory is never whole on one rank,
 - activation checkpointing of the transformer blocks through `deepspeed.checkpointing`,
-- AdamW parameter groups with weight decay on matrices only.
+- AdamW parameter groups with weight decay on matrices only,
+- gradients reduced and accumulated in train.grad_dtype (fp32 by default), checked on the running engine.
 """
 
 from __future__ import annotations
@@ -162,7 +163,10 @@ def ds_config_for_run(cfg: Any, world_size: int, run_dir: str | os.PathLike) -> 
     cfg.grad_accum_steps(world_size)  # ConfigError for batch arithmetic before any JSON problem
     path = cfg.train.ds_config
     template = load_ds_json(path)
-    computed = computed_ds_values(cfg, world_size, run_dir) | precision_values(cfg.train.precision, template)
+    precision = precision_values(cfg.train.precision, template)
+    bf16 = precision.get("bf16.enabled", template.get("bf16", {}).get("enabled") is True)
+    gradients = gradient_values(cfg.train.grad_dtype, bf16)
+    computed = computed_ds_values(cfg, world_size, run_dir) | precision | gradients
     return resolve_ds_config(template, computed, source=str(path))
 
 
@@ -175,6 +179,16 @@ def precision_values(precision: str, template: dict) -> dict[str, Any]:
     from deepspeed.accelerator import get_accelerator
 
     return {"bf16.enabled": get_accelerator().device_name() == "cuda"}
+
+
+def gradient_values(grad_dtype: str, bf16: bool) -> dict[str, str]:
+    """The dtype ZeRO reduce-scatters gradients in and accumulates them over micro-batches in.
+
+    DeepSpeed defaults both to the model dtype, so a bf16 run would sum 64 ranks' gradients and every micro-batch
+    in bf16 (8 significant bits). train.grad_dtype (fp32 unless asked) sets both; an fp32 model uses fp32.
+    """
+    dtype = grad_dtype if bf16 else "fp32"
+    return {"communication_data_type": dtype, "data_types.grad_accum_dtype": dtype}
 
 
 def zero_stage(ds_config: dict) -> int:
@@ -245,4 +259,40 @@ def build_engine(cfg: Any, ds_config: dict, model_factory: Callable[[Any], torch
     model = build_model(cfg, ds_config, model_factory)
     groups = decay_groups(model, cfg.optim.weight_decay)
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=ds_config)
+    line = check_gradient_dtypes(engine.optimizer, ds_config)
+    if engine.global_rank == 0:
+        print(line, flush=True)
     return engine
+
+
+def running_gradient_dtypes(optimizer: Any) -> dict[str, str]:
+    """The dtypes the ZeRO optimizer really reduces gradients in and accumulates them in (ZeRO-3: its buffer's)."""
+    buffer = getattr(optimizer, "grad_partitions_flat_buffer", None)
+    accumulate = buffer.dtype if buffer is not None else getattr(optimizer, "gradient_accumulation_dtype", None)
+    reduce = getattr(optimizer, "communication_data_type", None)
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return {
+        "communication_data_type": names.get(reduce, str(reduce)),
+        "data_types.grad_accum_dtype": names.get(accumulate, str(accumulate)),
+    }
+
+
+def check_gradient_dtypes(optimizer: Any, ds_config: dict) -> str:
+    """Refuse an engine whose gradient dtypes differ from the resolved JSON's; return the line the trainer logs.
+
+    The JSON is only a request: a DeepSpeed version or feature (sequence parallelism, torch autocast) may pick
+    other dtypes without a word, and a bf16 sum over many ranks loses the small gradients.
+    """
+    got = running_gradient_dtypes(optimizer)
+    want = {
+        "communication_data_type": ds_config.get("communication_data_type"),
+        "data_types.grad_accum_dtype": ds_config.get("data_types", {}).get("grad_accum_dtype"),
+    }
+    wrong = [f"{key}: asked {want[key]}, running {got[key]}" for key in got if got[key] != want[key]]
+    if wrong:
+        raise EngineConfigError(
+            f"DeepSpeed's {type(optimizer).__name__} ignored the gradient dtypes of the JSON ({'; '.join(wrong)}); "
+            "remove the JSON feature that overrides them, or set train.grad_dtype to what this DeepSpeed runs"
+        )
+    reduced, accumulated = got["communication_data_type"], got["data_types.grad_accum_dtype"]
+    return f"gradients: reduced across ranks in {reduced}, accumulated over micro-batches in {accumulated}"

@@ -66,26 +66,39 @@ def make_norm(cfg: ModelConfig) -> nn.Module:
     return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias)
 
 
+def positions(n_pos: int) -> torch.Tensor:
+    """Positions 0..n_pos-1 as fp32, made from integers so no constructor patching can change them.
+
+    `deepspeed.zero.Init` turns every floating result of `torch.arange`/`zeros`/... into the model dtype (bf16):
+    a float arange of 2048 positions in bf16 collapses neighbours onto one value. An integer arange is left
+    alone, and the conversion to fp32 is not a patched constructor (transformers builds its RoPE the same way).
+    """
+    return torch.arange(n_pos, dtype=torch.int64).float()
+
+
+def inverse_frequencies(dim: int, base: float) -> torch.Tensor:
+    """base^(-2i/dim) for i < dim/2 in fp32: the angular frequencies of sinusoidal positions and RoPE. (dim/2,)"""
+    return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+
+
 def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
-    """Vaswani et al. fixed positions: sin on even channels, cos on odd ones. (n_pos, dim)"""
-    pos = torch.arange(n_pos, dtype=torch.float32)[:, None]
-    inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(n_pos, dim)
-    table[:, 0::2] = torch.sin(pos * inv_freq)
-    table[:, 1::2] = torch.cos(pos * inv_freq)
-    return table
+    """Vaswani et al. fixed positions in fp32: sin on even channels, cos on odd ones. (n_pos, dim)"""
+    angles = torch.outer(positions(n_pos), inverse_frequencies(dim, 10000.0))  # (n_pos, dim/2)
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)  # interleaved, no patched zeros()
 
 
 class Rotary(nn.Module):
     """RoPE in the half-split `rotate_half` layout of Hugging Face Llama, so q/k weights map unpermuted.
 
-    One instance is shared by all blocks; its cos/sin tables are non-persistent buffers (not in checkpoints).
+    One instance is shared by all blocks; its cos/sin tables are fp32 non-persistent buffers computed from integer
+    positions (see `positions`): not parameters, so ZeRO never partitions them, and not in checkpoints. Forward
+    casts the slice it uses to the activations' dtype, so in a bf16 run a table the engine cast to bf16 (only if
+    the JSON sets `data_types.buffer_dtype`) rotates exactly as the fp32 one.
     """
 
     def __init__(self, head_dim: int, max_len: int, theta: float) -> None:
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
+        freqs = torch.outer(positions(max_len), inverse_frequencies(head_dim, theta))  # (max_len, hs/2)
         angles = torch.cat((freqs, freqs), dim=-1)  # (max_len, hs)
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)

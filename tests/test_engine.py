@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from pretrain.config import load_config
 from pretrain.engine import (
     DS_CONFIG_DIR,
     EngineConfigError,
+    check_gradient_dtypes,
     computed_ds_values,
     decay_groups,
     ds_config_for_run,
@@ -56,6 +58,7 @@ def test_shipped_config_resolves_and_deepspeed_accepts_it(name: str, world: int,
     if parsed is not None:
         assert parsed.zero_optimization_stage == 3
         assert parsed.gradient_accumulation_steps == accum
+        assert parsed.communication_data_type == torch.float32 and parsed.grad_accum_dtype == "fp32"
     zero = resolved["zero_optimization"]
     assert zero["stage"] == 3 and zero["stage3_gather_16bit_weights_on_model_save"] is True
     assert resolved["scheduler"]["params"]["cos_min_ratio"] == pytest.approx(0.1)
@@ -147,3 +150,48 @@ def test_precision_contradicting_the_json_is_refused(tmp_path: Path) -> None:
     cfg = _cfg("train.precision=fp32", "train.ds_config=ds_configs/zero3_bf16.json")
     with pytest.raises(EngineConfigError, match="bf16.enabled"):
         ds_config_for_run(cfg, 2, tmp_path)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize(
+    ("grad_dtype", "precision", "expected"),
+    [("fp32", "bf16", "fp32"), ("bf16", "bf16", "bf16"), ("bf16", "fp32", "fp32")],
+)
+def test_gradients_are_reduced_and_accumulated_in_train_grad_dtype(
+    name: str, grad_dtype: str, precision: str, expected: str, tmp_path: Path
+) -> None:
+    """fp32 unless train.grad_dtype=bf16 asks otherwise; an fp32 model has fp32 gradients whatever is asked."""
+    template = {**load_ds_json(name), "bf16": {"enabled": "auto"}}
+    (tmp_path / "g.json").write_text(json.dumps(template))
+    sets = [f"train.grad_dtype={grad_dtype}", f"train.precision={precision}", f"train.ds_config={tmp_path / 'g.json'}"]
+    resolved = ds_config_for_run(_cfg(*sets), 2, tmp_path)
+    assert resolved["communication_data_type"] == resolved["data_types"]["grad_accum_dtype"] == expected
+
+
+def test_json_reducing_in_bf16_against_the_run_config_is_refused(tmp_path: Path) -> None:
+    template = load_ds_json("zero3_bf16.json")
+    template["communication_data_type"] = "bf16"
+    (tmp_path / "b.json").write_text(json.dumps(template))
+    with pytest.raises(
+        EngineConfigError, match=r"communication_data_type='bf16' contradicts the run config \('fp32'\)"
+    ):
+        ds_config_for_run(_cfg(f"train.ds_config={tmp_path / 'b.json'}", "train.precision=bf16"), 2, tmp_path)
+
+
+def test_engine_whose_gradient_dtypes_differ_from_the_json_is_refused() -> None:
+    """What the running ZeRO-3 optimizer holds wins over what the JSON asked: bf16 there is an error naming both."""
+    from types import SimpleNamespace
+
+    ds_config = {"communication_data_type": "fp32", "data_types": {"grad_accum_dtype": "fp32"}}
+    fp32 = SimpleNamespace(communication_data_type=torch.float32, grad_partitions_flat_buffer=torch.zeros(2))
+    assert check_gradient_dtypes(fp32, ds_config) == (
+        "gradients: reduced across ranks in fp32, accumulated over micro-batches in fp32"
+    )
+    bf16_buffer = SimpleNamespace(
+        communication_data_type=torch.float32, grad_partitions_flat_buffer=torch.zeros(2, dtype=torch.bfloat16)
+    )
+    with pytest.raises(EngineConfigError, match=r"data_types.grad_accum_dtype: asked fp32, running bf16"):
+        check_gradient_dtypes(bf16_buffer, ds_config)
+    bf16_reduce = SimpleNamespace(communication_data_type=torch.bfloat16, gradient_accumulation_dtype=torch.float32)
+    with pytest.raises(EngineConfigError, match=r"communication_data_type: asked fp32, running bf16"):
+        check_gradient_dtypes(bf16_reduce, ds_config)

@@ -247,3 +247,42 @@ def test_initialisation_survives_zero3_partitioning() -> None:
     assert result["tied"] and result["bias_max"] == 0.0 and result["norm_mean"] == 1.0
     assert abs(result["down_std"] - 0.02 / math.sqrt(16)) < 0.0005
     assert abs(result["qkv_std"] - 0.02) < 0.001 and abs(result["wte_std"] - 0.02) < 0.001
+
+
+BF16_HALF_ULP_AT_ONE = 2.0**-9  # the largest error of rounding a value in [-1, 1] to bf16 (8 significant bits)
+
+
+@pytest.mark.slow
+def test_position_tables_under_bf16_zero3_equal_the_fp32_tables() -> None:
+    """zero.Init turns floating constructor results into bf16; positions computed in bf16 at seq 2048 are off by up
+    to 2.0 (adjacent positions collapse to one rotation). Every pos_emb, built by the trainer's own engine with bf16
+    on, must keep its tables equal to the plain fp32 build to bf16 rounding of the final table, even when the JSON
+    casts buffers (data_types.buffer_dtype); with DeepSpeed's default they stay fp32 and exact."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import free_port
+
+    script = Path(__file__).parent / "zero3_positions.py"
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "MASTER_PORT": str(free_port())}
+    run = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = [json.loads(line[6:]) for line in run.stdout.splitlines() if line.startswith("RESULT")]
+    assert {(r["pos_emb"], r["buffer_dtype"]) for r in results} == {
+        (p, d) for p in ("learned", "sinusoidal", "rope") for d in (None, "bf16")
+    }
+    expected = {
+        "learned": [],
+        "sinusoidal": ["pos_table"],
+        "rope": ["blocks.0.attn.rotary.cos", "blocks.0.attn.rotary.sin"],
+    }
+    for result in results:
+        where = f"pos_emb={result['pos_emb']} buffer_dtype={result['buffer_dtype']}"
+        assert sorted(result["buffers"]) == result["reference"] == expected[result["pos_emb"]], where
+        for name, buf in result["buffers"].items():
+            assert buf["max_abs_diff"] <= BF16_HALF_ULP_AT_ONE, f"{where}: {name} {buf}"
+            if result["buffer_dtype"] is None:
+                assert buf == {"dtype": "torch.float32", "max_abs_diff": 0.0}, f"{where}: {name}"

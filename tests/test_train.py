@@ -28,8 +28,13 @@ pytestmark = pytest.mark.slow
 STEPS = 6
 
 
-def reference_losses(data: Path, sets: tuple[str, ...], steps: int, skip: set[int] = frozenset()) -> dict[int, float]:
-    """Plain PyTorch, one process, one forward per global batch; steps in `skip` consume data without updating."""
+def reference_losses(
+    data: Path, sets: tuple[str, ...], steps: int, skip: set[int] = frozenset(), record: dict | None = None
+) -> dict[int, float]:
+    """Plain PyTorch, one process, one forward per global batch; steps in `skip` consume data without updating.
+
+    `record`, if given, receives the pre-clipping gradient norm of each step ("grad_norm") and the final
+    parameters ("params"): a mis-scaled loss that Adam and clipping hide from the losses shows in both."""
     cfg = load_config("debug", None, [*TINY_TRAIN_SETTINGS, *sets, f"model.vocab_size={TokenStream(data).vocab_size}"])
     torch.manual_seed(cfg.train.seed)
     model = GPT(cfg.model)
@@ -56,9 +61,13 @@ def reference_losses(data: Path, sets: tuple[str, ...], steps: int, skip: set[in
             continue
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         opt.step()
         sched.step()
+        if record is not None:
+            record.setdefault("grad_norm", {})[step] = grad_norm.item()
+    if record is not None:
+        record["params"] = {name: p.detach().clone() for name, p in model.state_dict().items()}
     return losses
 
 
@@ -78,11 +87,31 @@ def test_zero3_two_ranks_match_plain_pytorch_fp32(tiny_dataset: Path, tmp_path: 
     assert proc.returncode == 0, proc.stderr[-3000:]
     ds = json.loads((tmp_path / "run" / "ds_config.json").read_text())
     assert ds["gradient_accumulation_steps"] == 8 // (2 * micro) and ds["train_batch_size"] == 8
-    want = reference_losses(tiny_dataset, sets, STEPS)
+    record: dict = {}
+    want = reference_losses(tiny_dataset, sets, STEPS, record=record)
     assert_close(step_losses(tmp_path / "run"), want, 2e-5, range(1, STEPS + 1))
     assert want[STEPS] < want[1] - 0.05  # it trained: a run that never updated would match step 1 only
+    assert_close(step_grad_norms(tmp_path / "run"), record["grad_norm"], 1e-4, range(1, STEPS + 1))
+    assert_same_parameters(tmp_path / "run", record["params"], rel=1e-4)
     assert_end_of_run_report(proc.stdout)
     assert_partitioned(tmp_path / "run", world=2)
+
+
+def step_grad_norms(run_dir: Path) -> dict[int, float]:
+    """Global gradient norm before clipping per step, as the trainer logged it in RUN/metrics.csv."""
+    from pretrain.metrics import read_metrics
+
+    return {int(r["step"]): float(r["grad_norm"]) for r in read_metrics(run_dir) if r.get("grad_norm")}
+
+
+def assert_same_parameters(run_dir: Path, want: dict[str, torch.Tensor], rel: float) -> None:
+    """The final checkpoint's fp32 weights equal the reference's, tensor by tensor (relative L2 difference)."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    got = get_fp32_state_dict_from_zero_checkpoint(str(run_dir / "checkpoints"))
+    assert set(got) <= set(want) and "wte.weight" in got, sorted(got)
+    diffs = {name: ((got[name] - want[name]).norm() / want[name].norm()).item() for name in got}
+    assert all(d <= rel for d in diffs.values()), {n: d for n, d in diffs.items() if d > rel}
 
 
 def assert_partitioned(run: Path, world: int) -> None:
