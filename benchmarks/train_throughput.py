@@ -16,11 +16,14 @@ without blocking (as a data loader would) and ends in `loss.item()`. Printed per
 lines: tokens/s (from the median step time, robust to a shared machine's stalls), model TFLOP/s (pretrain/flops.py
 FLOPs per token x tokens/s; recomputation not counted), MFU against the device's dense bf16 peak (989 TFLOP/s for
 H100/H200; on CPU only with --peak-tflops, else n/a), peak memory (CUDA: max allocated; CPU: max resident set size
-sampled after each step), first and last loss, and `ratio_<variant>_over_reference`. With --json-dir each side
-also writes DIR/<group>__<name>.json, and a side whose JSON is already there is not measured again (gpu_run.sh
-reruns a process that died with the variants it had not finished). A variant that runs out of memory or raises is
-recorded with its status and the run goes on; one that outlives --variant-timeout-s is recorded as "timeout" and
-the process exits 124. World size 1 only: the reference has no data parallelism to compare a multi-rank trainer with.
+sampled after each step), first and last loss, and `ratio_<variant>_over_reference`.
+
+Each side runs in a process of its own (engine.destroy() does not free a DeepSpeed engine, so ten engines in one
+process would not fit; a fresh process also gives each side the whole GPU and a real time limit). Each writes
+DIR/<group>__<name>.json (--json-dir; a temporary folder otherwise), and a side whose JSON is already there is not
+measured again. A side that runs out of memory or raises is recorded with status oom/error, one that outlives
+--variant-timeout-s is killed and recorded as "timeout", and the next side runs. World size 1 only: the reference
+has no data parallelism to compare a multi-rank trainer with.
 
 `--largest DS_JSON` prints, largest first, the presets whose ZeRO-3 model states (DeepSpeed's estimator) plus a
 rough activation allowance fit this machine with that JSON, for gpu_run.sh to try in turn.
@@ -35,11 +38,12 @@ import json
 import math
 import os
 import platform
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -52,7 +56,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-EXIT_VARIANT_TIMEOUT = 124
 CHUNKED_CE_TOKENS = 4096  # rows per chunk: 4096 x 50,304 fp32 logits = 0.8 GB at a time for GPT-2's vocabulary
 
 
@@ -141,12 +144,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reference", default="reference", help=f"'off' or comma-separated, from: {', '.join(REFERENCES)}")
     p.add_argument("--json-dir", default=None, help="write one JSON per side here; sides already there are skipped")
     p.add_argument("--group", default=None, help="name prefix of the JSON files (default: preset_sSEQ_mbMICRO)")
-    p.add_argument("--variant-timeout-s", type=float, default=None, help="a side running longer: status timeout, exit")
+    p.add_argument("--variant-timeout-s", type=float, default=None, help="a side running longer is killed: 'timeout'")
     p.add_argument("--largest", default=None, metavar="DS_JSON", help="print presets that fit with this JSON; exit")
     p.add_argument("--memory-gib", type=float, default=None, help="with --largest: device memory (default: measured)")
     p.add_argument("--host-gib", type=float, default=None, help="with --largest: host memory (default: measured)")
     p.add_argument("--candidates", default=None, help="with --largest: presets to consider (default: all)")
     p.add_argument("--check-only", action="store_true", help="build every side's configuration, measure nothing")
+    p.add_argument("--side", default=None, help=argparse.SUPPRESS)  # internal: measure this one side in-process
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--seed", type=int, default=1234)
     args = p.parse_args(argv)
@@ -401,39 +405,66 @@ def measure_reference(args, name: str, batches: list, device: torch.device, flop
 # --------------------------------------------------------------------------- one side, guarded
 
 
-def run_guarded(result: Measurement, measure: Callable, timeout_s: float | None, json_path: Path | None) -> Measurement:
-    """Run one side; an OOM or error becomes its status, a hang past timeout_s writes 'timeout' and exits 124."""
-    timer = None
-    if timeout_s:
+def measure_side(args, name: str, result: Measurement, json_path: Path) -> None:
+    """In this (child) process: measure one side; an OOM or error becomes its status; the JSON is written either way."""
+    from pretrain import flops as model_flops
+    from pretrain.metrics import peak_tflops
 
-        def expire() -> None:
-            result.status, result.error = "timeout", f"no result within --variant-timeout-s {timeout_s:g}"
-            write_json(result, json_path)
-            print(f"{result.name}: timeout after {timeout_s:g} s", flush=True)
-            os._exit(EXIT_VARIANT_TIMEOUT)
-
-        timer = threading.Timer(timeout_s, expire)
-        timer.daemon = True
-        timer.start()
     try:
-        measure(result)
+        start_single_process_group()
+        cfg = run_config(args)
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        flops = model_flops.flops_per_token(cfg.model, cfg.model.seq_len)
+        peak = peak_tflops(args.peak_tflops)
+        result.context["environment"] = environment(cfg, args, device, flops, peak)
+        batches = synthetic_batches(cfg, args.warmup + args.steps, args.seed)
+        if name in REFERENCES:
+            measure_reference(args, name, batches, device, flops, peak, result)
+        else:
+            measure_variant(args, name, batches, flops, peak, result)
     except torch.OutOfMemoryError as err:
         result.status, result.error = "oom", str(err).splitlines()[0]
-    except Exception as err:  # recorded and reported; the next side still runs
+    except Exception as err:  # recorded in the JSON; the parent goes on with the next side
         message = f"{type(err).__name__}: {err}"
         result.status, result.error = (
             "error",
-            message if len(message) < 3000 else message[:1000] + " ... " + message[-2000:],
+            message if len(message) < 3000 else f"{message[:1000]} ... {message[-2000:]}",
         )
         traceback.print_exc()
-    finally:
-        if timer is not None:
-            timer.cancel()
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
     write_json(result, json_path)
-    return result
+    with contextlib.suppress(Exception):
+        torch.distributed.destroy_process_group()
+
+
+def run_side(argv: list[str], result: Measurement, timeout_s: float | None, json_path: Path) -> Measurement:
+    """Measure one side in a fresh process (DeepSpeed engines are not freed by engine.destroy(); one process each
+    also gives every side the whole GPU and a real time limit). A child that hangs past timeout_s is killed with
+    its process group and recorded as 'timeout'; one that dies without writing its JSON, as 'crashed'."""
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        *argv,
+        "--side",
+        result.name,
+        "--json-dir",
+        str(json_path.parent),
+    ]
+    child = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        rc = child.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        result.status, result.error = "timeout", f"no result within --variant-timeout-s {timeout_s:g}; killed"
+        write_json(result, json_path)
+        return result
+    done = read_json(json_path)
+    if done is None:
+        result.status, result.error = "crashed", f"the measuring process exited with status {rc} and wrote no result"
+        write_json(result, json_path)
+        return result
+    return done
 
 
 def write_json(result: Measurement, path: Path | None) -> None:
@@ -474,12 +505,15 @@ def environment(cfg, args, device: torch.device, flops: float, peak) -> dict:
     }
 
 
-def report(env: dict, sides: list[Measurement]) -> None:
+def report(cfg, args, sides: list[Measurement]) -> None:
     """`name_field: value` lines (grep-able), one block per side, then each variant's ratio to the reference."""
-    print(f"device: {env['device']}")
-    print(f"preset: {env['preset']}  micro_batch: {env['micro_batch']}  seq_len: {env['seq_len']}")
-    print(f"steps: {env['steps']} timed after {env['warmup']} warm-up")
-    print(f"model_flops_per_token: {env['model_flops_per_token']:.4g}  peak_tflops: {fmt(env['peak_tflops'], '.1f')}")
+    env = next((s.context["environment"] for s in sides if "environment" in s.context), {})
+    print(f"device: {env.get('device', 'n/a')}  torch: {env.get('torch')}  deepspeed: {env.get('deepspeed')}")
+    print(f"preset: {args.preset}  micro_batch: {cfg.train.micro_batch_size}  seq_len: {cfg.model.seq_len}")
+    print(f"steps: {args.steps} timed after {args.warmup} warm-up")
+    print(
+        f"model_flops_per_token: {env.get('model_flops_per_token', float('nan')):.4g}  peak_tflops: {fmt(env.get('peak_tflops'), '.1f')}"
+    )
     for side in sides:
         print(f"{side.name}_status: {side.status}")
         if side.status != "ok":
@@ -491,10 +525,9 @@ def report(env: dict, sides: list[Measurement]) -> None:
         print(f"{side.name}_peak_mem_gib: {side.peak_mem_gib:.3f}")
         print(f"{side.name}_first_loss: {side.first_loss:.4f}")
         print(f"{side.name}_final_loss: {side.final_loss:.4f}")
-    reference = next((s for s in sides if s.name == "reference" and s.status == "ok"), None)
     for side in sides:
-        if reference and side.name in LEVERS and side.status == "ok":
-            print(f"ratio_{side.name}_over_reference: {side.tokens_per_s / reference.tokens_per_s:.3f}")
+        if "ratio_over_reference" in side.context:
+            print(f"ratio_{side.name}_over_reference: {side.context['ratio_over_reference']:.3f}")
 
 
 # --------------------------------------------------------------------------- largest preset that fits
@@ -553,10 +586,9 @@ def print_largest(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
-    from pretrain import flops as model_flops
     from pretrain.config import ConfigError
-    from pretrain.metrics import peak_tflops
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     try:
         if args.largest:
@@ -569,44 +601,42 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"train_throughput: error: {err}", file=sys.stderr)
         return 2
+    group = group_name(args, cfg)
+    if args.side:  # the child: one side, in this process
+        what = REFERENCES.get(args.side) or LEVERS[args.side].what
+        measure_side(
+            args, args.side, Measurement(group, args.side, what), Path(args.json_dir) / f"{group}__{args.side}.json"
+        )
+        return 0
     if args.check_only:
         print(f"check-only: {args.preset} {[*args.references, *args.variants]} configurations resolve")
         return 0
-    start_single_process_group()
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    flops = model_flops.flops_per_token(cfg.model, cfg.model.seq_len)
-    peak = peak_tflops(args.peak_tflops)
-    env = environment(cfg, args, device, flops, peak)
-    group = group_name(args, cfg)
-    json_dir = Path(args.json_dir) if args.json_dir else None
-    if json_dir:
+    with contextlib.ExitStack() as stack:
+        json_dir = Path(args.json_dir or stack.enter_context(tempfile.TemporaryDirectory()))
         json_dir.mkdir(parents=True, exist_ok=True)
-    batches = synthetic_batches(cfg, args.warmup + args.steps, args.seed)
-    sides = []
-    for name in [*args.references, *args.variants]:
-        path = json_dir / f"{group}__{name}.json" if json_dir else None
-        done = read_json(path)
-        if done is not None:  # measured by an earlier process of this group (gpu_run.sh reran after a timeout)
-            sides.append(done)
-            continue
-        what = REFERENCES.get(name) or LEVERS[name].what
-        result = Measurement(group, name, what, context={"environment": env})
-        if name in REFERENCES:
-            measure = lambda r, n=name: measure_reference(args, n, batches, device, flops, peak, r)  # noqa: E731
-        else:
-            measure = lambda r, n=name: measure_variant(args, n, batches, flops, peak, r)  # noqa: E731
-        print(f"== {group} {name}: {what}", flush=True)
-        sides.append(run_guarded(result, measure, args.variant_timeout_s, path))
+        sides = []
+        for name in [*args.references, *args.variants]:
+            path = json_dir / f"{group}__{name}.json"
+            done = read_json(path)
+            if done is not None:  # measured by an earlier run of this group (gpu_run.sh's rerun): not again
+                sides.append(done)
+                continue
+            what = REFERENCES.get(name) or LEVERS[name].what
+            print(f"== {group} {name}: {what}", flush=True)
+            sides.append(run_side(argv, Measurement(group, name, what), args.variant_timeout_s, path))
+        add_ratios(sides, json_dir)
+    report(cfg, args, sides)
+    return 0
+
+
+def add_ratios(sides: list[Measurement], json_dir: Path) -> None:
+    """Each variant's tokens/s over the reference's (same group, same machine), into its JSON."""
     reference = next((s for s in sides if s.name == "reference" and s.status == "ok"), None)
     for side in sides:
         if reference and side.name in LEVERS and side.status == "ok":
             side.context["reference_tokens_per_s"] = reference.tokens_per_s
             side.context["ratio_over_reference"] = side.tokens_per_s / reference.tokens_per_s
-            write_json(side, json_dir / f"{group}__{side.name}.json" if json_dir else None)
-    report(env, sides)
-    with contextlib.suppress(Exception):
-        torch.distributed.destroy_process_group()
-    return 0
+            write_json(side, json_dir / f"{side.group}__{side.name}.json")
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ def fields(stdout: str) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_harness_measures_levers_against_the_reference_and_writes_one_json_each(tmp_path: Path) -> None:
+    """Each side in its own process, one JSON each, ratios to the reference; levers do not change step 1's loss."""
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(HARNESS), "--preset", "debug", "--steps", "3", "--warmup", "1", "--seq-len", "64"]
-    cmd += ["--variants", "preset,chunked_ce,zero2", "--json-dir", str(tmp_path)]
+    cmd += ["--variants", "preset,chunked_ce", "--json-dir", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = fields(proc.stdout)
@@ -42,7 +43,7 @@ def test_harness_measures_levers_against_the_reference_and_writes_one_json_each(
     from pretrain.flops import flops_per_token as model_flops
 
     assert flops_per_token == pytest.approx(model_flops(load_config("debug", None, ["model.seq_len=64"]).model), 1e-3)
-    sides = ("reference", "preset", "chunked_ce", "zero2")
+    sides = ("reference", "preset", "chunked_ce")
     for side in sides:
         assert got[f"{side}_status"] == "ok", proc.stdout[-3000:]
         tokens_per_s = float(got[f"{side}_tokens_per_s"])
@@ -59,8 +60,8 @@ def test_harness_measures_levers_against_the_reference_and_writes_one_json_each(
         assert first[side] == pytest.approx(first["preset"], rel=1e-3), first
     chunked = json.loads((tmp_path / "debug_s64_mb2__chunked_ce.json").read_text())["context"]
     assert chunked["loss_chunk_tokens"] > 0 and chunked["zero_stage"] == 3
-    assert json.loads((tmp_path / "debug_s64_mb2__zero2.json").read_text())["context"]["zero_stage"] == 2
-    for side in ("preset", "chunked_ce", "zero2"):
+    assert chunked["environment"]["deepspeed"] and chunked["ratio_over_reference"] > 0
+    for side in ("preset", "chunked_ce"):
         want = float(got[f"{side}_tokens_per_s"]) / float(got["reference_tokens_per_s"])
         assert float(got[f"ratio_{side}_over_reference"]) == pytest.approx(want, rel=1e-2)
 
