@@ -125,3 +125,15 @@ def test_harness_rejects_bad_sizes_and_unknown_levers() -> None:
         timeout=120,
     )
     assert proc.returncode == 2 and "unknown variant(s) ['zero4']" in proc.stderr
+
+
+def test_a_side_past_its_time_limit_is_killed_and_recorded(tmp_path: Path) -> None:
+    """A hung side costs its limit, not the run: killed, recorded as 'timeout', the process exits 0."""
+    cmd = [sys.executable, str(HARNESS), "--preset", "debug", "--reference", "off", "--variants", "preset"]
+    cmd += ["--variant-timeout-s", "0.5", "--json-dir", str(tmp_path)]
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert fields(proc.stdout)["preset_status"] == "timeout"
+    saved = json.loads((tmp_path / "debug_s128_mb2__preset.json").read_text())
+    assert saved["status"] == "timeout" and "killed" in saved["error"] and saved["tokens_per_s"] is None
