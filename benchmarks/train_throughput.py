@@ -361,7 +361,7 @@ def measure_variant(args, name: str, batches: list, flops: float, peak, result: 
     with tempfile.TemporaryDirectory() as run_dir:
         started = time.perf_counter()
         ds = trainer_ds_config(cfg, lever, Path(run_dir))
-        result.context = {
+        result.context |= {
             "zero_stage": zero_stage(ds),
             "activation_checkpointing": cfg.train.activation_checkpointing,
             "optimizer": "torch AdamW" if ds["optimizer"]["params"].get("torch_adam") else "DeepSpeed default",
