@@ -246,7 +246,7 @@ class GPT(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, kv_cache: KVCache | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) token ids -> logits (B, T, vocab_size); loss if targets (already shifted) are given."""
+        """idx (B, T) -> logits (B, T, vocab_size) (None when loss_chunk_tokens and targets); loss if targets (shifted)."""
         x = self.embed(idx, kv_cache.pos if kv_cache is not None else 0)
         for i, block in enumerate(self.blocks):
             checkpointed = kv_cache is None and self._checkpointed(i)
