@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pretrain.chunked_ce import chunked_cross_entropy
 from pretrain.config import ModelConfig
 
 CheckpointFn = Callable[..., torch.Tensor]
@@ -229,6 +230,7 @@ class GPT(nn.Module):
             self.lm_head.weight = self.wte.weight
         self._checkpoint_fn: CheckpointFn | None = None
         self._checkpoint_every_k = 1
+        self.loss_chunk_tokens = 0  # > 0: loss via pretrain/chunked_ce.py (set by its enable_chunked_loss)
 
     def set_activation_checkpointing(self, fn: CheckpointFn | None, every_k: int = 1) -> None:
         """Recompute blocks i with i % every_k == 0 in backward via `fn(block, x)`; None turns it off.
@@ -257,14 +259,18 @@ class GPT(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, kv_cache: KVCache | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) token ids -> logits (B, T, vocab_size); loss if targets (already shifted) are given."""
+        """idx (B, T) -> logits (B, T, vocab_size) (None when loss_chunk_tokens and targets); loss if targets (shifted)."""
         x = self.embed(idx, kv_cache.pos if kv_cache is not None else 0)
         for i, block in enumerate(self.blocks):
             checkpointed = kv_cache is None and self._checkpointed(i)
             x = self._checkpoint_fn(block, x) if checkpointed else block(x, kv_cache)
         if kv_cache is not None:
             kv_cache.pos += idx.size(1)
-        logits = self.lm_head(self.norm_f(x))[..., : self.cfg.vocab_size]  # drop padded rows (B, T, V)
+        h = self.norm_f(x)
+        if targets is not None and self.loss_chunk_tokens:  # training loss without whole logits; none returned
+            chunk, vocab = self.loss_chunk_tokens, self.cfg.vocab_size
+            return None, chunked_cross_entropy(h, self.lm_head.weight, targets, vocab, chunk)
+        logits = self.lm_head(h)[..., : self.cfg.vocab_size]  # drop padded rows (B, T, V)
         loss = None
         if targets is not None:
             flat = logits.float().reshape(-1, logits.size(-1))
