@@ -9,8 +9,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
+import torch
 from conftest import ROOT, run_train, step_losses, train_command
 
 from pretrain import checkpoint
@@ -184,3 +186,57 @@ def test_resume_two_to_three_ranks_matches_the_uninterrupted_run(
     want = step_losses(straight_on_two_ranks)
     on_three = _resume_elsewhere(3, tiny_dataset, straight_on_two_ranks / "checkpoints/step00000004", tmp_path / "3")
     _assert_same_losses(on_three, want, range(5, 9))
+
+
+# --------------------------------------------------------------------------- random state
+
+
+@pytest.mark.slow
+def test_resume_with_dropout_is_exact(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Dropout draws from every rank's generator each step: a resume that did not restore them would differ."""
+    sets = ("model.dropout=0.2", "train.micro_batch_size=2", "train.global_batch_tokens=128")
+    sets += ("train.max_steps=6", "train.save_interval=3")
+    straight = run_train(2, tiny_dataset, tmp_path / "straight", sets)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    ckpt = tmp_path / "straight/checkpoints/step00000003"
+    resumed = run_train(2, tiny_dataset, tmp_path / "resumed", sets, extra=("--resume", str(ckpt)))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    want, got = step_losses(tmp_path / "straight"), step_losses(tmp_path / "resumed")
+    assert sorted(got) == [4, 5, 6]
+    assert [got[s] for s in (4, 5, 6)] == [want[s] for s in (4, 5, 6)]
+
+
+class _FakeCuda:
+    """An accelerator with its own generator, standing in for CUDA on a CPU-only machine."""
+
+    def __init__(self) -> None:
+        self.state = torch.tensor([1, 2, 3], dtype=torch.uint8)
+        self.restored: list[torch.Tensor] = []
+
+    def device_name(self) -> str:
+        return "cuda"
+
+    def get_rng_state(self) -> torch.Tensor:
+        return self.state.clone()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        self.restored.append(state)
+
+
+def test_rng_state_carries_the_accelerator_generator_and_deepspeeds_tracker(monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    import deepspeed.accelerator
+    from deepspeed.runtime.activation_checkpointing.checkpointing import get_cuda_rng_tracker
+
+    fake = _FakeCuda()
+    monkeypatch.setattr(deepspeed.accelerator, "get_accelerator", lambda: fake)
+    tracker = get_cuda_rng_tracker()
+    monkeypatch.setattr(tracker, "states_", {"model-parallel-rng": torch.tensor([9, 9], dtype=torch.uint8)})
+    saved = checkpoint.rng_state()
+    draws = (random.random(), float(np.random.rand()), torch.rand(1).item())
+    tracker.set_states({})
+    checkpoint.set_rng_state(saved)
+    assert (random.random(), float(np.random.rand()), torch.rand(1).item()) == draws
+    assert [t.tolist() for t in fake.restored] == [[1, 2, 3]]
+    assert {k: v.tolist() for k, v in tracker.get_states().items()} == {"model-parallel-rng": [9, 9]}
