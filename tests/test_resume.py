@@ -192,15 +192,23 @@ def test_resume_two_to_three_ranks_matches_the_uninterrupted_run(
 
 
 @pytest.mark.slow
-def test_resume_with_dropout_is_exact(tiny_dataset: Path, tmp_path: Path) -> None:
-    """Dropout draws from every rank's generator each step: a resume that did not restore them would differ."""
-    sets = ("model.dropout=0.2", "train.micro_batch_size=2", "train.global_batch_tokens=128")
+def test_resume_with_dropout_is_exact_across_an_epoch_boundary(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Dropout draws from every rank's generator each step: a resume that did not restore them would differ.
+
+    At seq 512 the tiny split holds 39 samples; 6 steps of 8 take 48, so step 5 starts epoch 2 (reshuffled).
+    """
+    sets = ("model.seq_len=512", "model.dropout=0.2", "train.micro_batch_size=2", "train.global_batch_tokens=8192")
     sets += ("train.max_steps=6", "train.save_interval=3")
     straight = run_train(2, tiny_dataset, tmp_path / "straight", sets)
     assert straight.returncode == 0, straight.stderr[-3000:]
+    plan = "data: 39 training samples of 512 tokens (19,968 tokens); 6 steps x 8 samples = 48 samples = 1.23 epochs"
+    assert plan in straight.stdout
+    assert "warning: train.max_steps=6 needs 1.23 epochs of the training split" in straight.stdout
     ckpt = tmp_path / "straight/checkpoints/step00000003"
     resumed = run_train(2, tiny_dataset, tmp_path / "resumed", sets, extra=("--resume", str(ckpt)))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for out in (straight.stdout, resumed.stdout):
+        assert out.count("finished epoch") == 1 and "step 5: finished epoch 1 of the training data (40 samples" in out
     want, got = step_losses(tmp_path / "straight"), step_losses(tmp_path / "resumed")
     assert sorted(got) == [4, 5, 6]
     assert [got[s] for s in (4, 5, 6)] == [want[s] for s in (4, 5, 6)]
