@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -79,13 +78,27 @@ def _wait_for_steps(run_dir: Path, n: int, proc: subprocess.Popen, timeout: floa
     raise AssertionError(f"run did not reach {n} steps (rc={proc.poll()})")
 
 
+def _epoch_boundaries(output: str) -> list[str]:
+    """The steps at which the trainer logged the end of an epoch of the training data."""
+    return [line.split(":")[0] for line in output.splitlines() if "finished epoch" in line]
+
+
 @pytest.mark.slow
 def test_sigterm_checkpoints_exits_0_and_resume_is_exact(tiny_dataset: Path, tmp_path: Path) -> None:
-    """2N straight == N, SIGTERM (to one rank only), resume, rest: identical losses on CPU."""
+    """2N straight == N, SIGTERM (to one rank only), resume, rest: identical losses on CPU, with dropout.
+
+    Dropout draws from every rank's generators each step, so a resume that did not restore them would differ. At
+    seq 256 the tiny split holds 79 samples and a step takes 4: steps 20 and 40 end epochs 1 and 2 (each epoch is
+    reshuffled), after the preemption. Resume on another number of ranks: the world-size tests below (dropout 0,
+    since ranks' random streams cannot continue on another world size).
+    """
     steps = 40
-    sets = ("train.micro_batch_size=2", "train.global_batch_tokens=128", f"train.max_steps={steps}")
+    sets = ("model.seq_len=256", "model.dropout=0.2", "train.micro_batch_size=2", "train.global_batch_tokens=1024")
+    sets += (f"train.max_steps={steps}",)
     straight = run_train(2, tiny_dataset, tmp_path / "straight", sets)
     assert straight.returncode == 0, straight.stderr[-3000:]
+    plan = "data: 79 training samples of 256 tokens (20,224 tokens); 40 steps x 4 samples = 160 samples = 2.03 epochs"
+    assert plan in straight.stdout and "warning: train.max_steps=40 needs 2.03 epochs" in straight.stdout
     want = step_losses(tmp_path / "straight")
 
     run = tmp_path / "preempted"
@@ -104,27 +117,16 @@ def test_sigterm_checkpoints_exits_0_and_resume_is_exact(tiny_dataset: Path, tmp
     assert proc.returncode == 0, out[-3000:]
     root, tag = checkpoint.find_resumable(run)
     stopped = int(tag.removeprefix("step"))
-    assert 3 <= stopped < steps and "preemption signal" in out
+    assert 3 <= stopped < 20 and "preemption signal" in out
 
-    other_world = tmp_path / "resumed_on_1_rank"
-    shutil.copytree(run, other_world)
     resumed = run_train(2, tiny_dataset, run, sets)  # --resume auto is the default
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {root / tag}" in resumed.stdout
     got = step_losses(run)
     assert sorted(got) == list(range(1, steps + 1))
     assert [got[s] for s in range(stopped + 1, steps + 1)] == [want[s] for s in range(stopped + 1, steps + 1)]
-
-    # A different world size: DeepSpeed's universal conversion re-slices the ZeRO partitions; weights, Adam moments
-    # and step counts, the LR schedule and the data order continue, so only the summation order of the gradients
-    # differs (1 rank accumulates 2 micro-batches, 2 ranks reduce-scatter them).
-    one = run_train(1, tiny_dataset, other_world, sets)
-    assert one.returncode == 0, one.stderr[-3000:]
-    assert f"resumed from {root.parent.parent / other_world.name / 'checkpoints' / tag}" in one.stdout
-    got1 = step_losses(other_world)
-    assert got1[stopped + 1] == want[stopped + 1]
-    for s in range(stopped + 2, steps + 1):
-        assert got1[s] == pytest.approx(want[s], rel=1e-6, abs=0), s
+    assert _epoch_boundaries(straight.stdout) == _epoch_boundaries(resumed.stdout) == ["step 20", "step 40"]
+    assert "step 20: finished epoch 1 of the training data (80 samples consumed, 79 per epoch)" in resumed.stdout
 
 
 # --------------------------------------------------------------------------- resume on another world size
@@ -189,29 +191,6 @@ def test_resume_two_to_three_ranks_matches_the_uninterrupted_run(
 
 
 # --------------------------------------------------------------------------- random state
-
-
-@pytest.mark.slow
-def test_resume_with_dropout_is_exact_across_an_epoch_boundary(tiny_dataset: Path, tmp_path: Path) -> None:
-    """Dropout draws from every rank's generator each step: a resume that did not restore them would differ.
-
-    At seq 512 the tiny split holds 39 samples; 6 steps of 8 take 48, so step 5 starts epoch 2 (reshuffled).
-    """
-    sets = ("model.seq_len=512", "model.dropout=0.2", "train.micro_batch_size=2", "train.global_batch_tokens=8192")
-    sets += ("train.max_steps=6", "train.save_interval=3")
-    straight = run_train(2, tiny_dataset, tmp_path / "straight", sets)
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    plan = "data: 39 training samples of 512 tokens (19,968 tokens); 6 steps x 8 samples = 48 samples = 1.23 epochs"
-    assert plan in straight.stdout
-    assert "warning: train.max_steps=6 needs 1.23 epochs of the training split" in straight.stdout
-    ckpt = tmp_path / "straight/checkpoints/step00000003"
-    resumed = run_train(2, tiny_dataset, tmp_path / "resumed", sets, extra=("--resume", str(ckpt)))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    for out in (straight.stdout, resumed.stdout):
-        assert out.count("finished epoch") == 1 and "step 5: finished epoch 1 of the training data (40 samples" in out
-    want, got = step_losses(tmp_path / "straight"), step_losses(tmp_path / "resumed")
-    assert sorted(got) == [4, 5, 6]
-    assert [got[s] for s in (4, 5, 6)] == [want[s] for s in (4, 5, 6)]
 
 
 class _FakeCuda:
