@@ -7,8 +7,8 @@ order does not depend on the world size, and a run resumes (on any number of ran
 `consumed_samples`.
 
 `perm` is evaluated per position, never materialised: a seeded Feistel network over [0, 4^h) ⊇ [0, N), restricted
-to [0, N) by cycle-walking (see SampleOrder). A rank holds a few integers per epoch instead of an N-entry table
-(146M samples: 1.2 GB of int64 per rank with a materialised permutation).
+to [0, N) by cycle-walking (see SampleOrder). A rank holds no per-sample state, where a materialised permutation
+is an N-entry table per rank and epoch (146M samples: 1.2 GB of int64).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class SampleOrder:
     still holds a block-sized table. Six rounds of splitmix64 keyed by (seed, epoch, round) are far more mixing
     than a data order needs (Luby-Rackoff: four rounds of a pseudo-random function already give a
     pseudo-random permutation). The network permutes [0, 4^h) with 4^h < 4N; positions that land at or past N
-    are pushed through it again (cycle-walking), which stays a bijection on [0, N) and takes < 4 rounds on average.
+    are pushed through it again (cycle-walking), which stays a bijection on [0, N) and takes fewer than 4 passes on average.
     """
 
     def __init__(self, num_samples: int, seed: int) -> None:
