@@ -42,17 +42,37 @@ def tag_for(step: int) -> str:
 
 
 def rng_state() -> dict:
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
+    """Every random stream a training step draws from on this rank, so dropout > 0 resumes exactly.
+
+    Python, NumPy and torch's CPU generator; the accelerator's generator of this rank's device (CUDA: dropout
+    masks on GPU), which torch's CPU state does not include; and DeepSpeed's model-parallel RNG tracker
+    (`deepspeed.checkpointing.get_cuda_rng_tracker()`), whose named states activation checkpointing and
+    model-parallel dropout fork from.
+    """
+    from deepspeed.accelerator import get_accelerator
+    from deepspeed.runtime.activation_checkpointing.checkpointing import get_cuda_rng_tracker
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    accelerator = get_accelerator()
+    if accelerator.device_name() != "cpu":  # on CPU the accelerator's generator is torch's CPU one, saved above
+        state["accelerator"] = accelerator.get_rng_state()
+    state["ds_rng_tracker"] = get_cuda_rng_tracker().get_states()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` saved (a checkpoint from before the accelerator entries restores the CPU ones)."""
+    from deepspeed.accelerator import get_accelerator
+    from deepspeed.runtime.activation_checkpointing.checkpointing import get_cuda_rng_tracker
+
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    accelerator = get_accelerator()
+    if "accelerator" in state and accelerator.device_name() != "cpu":
+        accelerator.set_rng_state(state["accelerator"])
+    if "ds_rng_tracker" in state:
+        get_cuda_rng_tracker().set_states(state["ds_rng_tracker"])
 
 
 def tokenizer_reference(manifest: dict) -> dict:
@@ -182,6 +202,23 @@ def to_universal(ckpt_root: Path, tag: str) -> str:
     return out.name
 
 
+def _repair_universal_optimizer_state(optimizer: torch.optim.Optimizer, group_decay: list[float]) -> None:
+    """Undo two things DeepSpeed's ZeRO-3 universal loader (stage3.py:
+    `load_hp_checkpoint_state_from_checkpoint_dir_stage3`) gets wrong for this trainer's AdamW.
+
+    - It copies param group 0's hyperparameters onto every group: group 1 (biases, norms) would get weight decay.
+    - It assigns one and the same `step` tensor to the optimizer state of every ZeRO sub-group. torch's AdamW
+      increments `state["step"]` in place once per sub-group it steps, so with K sub-groups the shared count
+      grows by K per optimizer step and Adam's bias correction uses the wrong step. One tensor per sub-group,
+      as a same-world-size load has, makes the resume exact.
+    """
+    for group, decay in zip(optimizer.param_groups, group_decay, strict=True):
+        group["weight_decay"] = decay
+    for state in optimizer.state.values():
+        if isinstance(state.get("step"), torch.Tensor):
+            state["step"] = state["step"].clone()
+
+
 def load(engine: Any, ckpt_root: Path, tag: str, load_optimizer: bool = True) -> dict:
     """Load a partitioned checkpoint into the engine, restore this rank's RNG, return client_state.
 
@@ -199,9 +236,8 @@ def load(engine: Any, ckpt_root: Path, tag: str, load_optimizer: bool = True) ->
         str(ckpt_root), tag=load_tag, load_optimizer_states=load_optimizer, load_lr_scheduler_states=load_optimizer
     )
     engine._config.load_universal_checkpoint = False
-    if universal:  # DeepSpeed's universal loader copies group 0's hyperparameters (weight decay) onto every group
-        for group, decay in zip(engine.optimizer.optimizer.param_groups, group_decay, strict=True):
-            group["weight_decay"] = decay
+    if universal:
+        _repair_universal_optimizer_state(engine.optimizer.optimizer, group_decay)
     if load_path is None:
         raise RuntimeError(f"{ckpt_root / load_tag}: DeepSpeed could not load this checkpoint (see its log above)")
     if (ckpt_root / tag / CLIENT_STATE).is_file():  # the universal format does not carry client_state

@@ -1,15 +1,20 @@
 """Deterministic, resumable data order over the shared token shards.
 
 The global order is a property of the dataset and the seed alone: sample position g of the run is sample
-`perm(seed + epoch)[g % N]` with `epoch = g // N`. Global batch k is positions [k·B, (k+1)·B); inside it, micro-step
+`perm(seed, epoch)[g % N]` with `epoch = g // N`. Global batch k is positions [k·B, (k+1)·B); inside it, micro-step
 m of rank r takes the `micro_batch_size` positions starting at `k·B + (m·W + r)·mb`. So ranks never overlap, the
 order does not depend on the world size, and a run resumes (on any number of ranks) from one integer:
 `consumed_samples`.
+
+`perm` is evaluated per position, never materialised: a seeded Feistel network over [0, 4^h) ⊇ [0, N), restricted
+to [0, N) by cycle-walking (see SampleOrder). A rank holds no per-sample state, where a materialised permutation
+is an N-entry table per rank and epoch (146M samples: 1.2 GB of int64).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,25 +22,92 @@ import torch
 
 from data_pipeline.shards import TokenStream
 
+ORDER_VERSION = "feistel-6r-v1"  # recorded in checkpoints: the same seed gives the same order only within a version
+_FEISTEL_ROUNDS = 6
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: every output bit depends on every input bit (uint64 arithmetic wraps mod 2^64)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
 
 class SampleOrder:
-    """The seeded shuffle of sample indices, reshuffled each epoch with seed+epoch."""
+    """The seeded shuffle of sample indices, a different one each epoch, in O(1) memory.
+
+    Why a Feistel network and not a blocked shuffle: it is a bijection for any round function, so every sample is
+    drawn exactly once per epoch; any position is computed on its own (resume and every rank need no state beyond
+    `consumed_samples`); and it mixes the whole split. A blocked shuffle (permute blocks, then within a block)
+    keeps neighbouring windows, which are usually pieces of one document, close together in the order, and it
+    still holds a block-sized table. Six rounds of splitmix64 keyed by (seed, epoch, round) are far more mixing
+    than a data order needs (Luby-Rackoff: four rounds of a pseudo-random function already give a
+    pseudo-random permutation). The network permutes [0, 4^h) with 4^h < 4N; positions that land at or past N
+    are pushed through it again (cycle-walking), which stays a bijection on [0, N) and takes fewer than 4 passes on average.
+    """
 
     def __init__(self, num_samples: int, seed: int) -> None:
         if num_samples <= 0:
             raise ValueError("the split holds no complete sample; lower model.seq_len or add data")
         self.num_samples = num_samples
         self.seed = seed
-        self._epoch = -1
-        self._perm = np.empty(0, dtype=np.int64)
+        self._half_bits = np.uint64(max(1, -(-(num_samples - 1).bit_length() // 2)))
+        self._half_mask = (np.uint64(1) << self._half_bits) - np.uint64(1)
 
     def __getitem__(self, position: int) -> int:
         """The sample index at global position `position` (any epoch)."""
-        epoch, offset = divmod(position, self.num_samples)
-        if epoch != self._epoch:
-            self._perm = np.random.default_rng(self.seed + epoch).permutation(self.num_samples)
-            self._epoch = epoch
-        return int(self._perm[offset])
+        return int(self.take([position])[0])
+
+    def take(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The sample indices (int64) at global positions `positions`, which may span epochs."""
+        epochs, offsets = np.divmod(np.asarray(positions, dtype=np.int64), self.num_samples)
+        out = np.empty(len(offsets), dtype=np.int64)
+        for epoch in np.unique(epochs):
+            here = epochs == epoch
+            out[here] = self._permute(offsets[here].astype(np.uint64), self._round_keys(int(epoch)))
+        return out
+
+    def _round_keys(self, epoch: int) -> np.ndarray:
+        """One 64-bit key per round, derived from (seed, epoch): a new shuffle each epoch."""
+        base = _mix64(np.array([self.seed & (2**64 - 1)], dtype=np.uint64))[0] ^ np.uint64(epoch)
+        rounds = np.arange(1, _FEISTEL_ROUNDS + 1, dtype=np.uint64)
+        return _mix64(_mix64(np.full(_FEISTEL_ROUNDS, base, dtype=np.uint64)) + rounds * _GOLDEN)
+
+    def _permute(self, offsets: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """The Feistel network restricted to [0, N): re-apply it to every value that landed outside."""
+        out = self._feistel(offsets, keys)
+        outside = out >= np.uint64(self.num_samples)
+        while outside.any():
+            out[outside] = self._feistel(out[outside], keys)
+            outside = out >= np.uint64(self.num_samples)
+        return out.astype(np.int64)
+
+    def _feistel(self, values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """A balanced Feistel network on 2h-bit values: a bijection of [0, 4^h) whatever the round function."""
+        left, right = values >> self._half_bits, values & self._half_mask
+        for key in keys:
+            left, right = right, left ^ (_mix64(right ^ key) & self._half_mask)
+        return (left << self._half_bits) | right
+
+
+def epoch_plan(max_steps: int, global_batch_size: int, num_samples: int, seq_len: int) -> list[str]:
+    """Log lines saying how many passes over the training split the run makes; a warning line past one epoch."""
+    planned = max_steps * global_batch_size
+    epochs = planned / num_samples
+    lines = [
+        f"data: {num_samples:,} training samples of {seq_len} tokens ({num_samples * seq_len:,} tokens); "
+        f"{max_steps:,} steps x {global_batch_size:,} samples = {planned:,} samples = {epochs:.3g} epochs"
+    ]
+    if epochs > 1:
+        lines.append(
+            f"warning: train.max_steps={max_steps} needs {epochs:.3g} epochs of the training split: every sample "
+            f"is seen about {epochs:.1f} times (reshuffled each epoch); add data or lower train.max_steps if that "
+            "is not intended"
+        )
+    return lines
 
 
 @dataclass(frozen=True)
@@ -72,7 +144,7 @@ class TrainSampler:
         self.consumed_samples = consumed_samples
 
     def sample_indices(self, micro_step: int) -> list[int]:
-        return [self.order[p] for p in self.layout.positions(self.consumed_samples, micro_step, self.rank)]
+        return self.order.take(self.layout.positions(self.consumed_samples, micro_step, self.rank)).tolist()
 
     def micro_batch(self, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Micro-batch `micro_step` of the current global batch as int64 (B, T) inputs and targets."""
@@ -83,11 +155,42 @@ class TrainSampler:
         for micro_step in range(self.layout.grad_accum_steps):
             yield self.micro_batch(micro_step)
 
-    def advance(self) -> None:
+    @property
+    def epoch(self) -> int:
+        """The 0-based epoch of the next sample to draw."""
+        return self.consumed_samples // self.order.num_samples
+
+    def advance(self) -> bool:
+        """Count the global batch just trained; True when it finished an epoch (log `epoch_boundary_line`)."""
+        before = self.epoch
         self.consumed_samples += self.layout.global_batch_size
+        return self.epoch != before
+
+    def epoch_boundary_line(self, step: int) -> str:
+        """The log line for an epoch boundary crossed by the batch of `step` (several, for a tiny split)."""
+        return (
+            f"step {step}: finished epoch {self.epoch} of the training data ({self.consumed_samples:,} samples "
+            f"consumed, {self.order.num_samples:,} per epoch); epoch {self.epoch + 1} draws them again, reshuffled"
+        )
 
     def state_dict(self) -> dict:
-        return {"consumed_samples": self.consumed_samples, "seed": self.order.seed, "seq_len": self.seq_len}
+        return {
+            "consumed_samples": self.consumed_samples,
+            "seed": self.order.seed,
+            "seq_len": self.seq_len,
+            "order": ORDER_VERSION,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint's sampler state; warn when it was written with another shuffle."""
+        self.consumed_samples = int(state["consumed_samples"])
+        if state.get("order") != ORDER_VERSION:
+            warnings.warn(
+                f"the checkpoint's data order is {state.get('order', 'a materialised permutation (before versions)')}"
+                f", this trainer's is {ORDER_VERSION}: the rest of epoch {self.epoch} is drawn in a new order, so "
+                "some of its samples repeat and others are skipped until the epoch ends",
+                stacklevel=2,
+            )
 
 
 def validation_indices(stream: TokenStream, seq_len: int, val_samples: int) -> list[int]:

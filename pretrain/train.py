@@ -83,7 +83,7 @@ class Trainer:
     def __init__(self, cfg: Any, run_dir: Path, data_dir: Path, rank: int, world_size: int) -> None:
         from data_pipeline.shards import TokenStream
         from pretrain import engine as eng
-        from pretrain.data import BatchLayout, TrainSampler, validation_indices
+        from pretrain.data import BatchLayout, TrainSampler, epoch_plan, validation_indices
 
         self.cfg, self.run_dir, self.rank, self.world_size = cfg, run_dir, rank, world_size
         verify = cfg.data.verify_checksums
@@ -99,6 +99,8 @@ class Trainer:
         seq = cfg.model.seq_len
         self.layout = BatchLayout(cfg.train.micro_batch_size, world_size, cfg.grad_accum_steps(world_size))
         self.sampler = TrainSampler(self.train_stream, seq, cfg.data.seed, self.layout, rank)
+        for line in epoch_plan(cfg.train.max_steps, self.layout.global_batch_size, self.sampler.order.num_samples, seq):
+            log0(line)
         self.val_indices = validation_indices(self.val_stream, seq, cfg.data.val_samples) if self.val_stream else []
         self.step = 0
         self.bad_in_a_row = 0
@@ -130,7 +132,7 @@ class Trainer:
         root, tag = found
         client = checkpoint.load(self.engine, root, tag)
         self.step = int(client["step"])
-        self.sampler.consumed_samples = int(client["sampler"]["consumed_samples"])
+        self.sampler.load_state_dict(client["sampler"])
         if "spikes" in client:  # the spike statistics go on where they were, no new warmup
             self.spikes.load_state_dict(client["spikes"])
         log0(f"resumed from {root / tag}: step {self.step}, {self.sampler.consumed_samples} samples consumed")
@@ -174,8 +176,10 @@ class Trainer:
                 loss = self._guard_spike(loss, mean_loss)
             self.engine.backward(loss)
             self.engine.step()
-        self.sampler.advance()
+        finished_epoch = self.sampler.advance()
         self.step += 1
+        if finished_epoch:
+            log0(self.sampler.epoch_boundary_line(self.step))
         skipped = self.engine.skipped_steps > skipped_before
         grad_norm = self.engine.get_global_grad_norm()
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
