@@ -182,9 +182,9 @@ class TrainSampler:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from a checkpoint's sampler state; warn when it was written with another shuffle."""
+        """Continue from a checkpoint's sampler state; warn (rank 0) when it was written with another shuffle."""
         self.consumed_samples = int(state["consumed_samples"])
-        if state.get("order") != ORDER_VERSION:
+        if state.get("order") != ORDER_VERSION and self.rank == 0:
             warnings.warn(
                 f"the checkpoint's data order is {state.get('order', 'a materialised permutation (before versions)')}"
                 f", this trainer's is {ORDER_VERSION}: the rest of epoch {self.epoch} is drawn in a new order, so "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -178,3 +180,6 @@ def test_sampler_state_round_trips_and_flags_another_order(stream: TokenStream) 
     assert _global_batch(resumed) == _global_batch(straight)
     with pytest.warns(UserWarning, match="data order is a materialised permutation"):
         resumed[0].load_state_dict({"consumed_samples": 0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        straight[1].load_state_dict({"consumed_samples": 0})  # said once, by rank 0
