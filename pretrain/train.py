@@ -1,4 +1,4 @@
-"""Pretraining entry point: `deepspeed -m pretrain.train --data DIR --preset NAME --output RUN [...]`.
+"""Pretraining entry point: `deepspeed --module pretrain.train --data DIR --preset NAME --output RUN [...]`.
 
 Also runs under `python -m torch.distributed.run --nproc_per_node N -m pretrain.train ...`, `mpiexec -n N python
 -m pretrain.train ...` and `srun python -m pretrain.train ...` (see pretrain/engine.py: init_distributed).
