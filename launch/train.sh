@@ -17,7 +17,7 @@
 #   NODE_RANK    set it to launch this node only, without ssh
 #   LOG_DIR      one log file per rank, plus the launcher's     [<--output>/logs]
 #   DEEPSPEED    the launcher command                          [deepspeed]
-# Every node gets this shell's NCCL_*, GLOO_*, DS_*, TORCH_*, OMP_NUM_THREADS, CUDA_*, PYTHONPATH and PATH:
+# Every node gets this shell's NCCL_*, GLOO_*, DS_*, TORCH_*, PRETRAIN_*, OMP_NUM_THREADS, CUDA_*, PYTHONPATH, PATH:
 # they are written to LOG_DIR/deepspeed_env, which the launcher exports on each node it starts.
 #
 # Stopping: SIGTERM/SIGINT/SIGUSR1 to this script are passed to this node's trainer ranks (launch/signals.sh),
@@ -70,7 +70,7 @@ export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 # launcher looks for in $HOME and in the working directory; an absolute path points it at this run's copy
 # instead of a shared ~/.deepspeed_env.
 write_env_file() {
-  env | grep -E '^(NCCL_|GLOO_|DS_|TORCH_|CUDA_|OMP_NUM_THREADS=|PYTHONPATH=|PATH=|LD_LIBRARY_PATH=|HF_)' \
+  env | grep -E '^(NCCL_|GLOO_|DS_|TORCH_|CUDA_|OMP_NUM_THREADS=|PYTHONPATH=|PATH=|LD_LIBRARY_PATH=|HF_|PRETRAIN_)' \
     | grep -v '^DS_ENV_FILE=' | sort >"$1"
 }
 export DS_ENV_FILE="$LOG_DIR/deepspeed_env"

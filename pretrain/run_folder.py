@@ -9,8 +9,9 @@ Before anything is written, rank 0 (before the process group exists, so a refusa
 1. takes the folder's lock, `RUN/LOCK`: a file created with O_CREAT|O_EXCL (atomic on local disks and on NFS,
    Lustre, GPFS, unlike flock, which is per node on most of them) that holds host, pid, start time and a random
    token. A thread touches it every `HEARTBEAT_S`; a launch that finds a lock refuses, naming the holder, unless
-   the holder is dead: its heartbeat is older than `train.lock_stale_s`, or it ran on this host and its process is
-   gone. A dead holder's lock is taken over with a warning (moved aside by rename, so of two launches racing for
+   the holder is dead: its heartbeat is older than `train.lock_stale_s`, it ran on this host and its process is
+   gone, or it was an earlier attempt of the same SLURM job or launch/restart.sh loop (requeued or restarted after
+   a crash that left the lock behind). A dead holder's lock is taken over with a warning (moved aside by rename, so of two launches racing for
    it only one wins). A holder that finds its lock gone or replaced stops its job (exit 5): two jobs never write
    one folder. The staleness test compares the file's mtime with this node's clock: node clocks must agree to
    well within `train.lock_stale_s` (NTP does).
@@ -72,6 +73,7 @@ class Holder:
     started: str | None
     token: str | None
     mtime: float
+    attempt: dict | None = None  # {"of": SLURM job id or restart loop id, "number": its restart count}
 
     def describe(self) -> str:
         return f"host {self.host}, pid {self.pid}, started {self.started}"
@@ -83,6 +85,9 @@ class Holder:
             return f"its heartbeat is {age:.0f} s old (train.lock_stale_s={stale_s:g})"
         if self.host == socket.gethostname() and self.pid is not None and not _process_alive(self.pid, self.started):
             return f"process {self.pid} no longer runs on this host"
+        mine = launch_attempt()
+        if self.attempt and mine and self.attempt["of"] == mine["of"] and self.attempt["number"] < mine["number"]:
+            return f"it was attempt {self.attempt['number']} of {mine['of']}, this is attempt {mine['number']}"
         return None
 
 
@@ -111,7 +116,15 @@ def read_holder(path: Path) -> Holder | None:
         data = json.loads(text)
     except json.JSONDecodeError:
         data = {}  # killed between create and write: judged by its age alone
-    return Holder(data.get("host"), data.get("pid"), data.get("started"), data.get("token"), mtime)
+    return Holder(data.get("host"), data.get("pid"), data.get("started"), data.get("token"), mtime, data.get("attempt"))
+
+
+def launch_attempt() -> dict | None:
+    """Which attempt of a SLURM job (requeues) or of a launch/restart.sh loop this launch is; None outside both."""
+    for of, number in (("SLURM_JOB_ID", "SLURM_RESTART_COUNT"), ("PRETRAIN_RESTART_ID", "PRETRAIN_RESTART_COUNT")):
+        if os.environ.get(of):
+            return {"of": f"{of}={os.environ[of]}", "number": int(os.environ.get(number, "0") or 0)}
+    return None
 
 
 @dataclass
@@ -186,6 +199,7 @@ def _lock_contents(token: str) -> dict:
         "pid": os.getpid(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "token": token,
+        "attempt": launch_attempt(),
         "argv": sys.argv,
     }
 

@@ -12,7 +12,10 @@ only one rank was asked:
   launcher as a child and ignores SIGTERM itself (it dies, the ranks train on), so `kill PID` of the launcher
   the user sees reaches the ranks this way.
 
-Saving inside a handler would interrupt a collective halfway, so handlers only record the request.
+Saving inside a handler would interrupt a collective halfway, so handlers only record the request. They are
+installed when the training loop starts; until then SIGTERM, SIGINT and SIGUSR1 keep their default action and end
+the process at once: there is nothing to save yet, and a rank blocked in a collective during start-up (waiting for
+a rank that failed) would never run a Python handler, so a launcher's SIGTERM would wait 30 s for its SIGKILL.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ from types import FrameType
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 SAME_PRESS_S = 1.0
 EXIT_INTERRUPTED = 130
+
+
+def default_actions_until_the_loop() -> None:
+    """SIGTERM/SIGINT/SIGUSR1 end the process at once (no KeyboardInterrupt traceback) until `install`."""
+    for sig in (*PREEMPT_SIGNALS, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 class PreemptionFlag:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import yaml
 
-from pretrain import checkpoint, metrics, run_folder, spikes, watchdog
+from pretrain import checkpoint, metrics, run_folder, signals, spikes, watchdog
 from pretrain.signals import LauncherWatch, PreemptionFlag, any_rank_requested
 
 EXIT_BAD_STEPS = 3
@@ -334,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     from pretrain.engine import init_distributed
 
     args = parse_args(argv)
+    signals.default_actions_until_the_loop()
     metrics.quiet_libraries()
     manifest = read_manifest(args.data)
     cfg = build_run_config(args, manifest, get_accelerator().device_name())
@@ -344,7 +345,6 @@ def main(argv: list[str] | None = None) -> int:
         _report_launch(claim, run_dir)
     try:
         rank, world_size = init_distributed(2 * cfg.train.collective_timeout_s)  # gloo/nccl: the watchdog's backstop
-        preempt = PreemptionFlag(rank).install()
         if rank == 0 and claim is None:
             raise RuntimeError("rank 0 of the process group did not lock the run folder: set RANK for every process")
         if rank == 0:
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(cfg, run_dir, Path(args.data), rank, world_size)
         trainer.resume(claim.resume_from if claim else None)
         watchdog.install(cfg.train.collective_timeout_s, run_dir, rank, world_size)  # names a stuck collective
-        code = trainer.run(preempt, LauncherWatch.of_this_process())
+        code = trainer.run(PreemptionFlag(rank).install(), LauncherWatch.of_this_process())
         torch.distributed.destroy_process_group()  # a live gloo group at interpreter exit can abort() a rank
         return code
     finally:
@@ -391,8 +391,6 @@ def cli() -> None:
     except run_folder.RunLocked as err:
         print(f"pretrain.train: rank {rank}: {err}", file=sys.stderr)
         code = run_folder.EXIT_LOCKED
-    except KeyboardInterrupt:  # Ctrl-C before the training loop's handler is installed: nothing to save yet
-        code = 130
     except Exception as err:
         code = 2 if isinstance(err, user_errors()) else 1
         if code == 2:

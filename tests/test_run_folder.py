@@ -30,12 +30,13 @@ TOKENIZER = {"path": "tokenizer/spm.model", "sha256": "a" * 64, "vocab_size": 25
 # --------------------------------------------------------------------------- the lock
 
 
-def write_lock(run: Path, host: str, pid: int, age_s: float = 0.0) -> Path:
+def write_lock(run: Path, host: str, pid: int, age_s: float = 0.0, attempt: dict | None = None) -> Path:
     """A lock file as another job would have left it, its heartbeat `age_s` seconds old."""
     run.mkdir(parents=True, exist_ok=True)
     path = run / run_folder.LOCK
     started = "2026-01-01T00:00:00+00:00"
-    path.write_text(json.dumps({"host": host, "pid": pid, "started": started, "token": "theirs"}))
+    holder = {"host": host, "pid": pid, "started": started, "token": "theirs", "attempt": attempt}
+    path.write_text(json.dumps(holder))
     stamp = time.time() - age_s
     os.utime(path, (stamp, stamp))
     return path
@@ -81,6 +82,19 @@ def test_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path: Path) -> No
     pid = dead_pid()
     write_lock(tmp_path, socket.gethostname(), pid, age_s=0)  # fresh heartbeat, but its process is gone
     with pytest.warns(UserWarning, match=f"process {pid} no longer runs on this host"):
+        run_folder.acquire_lock(tmp_path, stale_s=3600).release()
+
+
+def test_an_earlier_attempt_of_the_same_slurm_job_is_taken_over(tmp_path: Path, monkeypatch) -> None:
+    """A requeued job (SLURM_RESTART_COUNT 1) on another first node finds the lock its attempt 0 left, fresh."""
+    monkeypatch.delenv("PRETRAIN_RESTART_ID", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    write_lock(tmp_path, "gpu-node-07", 4242, attempt={"of": "SLURM_JOB_ID=77", "number": 0})
+    with pytest.raises(RunLocked):  # the same attempt: a live twin, refused
+        run_folder.acquire_lock(tmp_path, stale_s=3600)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with pytest.warns(UserWarning, match="it was attempt 0 of SLURM_JOB_ID=77, this is attempt 1"):
         run_folder.acquire_lock(tmp_path, stale_s=3600).release()
 
 
