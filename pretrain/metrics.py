@@ -158,6 +158,8 @@ QUIET_WARNINGS = (
 QUIET_DEEPSPEED_LOGS = (
     # the engine reads the LR once at start, before pretrain.train starts the schedule (_start_schedule)
     "Attempting to get learning rate from scheduler before it has started",
+    # every skipped update; the trainer's own line says which step and why (non-finite, or a loss spike skipped)
+    "OVERFLOW! Skipping step",
 )
 
 

@@ -140,9 +140,12 @@ class RunLock:
 
         def beat() -> None:
             while not self._stop.wait(interval_s):
-                if not self.still_ours():
+                try:
+                    if not self.still_ours():
+                        self._lost()
+                    os.utime(self.path)
+                except FileNotFoundError:  # removed between the two calls
                     self._lost()
-                os.utime(self.path)
 
         threading.Thread(target=beat, name="run-folder-lock", daemon=True).start()
 
@@ -374,7 +377,9 @@ class Claim:
 
 
 def claim(run_dir: Path, config: dict, manifest: dict, resume: str, stale_s: float) -> Claim:
-    """Lock, check, record (rank 0, before anything else is written); on a failed check the folder is unchanged."""
+    """Lock, check, record (rank 0, before anything else is written); on a failed check the folder is unchanged
+    (a folder this launch created is removed again)."""
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = acquire_lock(run_dir, stale_s)
     try:
@@ -382,6 +387,8 @@ def claim(run_dir: Path, config: dict, manifest: dict, resume: str, stale_s: flo
         record, changed = record_launch(run_dir, config, found)
     except BaseException:
         lock.release()
+        if created and not any(run_dir.iterdir()):
+            run_dir.rmdir()
         raise
     lock.heartbeat()
     return Claim(lock, found, record, changed)

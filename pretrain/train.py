@@ -383,8 +383,6 @@ PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pi
 
 def cli() -> None:
     """Console entry: exit status 0 on success, else a one-line reason on stderr, printed once."""
-    import traceback
-
     rank = int(os.environ.get("RANK", run_folder.launch_rank()))
     try:
         code = main()
@@ -392,18 +390,17 @@ def cli() -> None:
         print(f"pretrain.train: rank {rank}: {err}", file=sys.stderr)
         code = run_folder.EXIT_LOCKED
     except Exception as err:
-        code = 2 if isinstance(err, user_errors()) else 1
-        if code == 2:
-            if rank == 0:  # every rank meets the same one (same argv, same files): rank 0 alone reports it
-                print(f"pretrain.train: rank {rank}: {err}", file=sys.stderr)
-        elif any(marker in str(err) for marker in PEER_LOST):  # a consequence: the failed rank reports the cause
-            print(
-                f"pretrain.train: rank {rank}: another rank stopped during a collective (its error is above)",
-                file=sys.stderr,
-            )
-        else:
+        if not isinstance(err, user_errors()):
+            # a normal interpreter exit from here on: atexit gives the watchdog's last heartbeat, so the rank that
+            # stopped first stays the oldest one (launch/restart.sh names it)
+            if any(marker in str(err) for marker in PEER_LOST):  # a consequence: the failed rank reports the cause
+                lost = f"pretrain.train: rank {rank}: another rank stopped during a collective (its error is above)"
+                sys.exit(lost)  # printed on stderr, exit status 1
             print(f"pretrain.train: rank {rank} failed:", file=sys.stderr)
-            traceback.print_exc()
+            raise
+        if rank == 0:  # every rank meets the same one (same argv, same files): rank 0 alone reports it
+            print(f"pretrain.train: rank {rank}: {err}", file=sys.stderr)
+        code = 2
     if code == EXIT_BAD_STEPS and rank == 0:
         print("pretrain.train: train.max_bad_steps non-finite steps in a row; last good weights saved", file=sys.stderr)
     _exit(code)
