@@ -170,7 +170,7 @@ class RunLock:
             self.path.unlink(missing_ok=True)
 
 
-def acquire_lock(run_dir: Path, stale_s: float, now: float | None = None) -> RunLock:
+def acquire_lock(run_dir: Path, stale_s: float) -> RunLock:
     """Create RUN/LOCK exclusively; take over a dead holder's lock with a warning; RunLocked if a live job holds it."""
     path = Path(run_dir) / LOCK
     token = uuid.uuid4().hex
@@ -181,7 +181,7 @@ def acquire_lock(run_dir: Path, stale_s: float, now: float | None = None) -> Run
             holder = read_holder(path)
             if holder is None:
                 continue
-            reason = holder.dead_reason(stale_s, time.time() if now is None else now)
+            reason = holder.dead_reason(stale_s, time.time())
             if reason is None:
                 raise RunLocked(_held_message(path, holder)) from None
             warnings.warn(f"{path}: taking over the lock of a dead job ({holder.describe()}): {reason}", stacklevel=2)
