@@ -52,7 +52,7 @@ class PreemptionFlag:
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.request(f"{signal.Signals(signum).name}", signum)
+        self.request("preemption signal", signum)
 
     def _interrupt(self, signum: int, frame: FrameType | None) -> None:
         now = self.clock()
