@@ -7,7 +7,7 @@ only one rank was asked:
   passing the signal on (torch elastic, the deepspeed per-node launcher, launch/*.sh).
 - Ctrl-C (SIGINT): the first one; a second Ctrl-C aborts at once (exit 130) without a checkpoint. The terminal
   sends SIGINT to every process of the job and torch elastic relays it to its ranks again within milliseconds,
-  so a second SIGINT less than `SAME_PRESS_S` after the first counts as the same key press.
+  so a second SIGINT less than `SAME_PRESS_S` (2 s) after the first counts as the same key press.
 - the launcher process that started this rank exits (`LauncherWatch`): the `deepspeed` command runs the per-node
   launcher as a child and ignores SIGTERM itself (it dies, the ranks train on), so `kill PID` of the launcher
   the user sees reaches the ranks this way.
@@ -26,7 +26,7 @@ import time
 from types import FrameType
 
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-SAME_PRESS_S = 1.0
+SAME_PRESS_S = 2.0
 EXIT_INTERRUPTED = 130
 
 

@@ -50,10 +50,10 @@ def dead_pid() -> int:
 
 
 def test_a_live_holder_is_refused_by_name(tmp_path: Path) -> None:
-    lock = run_folder.acquire_lock(tmp_path, stale_s=60)
+    lock = run_folder.acquire_lock(tmp_path, stale_s=3600)
     holder = json.loads((tmp_path / "LOCK").read_text())
     with pytest.raises(RunLocked) as refused:
-        run_folder.acquire_lock(tmp_path, stale_s=60)
+        run_folder.acquire_lock(tmp_path, stale_s=3600)
     message = str(refused.value)
     assert f"host {socket.gethostname()}, pid {os.getpid()}, started {holder['started']}" in message
     assert "another job is using this run folder" in message
@@ -66,7 +66,7 @@ def test_a_fresh_lock_of_another_node_is_refused_and_left_alone(tmp_path: Path) 
     path = write_lock(tmp_path, "gpu-node-07", 4242, age_s=5)
     before = path.read_bytes()
     with pytest.raises(RunLocked, match="host gpu-node-07, pid 4242"):
-        run_folder.acquire_lock(tmp_path, stale_s=60)
+        run_folder.acquire_lock(tmp_path, stale_s=3600)
     assert path.read_bytes() == before
 
 
@@ -203,7 +203,7 @@ def test_first_ctrl_c_requests_a_save_a_second_one_aborts(monkeypatch: pytest.Mo
     assert exits == []
     flag._handle(signal.SIGTERM, None)  # the launcher's SIGTERM after Ctrl-C never aborts
     assert exits == [] and flag.reason == "Ctrl-C"
-    now[0] += 2.0
+    now[0] += 3.0
     flag._interrupt(signal.SIGINT, None)
     assert exits == [signals.EXIT_INTERRUPTED]
 
