@@ -28,6 +28,9 @@ from types import FrameType
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 SAME_PRESS_S = 2.0
 EXIT_INTERRUPTED = 130
+# why a run stops, by code; ranks agree on the highest code, and one that was not asked itself logs its text
+PREEMPTION, INTERRUPT, LAUNCHER_GONE = 1, 2, 3
+REASONS = {PREEMPTION: "preemption signal", INTERRUPT: "Ctrl-C", LAUNCHER_GONE: "a launcher process exited"}
 
 
 def default_actions_until_the_loop() -> None:
@@ -41,7 +44,7 @@ class PreemptionFlag:
 
     def __init__(self, rank: int = 0, clock=time.monotonic) -> None:
         self.rank, self.clock = rank, clock
-        self.signum: int | None = None
+        self.code = 0  # 0: not requested, else PREEMPTION / INTERRUPT / LAUNCHER_GONE
         self.reason: str | None = None
         self.interrupted_at: float | None = None
 
@@ -52,21 +55,22 @@ class PreemptionFlag:
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.request("preemption signal", signum)
+        self.request(PREEMPTION)
 
     def _interrupt(self, signum: int, frame: FrameType | None) -> None:
         now = self.clock()
         if self.interrupted_at is None:
             self.interrupted_at = now
-            self.request("Ctrl-C", signum)
+            self.request(INTERRUPT)
             self._say("Ctrl-C: saving a checkpoint at the end of this step, then exiting; Ctrl-C again aborts now")
         elif now - self.interrupted_at >= SAME_PRESS_S:
             self._say("second Ctrl-C: aborting without a checkpoint")
             os._exit(EXIT_INTERRUPTED)
 
-    def request(self, reason: str, signum: int = signal.SIGTERM) -> None:
-        if self.signum is None:
-            self.signum, self.reason = signum, reason
+    def request(self, code: int, reason: str | None = None) -> None:
+        """Ask for a save-and-exit at the next step boundary; the first request's reason is kept."""
+        if not self.code:
+            self.code, self.reason = code, reason or REASONS[code]
 
     def _say(self, message: str) -> None:
         if self.rank == 0:  # os.write: print() is not safe inside a signal handler
@@ -74,20 +78,24 @@ class PreemptionFlag:
 
     @property
     def requested(self) -> bool:
-        return self.signum is not None
+        return self.code != 0
 
 
-def any_rank_requested(flag: PreemptionFlag) -> bool:
-    """True on every rank if any rank received a preemption signal."""
+def any_rank_requested(flag: PreemptionFlag) -> str | None:
+    """On every rank: why the run stops if any rank was asked to (this rank's own words if it was asked for that
+    reason, else the reason's name), None if none was."""
     import torch
     import torch.distributed as dist
 
     from pretrain.engine import device
 
-    value = torch.tensor([1 if flag.requested else 0], dtype=torch.int32, device=device())
+    value = torch.tensor([flag.code], dtype=torch.int32, device=device())
     if dist.is_initialized():
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    code = int(value.item())
+    if not code:
+        return None
+    return flag.reason if flag.code == code else REASONS[code]
 
 
 # What a launcher process looks like on the command line (an argument, or its basename).

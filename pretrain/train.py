@@ -234,9 +234,10 @@ class Trainer:
             if self.step % cfg.save_interval == 0 and self.step < cfg.max_steps:
                 self.save()
             if launcher.gone():
-                preempt.request(f"the launcher process ({launcher.describe()}) exited")
-            if any_rank_requested(preempt):
-                log0(f"{preempt.reason or 'stop requested'}: saving at step {self.step} and exiting")
+                preempt.request(signals.LAUNCHER_GONE, f"the launcher process ({launcher.describe()}) exited")
+            stop = any_rank_requested(preempt)
+            if stop:
+                log0(f"{stop}: saving at step {self.step} and exiting")
                 self.save()
                 self._summary(first_step, None)
                 return 0

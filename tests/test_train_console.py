@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pretrain import metrics, train
+from pretrain import metrics, signals, train
 from pretrain.config import load_config
 from pretrain.signals import LauncherWatch, PreemptionFlag
 
@@ -71,7 +71,7 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     clock = FakeClock()
     monkeypatch.setattr(metrics.time, "perf_counter", clock)
     monkeypatch.setattr(train.time, "perf_counter", clock)
-    monkeypatch.setattr(train, "any_rank_requested", lambda flag: flag.requested)
+    monkeypatch.setattr(train, "any_rank_requested", lambda flag: flag.reason)
     monkeypatch.setattr(metrics, "memory_gib", lambda: 1.5)
     return clock
 
@@ -124,10 +124,10 @@ def test_a_spike_skip_is_not_a_non_finite_step(fake_clock: FakeClock, capsys: py
 def test_preemption_saves_and_summarises(fake_clock: FakeClock, capsys: pytest.CaptureFixture) -> None:
     trainer = StubTrainer(fake_clock, **{"train.max_steps": 10})
     flag = PreemptionFlag()
-    flag.request("SIGTERM")
+    flag.request(signals.PREEMPTION)
     assert trainer.run(flag, LauncherWatch([])) == 0
     out = capsys.readouterr().out
-    assert "SIGTERM: saving at step 1 and exiting" in out and trainer.last_checkpoint.name == "step00000001"
+    assert "preemption signal: saving at step 1 and exiting" in out and trainer.last_checkpoint.name == "step00000001"
     assert "summary: last checkpoint RUN/checkpoints/step00000001" in out and "loss: " not in out
 
 
