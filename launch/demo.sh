@@ -25,8 +25,10 @@ pipeline run --input "$OUT/corpus.jsonl" --output "$DATA" --config "$OUT/corpus.
   --set tokenizer.vocab_size="$VOCAB" --set shards.validation_fraction=0.02
 pipeline inspect "$DATA" | head -n 20
 
-# debug preset widened a little so the sample reads like something; 2 ranks x 16 x 128 tokens x 2 accumulation
-TRAIN_ARGS=(--data "$DATA" --preset debug --output "$RUN" --resume none
+# debug preset widened a little so the sample reads like something; 2 ranks x 16 x 128 tokens x 2 accumulation.
+# A demo trains from scratch: the previous demo's run folder goes (the trainer refuses to overwrite checkpoints).
+rm -rf "$RUN"
+TRAIN_ARGS=(--data "$DATA" --preset debug --output "$RUN"
   --set model.d_model=128 --set model.n_layer=4 --set model.n_head=4
   --set train.global_batch_tokens=8192 --set train.micro_batch_size=16
   --set train.max_steps="$STEPS" --set train.eval_interval=100 --set train.save_interval=100

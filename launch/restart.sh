@@ -11,10 +11,12 @@
 #   0                      done, stop
 #   2  (bad config/path)   stop: it would fail the same way again
 #   3  (train.max_bad_steps non-finite steps in a row) stop: the same data would diverge again
-#   anything else          (SIGKILL'd rank -> launcher non-zero, collective timeout = 4, OOM, node loss) restart
+#   anything else          (SIGKILL'd rank -> launcher non-zero, collective timeout = 4, OOM, node loss) restart;
+#                          also 5 (run folder locked): a dead job's lock on another node goes stale meanwhile
 # Back-off doubles from --backoff up to --max-backoff seconds. SIGTERM/SIGINT to this script are forwarded to
 # the job (which checkpoints and exits 0 on SIGTERM) and end the loop. Environment for the job:
 #   PRETRAIN_RESTART_COUNT   0 on the first launch, then 1, 2, ...
+#   PRETRAIN_RESTART_ID      one id per loop: a relaunch takes over the run folder's lock an earlier attempt left
 set -uo pipefail
 
 max_restarts=${MAX_RESTARTS:-3}
@@ -63,6 +65,7 @@ trap forward TERM INT
 
 attempt=0
 delay=$backoff
+export PRETRAIN_RESTART_ID="${HOSTNAME:-host}-$$-$(date +%s)"
 while true; do
   export PRETRAIN_RESTART_COUNT=$attempt
   if ((attempt == 0)); then "${command[@]}" & else "${command[@]}" --resume auto & fi

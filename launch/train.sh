@@ -17,8 +17,12 @@
 #   NODE_RANK    set it to launch this node only, without ssh
 #   LOG_DIR      one log file per rank, plus the launcher's     [<--output>/logs]
 #   DEEPSPEED    the launcher command                          [deepspeed]
-# Every node gets this shell's NCCL_*, GLOO_*, DS_*, TORCH_*, OMP_NUM_THREADS, CUDA_*, PYTHONPATH and PATH:
+# Every node gets this shell's NCCL_*, GLOO_*, DS_*, TORCH_*, PRETRAIN_*, OMP_NUM_THREADS, CUDA_*, PYTHONPATH, PATH:
 # they are written to LOG_DIR/deepspeed_env, which the launcher exports on each node it starts.
+#
+# Stopping: SIGTERM/SIGINT/SIGUSR1 to this script are passed to this node's trainer ranks (launch/signals.sh),
+# which checkpoint at the next step boundary and exit 0; so does `kill` of the `deepspeed` process itself (the
+# ranks notice their launcher is gone). Ctrl-C once saves and stops; twice aborts at once.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -66,7 +70,7 @@ export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 # launcher looks for in $HOME and in the working directory; an absolute path points it at this run's copy
 # instead of a shared ~/.deepspeed_env.
 write_env_file() {
-  env | grep -E '^(NCCL_|GLOO_|DS_|TORCH_|CUDA_|OMP_NUM_THREADS=|PYTHONPATH=|PATH=|LD_LIBRARY_PATH=|HF_)' \
+  env | grep -E '^(NCCL_|GLOO_|DS_|TORCH_|CUDA_|OMP_NUM_THREADS=|PYTHONPATH=|PATH=|LD_LIBRARY_PATH=|HF_|PRETRAIN_)' \
     | grep -v '^DS_ENV_FILE=' | sort >"$1"
 }
 export DS_ENV_FILE="$LOG_DIR/deepspeed_env"
@@ -78,7 +82,11 @@ if [[ -n ${NODE_RANK:-} ]]; then
 fi
 
 cd "$REPO"
-log="$LOG_DIR/launcher-node${NODE_RANK:-0}.log"
-echo "deepspeed ${launcher_args[*]} --module pretrain.train ${trainer_args[*]}" | tee "$log"
+# shellcheck source=launch/signals.sh
+source "$REPO/launch/signals.sh"
+log="$LOG_DIR/launcher-node${NODE_RANK:-0}.log"  # appended: a relaunch never erases an earlier launch's log
+echo "deepspeed ${launcher_args[*]} --module pretrain.train ${trainer_args[*]}" | tee -a "$log"
 echo "per-rank logs: $LOG_DIR/*_rank<N>.log; environment for every node: $DS_ENV_FILE" | tee -a "$log"
-"$DEEPSPEED" "${launcher_args[@]}" --module pretrain.train "${trainer_args[@]}" 2>&1 | tee -a "$log"
+# tee -i: a Ctrl-C must not kill the pipe the ranks still write to while they save
+run_forwarding_signals "$DEEPSPEED" "${launcher_args[@]}" --module pretrain.train "${trainer_args[@]}" \
+  > >(tee -i -a "$log") 2>&1

@@ -164,6 +164,7 @@ class TrainConfig:
     spike_ema: float = 0.98  # decay of the loss mean/variance the spike test uses
     spike_warmup: int = 20  # steps of statistics before spikes are judged
     spike_skip: bool = False  # skip the optimizer update of a spike step (as for a non-finite step)
+    lock_stale_s: float = 120.0  # RUN/LOCK whose heartbeat is older than this belongs to a dead job (run_folder.py)
 
     def __post_init__(self) -> None:
         for name in ("global_batch_tokens", "micro_batch_size", "max_steps", "eval_interval", "save_interval"):
@@ -192,6 +193,7 @@ class TrainConfig:
         )
         _require(self.spike_z >= 0, "train.spike_z", f"must be >= 0 (0 disables), got {self.spike_z}")
         _require(0 < self.spike_ema < 1, "train.spike_ema", f"must be in (0, 1), got {self.spike_ema}")
+        _require(self.lock_stale_s > 0, "train.lock_stale_s", f"must be positive seconds, got {self.lock_stale_s}")
 
     @property
     def tokens_per_run(self) -> int:

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from pretrain.data import validation_indices
     from pretrain.export import ExportError, build_model, load_consolidated
     from pretrain.generate import pick_device
-    from pretrain.model import perplexity
+    from pretrain.metrics import perplexity
 
     try:
         consolidated = load_consolidated(args.checkpoint)

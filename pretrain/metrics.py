@@ -7,9 +7,11 @@ MFU measures useful work.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +65,16 @@ def peak_tflops(override: float | None = None) -> float | None:
     return None
 
 
-def perplexity(loss: float) -> float:
-    """exp(loss), saturating instead of overflowing for diverged runs."""
-    return math.exp(min(loss, 80.0)) if math.isfinite(loss) else float("nan")
+def perplexity(mean_loss: float) -> float:
+    """exp(mean next-token cross-entropy in nats): inf for a diverged run (loss too large or inf), nan for nan.
+
+    The one perplexity of the project (trainer, metrics.csv, `pretrain evaluate`): a loss past exp's range is a
+    model that diverged, and its perplexity really is unbounded, so it is inf, never a capped finite number.
+    """
+    try:
+        return math.exp(mean_loss)
+    except OverflowError:
+        return float("inf")
 
 
 def memory_gib() -> float:
@@ -82,6 +91,97 @@ def throughput(tokens: int, seconds: float, flops_per_token: float, world_size: 
     tokens_per_s = tokens / max(seconds, 1e-9)
     tflops = tokens_per_s * flops_per_token / world_size / 1e12
     return {"tokens_per_s": tokens_per_s, "tflops_per_gpu": tflops, "mfu": tflops / peak if peak else None}
+
+
+class TrainClock:
+    """Seconds spent inside training steps, and how many: tokens/s and MFU count these only, so evaluation and
+    checkpoint time never lowers the throughput of the steps around them."""
+
+    def __init__(self) -> None:
+        self.seconds, self.steps = 0.0, 0
+
+    @contextlib.contextmanager
+    def timing(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - start
+            self.steps += 1
+
+
+def console_line(step: int, max_steps: int, values: dict[str, Any]) -> str:
+    """One plain line per log interval (no carriage returns: log files stay line-oriented)."""
+    mfu = f"{values['mfu']:.1%}" if values.get("mfu") is not None else "n/a"
+    return (
+        f"step {step}/{max_steps} | loss {values['loss']:.4f} | lr {values['lr']:.3e} | grad norm "
+        f"{values['grad_norm']:.3f} | {values['tokens_per_s']:,.0f} tokens/s | {values['tflops_per_gpu']:.3g} TFLOP/s "
+        f"per GPU | MFU {mfu} | mem {values['mem_gib']:.2f} GiB"
+    )
+
+
+def summary_lines(
+    wall_s: float,
+    steps: tuple[int, int],
+    tokens: int,
+    rates: dict[str, Any],
+    val_loss: float | None,
+    last_checkpoint: Path | None,
+) -> list[str]:
+    """The end of a launch: wall time, tokens, mean tokens/s and MFU, validation loss and perplexity, checkpoint.
+
+    With a validation loss the last two lines are `loss: X` and `perplexity: Y`, the labelled numbers scripts read.
+    """
+    mfu = f"{rates['mfu']:.1%}" if rates.get("mfu") is not None else "n/a (no peak TFLOP/s: set log.peak_tflops)"
+    lines = [
+        f"summary: wall time {wall_s:,.1f} s, steps {steps[0]} -> {steps[1]}, {tokens:,} tokens",
+        f"summary: {rates['tokens_per_s']:,.0f} tokens/s, {rates['tflops_per_gpu']:.3g} TFLOP/s per GPU, MFU {mfu} "
+        "(mean over training steps; evaluation and checkpoints excluded)",
+        f"summary: last checkpoint {last_checkpoint if last_checkpoint else 'none'}",
+    ]
+    if val_loss is not None:
+        lines += [
+            f"summary: validation loss {val_loss:.4f}, perplexity {perplexity(val_loss):.2f}",
+            f"loss: {val_loss:.4f}",
+            f"perplexity: {perplexity(val_loss):.4f}",
+        ]
+    return lines
+
+
+# Library messages that tell a user of this trainer nothing they can act on: Python warnings (regular expressions
+# matched against the message start) and DeepSpeed log records (substrings). Everything else still prints.
+QUIET_WARNINGS = (
+    # DeepSpeed's ZeRO-3 calls the collectives torch renamed; once per rank per collective, every launch
+    r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated",
+    r"torch\.distributed\.reduce_op is deprecated",
+)
+QUIET_DEEPSPEED_LOGS = (
+    # the engine reads the LR once at start, before pretrain.train starts the schedule (_start_schedule)
+    "Attempting to get learning rate from scheduler before it has started",
+    # every skipped update; the trainer's own line says which step and why (non-finite, or a loss spike skipped)
+    "OVERFLOW! Skipping step",
+)
+
+
+class _DropMessages:
+    """logging filter: drop records whose message contains one of `parts`."""
+
+    def __init__(self, parts: tuple[str, ...]) -> None:
+        self.parts = parts
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        return not any(part in message for part in self.parts)
+
+
+def quiet_libraries() -> None:
+    """Silence the torch/DeepSpeed warnings every launch prints that say nothing to act on (QUIET_*)."""
+    import logging
+    import warnings
+
+    for pattern in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    logging.getLogger("DeepSpeed").addFilter(_DropMessages(QUIET_DEEPSPEED_LOGS))  # deepspeed.utils.logger
 
 
 class MetricsWriter:

@@ -344,11 +344,3 @@ def nucleus_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     drop_sorted = cumulative - F.softmax(sorted_logits, dim=-1) >= top_p  # mass before this token already enough
     drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
-
-
-def perplexity(mean_loss: float) -> float:
-    """exp(mean next-token cross-entropy in nats); inf instead of an OverflowError for a diverged model."""
-    try:
-        return math.exp(mean_loss)
-    except OverflowError:
-        return float("inf")

@@ -4,6 +4,12 @@ Everything comes from the config alone (no model is built, no GPU is touched), s
 "does gpt3-6.7b fit on 4 nodes, and what is grad_accum there?" in seconds on a laptop. The memory figure is
 DeepSpeed's own ZeRO-3 model-states estimator (the "cold" variant, which takes parameter counts instead of a
 model); activations come on top and depend on micro batch and activation checkpointing.
+
+Without --world-size a preset plans at one node (--gpus-per-node, 8), or, when its global batch does not divide
+there (debug, llama-debug: 1,024 tokens = 4 x 2 x 128), at the largest world size below one node where it does.
+`--data DIR` takes the vocabulary from the dataset's manifest.json, as the trainer does. The time to train is
+always shown: for every GPU in the peak table (pretrain/metrics.py), or for the one peak that --peak-tflops
+(or log.peak_tflops) names.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 from dataclasses import dataclass
 
 from pretrain.config import ConfigError, ModelConfig, RunConfig, load_config
@@ -34,10 +41,22 @@ class Cluster:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help="named preset (see pretrain/presets.py); or name it in --config")
     parser.add_argument("--config", help="YAML file in the shape of a saved run config, applied over the preset")
-    parser.add_argument("--world-size", type=int, help="total GPUs (data-parallel ranks); default: one node")
+    parser.add_argument(
+        "--world-size",
+        type=int,
+        help="total GPUs (data-parallel ranks); default: one node, or the largest world below it where the "
+        "preset's batch divides (1..8 ranks for debug presets)",
+    )
     parser.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node (default 8)")
+    parser.add_argument("--data", help="dataset folder (manifest.json): the vocabulary comes from it, as in training")
     parser.add_argument(
         "--mfu", type=float, default=0.4, help="model FLOPs utilization for the time estimate (default 0.4)"
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        help="peak dense bf16 TFLOP/s per GPU for the time estimate (default: log.peak_tflops, else every GPU of "
+        "the peak table)",
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
 
@@ -45,16 +64,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.mfu <= 1:
         raise ConfigError(f"--mfu: must be in (0, 1], got {args.mfu}")
-    cfg = load_config(args.preset, args.config, args.overrides)
-    cluster = cluster_for(args.world_size, args.gpus_per_node)
+    if args.peak_tflops is not None and args.peak_tflops <= 0:
+        raise ConfigError(f"--peak-tflops: must be positive, got {args.peak_tflops}")
+    cfg = load_config(args.preset, args.config, [*vocabulary_override(args.data), *args.overrides])
+    world_size = args.world_size if args.world_size is not None else default_world_size(cfg, args.gpus_per_node)
+    cluster = cluster_for(world_size, args.gpus_per_node)
     grad_accum = cfg.grad_accum_steps(cluster.world_size)  # ConfigError (exit 2) before the slow DeepSpeed import
     lines = plan_lines(cfg, cluster, grad_accum)
-    if cfg.log.peak_tflops:
-        lines.append(("time to train", time_to_train(cfg, cluster, args.mfu)))
+    if args.world_size is None and cluster.world_size != args.gpus_per_node:
+        lines.append(
+            (
+                "note",
+                f"no --world-size: {cluster.world_size} GPUs, the largest world up to one {args.gpus_per_node}-GPU "
+                f"node where the {cfg.train.global_batch_tokens:,}-token batch divides",
+            )
+        )
+    for peak, gpus in peaks(args.peak_tflops or cfg.log.peak_tflops):
+        lines.append(("time to train", time_to_train(cfg, cluster, args.mfu, peak, gpus)))
     for label, value in lines:
         print(f"{label:<17}{value}")
     print(deepspeed_zero3_table(cfg.model, cluster), end="")
     return 0
+
+
+def vocabulary_override(data_dir: str | None) -> list[str]:
+    """`model.vocab_size=<the dataset's>` for --data (the trainer takes it from there too), else nothing."""
+    if not data_dir:
+        return []
+    from data_pipeline.shards import ShardError, read_manifest
+
+    try:
+        return [f"model.vocab_size={int(read_manifest(data_dir)['vocab_size'])}"]
+    except (ShardError, KeyError, ValueError) as err:
+        raise ConfigError(
+            f"--data: {data_dir}: no usable manifest.json ({err}); pass the folder `pipeline run` wrote"
+        ) from err
+
+
+def default_world_size(cfg: RunConfig, gpus_per_node: int) -> int:
+    """One node, or the largest world size below it where the batch arithmetic divides (debug presets: 4)."""
+    for world_size in range(max(gpus_per_node, 1), 0, -1):
+        try:
+            cfg.grad_accum_steps(world_size)
+            return world_size
+        except ConfigError:
+            continue
+    return gpus_per_node  # nothing divides: planning at one node names the fix
+
+
+def peaks(peak_tflops: float | None) -> list[tuple[float, str]]:
+    """(peak TFLOP/s, GPU names): the one given, else each distinct peak of the table, slowest first."""
+    from pretrain.metrics import PEAK_TFLOPS
+
+    if peak_tflops:
+        return [(float(peak_tflops), "")]
+    by_peak: dict[float, list[str]] = {}
+    for name, peak in PEAK_TFLOPS.items():
+        by_peak.setdefault(peak, []).append(name)
+    return [(peak, "/".join(names)) for peak, names in sorted(by_peak.items())]
 
 
 def cluster_for(world_size: int | None, gpus_per_node: int) -> Cluster:
@@ -97,16 +164,24 @@ def plan_lines(cfg: RunConfig, cluster: Cluster, grad_accum: int) -> list[tuple[
     ]
 
 
-def time_to_train(cfg: RunConfig, cluster: Cluster, mfu: float) -> str:
-    """Wall-clock days for the whole run if every GPU sustains `mfu` of `log.peak_tflops`."""
+def time_to_train(cfg: RunConfig, cluster: Cluster, mfu: float, peak_tflops: float, gpus: str = "") -> str:
+    """Wall-clock days for the whole run if every GPU sustains `mfu` of `peak_tflops`."""
     total_flops = flops_per_token(cfg.model) * cfg.train.tokens_per_run
-    cluster_flops_per_s = cluster.world_size * cfg.log.peak_tflops * 1e12 * mfu
-    days = total_flops / cluster_flops_per_s / 86400
+    cluster_flops_per_s = cluster.world_size * peak_tflops * 1e12 * mfu
+    seconds = total_flops / cluster_flops_per_s
     tokens_per_gpu_s = cluster_flops_per_s / flops_per_token(cfg.model) / cluster.world_size
     return (
-        f"{days:,.1f} days on {cluster.world_size} GPUs at MFU {mfu:g} of {cfg.log.peak_tflops:g} TFLOP/s "
-        f"({tokens_per_gpu_s:,.0f} tokens/s per GPU)"
+        f"{_duration(seconds)} on {cluster.world_size} GPUs at MFU {mfu:g} of {peak_tflops:g} TFLOP/s"
+        f"{f' ({gpus})' if gpus else ''} ({tokens_per_gpu_s:,.0f} tokens/s per GPU)"
     )
+
+
+def _duration(seconds: float) -> str:
+    """'12.3 days' for real runs; hours, minutes or seconds for short ones (a debug run is not '0.0 days')."""
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:.3g} seconds"
 
 
 def describe_model(m: ModelConfig) -> str:
@@ -128,6 +203,7 @@ def largest_layer_params(m: ModelConfig) -> int:
 
 def zero3_headline(m: ModelConfig, cluster: Cluster) -> str:
     """DeepSpeed's per-GPU ZeRO-3 model-states estimate without offload (the bf16 GPU-only default)."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")  # arithmetic only: no "Setting accelerator to CPU" warning
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 
     _, gpu_bytes, _ = estimate_zero3_model_states_mem_needs(

@@ -1,4 +1,4 @@
-"""Pretraining entry point: `deepspeed -m pretrain.train --data DIR --preset NAME --output RUN [...]`.
+"""Pretraining entry point: `deepspeed --module pretrain.train --data DIR --preset NAME --output RUN [...]`.
 
 Also runs under `python -m torch.distributed.run --nproc_per_node N -m pretrain.train ...`, `mpiexec -n N python
 -m pretrain.train ...` and `srun python -m pretrain.train ...` (see pretrain/engine.py: init_distributed).
@@ -6,6 +6,14 @@ Also runs under `python -m torch.distributed.run --nproc_per_node N -m pretrain.
 One step = one global batch: `grad_accum` micro-batches per rank, each `engine.backward` + `engine.step` (DeepSpeed
 steps the optimizer at the accumulation boundary). A step whose gradient norm is not finite is skipped by ZeRO-3
 (no parameter, optimizer or LR-schedule update) and logged; `train.max_bad_steps` in a row save and abort.
+
+Before anything is written into RUN, rank 0 locks the folder and checks the launch against its checkpoints
+(pretrain/run_folder.py). SIGTERM/SIGUSR1, the first Ctrl-C, and the death of the launcher process that started
+the ranks all mean: checkpoint at the next step boundary and exit 0 (pretrain/signals.py); a second Ctrl-C aborts.
+
+The console gets one plain line per `log.interval` steps (step, loss, lr, grad norm, tokens/s, TFLOP/s per GPU,
+MFU, memory), the validation loss at each evaluation, and a summary at the end; an error is printed once, by the
+rank that has it, with its rank.
 
 Test hook: PRETRAIN_FAULT_NAN_STEPS="3,4" makes rank 0's loss NaN on those (1-based) steps, so the skip path
 is exercised for real by tests/test_train.py.
@@ -24,8 +32,8 @@ from typing import Any
 import torch
 import yaml
 
-from pretrain import checkpoint, metrics, spikes, watchdog
-from pretrain.signals import PreemptionFlag, any_rank_requested
+from pretrain import checkpoint, metrics, run_folder, signals, spikes, watchdog
+from pretrain.signals import LauncherWatch, PreemptionFlag, any_rank_requested
 
 EXIT_BAD_STEPS = 3
 GPU_DS_CONFIGS = ("zero3_bf16.json", "zero3_offload.json")
@@ -86,7 +94,7 @@ class Trainer:
         from pretrain.data import BatchLayout, TrainSampler, epoch_plan, validation_indices
 
         self.cfg, self.run_dir, self.rank, self.world_size = cfg, run_dir, rank, world_size
-        verify = cfg.data.verify_checksums
+        verify = cfg.data.verify_checksums and rank == 0  # one rank hashes the shared files (and reports a mismatch)
         self.train_stream = TokenStream(data_dir, "train", verify=verify)
         self.val_stream = TokenStream(data_dir, "validation", verify=verify) if _has_val(self.train_stream) else None
         self.ds_config = eng.ds_config_for_run(cfg, world_size, run_dir)
@@ -109,40 +117,29 @@ class Trainer:
         self.flops_per_token = _flops_per_token(cfg)
         self.peak = metrics.peak_tflops(cfg.log.peak_tflops)
         self.writer = metrics.MetricsWriter(run_dir, self.engine.monitor if rank == 0 else None, enabled=rank == 0)
+        self.started = time.perf_counter()  # the launch's wall time, for the summary
+        self.clock = metrics.TrainClock()  # training-step time only: evaluation and checkpoints are not counted
+        self.last_checkpoint: Path | None = None
 
     # ------------------------------------------------------------------ resume / save
 
-    def resume(self, how: str) -> None:
-        """Rank 0 picks (and verifies) the checkpoint, or fails; every rank loads that one or raises that error."""
+    def resume(self, found: tuple[Path, str] | None) -> None:
+        """Load the checkpoint rank 0 chose and checked (pretrain/run_folder.py); every rank loads that one."""
         import torch.distributed as dist
 
-        found: list[Any] = [None]
-        if self.rank == 0:
-            try:
-                found[0] = self._find(how)
-            except Exception as err:  # handed to every rank and raised there
-                found[0] = err
+        chosen: list[Any] = [found]
         if dist.is_initialized():
-            dist.broadcast_object_list(found, src=0)
-        found = found[0]
-        if isinstance(found, Exception):
-            raise found
-        if found is None:
+            dist.broadcast_object_list(chosen, src=0)
+        if chosen[0] is None:
             return
-        root, tag = found
+        root, tag = chosen[0]
         client = checkpoint.load(self.engine, root, tag)
         self.step = int(client["step"])
         self.sampler.load_state_dict(client["sampler"])
         if "spikes" in client:  # the spike statistics go on where they were, no new warmup
             self.spikes.load_state_dict(client["spikes"])
+        self.last_checkpoint = root / tag
         log0(f"resumed from {root / tag}: step {self.step}, {self.sampler.consumed_samples} samples consumed")
-
-    def _find(self, how: str) -> tuple[Path, str] | None:
-        if how == "none":
-            return None
-        if how == "auto":
-            return checkpoint.find_resumable(self.run_dir)
-        return checkpoint.resolve_checkpoint(how)
 
     def save(self) -> None:
         client_state = {
@@ -154,6 +151,7 @@ class Trainer:
             "spikes": self.spikes.state_dict(),
         }
         path = checkpoint.save(self.engine, self.run_dir, self.step, client_state, self.cfg.train.keep_last)
+        self.last_checkpoint = path
         log0(f"saved checkpoint {path}")
 
     # ------------------------------------------------------------------ one step
@@ -163,6 +161,7 @@ class Trainer:
         skipped_before = self.engine.skipped_steps
         lr = self.engine.get_lr()[0]  # the rate this step's update uses (DeepSpeed steps the schedule after)
         inject = (self.step + 1) in self.nan_steps
+        spike_skipped = False
         boundary = self.layout.grad_accum_steps - 1  # the micro-batch whose engine.step updates the weights
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # on device: no sync per micro-batch
         for micro_step, (x, y) in enumerate(self.sampler.global_batch()):
@@ -173,7 +172,7 @@ class Trainer:
             if micro_step == boundary:  # the step's global mean loss, judged before the update it would make
                 (total,) = all_reduce_sum(loss_sum, self.device)
                 mean_loss = total / (self.layout.grad_accum_steps * self.world_size)
-                loss = self._guard_spike(loss, mean_loss)
+                loss, spike_skipped = self._guard_spike(loss, mean_loss)
             self.engine.backward(loss)
             self.engine.step()
         finished_epoch = self.sampler.advance()
@@ -183,18 +182,21 @@ class Trainer:
         skipped = self.engine.skipped_steps > skipped_before
         grad_norm = self.engine.get_global_grad_norm()
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
-        return {"loss": mean_loss, "grad_norm": grad_norm, "lr": lr, "skipped": skipped}
+        return {"loss": mean_loss, "grad_norm": grad_norm, "lr": lr, "skipped": skipped, "spike_skipped": spike_skipped}
 
-    def _guard_spike(self, loss: torch.Tensor, mean_loss: float) -> torch.Tensor:
+    def _guard_spike(self, loss: torch.Tensor, mean_loss: float) -> tuple[torch.Tensor, bool]:
         """Feed the step's mean loss to the spike detector; with train.spike_skip a spike's loss becomes NaN, so
-        ZeRO-3's overflow check skips the update. Every rank judges the same all-reduced value."""
+        ZeRO-3's overflow check skips the update (returned True: the skip is the guard's, not a non-finite step).
+        Every rank judges the same all-reduced value."""
         threshold = self.spikes.observe(mean_loss)
         if threshold is None:
-            return loss
+            return loss, False
         skip = self.cfg.train.spike_skip
         action = "update skipped (train.spike_skip)" if skip else "update applied"
-        log0(f"loss spike: {mean_loss:.4f} > {threshold:.4f} (mean + train.spike_z std); {action}")
-        return loss * float("nan") if skip else loss
+        log0(
+            f"step {self.step + 1}: loss spike: {mean_loss:.4f} > {threshold:.4f} (mean + train.spike_z std); {action}"
+        )
+        return (loss * float("nan"), True) if skip else (loss, False)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -218,37 +220,41 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def run(self, preempt: PreemptionFlag) -> int:
+    def run(self, preempt: PreemptionFlag, launcher: LauncherWatch) -> int:
         cfg = self.cfg.train
         if self.step == 0:  # the untrained model's validation loss: the baseline every later eval is read against
             self._log_eval(self.evaluate())
-        progress = _progress(self.rank, self.step, cfg.max_steps)
-        window_start, window_steps = time.perf_counter(), 0
+        first_step, window = self.step, metrics.TrainClock()
         while self.step < cfg.max_steps:
-            result = self.train_step()
-            window_steps += 1
-            progress.update(1)
+            with self.clock.timing(), window.timing():
+                result = self.train_step()
             if self._check_bad(result):
                 return EXIT_BAD_STEPS
             if self.step % self.cfg.log.interval == 0 or self.step == cfg.max_steps:
-                self._log(result, time.perf_counter() - window_start, window_steps, progress)
-                window_start, window_steps = time.perf_counter(), 0
+                self._log(result, window)
+                window = metrics.TrainClock()
             if self.step % cfg.eval_interval == 0 and self.step < cfg.max_steps:
                 self._log_eval(self.evaluate())
             if self.step % cfg.save_interval == 0 and self.step < cfg.max_steps:
                 self.save()
-            if any_rank_requested(preempt):
-                log0(f"preemption signal: saving at step {self.step} and exiting")
+            if launcher.gone():
+                preempt.request(signals.LAUNCHER_GONE, f"the launcher process ({launcher.describe()}) exited")
+            stop = any_rank_requested(preempt)
+            if stop:
+                log0(f"{stop}: saving at step {self.step} and exiting")
                 self.save()
+                self._summary(first_step, None)
                 return 0
-        progress.close()
         self.save()
-        self._finish(self.evaluate())
+        val_loss = self.evaluate()
+        self._log_eval(val_loss)
+        self._summary(first_step, val_loss)
         return 0
 
     def _check_bad(self, result: dict) -> bool:
-        """Count consecutive skipped steps; at max_bad_steps save the last good weights and abort."""
-        if not result["skipped"] and math.isfinite(result["loss"]):
+        """Count consecutive non-finite steps; at max_bad_steps save the last good weights and abort. A step the
+        spike guard skipped on purpose is not one of them (it was logged as a spike)."""
+        if result["spike_skipped"] or (not result["skipped"] and math.isfinite(result["loss"])):
             self.bad_in_a_row = 0
             return False
         self.bad_in_a_row += 1
@@ -260,8 +266,9 @@ class Trainer:
         self.save()
         return True
 
-    def _log(self, result: dict, seconds: float, steps: int, progress: Any) -> None:
-        tokens = steps * self.cfg.train.global_batch_tokens
+    def _log(self, result: dict, window: metrics.TrainClock) -> None:
+        """One metrics row and one plain console line for the steps since the last log line."""
+        rates = self._rates(window)
         values = {
             "consumed_tokens": self.sampler.consumed_samples * self.cfg.model.seq_len,
             "loss": result["loss"],
@@ -271,22 +278,32 @@ class Trainer:
             "mem_gib": metrics.memory_gib(),
             "skipped_steps": self.engine.skipped_steps,
             "loss_spikes": self.spikes.count,
-            **metrics.throughput(tokens, seconds, self.flops_per_token, self.world_size, self.peak),
+            **rates,
         }
         self.writer.write(self.step, values)
-        if self.rank == 0:
-            progress.set_postfix(
-                loss=f"{result['loss']:.4f}", lr=f"{result['lr']:.2e}", tok_s=f"{values['tokens_per_s']:.0f}"
-            )
+        log0(metrics.console_line(self.step, self.cfg.train.max_steps, values))
+
+    def _rates(self, clock: metrics.TrainClock) -> dict:
+        tokens = clock.steps * self.cfg.train.global_batch_tokens
+        return metrics.throughput(tokens, clock.seconds, self.flops_per_token, self.world_size, self.peak)
 
     def _log_eval(self, val_loss: float) -> None:
         self.writer.write(self.step, {"val_loss": val_loss, "val_perplexity": metrics.perplexity(val_loss)})
         log0(f"step {self.step}: val_loss {val_loss:.4f}, val perplexity {metrics.perplexity(val_loss):.2f}")
 
-    def _finish(self, val_loss: float) -> None:
-        self._log_eval(val_loss)
-        log0(f"loss: {val_loss:.4f}")
-        log0(f"perplexity: {metrics.perplexity(val_loss):.4f}")
+    def _summary(self, first_step: int, val_loss: float | None) -> None:
+        """The end of a launch: what it did, how fast, how good, and where its last checkpoint is."""
+        rates = self._rates(self.clock)
+        tokens = self.clock.steps * self.cfg.train.global_batch_tokens
+        for line in metrics.summary_lines(
+            wall_s=time.perf_counter() - self.started,
+            steps=(first_step, self.step),
+            tokens=tokens,
+            rates=rates,
+            val_loss=val_loss,
+            last_checkpoint=self.last_checkpoint,
+        ):
+            log0(line)
 
 
 def _start_schedule(engine: Any) -> None:
@@ -315,12 +332,6 @@ def _flops_per_token(cfg: Any) -> float:
     return flops_per_token(cfg.model, cfg.model.seq_len)
 
 
-def _progress(rank: int, start: int, total: int) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, disable=rank != 0, desc="train", unit="step", dynamic_ncols=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     from deepspeed.accelerator import get_accelerator
 
@@ -328,35 +339,74 @@ def main(argv: list[str] | None = None) -> int:
     from pretrain.engine import init_distributed
 
     args = parse_args(argv)
-    preempt = PreemptionFlag().install()
-    cfg = build_run_config(args, read_manifest(args.data), get_accelerator().device_name())
-    rank, world_size = init_distributed(2 * cfg.train.collective_timeout_s)  # gloo/nccl: the watchdog's backstop
+    signals.default_actions_until_the_loop()
+    metrics.quiet_libraries()
+    manifest = read_manifest(args.data)
+    cfg = build_run_config(args, manifest, get_accelerator().device_name())
     run_dir = Path(args.output)
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run_dir / "config.yaml")
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), flush=True)
-    torch.distributed.barrier()
-    trainer = Trainer(cfg, run_dir, Path(args.data), rank, world_size)
-    trainer.resume(args.resume)
-    watchdog.install(cfg.train.collective_timeout_s, run_dir, rank, world_size)  # names a stuck collective
-    code = trainer.run(preempt)
-    torch.distributed.destroy_process_group()  # a live gloo group at interpreter exit can abort() a rank
-    return code
+    claim = None
+    if run_folder.launch_rank() == 0:  # before the process group: a refused launch ends in seconds, writing nothing
+        claim = run_folder.claim(run_dir, cfg.to_dict(), manifest, args.resume, cfg.train.lock_stale_s)
+        _report_launch(claim, run_dir)
+    try:
+        rank, world_size = init_distributed(2 * cfg.train.collective_timeout_s)  # gloo/nccl: the watchdog's backstop
+        if rank == 0 and claim is None:
+            raise RuntimeError("rank 0 of the process group did not lock the run folder: set RANK for every process")
+        if rank == 0:
+            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), flush=True)
+        trainer = Trainer(cfg, run_dir, Path(args.data), rank, world_size)
+        trainer.resume(claim.resume_from if claim else None)
+        watchdog.install(cfg.train.collective_timeout_s, run_dir, rank, world_size)  # names a stuck collective
+        code = trainer.run(PreemptionFlag(rank).install(), LauncherWatch.of_this_process())
+        torch.distributed.destroy_process_group()  # a live gloo group at interpreter exit can abort() a rank
+        return code
+    finally:
+        if claim is not None:
+            claim.lock.release()
 
 
-def cli() -> None:
-    """Console entry: exit status 0 on success, else a one-line reason on stderr."""
+def _report_launch(claim: run_folder.Claim, run_dir: Path) -> None:
+    """Say which launch of the folder this is and what it changes relative to RUN/config.yaml."""
+    changed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in claim.changed.items()) or "none"
+    print(f"run folder {run_dir} locked; launch recorded in {claim.record}", flush=True)
+    if claim.resume_from:
+        print(f"changes from {run_dir / run_folder.CONFIG}: {changed}", flush=True)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors a user fixes by changing a config value, a path or the launch (exit 2, no traceback)."""
     from data_pipeline.shards import ShardError
     from pretrain.config import ConfigError
     from pretrain.engine import EngineConfigError
 
+    return (ConfigError, EngineConfigError, ShardError, FileNotFoundError, run_folder.RunFolderError)
+
+
+# what gloo/NCCL raise on the ranks that were waiting for a rank that died
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
+
+
+def cli() -> None:
+    """Console entry: exit status 0 on success, else a one-line reason on stderr, printed once."""
+    rank = int(os.environ.get("RANK", run_folder.launch_rank()))
     try:
         code = main()
-    except (ConfigError, EngineConfigError, ShardError, FileNotFoundError) as err:
-        print(f"pretrain.train: {err}", file=sys.stderr)
+    except run_folder.RunLocked as err:
+        print(f"pretrain.train: rank {rank}: {err}", file=sys.stderr)
+        code = run_folder.EXIT_LOCKED
+    except Exception as err:
+        if not isinstance(err, user_errors()):
+            # a normal interpreter exit from here on: atexit gives the watchdog's last heartbeat, so the rank that
+            # stopped first stays the oldest one (launch/restart.sh names it)
+            if any(marker in str(err) for marker in PEER_LOST):  # a consequence: the failed rank reports the cause
+                lost = f"pretrain.train: rank {rank}: another rank stopped during a collective (its error is above)"
+                sys.exit(lost)  # printed on stderr, exit status 1
+            print(f"pretrain.train: rank {rank} failed:", file=sys.stderr)
+            raise
+        if rank == 0:  # every rank meets the same one (same argv, same files): rank 0 alone reports it
+            print(f"pretrain.train: rank {rank}: {err}", file=sys.stderr)
         code = 2
-    if code == EXIT_BAD_STEPS and int(os.environ.get("RANK", "0")) == 0:
+    if code == EXIT_BAD_STEPS and rank == 0:
         print("pretrain.train: train.max_bad_steps non-finite steps in a row; last good weights saved", file=sys.stderr)
     _exit(code)
 

@@ -9,7 +9,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from pretrain.config import ModelConfig, load_config
-from pretrain.model import GPT, Rotary, nucleus_filter, perplexity, sample_next
+from pretrain.model import GPT, Rotary, nucleus_filter, sample_next
 
 TINY = dict(vocab_size=300, seq_len=32, n_layer=2, n_head=4, d_model=64)
 POSITIONS = {
@@ -200,12 +200,6 @@ def test_init_std_and_tied_head() -> None:
 def test_too_long_input_names_the_config_key() -> None:
     with pytest.raises(ValueError, match="model.seq_len=32"):
         tiny_model()(torch.zeros(1, 33, dtype=torch.long))
-
-
-def test_perplexity() -> None:
-    assert perplexity(0.0) == 1.0
-    assert perplexity(math.log(300)) == pytest.approx(300)
-    assert perplexity(1e6) == float("inf")
 
 
 ZERO_INIT_SCRIPT = """

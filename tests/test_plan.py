@@ -1,4 +1,5 @@
-"""`pretrain plan` through the installed console script: batch arithmetic, exit codes, ZeRO-3 memory."""
+"""`pretrain plan` through the installed console script (and in-process for the all-presets sweep): batch
+arithmetic, exit codes, ZeRO-3 memory, time to train, default world size, vocabulary from --data."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from pretrain import cli
 from pretrain.config import load_config
 from pretrain.flops import count_params
+from pretrain.metrics import PEAK_TFLOPS
+from pretrain.presets import PRESETS
 
 PRETRAIN = shutil.which("pretrain", path=str(Path(sys.executable).parent)) or shutil.which("pretrain")
 BATCH_LINE = re.compile(r"^batch\s+(\d+) x (\d+) x (\d+) x (\d+) = ([\d,]+) tokens per step", re.MULTILINE)
@@ -26,6 +30,16 @@ pytestmark = pytest.mark.skipif(PRETRAIN is None, reason="the `pretrain` console
 def plan(preset: str, world_size: int, *extra: str) -> subprocess.CompletedProcess:
     command = [PRETRAIN, "plan", "--preset", preset, "--world-size", str(world_size), *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+DURATION = r"[\d.,]+ (?:days|hours|minutes|seconds)"
+UNIT_SECONDS = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
+
+
+def seconds(duration: str) -> float:
+    """'23.9 hours' -> seconds."""
+    value, unit = duration.split()
+    return float(value.replace(",", "")) * UNIT_SECONDS[unit]
 
 
 def numbers(text: str) -> int:
@@ -90,9 +104,49 @@ def test_time_to_train_is_consistent_with_flops_and_peak():
     assert result.returncode == 0, result.stderr
     flops = float(re.search(r"^flops per token\s+([\d.e+]+)", result.stdout, re.MULTILINE).group(1))
     run_flops = float(re.search(r"^flops per run\s+([\d.e+]+)", result.stdout, re.MULTILINE).group(1))
-    days, tokens_per_s = re.search(
-        r"^time to train\s+([\d.,]+) days .*\(([\d,]+) tokens/s per GPU\)", result.stdout, re.MULTILINE
+    duration, tokens_per_s = re.search(
+        rf"^time to train\s+({DURATION}) on .*\(([\d,]+) tokens/s per GPU\)", result.stdout, re.MULTILINE
     ).groups()
     assert flops * numbers(tokens_per_s) == pytest.approx(0.5 * 989e12, rel=1e-3)
-    assert float(days) == pytest.approx(run_flops / (64 * 0.5 * 989e12) / 86400, rel=0.05)
-    assert "time to train" not in plan("gpt3-1.3b", 64).stdout  # no peak given, no guess
+    assert seconds(duration) == pytest.approx(run_flops / (64 * 0.5 * 989e12), rel=0.05)
+    # no peak given: one line per distinct peak of the table (H100 among them), each self-consistent
+    table = re.findall(
+        rf"^time to train\s+({DURATION}) on .* of ([\d.]+) TFLOP/s \((\S+)\)", plan("gpt3-1.3b", 64).stdout, re.M
+    )
+    assert len(table) == len(set(PEAK_TFLOPS.values()))
+    assert any("H100" in gpus.split("/") and float(peak) == 989 for _, peak, gpus in table)
+    for duration, peak, _ in table:
+        assert seconds(duration) == pytest.approx(run_flops / (64 * 0.4 * float(peak) * 1e12), rel=0.05)
+    one = plan("gpt3-1.3b", 64, "--peak-tflops", "312")
+    assert one.stdout.count("time to train") == 1 and "of 312 TFLOP/s" in one.stdout
+
+
+def plan_in_process(capsys, *argv: str) -> str:
+    """`pretrain plan ARGV` in this process (DeepSpeed imported once for the whole sweep); its stdout."""
+    assert cli.main(["plan", *argv]) == 0, capsys.readouterr().err
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_plans_with_no_flags(preset, capsys):
+    """Its own world size: one 8-GPU node, or for the debug presets the largest world below it that divides."""
+    cfg = load_config(preset)
+    out = plan_in_process(capsys, "--preset", preset)
+    micro, seq, accum, dp, total = BATCH_LINE.search(out).groups()
+    assert int(micro) * int(seq) * int(accum) * int(dp) == numbers(total) == cfg.train.global_batch_tokens
+    assert int(dp) == (4 if preset.endswith("debug") else 8)
+    assert out.count("time to train") == len(set(PEAK_TFLOPS.values()))
+
+
+def test_plan_takes_the_vocabulary_from_the_dataset(tiny_dataset, capsys):
+    out = plan_in_process(capsys, "--preset", "gpt2-124m", "--data", str(tiny_dataset))
+    assert "vocab 256 (padded 256)" in out  # not the preset's 50257
+    cfg = load_config("gpt2-124m", None, ["model.vocab_size=256"])
+    assert numbers(PARAMS_LINE.search(out).group(1)) == count_params(cfg.model)
+
+
+def test_plan_data_without_manifest_exits_2_naming_it(tmp_path):
+    result = subprocess.run(
+        [PRETRAIN, "plan", "--preset", "debug", "--data", str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2 and f"--data: {tmp_path}" in result.stderr and "manifest.json" in result.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,7 @@ def test_zero3_two_ranks_match_plain_pytorch_fp32(tiny_dataset: Path, tmp_path: 
     assert_close(step_grad_norms(tmp_path / "run"), record["grad_norm"], 1e-4, range(1, STEPS + 1))
     assert_same_parameters(tmp_path / "run", record["params"], rel=1e-4)
     assert_end_of_run_report(proc.stdout)
+    assert_console(proc, tmp_path / "run", STEPS)
     assert_partitioned(tmp_path / "run", world=2)
 
 
@@ -134,6 +136,32 @@ def assert_end_of_run_report(stdout: str) -> None:
     lines = dict(line.split(": ", 1) for line in stdout.splitlines() if line.startswith(("loss: ", "perplexity: ")))
     assert math.isclose(float(lines["perplexity"]), math.exp(float(lines["loss"])), rel_tol=1e-3)
     assert 2.0 < float(lines["loss"]) < math.log(256) + 1
+
+
+LOG_LINE = re.compile(
+    r"^step (\d+)/(\d+) \| loss (\S+) \| lr (\S+) \| grad norm (\S+) \| ([\d,]+) tokens/s \| (\S+) TFLOP/s per GPU "
+    r"\| MFU (\S+) \| mem (\S+) GiB$",
+    re.MULTILINE,
+)
+
+
+def assert_console(proc, run: Path, steps: int) -> None:
+    """One plain line per step (log.interval=1) agreeing with metrics.csv, no progress-bar carriage returns, no
+    library warnings, a summary naming the last checkpoint."""
+    from pretrain.metrics import read_metrics
+
+    lines = LOG_LINE.findall(proc.stdout)
+    assert [int(m[0]) for m in lines] == list(range(1, steps + 1)), proc.stdout[-3000:]
+    rows = {int(r["step"]): r for r in read_metrics(run) if r["tokens_per_s"]}
+    for step, _, loss, lr, grad_norm, tokens_per_s, *_ in lines:
+        row = rows[int(step)]
+        assert float(loss) == pytest.approx(float(row["loss"]), abs=1e-4)
+        assert float(grad_norm) == pytest.approx(float(row["grad_norm"]), abs=1e-3)
+        assert float(lr) == pytest.approx(float(row["lr"]), rel=1e-3, abs=1e-12)
+        assert int(tokens_per_s.replace(",", "")) == round(float(row["tokens_per_s"]))
+    output = proc.stdout + proc.stderr
+    assert "\r" not in output and "FutureWarning" not in output and "before it has started" not in output
+    assert f"summary: last checkpoint {run / 'checkpoints' / f'step{steps:08d}'}" in proc.stdout
 
 
 def test_zero3_bf16_tracks_fp32_reference(tiny_dataset: Path, tmp_path: Path) -> None:

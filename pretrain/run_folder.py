@@ -1,0 +1,394 @@
+"""The run folder: one job at a time, and no launch that could damage the checkpoints already in it.
+
+Why: a relaunch with other tokenizer settings once rewrote RUN/config.yaml and then died inside DeepSpeed with a
+tensor-size error; from then on export/evaluate/generate of the run's good checkpoints failed. And a second launch
+into a folder a live job held waited minutes for the rendezvous port and died with EADDRINUSE.
+
+Before anything is written, rank 0 (before the process group exists, so a refusal takes seconds):
+
+1. takes the folder's lock, `RUN/LOCK`: a file created with O_CREAT|O_EXCL (atomic on local disks and on NFS,
+   Lustre, GPFS, unlike flock, which is per node on most of them) that holds host, pid, start time and a random
+   token. A thread touches it every `HEARTBEAT_S`; a launch that finds a lock refuses, naming the holder, unless
+   the holder is dead: its heartbeat is older than `train.lock_stale_s`, it ran on this host and its process is
+   gone, or it was an earlier attempt of the same SLURM job or launch/restart.sh loop (requeued or restarted after
+   a crash that left the lock behind). A dead holder's lock is taken over with a warning (moved aside by rename, so of two launches racing for
+   it only one wins). A holder that finds its lock gone or replaced stops its job (exit 5): two jobs never write
+   one folder. The staleness test compares the file's mtime with this node's clock: node clocks must agree to
+   well within `train.lock_stale_s` (NTP does).
+2. checks the launch against what the folder holds: the checkpoint it would resume (its client_state.json:
+   the config and tokenizer it was trained with) and RUN/config.yaml when the folder has checkpoints. The
+   tokenizer sha256, every model.* key (vocabulary, seq_len, shape) and data.seed must be equal; otherwise the
+   launch is refused with every difference named and the folder is left exactly as it was (the lock it took is
+   removed again). `--resume none` into a folder with checkpoints is refused too (it would overwrite them).
+3. records the launch: RUN/config.yaml is written only when the folder has no checkpoint yet, so it always
+   describes the checkpoints in it; every launch writes RUN/launches/NNN.yaml (time, host, command, the checkpoint
+   it resumes, its full config, and what it changes relative to RUN/config.yaml, e.g. train.max_steps 6 -> 8).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pretrain import checkpoint
+
+LOCK = "LOCK"
+LAUNCHES = "launches"
+CONFIG = "config.yaml"
+HEARTBEAT_S = 10.0
+EXIT_LOCKED = 5  # launch refused (folder held) or lock lost mid-run; launch/restart.sh retries it
+MUST_MATCH_SECTIONS = ("model",)  # every key: the weights' shapes and the function they compute
+MUST_MATCH_KEYS = ("data.seed",)  # the sample order consumed_samples counts into
+
+
+class RunFolderError(ValueError):
+    """This launch does not fit the run folder's checkpoints; the message names every difference and the fix."""
+
+
+class RunLocked(RuntimeError):
+    """Another live job holds the run folder (or took it over from this one); the message names the holder."""
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+@dataclass
+class Holder:
+    """Who holds a lock, as its file says (`None` fields: the file was empty or unreadable)."""
+
+    host: str | None
+    pid: int | None
+    started: str | None
+    token: str | None
+    mtime: float
+    attempt: dict | None = None  # {"of": SLURM job id or restart loop id, "number": its restart count}
+
+    def describe(self) -> str:
+        return f"host {self.host}, pid {self.pid}, started {self.started}"
+
+    def dead_reason(self, stale_s: float, now: float) -> str | None:
+        """Why this holder is dead (a stale heartbeat, or a vanished process on this host); None if alive."""
+        age = now - self.mtime
+        if age > stale_s:
+            return f"its heartbeat is {age:.0f} s old (train.lock_stale_s={stale_s:g})"
+        if self.host == socket.gethostname() and self.pid is not None and not _process_alive(self.pid, self.started):
+            return f"process {self.pid} no longer runs on this host"
+        mine = launch_attempt()
+        if self.attempt and mine and self.attempt["of"] == mine["of"] and self.attempt["number"] < mine["number"]:
+            return f"it was attempt {self.attempt['number']} of {mine['of']}, this is attempt {mine['number']}"
+        return None
+
+
+def _process_alive(pid: int, started: str | None) -> bool:
+    """pid runs and is not a later process that reused the number (it started no later than the lock)."""
+    import psutil
+
+    try:
+        created = psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+    if started is None:
+        return True
+    return created <= datetime.fromisoformat(started).timestamp() + 1.0
+
+
+def read_holder(path: Path) -> Holder | None:
+    """The lock's holder; None when there is no lock file. Opening it revalidates NFS's cached attributes."""
+    try:
+        with open(path) as f:
+            mtime = os.fstat(f.fileno()).st_mtime
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = {}  # killed between create and write: judged by its age alone
+    return Holder(data.get("host"), data.get("pid"), data.get("started"), data.get("token"), mtime, data.get("attempt"))
+
+
+def launch_attempt() -> dict | None:
+    """Which attempt of a SLURM job (requeues) or of a launch/restart.sh loop this launch is; None outside both."""
+    for of, number in (("SLURM_JOB_ID", "SLURM_RESTART_COUNT"), ("PRETRAIN_RESTART_ID", "PRETRAIN_RESTART_COUNT")):
+        if os.environ.get(of):
+            return {"of": f"{of}={os.environ[of]}", "number": int(os.environ.get(number, "0") or 0)}
+    return None
+
+
+@dataclass
+class RunLock:
+    """This job's lock on a run folder; `release()` removes it only while it is still ours."""
+
+    path: Path
+    token: str
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def heartbeat(self, interval_s: float = HEARTBEAT_S) -> None:
+        """Touch the lock every `interval_s` from a daemon thread; if it is gone or someone else's, stop the job."""
+
+        def beat() -> None:
+            while not self._stop.wait(interval_s):
+                try:
+                    if not self.still_ours():
+                        self._lost()
+                    os.utime(self.path)
+                except FileNotFoundError:  # removed between the two calls
+                    self._lost()
+
+        threading.Thread(target=beat, name="run-folder-lock", daemon=True).start()
+
+    def still_ours(self) -> bool:
+        holder = read_holder(self.path)
+        return holder is not None and holder.token == self.token
+
+    def _lost(self) -> None:
+        holder = read_holder(self.path)
+        who = f"now held by {holder.describe()}" if holder else "deleted"
+        print(
+            f"pretrain.train: rank 0: lost the run folder's lock {self.path} ({who}); stopping so that two jobs never "
+            "write one folder",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(EXIT_LOCKED)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self.still_ours():
+            self.path.unlink(missing_ok=True)
+
+
+def acquire_lock(run_dir: Path, stale_s: float) -> RunLock:
+    """Create RUN/LOCK exclusively; take over a dead holder's lock with a warning; RunLocked if a live job holds it."""
+    path = Path(run_dir) / LOCK
+    token = uuid.uuid4().hex
+    for _ in range(3):  # a lock that vanishes or is taken over while we look: look again
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = read_holder(path)
+            if holder is None:
+                continue
+            reason = holder.dead_reason(stale_s, time.time())
+            if reason is None:
+                raise RunLocked(_held_message(path, holder)) from None
+            warnings.warn(f"{path}: taking over the lock of a dead job ({holder.describe()}): {reason}", stacklevel=2)
+            _move_aside(path, holder)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(_lock_contents(token), f)
+            f.flush()
+            os.fsync(f.fileno())
+        return RunLock(path, token)
+    holder = read_holder(path)
+    raise RunLocked(_held_message(path, holder) if holder else f"{path}: could not take the lock; launch again")
+
+
+def _lock_contents(token: str) -> dict:
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "token": token,
+        "attempt": launch_attempt(),
+        "argv": sys.argv,
+    }
+
+
+def _move_aside(path: Path, holder: Holder) -> None:
+    """Rename the dead holder's lock away; if what got renamed is not that lock (another launch took over first),
+    put it back and let the caller see the new holder."""
+    aside = path.with_name(f"{LOCK}.dead.{socket.gethostname()}.{os.getpid()}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    moved = read_holder(aside)
+    if moved is not None and moved.token != holder.token:
+        os.rename(aside, path)
+        return
+    aside.unlink(missing_ok=True)
+
+
+def _held_message(path: Path, holder: Holder) -> str:
+    return (
+        f"{path.parent}: another job is using this run folder ({holder.describe()}; lock {path}, heartbeat "
+        f"{time.time() - holder.mtime:.0f} s ago). Wait for it to finish or stop it, or use another --output. If that "
+        "job is dead, its lock is taken over once its heartbeat is older than train.lock_stale_s"
+    )
+
+
+def launch_rank() -> int:
+    """This process's global rank before the process group exists, from whichever launcher started it."""
+    for name in ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+# --------------------------------------------------------------------------- the compatibility check
+
+
+def flatten(config: dict) -> dict[str, Any]:
+    """{'model': {'seq_len': 32}} -> {'model.seq_len': 32} (lists kept as values)."""
+    flat = {}
+    for section, values in config.items():
+        if isinstance(values, dict):
+            flat.update({f"{section}.{key}": value for key, value in values.items()})
+        else:
+            flat[section] = values
+    return flat
+
+
+def _must_match(key: str) -> bool:
+    return key.split(".", 1)[0] in MUST_MATCH_SECTIONS or key in MUST_MATCH_KEYS
+
+
+def incompatible(reference: dict, tokenizer: dict | None, config: dict, manifest: dict) -> list[str]:
+    """'key: checkpoint value -> this launch's value' for every setting a resume cannot change."""
+    before, after = flatten(reference), flatten(config)
+    diffs = [
+        f"{key}: {before[key]!r} -> {after.get(key)!r}"
+        for key in sorted(before)
+        if _must_match(key) and before[key] != after.get(key)
+    ]
+    old_sha = (tokenizer or {}).get("sha256")
+    new_sha = manifest.get("tokenizer", {}).get("sha256")
+    if old_sha and new_sha and old_sha != new_sha:
+        diffs.insert(
+            0, f"tokenizer sha256: {old_sha[:12]}… -> {new_sha[:12]}… (the dataset was made with another tokenizer)"
+        )
+    return diffs
+
+
+def changes(reference: dict, config: dict) -> dict[str, list]:
+    """Every key whose value differs from RUN/config.yaml: {key: [old, new]} (what a launch record lists)."""
+    before, after = flatten(reference), flatten(config)
+    return {
+        key: [before.get(key), after.get(key)]
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key)
+    }
+
+
+def find_checkpoint(run_dir: Path, resume: str) -> tuple[Path, str] | None:
+    """The checkpoint this launch resumes: none, the newest complete one of the folder (auto), or a given path."""
+    if resume == "none":
+        return None
+    if resume == "auto":
+        return checkpoint.find_resumable(run_dir)
+    return checkpoint.resolve_checkpoint(resume)
+
+
+def _client_state(found: tuple[Path, str]) -> dict | None:
+    path = found[0] / found[1] / checkpoint.CLIENT_STATE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def check_launch(run_dir: Path, config: dict, manifest: dict, resume: str) -> tuple[Path, str] | None:
+    """Refuse (RunFolderError) a launch that would damage or misuse the folder's checkpoints; return the one to
+    resume. Reads only."""
+    saved = checkpoint.complete_tags(run_dir / checkpoint.CHECKPOINTS)
+    if resume == "none" and saved:
+        raise RunFolderError(
+            f"{run_dir}: holds checkpoints up to {saved[-1]}; --resume none would train from step 0 over them. "
+            "Nothing was changed. Resume them (--resume auto), or start the new run in another --output folder"
+        )
+    found = find_checkpoint(run_dir, resume)
+    problems: list[str] = []
+    client = _client_state(found) if found else None
+    if client and "config" in client:
+        where = f"the checkpoint it resumes, {found[0] / found[1]}"
+        problems += [
+            f"{d} (vs {where})" for d in incompatible(client["config"], client.get("tokenizer"), config, manifest)
+        ]
+    if saved and (run_dir / CONFIG).is_file():
+        folder_config = yaml.safe_load((run_dir / CONFIG).read_text())
+        problems += [f"{d} (vs {run_dir / CONFIG})" for d in incompatible(folder_config, None, config, manifest)]
+    if problems:
+        raise RunFolderError(
+            f"{run_dir}: this launch does not fit the run's checkpoints: "
+            + "; ".join(dict.fromkeys(problems))
+            + f". Nothing in {run_dir} was changed. To continue the run, launch it with its own settings "
+            f"({run_dir / CONFIG}) on data made with its tokenizer; to train with the new settings, use another "
+            "--output folder"
+        )
+    return found
+
+
+# --------------------------------------------------------------------------- the launch record
+
+
+def record_launch(run_dir: Path, config: dict, resumed: tuple[Path, str] | None) -> tuple[Path, dict]:
+    """Write RUN/config.yaml if the folder has no checkpoint yet, and RUN/launches/NNN.yaml; return that record's
+    path and its changes relative to RUN/config.yaml."""
+    config_path = run_dir / CONFIG
+    has_checkpoints = bool(checkpoint.complete_tags(run_dir / checkpoint.CHECKPOINTS))
+    if not has_checkpoints or not config_path.is_file():
+        _write_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
+    changed = changes(yaml.safe_load(config_path.read_text()), config)
+    launches = run_dir / LAUNCHES
+    launches.mkdir(exist_ok=True)
+    number = 1 + max((int(p.stem) for p in launches.glob("*.yaml") if p.stem.isdigit()), default=0)
+    record = {
+        "launch": number,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "command": sys.argv,
+        "world_size": int(os.environ.get("WORLD_SIZE", "0")) or None,
+        "resumes": str(resumed[0] / resumed[1]) if resumed else None,
+        "changes_from_config_yaml": changed,
+        "config": config,
+    }
+    path = launches / f"{number:03d}.yaml"
+    _write_atomic(path, yaml.safe_dump(record, sort_keys=False))
+    return path, changed
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- all of it, for the trainer
+
+
+@dataclass
+class Claim:
+    """What rank 0 holds after a successful claim: the lock and the checkpoint to resume."""
+
+    lock: RunLock
+    resume_from: tuple[Path, str] | None
+    record: Path
+    changed: dict
+
+
+def claim(run_dir: Path, config: dict, manifest: dict, resume: str, stale_s: float) -> Claim:
+    """Lock, check, record (rank 0, before anything else is written); on a failed check the folder is unchanged
+    (a folder this launch created is removed again)."""
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(run_dir, stale_s)
+    try:
+        found = check_launch(run_dir, config, manifest, resume)
+        record, changed = record_launch(run_dir, config, found)
+    except BaseException:
+        lock.release()
+        if created and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
+    lock.heartbeat()
+    return Claim(lock, found, record, changed)
