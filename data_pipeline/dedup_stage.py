@@ -339,12 +339,15 @@ def prepare_output(output_dir: Path) -> None:
 
 
 def remove_stale_parts(output_dir: Path, num_tasks: int) -> None:
-    """Parts of an earlier plan with more tasks (or of the earlier per-rank layout) would mix into kept/."""
+    """Parts of an earlier plan with more tasks (or of the earlier per-rank layout) would mix into kept/;
+    temporary parts of a killed rank are garbage."""
     expected = {part_name(i) for i in range(num_tasks)}
     for sub in (KEPT_DIR, REJECTS_DIR):
         for part in (output_dir / sub).glob("part-*.jsonl"):
             if part.name not in expected:
                 part.unlink()
+        for tmp in (output_dir / sub).glob(".part-*.jsonl.tmp"):  # of a rank killed while writing
+            tmp.unlink()
 
 
 def already_complete(comm: LocalComm, output_dir: Path, stage_fp: str) -> bool:

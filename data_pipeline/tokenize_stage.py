@@ -9,9 +9,10 @@ contiguous share of kept/ into shards whose names carry the rank, and rank 0 gat
 and writes one manifest. Concatenating the kept parts in rank order is the global document order, so the train
 and validation token streams are the same for any N; only the shard boundaries move.
 
-Failures are collective: each step runs on every rank, the outcome is allgathered, and if any rank failed every
-rank raises with that rank's message (no rank is left waiting in a collective). The manifest is written last and
-a stale one is removed first, so a dataset with a manifest.json is always complete.
+Failures end the job: the short root-only steps (tokenizer training, the manifest) share their outcome with
+every rank, which all raise with rank 0's message; an error while a rank encodes its own share is printed by
+that rank with its rank number and aborts the whole job (executor.job_failed), so no rank waits for it. The
+manifest is written last and a stale one is removed first, so a dataset with a manifest.json is always complete.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import sentencepiece as spm
 import xxhash
 
 from data_pipeline import markers
-from data_pipeline.comm import collective, on_root
+from data_pipeline.comm import on_root
 from data_pipeline.config import ShardsConfig, TokenizerConfig
 from data_pipeline.progress import stage_progress, summary
 from data_pipeline.shards import (
@@ -73,7 +74,7 @@ def run_tokenize_stage(comm: Any, output_dir: Path, recipe: Any, quiet: bool = T
     with _timed(timings, "tokenizer"):
         info = on_root(comm, "tokenizer training", lambda: _train_or_reuse_tokenizer(output_dir, recipe.tokenizer))
     with _timed(timings, "tokenize"):
-        rows = collective(comm, "tokenization", lambda: _tokenize_rank(comm, output_dir, recipe.shards, info, quiet))
+        rows = _tokenize_rank(comm, output_dir, recipe.shards, info, quiet)  # an error here aborts the job
         gathered = comm.gather(rows, root=0)
     stats = on_root(comm, "manifest", lambda: _write_dataset_manifest(output_dir, gathered, info, recipe, timings))
     summary(
