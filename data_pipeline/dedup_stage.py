@@ -250,7 +250,8 @@ class TaskScanner:
         pending_ids: deque[list[str]] = deque()
         with rejects, files["verdict.u8"], files["value.f64"], files["keys.u64"], files["signatures.u32"], \
                 files["lengths.i64"], files["ids.jsonl"]:  # fmt: skip
-            batches = self._batches(read_task(task, self.recipe.read, first_line, ReadPosition()), rejects, counts,
+            position, shown = ReadPosition(), 0
+            batches = self._batches(read_task(task, self.recipe.read, first_line, position), rejects, counts,
                                     pending_ids)  # fmt: skip
             for scanned in ordered_map(self.pool, scan_batch, batches, self.ahead):
                 ids = pending_ids.popleft()
@@ -263,7 +264,8 @@ class TaskScanner:
                 files["signatures.u32"].write(np.ascontiguousarray(scanned.signatures, np.uint32).tobytes())
                 files["lengths.i64"].write(scanned.lengths.astype(np.int64).tobytes())
                 files["ids.jsonl"].write("".join(json.dumps(i) + "\n" for i in ids).encode("utf-8"))
-                self.bar.update(len(ids), 0)
+                self.bar.update(len(ids), max(0, position.bytes_read - shown))
+                shown = max(shown, position.bytes_read)
         meta = {
             "task": task.describe(),
             "records": counts["records"],
@@ -274,7 +276,7 @@ class TaskScanner:
         }
         written = {f.path: f.sha256 for f in [*files.values(), rejects]}
         written[work.path("meta.json")] = write_json_atomic(work.path("meta.json"), meta)
-        self.bar.update(0, task.size)
+        self.bar.update(0, max(0, task.size - shown))
         return {str(p.relative_to(self.out)): sha for p, sha in written.items()}
 
     def _batches(self, items: Iterator[Document | Reject], rejects: HashedFile, counts: dict,

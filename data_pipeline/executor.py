@@ -118,8 +118,15 @@ def usable_cores() -> int:
 
 
 def cores_per_rank() -> int:
-    """This rank's share of the cores it may use, so N ranks on a node do not oversubscribe it."""
-    return max(1, usable_cores() // local_ranks())
+    """This rank's share of the node's cores, so N ranks on a node do not oversubscribe it.
+
+    When the launcher already pinned this rank to fewer cores than the node has (srun --cpus-per-task), those
+    cores are its share; otherwise every local rank sees all cores and takes 1/local_ranks of them.
+    """
+    usable = usable_cores()
+    if usable < (os.cpu_count() or usable):
+        return usable
+    return max(1, usable // local_ranks())
 
 
 def resolve_workers(workers: int) -> int:
