@@ -559,8 +559,10 @@ class DedupRun:
 
     def write_clusters(self, clusters: list[dict]) -> list[dict]:
         """This rank's cluster records, written into its byte ranges of clusters.jsonl; returns the records."""
-        clusters.sort(key=lambda c: (int(self.index.task_of(np.array([c["kept"]]))[0]), c["kind"] != "exact",
-                                     int(c["kept"])))  # fmt: skip
+        kept = np.array([c["kept"] for c in clusters], np.int64)
+        kept_task = self.index.task_of(kept).tolist() if len(kept) else []
+        order = sorted(range(len(clusters)), key=lambda k: (kept_task[k], clusters[k]["kind"] != "exact", int(kept[k])))
+        clusters, tasks = [clusters[k] for k in order], [kept_task[k] for k in order]
         members = np.unique(np.array([i for c in clusters for i in [c["kept"], *c["removed"]]], np.int64))
         mine = members[self.index.owner_of(members) == self.comm.rank] if len(members) else members
         mine = np.union1d(mine, np.concatenate([np.zeros(0, np.int64), *self.all_removed()]))
@@ -568,11 +570,10 @@ class DedupRun:
         bare = [{k: c[k] for k in ("kept", "removed", "similarity") if k in c} for c in clusters]
         records = dedup_api.cluster_records_with_ids(self.comm, bare, mine, ids, self.index.owner_of)
         records = [{"kind": c["kind"], **r} for c, r in zip(clusters, records, strict=True)]
-        tasks = [int(t) for t in self.index.task_of(np.array([c["kept"] for c in clusters], np.int64))]
-        pieces: dict[int, bytes] = {}
+        lines: dict[int, list[dict]] = {}
         for task, record in zip(tasks, records, strict=True):
-            pieces[task] = pieces.get(task, b"") + jsonl_bytes([record])
-        self.write_pieces(pieces)
+            lines.setdefault(task, []).append(record)
+        self.write_pieces({task: jsonl_bytes(task_records) for task, task_records in lines.items()})
         return records
 
     def all_removed(self) -> list[np.ndarray]:

@@ -20,7 +20,13 @@ from data_pipeline.shards import TokenStream, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 MPIEXEC = REPO / ".venv" / "bin" / "mpiexec"
-RECIPE = ["tokenizer.vocab_size=500", "shards.validation_fraction=0.1", "shards.target_bytes=20000"]
+# read.task_bytes: each input file is cut into byte ranges, so tasks that start mid-file run on other ranks
+RECIPE = [
+    "tokenizer.vocab_size=500",
+    "shards.validation_fraction=0.1",
+    "shards.target_bytes=20000",
+    "read.task_bytes=8000",
+]
 WORD_TEXT = (
     "the of and to in is that it was for on are with as his they be at one have this from or had by word "
     "but what some we can out other were all there when up use your how said an each she which do their "
@@ -93,8 +99,23 @@ def test_same_kept_documents_on_1_2_3_ranks(outputs):
     assert ids[1] == ids[2] == ids[3]
     stats = json.loads((outputs[1] / "stats.json").read_text())
     assert stats["input_docs"] == 170 == stats["kept_docs"] + sum(stats["dropped"].values())
+    assert stats["tasks"] > 10  # byte ranges of the 5 files
     assert stats["dropped"].get("exact_dup") == 10 and stats["kept_docs"] == len(ids[1])
     assert not {f"d{i}" for i in range(150, 160)} & set(ids[1])  # the exact copies never survive
+    for n, out in outputs.items():  # the same task parts and clusters, whichever rank ran each task
+        assert {p.name: p.read_bytes() for p in (out / "kept").iterdir()} == {
+            p.name: p.read_bytes() for p in (outputs[1] / "kept").iterdir()
+        }, f"{n} ranks"
+        assert (out / "dedup/clusters.jsonl").read_bytes() == (outputs[1] / "dedup/clusters.jsonl").read_bytes()
+
+
+def test_stats_record_each_ranks_memory_and_traffic(outputs):
+    for n, out in outputs.items():
+        resources = json.loads((out / "stats.json").read_text())["resources"]
+        per_rank = resources["per_rank"]
+        assert len(per_rank) == n and all(r["peak_rss_rank_bytes"] > 20 * 2**20 for r in per_rank)
+        assert all((r["bytes_received"] > 0) == (n > 1) for r in per_rank)  # one rank talks to no one
+        assert resources["max"]["bytes_received"] == max(r["bytes_received"] for r in per_rank)
 
 
 def test_same_tokenizer_and_token_streams_on_1_2_3_ranks(outputs):
