@@ -63,6 +63,7 @@ RECIPE = "recipe.yaml"
 KEPT_DIR, REJECTS_DIR, CLUSTERS, WORK_DIR = "kept", "rejects", "dedup/clusters.jsonl", "dedup/work"
 BATCH_DOCS = 1024
 BATCH_BYTES = 4 << 20
+SIGNATURE_BLOCK_ROWS = 4096
 T = TypeVar("T")
 
 
@@ -217,9 +218,6 @@ class TaskWork:
     def keys(self) -> np.ndarray:
         return np.fromfile(self.path("keys.u64"), np.uint64).reshape(-1, 2)
 
-    def signatures(self, num_perm: int) -> np.ndarray:
-        return np.fromfile(self.path("signatures.u32"), np.uint32).reshape(-1, num_perm)
-
     def lengths(self) -> np.ndarray:
         return np.fromfile(self.path("lengths.i64"), np.int64)
 
@@ -321,6 +319,26 @@ class GlobalIndex:
     def owner_of(self, index: np.ndarray) -> np.ndarray:
         """The rank holding each global index (vectorised): the dedup functions route by it."""
         return self.task_owner[self.task_of(index)]
+
+
+class PackedClusters:
+    """Clusters as three flat arrays (about 16 bytes per member instead of ~100 in dicts and lists)."""
+
+    def __init__(self, kind: str, clusters: list[dict]) -> None:
+        self.kind = kind
+        self.kept = np.array([c["kept"] for c in clusters], np.int64)
+        sizes = [len(c["removed"]) for c in clusters]
+        self.bounds = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self.removed = np.array([i for c in clusters for i in c["removed"]], np.int64)
+        self.similarity = np.array([s for c in clusters for s in c.get("similarity", [1.0] * len(c["removed"]))])
+
+    def unpack(self) -> list[dict]:
+        bounds = self.bounds.tolist()
+        return [
+            {"kept": kept, "removed": self.removed[a:b].tolist(), "similarity": self.similarity[a:b].tolist(),
+             "kind": self.kind}
+            for kept, a, b in zip(self.kept.tolist(), bounds[:-1], bounds[1:], strict=True)
+        ]  # fmt: skip
 
 
 def _split_by_task(index: GlobalIndex, removed: np.ndarray) -> dict[int, np.ndarray]:
@@ -443,60 +461,65 @@ class DedupRun:
 
     # -- phase 3 ---------------------------------------------------------------------------------------------
 
-    def live(self) -> tuple[list[Task], list[np.ndarray]]:
-        """This rank's tasks and, per task, the ordinals of its documents that passed the filters."""
-        return self.plan.mine, [np.flatnonzero(TaskWork(self.out, t).verdicts() == 0) for t in self.plan.mine]
+    def live_index(self, tasks: list[Task]) -> np.ndarray:
+        """Global indices of this rank's documents that passed the filters, in task order."""
+        parts = [self.index.base[t.index] + np.flatnonzero(TaskWork(self.out, t).verdicts() == 0) for t in tasks]
+        return np.concatenate(parts or [np.zeros(0, np.int64)]).astype(np.int64)
 
     def dedup(self) -> tuple[dict[str, np.ndarray], list[dict]]:
         """Exact then near dedup over this rank's live documents; returns ({reason: removed}, owned clusters)."""
-        cfg, comm = self.recipe.dedup, self.comm
-        tasks, ordinals = self.live()
-        doc_index = np.concatenate([self.index.base[t.index] + o for t, o in zip(tasks, ordinals, strict=True)]
-                                   or [np.zeros(0, np.int64)]).astype(np.int64)  # fmt: skip
+        cfg, comm, tasks = self.recipe.dedup, self.comm, self.plan.mine
+        doc_index = self.live_index(tasks)
         lengths = np.concatenate([TaskWork(self.out, t).lengths() for t in tasks] or [np.zeros(0, np.int64)])
         priority = dedup_api.keep_priority(lengths, getattr(cfg, "keep", "first"))
         del lengths
         removed = {"exact_dup": np.zeros(0, np.int64), "near_dup": np.zeros(0, np.int64)}
-        clusters: list[dict] = []
+        packed: list[PackedClusters] = []
         if cfg.exact:
             keys = np.concatenate([TaskWork(self.out, t).keys() for t in tasks] or [np.zeros((0, 2), np.uint64)])
             result = dedup_api.find_exact_duplicates(comm, doc_index, keys, priority, self.index.owner_of)
             del keys
             removed["exact_dup"] = np.asarray(result.removed, np.int64)
-            clusters += [dict(c, kind="exact") for c in result.clusters]
-            self.step_summary("exact dedup", removed["exact_dup"], result.clusters)
+            packed.append(PackedClusters("exact", result.clusters))  # flat arrays while near dedup runs
+            del result
+            self.step_summary("exact dedup", removed["exact_dup"], len(packed[-1].kept))
         if cfg.near:
             self.params = lsh_params(self.recipe)
             summary(f"near dedup: {self.params.describe()}", self.quiet)
             alive = ~np.isin(doc_index, removed["exact_dup"])
+            doc_index, priority = doc_index[alive], priority[alive]  # the full arrays are not needed any more
             signatures = self.live_signatures(tasks, alive)
+            del alive
             result = dedup_api.find_near_duplicates(
-                comm, doc_index[alive], signatures, self.params, cfg.verify_threshold, priority[alive],
-                self.index.owner_of,
-            )  # fmt: skip
-            del signatures
+                comm, doc_index, signatures, self.params, cfg.verify_threshold, priority, self.index.owner_of
+            )
+            del signatures, doc_index, priority
             removed["near_dup"] = np.asarray(result.removed, np.int64)
-            clusters += [dict(c, kind="near") for c in result.clusters]
+            packed.append(PackedClusters("near", result.clusters))
             self.pairs = {"candidate_pairs": int(result.candidate_pairs), "verified_pairs": int(result.verified_pairs)}
-            self.step_summary("near dedup", removed["near_dup"], result.clusters)
-        return removed, clusters
+            self.step_summary("near dedup", removed["near_dup"], len(packed[-1].kept))
+        return removed, [c for p in packed for c in p.unpack()]
 
     def live_signatures(self, tasks: list[Task], alive: np.ndarray) -> np.ndarray:
-        """Signatures of the live documents still alive, loaded task by task (never two copies of all of them)."""
+        """Signatures of the live documents still alive, read in blocks straight into one array (no temporary
+        copy of a task's signatures, so memory is the alive signatures plus one block)."""
         num_perm = self.recipe.dedup.num_perm
         out = np.empty((int(alive.sum()), num_perm), np.uint32)
         start = row = 0
         for task in tasks:
-            signatures = TaskWork(self.out, task).signatures(num_perm)
-            keep = alive[start : start + len(signatures)]
-            out[row : row + int(keep.sum())] = signatures[keep]
-            start, row = start + len(signatures), row + int(keep.sum())
+            with open(TaskWork(self.out, task).path("signatures.u32"), "rb") as f:
+                while (block := np.fromfile(f, np.uint32, count=SIGNATURE_BLOCK_ROWS * num_perm)).size:
+                    block = block.reshape(-1, num_perm)
+                    keep = alive[start : start + len(block)]
+                    taken = int(keep.sum())
+                    out[row : row + taken] = block[keep]
+                    start, row = start + len(block), row + taken
         return out
 
-    def step_summary(self, step: str, removed: np.ndarray, clusters: list[dict]) -> None:
+    def step_summary(self, step: str, removed: np.ndarray, clusters: int) -> None:
         """Rank 0's line after a dedup step: removals and clusters summed over ranks (a collective)."""
         total = self.comm.allreduce_sum(len(removed))
-        count = self.comm.allreduce_sum(len(clusters))
+        count = self.comm.allreduce_sum(clusters)
         summary(f"{step}: {total} documents removed in {count} clusters", self.quiet)
 
     # -- phase 4 ---------------------------------------------------------------------------------------------
