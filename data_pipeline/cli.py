@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from data_pipeline.executor import install_signal_handlers, job_failed
+from data_pipeline.executor import install_signal_handlers, job_failed, return_large_frees_to_the_os
 
 # (name, module): the module exposes `add_arguments(parser)`, `run(args) -> int` and a docstring (its help).
 SUBCOMMANDS: list[tuple[str, str]] = [
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     install_signal_handlers()
+    return_large_frees_to_the_os()
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except BaseException as err:  # noqa: BLE001 -- every failure ends the job the same way; SystemExit passes

@@ -48,6 +48,20 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated("SIGTERM")
 
 
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 256 << 10
+
+
+def return_large_frees_to_the_os() -> None:
+    """Fix glibc's mmap threshold at 256 KiB: every larger array is its own mapping, unmapped when freed.
+
+    glibc otherwise raises the threshold after each large free (up to 32 MiB), so the band-sized arrays of the
+    dedup phase land on the heap and fragment it: measured 17 MiB more peak RSS at 400k documents on one rank.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
 def install_signal_handlers() -> None:
     """SIGTERM unwinds the stack (default: die at once, leaving pool workers behind); SIGINT already does."""
     signal.signal(signal.SIGTERM, _raise_terminated)
