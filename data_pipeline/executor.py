@@ -23,6 +23,7 @@ import os
 import resource
 import signal
 import sys
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +38,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _PR_SET_PDEATHSIG = 1
+# mpich's proxy may handle the abort before it has read the failing rank's last stderr lines from the pipe (seen
+# once in ~150 runs under heavy load: the error line was lost); a pause before MPI_Abort lets it drain them
+ABORT_GRACE_S = 1.0
 _LOCAL_RANKS_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
 
 
@@ -215,5 +219,7 @@ def job_failed(command: str, err: BaseException) -> int:
         traceback.print_exception(err, file=sys.stderr)
         print(f"pipeline {command}: {where}error: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
     if world is not None and ranks > 1:
+        sys.stderr.flush()
+        time.sleep(ABORT_GRACE_S)  # let the launcher's proxy forward the message before it tears the job down
         world.Abort(code)  # ends every rank of the job; the others may be waiting in a collective
     return code
