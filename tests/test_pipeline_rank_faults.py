@@ -112,7 +112,10 @@ def big_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_signal_during_the_scan_leaves_no_worker_behind(sig: int, big_corpus: Path, tmp_path: Path) -> None:
     """Ctrl-C (SIGINT to the process group) and SIGTERM exit 130/143 at once; after SIGKILL the workers die too."""
     cmd = [PIPELINE, "dedup", "--input", str(big_corpus), "--output", str(tmp_path / "out"), "--set", "workers=2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    slow = faulty_env(PIPELINE_SCAN_DELAY_S="1")  # 6 batches of >= 1 s on 2 workers: still scanning when signalled
+    proc = subprocess.Popen(
+        cmd, env=slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     main = psutil.Process(proc.pid)
     deadline = time.monotonic() + 120
     while len(main.children()) < 2:
@@ -142,7 +145,10 @@ def test_a_run_killed_during_the_scan_redoes_only_unfinished_tasks(tmp_path: Pat
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     command = [PIPELINE, "dedup", "--input", str(data), *SMALL]
     assert subprocess.run([*command, "--output", str(clean)], capture_output=True, timeout=300).returncode == 0
-    proc = subprocess.Popen([*command, "--output", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    slow = faulty_env(PIPELINE_SCAN_DELAY_S="0.3")  # each task (one batch) takes >= 0.3 s: the kill lands mid-scan
+    proc = subprocess.Popen(
+        [*command, "--output", str(killed)], env=slow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while len(scan_markers(killed)) < 2:
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before two tasks were scanned"

@@ -5,6 +5,8 @@ PMI_RANK) it is replaced by one that raises MemoryError naming itself. Every oth
 PIPELINE_FSIZE_LIMIT=N limits that rank's files to N bytes (RLIMIT_FSIZE, SIGXFSZ ignored so a write fails
 with EFBIG instead of killing the process) from the start of the dedup stage's scan (MPI_Init, earlier, needs
 its own files): a disk that refuses one rank's writes.
+PIPELINE_SCAN_DELAY_S=S makes every scanned batch take S seconds longer (every rank): a kill lands mid-scan on
+any machine.
 """
 
 import importlib
@@ -40,3 +42,17 @@ if _mine and _target:
         raise MemoryError(f"injected fault in {_target}")
 
     setattr(_owner, _name, _injected)
+
+if os.environ.get("PIPELINE_SCAN_DELAY_S"):
+    import time
+
+    from data_pipeline import steps
+
+    _delay = float(os.environ["PIPELINE_SCAN_DELAY_S"])
+    _scan_batch = steps.scan_batch
+
+    def _slow_scan_batch(texts):
+        time.sleep(_delay)
+        return _scan_batch(texts)
+
+    steps.scan_batch = _slow_scan_batch
