@@ -11,7 +11,7 @@ memory (the filters keep nothing; affine32 signatures are the same uint32 array 
 `memory` reads each run's stats.json: `resources.per_rank[0].peak_rss_rank_bytes` is the rank process's own
 ru_maxrss (its local worker processes are counted apart), and fits the slope in bytes per document; the issue's
 target is <= 600 B per document (a signature, 512 B at num_perm=128, may stay in memory; the text may not).
-`traffic` reads `bytes_received` of every rank.
+`traffic` reads `bytes_received` of every rank; it cuts the corpus into 4 MB tasks so every rank holds a share.
 """
 
 from __future__ import annotations
@@ -66,9 +66,9 @@ def make_corpus(folder: Path, docs: int, seed: int = 0) -> Path:
     return folder
 
 
-def run_dedup(corpus: Path, out: Path, ranks: int, workers: int) -> tuple[dict, float]:
+def run_dedup(corpus: Path, out: Path, ranks: int, workers: int, extra: tuple[str, ...] = ()) -> tuple[dict, float]:
     cmd = [PYTHON, "-m", "data_pipeline.cli", "dedup", "--input", str(corpus), "--output", str(out), "--quiet"]
-    cmd += [a for s in [*RECIPE, f"workers={workers}"] for a in ("--set", s)]
+    cmd += [a for s in [*RECIPE, f"workers={workers}", *extra] for a in ("--set", s)]
     if ranks > 1:
         cmd = [str(MPIEXEC), "-n", str(ranks), *cmd]
     started = time.perf_counter()
@@ -98,7 +98,10 @@ def memory(args: argparse.Namespace) -> None:
 def traffic(args: argparse.Namespace) -> None:
     corpus = make_corpus(args.workdir / f"corpus-{args.docs[0]}", args.docs[0])
     for ranks in args.ranks:
-        stats, seconds = run_dedup(corpus, args.workdir / f"out-traffic-{ranks}", ranks, 1)
+        # 4 MB tasks: every rank gets a share even of a one-file corpus
+        stats, seconds = run_dedup(
+            corpus, args.workdir / f"out-traffic-{ranks}", ranks, 1, ("read.task_bytes=4194304",)
+        )
         received = [r["bytes_received"] for r in stats["resources"]["per_rank"]]
         sent = [r["bytes_sent"] for r in stats["resources"]["per_rank"]]
         docs = stats["input_docs"]
