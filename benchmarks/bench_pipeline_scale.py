@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -67,6 +68,7 @@ def make_corpus(folder: Path, docs: int, seed: int = 0) -> Path:
 
 
 def run_dedup(corpus: Path, out: Path, ranks: int, workers: int, extra: tuple[str, ...] = ()) -> tuple[dict, float]:
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run each time (an earlier recipe's folder is refused)
     cmd = [PYTHON, "-m", "data_pipeline.cli", "dedup", "--input", str(corpus), "--output", str(out), "--quiet"]
     cmd += [a for s in [*RECIPE, f"workers={workers}", *extra] for a in ("--set", s)]
     if ranks > 1:
