@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
-from data_pipeline.errors import PipelineError
+from data_pipeline.executor import install_signal_handlers, job_failed, return_large_frees_to_the_os
 
 # (name, module): the module exposes `add_arguments(parser)`, `run(args) -> int` and a docstring (its help).
 SUBCOMMANDS: list[tuple[str, str]] = [
@@ -41,27 +40,22 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def launcher_rank() -> int:
-    """This process's rank as the launcher (mpiexec, srun) numbered it; 0 when not launched as one of many."""
-    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Parse, dispatch, and turn a PipelineError into one line on stderr and exit status 2."""
+    """Parse, dispatch, and end on any failure with its message on stderr and a non-zero status.
+
+    A PipelineError or OSError is one line (exit 2); Ctrl-C exits 130, SIGTERM 143. Under several MPI ranks a
+    rank that fails alone prints its error with its rank number and aborts the whole job (executor.job_failed).
+    """
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
+    install_signal_handlers()
+    return_large_frees_to_the_os()
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except (PipelineError, OSError) as e:  # OSError: a path the user named cannot be read or written
-        if launcher_rank() == 0:  # collective failures raise on every rank; one line is enough
-            print(f"pipeline {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"pipeline {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except BaseException as err:  # noqa: BLE001 -- every failure ends the job the same way; SystemExit passes
+        if isinstance(err, SystemExit):
+            raise
+        return job_failed(args.command, err)
 
 
 if __name__ == "__main__":

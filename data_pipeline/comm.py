@@ -3,11 +3,15 @@
 Stages are written once against `Comm`: `LocalComm` is the single-process case (every collective is the
 identity), `MPIComm` wraps an mpi4py communicator. `get_comm()` picks MPI only when the process was started by
 `mpiexec`/`srun` with more than one rank, so a plain `pipeline run` never needs an MPI library at all.
+
+`MPIComm` counts the bytes this rank sends to and receives from other ranks (raw buffers exactly, pickled
+objects by their pickled size), which stats.json reports per rank.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -15,6 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from data_pipeline.errors import RankFailed
+from data_pipeline.executor import mark_every_rank
 
 T = TypeVar("T")
 
@@ -26,6 +31,8 @@ class LocalComm:
 
     rank = 0
     size = 1
+    bytes_sent = 0
+    bytes_received = 0
 
     def allgather(self, obj: Any) -> list[Any]:
         return [obj]
@@ -66,18 +73,38 @@ class MPIComm(LocalComm):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    def _count(self, sent: Any, copies: int, received: list[Any]) -> None:
+        """Pickled sizes of what crossed to (`copies` times `sent`) or from (`received`) other ranks."""
+        self.bytes_sent += _pickled_size(sent) * copies if copies else 0
+        self.bytes_received += sum(_pickled_size(o) for o in received)
 
     def allgather(self, obj: Any) -> list[Any]:
-        return self.comm.allgather(obj)
+        gathered = self.comm.allgather(obj)
+        others = [o for r, o in enumerate(gathered) if r != self.rank]
+        self._count(obj, self.size - 1, others)
+        return gathered
 
     def bcast(self, obj: Any, root: int = 0) -> Any:
-        return self.comm.bcast(obj, root=root)
+        result = self.comm.bcast(obj, root=root)
+        root_sends = self.rank == root
+        self._count(result, self.size - 1 if root_sends else 0, [] if root_sends else [result])
+        return result
 
     def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
-        return self.comm.gather(obj, root=root)
+        gathered = self.comm.gather(obj, root=root)
+        others = [o for r, o in enumerate(gathered) if r != root] if self.rank == root else []
+        self._count(obj, int(self.rank != root), others)
+        return gathered
 
     def alltoall(self, objs: list[Any]) -> list[Any]:
-        return self.comm.alltoall(objs)
+        received = self.comm.alltoall(objs)
+        others = [o for r, o in enumerate(received) if r != self.rank]
+        self.bytes_sent += sum(_pickled_size(o) for r, o in enumerate(objs) if r != self.rank)
+        self._count(None, 0, others)
+        return received
 
     def alltoallv_array(self, parts: list[np.ndarray]) -> np.ndarray:
         dtype = parts[0].dtype
@@ -92,16 +119,26 @@ class MPIComm(LocalComm):
             [send.reshape(-1), (send_counts, _displacements(send_counts)), mpi_type],
             [recv, (recv_counts, _displacements(recv_counts)), mpi_type],
         )
+        self.bytes_sent += int(send_counts.sum() - send_counts[self.rank]) * dtype.itemsize
+        self.bytes_received += int(recv_counts.sum() - recv_counts[self.rank]) * dtype.itemsize
         return recv.reshape((-1, *row_shape)) if row_shape else recv
 
     def allreduce_sum(self, value: int | float) -> int | float:
-        return self.comm.allreduce(value)
+        result = self.comm.allreduce(value)
+        self._count(value, 1, [result])
+        return result
 
     def barrier(self) -> None:
         self.comm.Barrier()
 
     def abort(self, code: int = 1) -> None:
         self.comm.Abort(code)
+
+
+def _pickled_size(obj: Any) -> int:
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    return len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _displacements(counts: np.ndarray) -> np.ndarray:
@@ -127,6 +164,10 @@ def collective(comm: LocalComm, step: str, fn: Callable[[], T]) -> T:
 
     A rank that failed re-raises its own error (type and traceback intact); the others raise RankFailed naming
     every failed rank and its message, which is what rank 0 prints when another rank was the one that failed.
+    Both are marked as raised on every rank, so the CLI ends the ranks without MPI_Abort.
+
+    Only for short steps every rank reaches at the same time (resolving inputs, writing stats): anything else
+    that fails ends the job through the CLI's MPI_Abort (executor.job_failed) without waiting for other ranks.
     """
     try:
         result, own = fn(), None
@@ -134,10 +175,12 @@ def collective(comm: LocalComm, step: str, fn: Callable[[], T]) -> T:
         result, own = None, err
     errors = comm.allgather(None if own is None else f"{type(own).__name__}: {own}")
     if own is not None:
-        raise own
+        raise mark_every_rank(own)
     failed = [f"rank {rank}: {message}" for rank, message in enumerate(errors) if message is not None]
     if failed:
-        raise RankFailed(f"{step} failed on {len(failed)} of {comm.size} rank(s); " + "; ".join(failed))
+        raise mark_every_rank(
+            RankFailed(f"{step} failed on {len(failed)} of {comm.size} rank(s); " + "; ".join(failed))
+        )
     return result
 
 

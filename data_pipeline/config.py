@@ -33,8 +33,12 @@ class ReadConfig:
     max_chars: int = 1_000_000
     strict: bool = False
     txt_mode: str = "file"  # "file": one document per .txt file; "blocks": one per blank-line separated block
+    # a task (unit of work, kept/part-NNNNN.jsonl) is a file or a byte range of at most this many bytes of an
+    # uncompressed jsonl file (data_pipeline/tasks.py)
+    task_bytes: int = 134_217_728
 
     def __post_init__(self) -> None:
+        _check(self.task_bytes > 0, "read.task_bytes", f"must be > 0, got {self.task_bytes}")
         _check(bool(self.text_field), "read.text_field", "must be a non-empty field name")
         _check(bool(self.id_field), "read.id_field", "must be a non-empty field name")
         _check(self.max_chars > 0, "read.max_chars", f"must be > 0, got {self.max_chars}")

@@ -1,47 +1,71 @@
-"""Filter and deduplicate a corpus: read → quality filters → exact dedup → MinHash-LSH near dedup → kept/.
+"""Filter and deduplicate a corpus: tasks → streaming steps → distributed dedup → a streaming pass writes kept/.
 
-The same code runs as one process (LocalComm) or as N MPI ranks. Each rank reads a contiguous block of input
-files (balanced by size), so kept/part-00000.jsonl, part-00001.jsonl, ... concatenated in rank order is the
-global input order, and a document's global index (its position among all readable input documents) does not
-depend on N. The dedup collectives see only global indices, so which documents survive does not depend on N
-either. Each dedup decision reaches only the rank holding the document; each cluster record is built, with its
-ids, by the rank holding the kept document. Rank 0 sums the ledgers, checks they add up and writes stats.json,
-dedup/clusters.jsonl (from the ranks' records) and the report.
+The same code runs as one process (LocalComm) or as N MPI ranks (mpiexec, srun). Phases:
 
-Outputs are written under temporary names and renamed; the completion marker is written last. A rerun with the
-same inputs and recipe skips the stage when every output is intact; a changed input is refused (new folder).
+1. Plan. Rank 0 resolves the inputs; every rank cuts them into the same tasks (data_pipeline/tasks.py: a file,
+   or a byte range of a large uncompressed jsonl file) and spreads them over ranks by size.
+2. Scan, per task, streaming. Documents flow read → normalize → quality filter → exact key → MinHash signature
+   (data_pipeline/steps.py) in bounded batches over this rank's local worker processes; what later phases need
+   goes to disk per task under DIR/dedup/work/t-NNNNN/ (each document's filter verdict and id; for documents that
+   pass, the exact key, the signature and the length), and the task's bad records to rejects/part-NNNNN.jsonl.
+   Each task then gets its own completion marker: a rerun redoes only the tasks without one.
+3. Dedup, collective. A document's global index is its position among all documents in task order, so it does
+   not depend on N. Each rank loads the keys (then the signatures) of its own tasks' documents and calls the
+   dedup functions (exact_dedup.py, lsh.py, dedup_clusters.py); each rank learns the removals among its own documents and
+   receives the clusters whose kept document it holds.
+4. Write, per task, streaming. The task is read again and its documents that passed and were not removed go to
+   kept/part-NNNNN.jsonl; each task has its own marker (which records the removals it applied). The clusters a
+   rank owns are written by that rank into its byte ranges of dedup/clusters.jsonl (task order, then exact
+   before near, then kept index).
+5. Finish. Rank 0 sums the per-rank ledgers, checks they add up, writes stats.json (with per-rank peak memory
+   and bytes sent/received), timings.json, the recipe, and the stage marker last. Each file's sha256 is
+   computed by the rank that wrote it, while writing; a rerun's check of the marker is split over the ranks.
+
+Nothing holds a rank's documents: memory is a batch of text plus, during dedup, 8 bytes of index, 16 of key,
+8 of priority and 4 * num_perm of signature per document of the rank's share. kept/ concatenated in part order
+is the global input order for any N; which documents survive does not depend on N either.
+
+Any rank's error ends the whole job (the CLI prints it with the rank number, then MPI_Abort); no completion
+marker is written for unfinished work. Ctrl-C and SIGTERM terminate the local worker pools (executor.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import time
-from collections.abc import Callable, Iterable
-from multiprocessing import Pool
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
-from data_pipeline import drop_log, markers, minhash
-from data_pipeline.comm import LocalComm, collective, get_comm, on_root
-from data_pipeline.config import FiltersConfig, PipelineConfig, load_recipe, save_recipe
-from data_pipeline.dedup_clusters import owner_of_blocks
+from data_pipeline import dedup_clusters, drop_log, exact_dedup, lsh, markers
+from data_pipeline.comm import LocalComm, get_comm, on_root
+from data_pipeline.config import PipelineConfig, load_recipe, save_recipe
 from data_pipeline.documents import Document, Reject
 from data_pipeline.errors import PipelineError
-from data_pipeline.filters import drop_reason
+from data_pipeline.executor import mark_every_rank, ordered_map, peak_rss_bytes, resolve_workers, worker_pool
 from data_pipeline.ledger import Ledger
 from data_pipeline.progress import stage_progress, summary
-from data_pipeline.readers import ReadPosition, read_file, resolve_inputs, text_field_error
+from data_pipeline.readers import ReadPosition, resolve_inputs, text_field_error
+from data_pipeline.shards import file_sha256
+from data_pipeline.steps import init_steps, scan_batch
+from data_pipeline.tasks import Task, assign_tasks, count_range_lines, file_sizes, plan_tasks, read_task
 
 STAGE = "dedup"
 STATS = "stats.json"
 TIMINGS = "timings.json"
 RECIPE = "recipe.yaml"
-KEPT_DIR, REJECTS_DIR, CLUSTERS = "kept", "rejects", "dedup/clusters.jsonl"
+KEPT_DIR, REJECTS_DIR, CLUSTERS, WORK_DIR = "kept", "rejects", "dedup/clusters.jsonl", "dedup/work"
 DROPPED_DIR = drop_log.DROPPED_DIR
+BATCH_DOCS = 1024
+BATCH_BYTES = 4 << 20
+SIGNATURE_BLOCK_ROWS = 4096
 T = TypeVar("T")
 
 
@@ -69,28 +93,8 @@ def run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- files
 
 
-def assign_files(sizes: list[int], world_size: int) -> list[int]:
-    """Owner rank of each file: contiguous blocks, cut where the cumulative size crosses k/N of the total."""
-    total, done, owners = sum(sizes), 0, []
-    for size in sizes:
-        middle = done + size / 2
-        owners.append(min(world_size - 1, int(middle * world_size / total)) if total else 0)
-        done += size
-    return owners
-
-
-def write_jsonl_atomic(path: Path, records: Iterable[dict], ensure_ascii: bool = False) -> Path:
-    """Write to a temporary name and rename, so a killed run never leaves a half file under the real name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=ensure_ascii) + "\n")
-    except OSError as err:  # disk full, quota, I/O error: name the file, leave no partial one behind
-        raise _write_error(path, tmp, err) from err
-    os.replace(tmp, path)
-    return path
+def part_name(task_index: int) -> str:
+    return f"part-{task_index:05d}.jsonl"
 
 
 def _write_error(path: Path, tmp: Path, err: OSError) -> PipelineError:
@@ -98,173 +102,625 @@ def _write_error(path: Path, tmp: Path, err: OSError) -> PipelineError:
     return PipelineError(f"{path}: cannot write ({err.strerror}); free space there or choose another --output")
 
 
-def write_json_atomic(path: Path, obj: Any) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
-    except OSError as err:
-        raise _write_error(path, tmp, err) from err
-    os.replace(tmp, path)
-    return path
+class HashedFile:
+    """A file written under a temporary name, hashed while written, renamed into place only when complete.
 
-
-def part_name(rank: int) -> str:
-    return f"part-{rank:05d}.jsonl"
-
-
-# ---------------------------------------------------------------------------------------------------- steps
-
-
-def read_share(
-    files: list[str], recipe: PipelineConfig, ledger: Ledger, quiet: bool
-) -> tuple[list[Document], list[Reject], set[str]]:
-    """Read this rank's files; every record is counted in the ledger (per input), bad ones dropped with their reason.
-
-    Also returns the field names of records that lack read.text_field (for the error when no record has it).
+    A killed run never leaves a half file under the real name; a write error (disk full, quota, file-size
+    limit) names the file and removes the temporary one.
     """
-    docs: list[Document] = []
-    rejects: list[Reject] = []
-    fields_seen: set[str] = set()
-    with stage_progress("read", sum(os.path.getsize(f) for f in files), quiet) as bar:
-        for path in files:
-            position, shown_bytes, pending = ReadPosition(), 0, 0
-            for item in read_file(path, recipe.read, position):
-                (docs if isinstance(item, Document) else rejects).append(item)
-                pending += 1
-                if pending == 4096:
-                    bar.update(pending, position.bytes_read - shown_bytes)
-                    shown_bytes, pending = position.bytes_read, 0
-            bar.update(pending, os.path.getsize(path) - shown_bytes)
-            fields_seen |= position.fields_without_text
-    for doc in docs:
-        ledger.read(source=doc.source)
-    for reject in rejects:
-        ledger.read(source=reject.source)
-        ledger.drop(reject.ledger_reason, source=reject.source)
-    return docs, rejects, fields_seen
 
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.digest = hashlib.sha256()
+        self.file: BinaryIO | None = None
 
-_WORKER_FILTERS: FiltersConfig | None = None
-
-
-def _init_filter_worker(cfg: FiltersConfig) -> None:
-    global _WORKER_FILTERS
-    _WORKER_FILTERS = cfg
-
-
-def _filter_in_worker(text: str) -> tuple[str, float] | None:
-    return drop_reason(text, _WORKER_FILTERS)
-
-
-_LOCAL_RANKS_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
-
-
-def local_ranks() -> int:
-    """How many ranks of this job share this machine (1 without a launcher)."""
-    for name in _LOCAL_RANKS_VARS:
-        value = os.environ.get(name, "").split("(")[0]
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return 1
-
-
-def resolve_workers(workers: int) -> int:
-    """`workers=0` is this rank's fair share of the cores it may use, so N ranks on a node do not oversubscribe it."""
-    if workers:
-        return workers
-    return max(1, minhash.resolve_workers(0) // local_ranks())
-
-
-def filter_reasons(texts: list[str], cfg: FiltersConfig, workers: int, quiet: bool) -> list[tuple[str, float] | None]:
-    """(drop reason, measured value) of each text (None = keep), over local worker processes when worth it."""
-    reasons: list[tuple[str, float] | None] = []
-    with stage_progress("filter", sum(len(t) for t in texts), quiet) as bar:
-        if workers <= 1 or len(texts) < 512:
-            chunks: Iterable[tuple[str, float] | None] = (drop_reason(t, cfg) for t in texts)
-            pool = None
-        else:
-            pool = Pool(workers, initializer=_init_filter_worker, initargs=(cfg,))
-            chunks = pool.imap(_filter_in_worker, texts, chunksize=64)
+    def __enter__(self) -> HashedFile:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            for text, reason in zip(texts, chunks, strict=True):
-                reasons.append(reason)
-                bar.update(1, len(text))
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
-    return reasons
+            self.file = open(self.tmp, "wb")  # noqa: SIM115 -- closed in __exit__
+        except OSError as err:
+            raise _write_error(self.path, self.tmp, err) from err
+        return self
+
+    def write(self, data: bytes) -> None:
+        self.digest.update(data)
+        try:
+            self.file.write(data)
+        except OSError as err:
+            self.file.close()
+            raise _write_error(self.path, self.tmp, err) from err
+
+    def __exit__(self, kind: Any, err: Any, tb: Any) -> None:
+        try:
+            self.file.close()
+        except OSError as close_err:
+            if kind is None:
+                raise _write_error(self.path, self.tmp, close_err) from close_err
+        if kind is not None:
+            self.tmp.unlink(missing_ok=True)
+            return
+        os.replace(self.tmp, self.path)
+
+    @property
+    def sha256(self) -> str:
+        return self.digest.hexdigest()
 
 
-def apply_drops(
-    kept: np.ndarray, doc_index: np.ndarray, removed: np.ndarray, reason: str, ledger: Ledger, docs: list[Document]
-) -> None:
-    """Clear `kept` for the removed global indices and count them under `reason`, per input."""
-    hit = np.isin(doc_index, np.asarray(removed, dtype=np.int64))
-    newly = hit & kept
-    for i in np.flatnonzero(newly):
-        ledger.drop(reason, source=docs[i].source)
-    kept &= ~hit
+def write_json_atomic(path: Path, obj: Any) -> str:
+    with HashedFile(path) as f:
+        f.write((json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+    return f.sha256
 
 
-def keep_priorities(docs: list[Document], alive: np.ndarray, recipe: PipelineConfig) -> np.ndarray:
-    """`dedup.keep` priority of each live document (the cluster keeps its lowest (priority, global index))."""
-    from data_pipeline.exact_dedup import keep_priority
-
-    return keep_priority(np.array([len(docs[i].text) for i in alive], np.int64), recipe.dedup.keep)
+def jsonl_bytes(records: Iterable[dict], ensure_ascii: bool = False) -> bytes:
+    return b"".join((json.dumps(r, ensure_ascii=ensure_ascii) + "\n").encode("utf-8") for r in records)
 
 
-def exact_dedup(comm: LocalComm, docs: list[Document], doc_index: np.ndarray, kept: np.ndarray, ledger: Ledger,
-                recipe: PipelineConfig, owner_of: Any) -> list[dict]:  # fmt: skip
-    """Drop byte-identical copies of a higher-priority document (any rank); returns the clusters this rank owns."""
-    from data_pipeline.exact_dedup import exact_text_hashes, find_exact_duplicates
-
-    alive = np.flatnonzero(kept)
-    hashes = exact_text_hashes([docs[i].text for i in alive])
-    priority = keep_priorities(docs, alive, recipe)
-    result = find_exact_duplicates(comm, doc_index[alive], hashes, priority, owner_of)
-    apply_drops(kept, doc_index, result.removed, "exact_dup", ledger, docs)
-    return [{"kind": "exact", **c} for c in result.clusters]
+# ---------------------------------------------------------------------------------------------------- plan
 
 
-SIGNATURE_BATCH_DOCS = 16384
+def stage_config(recipe: PipelineConfig) -> dict:
+    """What the outputs depend on (worker counts and the tokenizer sections do not change them)."""
+    return {"read": recipe.section("read"), "filters": recipe.section("filters"), "dedup": recipe.section("dedup")}
 
 
-def minhash_signatures(texts: list[str], recipe: PipelineConfig, quiet: bool) -> np.ndarray:
-    """(n, num_perm) signatures in batches, so the bar moves; a signature depends only on its own text."""
-    cfg, workers = recipe.dedup, resolve_workers(recipe.workers)
-    batches = []
-    with stage_progress("minhash", sum(len(t) for t in texts), quiet) as bar:
-        for start in range(0, len(texts), SIGNATURE_BATCH_DOCS):
-            batch = texts[start : start + SIGNATURE_BATCH_DOCS]
-            batches.append(
-                minhash.compute_signatures(
-                    batch,
-                    ngram=cfg.ngram,
-                    num_perm=cfg.num_perm,
-                    seed=cfg.seed,
-                    workers=workers,
-                    scheme=cfg.scheme,
-                    shingle=cfg.shingle,
-                )
+class Plan:
+    """The tasks, which rank runs each, and (after counting) each range task's first line number."""
+
+    def __init__(self, comm: LocalComm, files: list[str], recipe: PipelineConfig) -> None:
+        sizes = comm.bcast(file_sizes(files) if comm.rank == 0 else None)
+        self.tasks = plan_tasks(files, sizes, recipe.read.task_bytes)
+        self.owners = assign_tasks([t.size for t in self.tasks], comm.size)
+        self.mine = [t for t in self.tasks if self.owners[t.index] == comm.rank]
+        self.first_lines = self._first_lines(comm)
+
+    def _first_lines(self, comm: LocalComm) -> list[int]:
+        """Line number of each task's first line: 1, or 1 + the lines of the earlier ranges of the same file."""
+        counted = {t.index: count_range_lines(t) for t in self.mine if t.is_range}
+        lines = {i: n for part in comm.allgather(counted) for i, n in part.items()}
+        first, previous = [], None
+        for task in self.tasks:
+            line = first[-1] + lines[task.index - 1] if previous == task.path and task.is_range else 1
+            first.append(line)
+            previous = task.path
+        return first
+
+
+def task_fingerprint(phase: str, task: Task, first_line: int, config: dict, extra: Any = None) -> str:
+    spec = {"config": config, "task": [task.path, task.start, task.end, first_line], "extra": extra}
+    return markers.fingerprint(f"{STAGE}-{phase}", spec, [task.path])
+
+
+def task_stage(phase: str, task: Task) -> str:
+    return f"{STAGE}-{phase}/t-{task.index:05d}"
+
+
+# ---------------------------------------------------------------------------------------------------- scan
+
+
+class TaskWork:
+    """The per-task files later phases read: DIR/dedup/work/t-NNNNN/."""
+
+    NAMES = ("verdict.u8", "value.f64", "keys.u64", "signatures.u32", "lengths.i64", "ids.jsonl", "meta.json")
+
+    def __init__(self, output_dir: Path, task: Task) -> None:
+        self.folder = output_dir / WORK_DIR / f"t-{task.index:05d}"
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def meta(self) -> dict:
+        return json.loads(self.path("meta.json").read_text())
+
+    def verdicts(self) -> np.ndarray:
+        """Per document: 0 passed the filters, k > 0 dropped for meta["filter_reasons"][k - 1]."""
+        return np.fromfile(self.path("verdict.u8"), np.uint8)
+
+    def keys(self) -> np.ndarray:
+        return np.fromfile(self.path("keys.u64"), np.uint64).reshape(-1, 2)
+
+    def lengths(self) -> np.ndarray:
+        return np.fromfile(self.path("lengths.i64"), np.int64)
+
+    def ids(self, ordinals: np.ndarray) -> list[str]:
+        """Ids of the documents at these ordinals (sorted), streaming the ids file."""
+        wanted, found = set(ordinals.tolist()), {}
+        with open(self.path("ids.jsonl"), encoding="utf-8") as f:
+            for ordinal, line in enumerate(f):
+                if ordinal in wanted:
+                    found[ordinal] = json.loads(line)
+        return [found[o] for o in ordinals.tolist()]
+
+
+class TaskScanner:
+    """Phase 2 for one task: stream its documents through the steps; write its work files and rejects part."""
+
+    def __init__(self, output_dir: Path, recipe: PipelineConfig, pool: Any, ahead: int, bar: Any) -> None:
+        self.out, self.recipe, self.pool, self.ahead, self.bar = output_dir, recipe, pool, ahead, bar
+
+    def scan(self, task: Task, first_line: int) -> dict[str, str]:
+        """Returns {output path inside DIR: sha256} of the files it wrote."""
+        work = TaskWork(self.out, task)
+        work.folder.mkdir(parents=True, exist_ok=True)
+        files = {n: HashedFile(work.path(n)) for n in TaskWork.NAMES if n != "meta.json"}
+        rejects = HashedFile(self.out / REJECTS_DIR / part_name(task.index))
+        reasons: dict[str, int] = {}
+        counts = {"records": 0, "docs": 0, "bad_input": Counter(), "filter": Counter()}
+        pending_ids: deque[list[str]] = deque()
+        with rejects, files["verdict.u8"], files["value.f64"], files["keys.u64"], files["signatures.u32"], \
+                files["lengths.i64"], files["ids.jsonl"]:  # fmt: skip
+            position, shown = ReadPosition(), 0
+            batches = self._batches(read_task(task, self.recipe.read, first_line, position), rejects, counts,
+                                    pending_ids)  # fmt: skip
+            for scanned in ordered_map(self.pool, scan_batch, batches, self.ahead):
+                ids = pending_ids.popleft()
+                codes = [0 if v is None else reasons.setdefault(v[0], len(reasons) + 1) for v in scanned.verdicts]
+                counts["filter"].update(v[0] for v in scanned.verdicts if v is not None)
+                files["verdict.u8"].write(np.asarray(codes, np.uint8).tobytes())
+                values = [np.nan if v is None else v[1] for v in scanned.verdicts]
+                files["value.f64"].write(np.asarray(values, np.float64).tobytes())
+                files["keys.u64"].write(np.ascontiguousarray(scanned.keys, np.uint64).tobytes())
+                files["signatures.u32"].write(np.ascontiguousarray(scanned.signatures, np.uint32).tobytes())
+                files["lengths.i64"].write(scanned.lengths.astype(np.int64).tobytes())
+                files["ids.jsonl"].write("".join(json.dumps(i) + "\n" for i in ids).encode("utf-8"))
+                self.bar.update(len(ids), max(0, position.bytes_read - shown))
+                shown = max(shown, position.bytes_read)
+        meta = {
+            "task": task.describe(),
+            "records": counts["records"],
+            "docs": counts["docs"],
+            "bad_input": dict(sorted(counts["bad_input"].items())),
+            "filter": dict(sorted(counts["filter"].items())),
+            "filter_reasons": sorted(reasons, key=reasons.get),
+            "fields_without_text": sorted(position.fields_without_text),
+        }
+        written = {f.path: f.sha256 for f in [*files.values(), rejects]}
+        written[work.path("meta.json")] = write_json_atomic(work.path("meta.json"), meta)
+        self.bar.update(0, max(0, task.size - shown))
+        return {str(p.relative_to(self.out)): sha for p, sha in written.items()}
+
+    def _batches(self, items: Iterator[Document | Reject], rejects: HashedFile, counts: dict,
+                 pending_ids: deque) -> Iterator[list[str]]:  # fmt: skip
+        """Texts in batches of at most BATCH_DOCS documents / BATCH_BYTES characters; rejects written in order."""
+        texts: list[str] = []
+        ids: list[str] = []
+        size = 0
+        for item in items:
+            counts["records"] += 1
+            if isinstance(item, Reject):
+                counts["bad_input"][item.ledger_reason] += 1
+                rejects.write(jsonl_bytes([item.to_record()], ensure_ascii=True))
+                continue
+            counts["docs"] += 1
+            texts.append(item.text)
+            ids.append(item.id)
+            size += len(item.text)
+            if len(texts) >= BATCH_DOCS or size >= BATCH_BYTES:
+                pending_ids.append(ids)
+                yield texts
+                texts, ids, size = [], [], 0
+        if texts:
+            pending_ids.append(ids)
+            yield texts
+
+
+# ---------------------------------------------------------------------------------------------------- dedup
+
+
+class GlobalIndex:
+    """Global document indices: task order, then document order inside a task; the same for any N."""
+
+    def __init__(self, docs_per_task: np.ndarray, owners: list[int]) -> None:
+        self.docs = docs_per_task
+        self.base = np.concatenate([[0], np.cumsum(docs_per_task)[:-1]]).astype(np.int64)
+        self.task_owner = np.asarray(owners, np.int64)
+
+    def task_of(self, index: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.base, np.asarray(index, np.int64), side="right") - 1
+
+    def owner_of(self, index: np.ndarray) -> np.ndarray:
+        """The rank holding each global index (vectorised): the dedup functions route by it."""
+        return self.task_owner[self.task_of(index)]
+
+
+class PackedClusters:
+    """Clusters as three flat arrays (about 16 bytes per member instead of ~100 in dicts and lists)."""
+
+    def __init__(self, kind: str, clusters: list[dict]) -> None:
+        self.kind = kind
+        self.kept = np.array([c["kept"] for c in clusters], np.int64)
+        sizes = [len(c["removed"]) for c in clusters]
+        self.bounds = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self.removed = np.array([i for c in clusters for i in c["removed"]], np.int64)
+        self.similarity = np.array([s for c in clusters for s in c.get("similarity", [1.0] * len(c["removed"]))])
+
+    def unpack(self) -> list[dict]:
+        bounds = self.bounds.tolist()
+        return [
+            {"kept": kept, "removed": self.removed[a:b].tolist(), "similarity": self.similarity[a:b].tolist(),
+             "kind": self.kind}
+            for kept, a, b in zip(self.kept.tolist(), bounds[:-1], bounds[1:], strict=True)
+        ]  # fmt: skip
+
+
+def _split_by_task(index: GlobalIndex, removed: np.ndarray) -> dict[int, np.ndarray]:
+    """Sorted global indices -> {task: ordinals inside the task}."""
+    removed = np.sort(np.asarray(removed, np.int64))
+    tasks = index.task_of(removed)
+    return {int(t): removed[tasks == t] - index.base[t] for t in np.unique(tasks)}
+
+
+# ---------------------------------------------------------------------------------------------------- stage
+
+
+def prepare_output(output_dir: Path) -> None:
+    """Forget any earlier stage completion (per-task markers stay: finished tasks are reused)."""
+    markers.invalidate(output_dir, STAGE)
+    for sub in (KEPT_DIR, REJECTS_DIR, WORK_DIR):
+        (output_dir / sub).mkdir(parents=True, exist_ok=True)
+
+
+def remove_stale_parts(output_dir: Path, num_tasks: int) -> None:
+    """Parts of an earlier plan with more tasks (or of the earlier per-rank layout) would mix into kept/;
+    temporary parts of a killed rank are garbage."""
+    expected = {part_name(i) for i in range(num_tasks)}
+    for sub, suffix in ((KEPT_DIR, ""), (REJECTS_DIR, ""), (DROPPED_DIR, ".gz")):
+        for part in (output_dir / sub).glob(f"part-*.jsonl{suffix}"):
+            if part.name.removesuffix(suffix) not in expected:
+                part.unlink()
+        for tmp in (output_dir / sub).glob(f".part-*.jsonl{suffix}.tmp"):  # of a rank killed while writing
+            tmp.unlink()
+
+
+def already_complete(comm: LocalComm, output_dir: Path, stage_fp: str) -> bool:
+    """True when the stage marker matches and every output is intact; ranks hash a share of the outputs each."""
+    marker = on_root(comm, "checking earlier outputs", lambda: markers.read_marker(output_dir, STAGE, stage_fp))
+    if marker is None:
+        return False
+    outputs = sorted(marker["outputs"].items())
+    broken = not markers.outputs_intact(output_dir, outputs[comm.rank :: comm.size])
+    return comm.allreduce_sum(int(broken)) == 0
+
+
+def run_dedup(comm: LocalComm, inputs: list[str], output_dir: Path, recipe: PipelineConfig, quiet: bool) -> dict:
+    """The whole stage on every rank; returns the merged stats (on every rank)."""
+    output_dir = Path(output_dir)
+    quiet = quiet or comm.rank != 0
+    files = on_root(comm, "resolving inputs", lambda: resolve_inputs(inputs))
+    stage_fp = markers.fingerprint(STAGE, stage_config(recipe), files)
+    if already_complete(comm, output_dir, stage_fp):
+        stats = json.loads((output_dir / STATS).read_text())
+        summary(f"dedup: {output_dir} is already complete for these inputs and recipe; skipped", quiet)
+        return stats
+    on_root(comm, "preparing the output folder", lambda: prepare_output(output_dir))
+    comm.barrier()
+    return DedupRun(comm, files, output_dir, recipe, quiet, stage_fp).execute()
+
+
+class DedupRun:
+    """One execution of the stage on one rank: its tasks, their outputs' hashes, its ledger and timings."""
+
+    def __init__(self, comm: LocalComm, files: list[str], output_dir: Path, recipe: PipelineConfig, quiet: bool,
+                 stage_fp: str) -> None:  # fmt: skip
+        self.comm, self.files, self.out, self.recipe, self.quiet = comm, files, output_dir, recipe, quiet
+        self.stage_fp = stage_fp
+        self.config = stage_config(recipe)
+        self.timings: dict[str, float] = {}
+        self.hashes: dict[str, str] = {}  # output path inside DIR -> sha256, for the stage marker
+        self.pairs: dict[str, int] = {}
+        self.params: Any = None
+
+    def timed(self, name: str, fn: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        result = fn()
+        self.timings[name] = round(time.perf_counter() - started, 3)
+        return result
+
+    def execute(self) -> dict:
+        self.plan = self.timed("plan", lambda: Plan(self.comm, self.files, self.recipe))
+        self.timed("scan", self.scan)
+        self.check_text_field()
+        self.index = GlobalIndex(self.docs_per_task(), self.plan.owners)
+        removed, clusters = self.timed("dedup", self.dedup)
+        self.timed("write_kept", lambda: self.write_kept(removed))
+        records = self.timed("clusters", lambda: self.write_clusters(clusters))
+        return self.finish(removed, records)
+
+    # -- phase 2 ---------------------------------------------------------------------------------------------
+
+    def scan(self) -> None:
+        """Scan this rank's unfinished tasks; finished ones (intact marker) are reused as they are."""
+        plan, redo = self.plan, []
+        for task in plan.mine:
+            stage, fp = task_stage("scan", task), self.scan_fp(task)
+            done = markers.task_outputs(self.out, stage, fp)
+            if done is None:
+                redo.append(task)
+            else:
+                self.hashes.update({k: v for k, v in done.items() if k.startswith(REJECTS_DIR)})
+        workers = resolve_workers(self.recipe.workers)
+        total = sum(t.size for t in redo)
+        with stage_progress("scan", total, self.quiet) as bar, \
+                worker_pool(workers, init_steps, (self.recipe.filters, self.recipe.dedup)) as pool:  # fmt: skip
+            scanner = TaskScanner(self.out, self.recipe, pool, 2 * workers, bar)
+            for task in redo:
+                stage, fp = task_stage("scan", task), self.scan_fp(task)
+                markers.invalidate(self.out, stage)
+                written = scanner.scan(task, plan.first_lines[task.index])
+                markers.mark_complete(self.out, stage, fp, [self.out / p for p in written],
+                                      known={self.out / p: sha for p, sha in written.items()})  # fmt: skip
+                self.hashes.update({k: v for k, v in written.items() if k.startswith(REJECTS_DIR)})
+        redone = self.comm.allreduce_sum(len(redo))
+        summary(f"scan: {redone} of {len(plan.tasks)} tasks scanned, {len(plan.tasks) - redone} reused from an "
+                "earlier run", self.quiet)  # fmt: skip
+
+    def check_text_field(self) -> None:
+        """Stop when no record has read.text_field but records have other fields (a misnamed key), on every rank."""
+        metas = [TaskWork(self.out, t).meta() for t in self.plan.mine]
+        docs = self.comm.allreduce_sum(sum(m["docs"] for m in metas))
+        missing = self.comm.allreduce_sum(sum(m["bad_input"].get("bad_input:missing_text", 0) for m in metas))
+        fields = sorted(set().union(*self.comm.allgather({f for m in metas for f in m["fields_without_text"]})))
+        if error := text_field_error(docs, missing, fields, self.recipe.read):
+            raise mark_every_rank(error)
+
+    def scan_fp(self, task: Task) -> str:
+        return task_fingerprint("scan", task, self.plan.first_lines[task.index], self.config)
+
+    def docs_per_task(self) -> np.ndarray:
+        mine = {t.index: TaskWork(self.out, t).meta()["docs"] for t in self.plan.mine}
+        merged = {i: n for part in self.comm.allgather(mine) for i, n in part.items()}
+        return np.array([merged[i] for i in range(len(self.plan.tasks))], np.int64)
+
+    # -- phase 3 ---------------------------------------------------------------------------------------------
+
+    def live_index(self, tasks: list[Task]) -> np.ndarray:
+        """Global indices of this rank's documents that passed the filters, in task order."""
+        parts = [self.index.base[t.index] + np.flatnonzero(TaskWork(self.out, t).verdicts() == 0) for t in tasks]
+        return np.concatenate(parts or [np.zeros(0, np.int64)]).astype(np.int64)
+
+    def dedup(self) -> tuple[dict[str, np.ndarray], list[dict]]:
+        """Exact then near dedup over this rank's live documents; returns ({reason: removed}, owned clusters)."""
+        cfg, comm, tasks = self.recipe.dedup, self.comm, self.plan.mine
+        doc_index = self.live_index(tasks)
+        lengths = np.concatenate([TaskWork(self.out, t).lengths() for t in tasks] or [np.zeros(0, np.int64)])
+        priority = dedup_clusters.keep_priority(lengths, cfg.keep)
+        del lengths
+        removed = {"exact_dup": np.zeros(0, np.int64), "near_dup": np.zeros(0, np.int64)}
+        packed: list[PackedClusters] = []
+        if cfg.exact:
+            keys = np.concatenate([TaskWork(self.out, t).keys() for t in tasks] or [np.zeros((0, 2), np.uint64)])
+            result = exact_dedup.find_exact_duplicates(comm, doc_index, keys, priority, self.index.owner_of)
+            del keys
+            removed["exact_dup"] = np.asarray(result.removed, np.int64)
+            packed.append(PackedClusters("exact", result.clusters))  # flat arrays while near dedup runs
+            del result
+            self.step_summary("exact dedup", removed["exact_dup"], len(packed[-1].kept))
+        if cfg.near:
+            self.params = lsh_params(self.recipe)
+            summary(f"near dedup: {self.params.describe()}", self.quiet)
+            alive = ~np.isin(doc_index, removed["exact_dup"])
+            doc_index, priority = doc_index[alive], priority[alive]  # the full arrays are not needed any more
+            signatures = self.live_signatures(tasks, alive)
+            del alive
+            result = lsh.find_near_duplicates(
+                comm, doc_index, signatures, self.params, cfg.verify_threshold, priority, self.index.owner_of
             )
-            bar.update(len(batch), sum(len(t) for t in batch))
-    return np.concatenate(batches) if batches else np.zeros((0, cfg.num_perm), np.uint32)
+            del signatures, doc_index, priority
+            removed["near_dup"] = np.asarray(result.removed, np.int64)
+            packed.append(PackedClusters("near", result.clusters))
+            self.pairs = {"candidate_pairs": int(result.candidate_pairs), "verified_pairs": int(result.verified_pairs)}
+            self.step_summary("near dedup", removed["near_dup"], len(packed[-1].kept))
+        return removed, [c for p in packed for c in p.unpack()]
 
+    def live_signatures(self, tasks: list[Task], alive: np.ndarray) -> np.ndarray:
+        """Signatures of the live documents still alive, read in blocks straight into one array (no temporary
+        copy of a task's signatures, so memory is the alive signatures plus one block)."""
+        num_perm = self.recipe.dedup.num_perm
+        out = np.empty((int(alive.sum()), num_perm), np.uint32)
+        start = row = 0
+        for task in tasks:
+            with open(TaskWork(self.out, task).path("signatures.u32"), "rb") as f:
+                while (block := np.fromfile(f, np.uint32, count=SIGNATURE_BLOCK_ROWS * num_perm)).size:
+                    block = block.reshape(-1, num_perm)
+                    keep = alive[start : start + len(block)]
+                    taken = int(keep.sum())
+                    out[row : row + taken] = block[keep]
+                    start, row = start + len(block), row + taken
+        return out
 
-def near_dedup(comm: LocalComm, docs: list[Document], doc_index: np.ndarray, kept: np.ndarray, ledger: Ledger,
-               recipe: PipelineConfig, params: Any, pairs: dict, quiet: bool, owner_of: Any) -> list[dict]:  # fmt: skip
-    """Drop verified near duplicates of the document kept for them (any rank); returns the clusters this rank owns."""
-    from data_pipeline.lsh import find_near_duplicates
+    def step_summary(self, step: str, removed: np.ndarray, clusters: int) -> None:
+        """Rank 0's line after a dedup step: removals and clusters summed over ranks (a collective)."""
+        total = self.comm.allreduce_sum(len(removed))
+        count = self.comm.allreduce_sum(clusters)
+        summary(f"{step}: {total} documents removed in {count} clusters", self.quiet)
 
-    alive = np.flatnonzero(kept)
-    signatures = minhash_signatures([docs[i].text for i in alive], recipe, quiet)
-    priority = keep_priorities(docs, alive, recipe)
-    verify = recipe.dedup.verify_threshold
-    result = find_near_duplicates(comm, doc_index[alive], signatures, params, verify, priority, owner_of)
-    apply_drops(kept, doc_index, result.removed, "near_dup", ledger, docs)
-    pairs["candidate_pairs"], pairs["verified_pairs"] = int(result.candidate_pairs), int(result.verified_pairs)
-    return [{"kind": "near", **c} for c in result.clusters]
+    # -- phase 4 ---------------------------------------------------------------------------------------------
+
+    def write_kept(self, removed: dict[str, np.ndarray]) -> None:
+        """Rewrite the kept part of every task whose marker does not record these removals."""
+        by_task = {reason: _split_by_task(self.index, r) for reason, r in removed.items()}
+        self.task_removed = {
+            t.index: {reason: parts.get(t.index, np.zeros(0, np.int64)) for reason, parts in by_task.items()}
+            for t in self.plan.mine
+        }
+        with stage_progress("write kept", sum(t.size for t in self.plan.mine), self.quiet) as bar:
+            for task in self.plan.mine:
+                dropped = self.task_removed[task.index]
+                fp = task_fingerprint("write", task, self.plan.first_lines[task.index], self.config,
+                                      {r: hashlib.sha256(o.tobytes()).hexdigest() for r, o in dropped.items()})  # fmt: skip
+                stage = task_stage("write", task)
+                done = markers.task_outputs(self.out, stage, fp)
+                if done is None:
+                    markers.invalidate(self.out, stage)
+                    done = self.write_task(task, np.concatenate(list(dropped.values())))
+                    markers.mark_complete(self.out, stage, fp, [self.out / p for p in done],
+                                          known={self.out / p: sha for p, sha in done.items()})  # fmt: skip
+                self.hashes.update({k: v for k, v in done.items() if k.startswith((KEPT_DIR, DROPPED_DIR))})
+                bar.update(0, task.size)
+
+    def write_task(self, task: Task, removed: np.ndarray) -> dict[str, str]:
+        """Read the task again; its documents that passed the filters and were not removed go to its kept part,
+        and those a filter dropped to its drop log (id, source, rule, measured value: DIR/dropped/)."""
+        work = TaskWork(self.out, task)
+        verdicts, removed_set = work.verdicts(), set(np.asarray(removed).tolist())
+        values, rules = np.fromfile(work.path("value.f64"), np.float64), work.meta()["filter_reasons"]
+        kept_file, kept = HashedFile(self.out / KEPT_DIR / part_name(task.index)), 0
+        dropped_path = drop_log.part_path(self.out, f"part-{task.index:05d}")
+        docs = (
+            i for i in read_task(task, self.recipe.read, self.plan.first_lines[task.index]) if isinstance(i, Document)
+        )
+        read = 0
+        with kept_file, drop_log.DropLog(dropped_path) as dropped:
+            batch: list[dict] = []
+            for ordinal, doc in enumerate(docs):
+                read += 1
+                if ordinal >= len(verdicts):
+                    continue
+                if verdicts[ordinal]:
+                    dropped.add(doc.id, doc.source, rules[verdicts[ordinal] - 1], values[ordinal], doc.text)
+                elif ordinal not in removed_set:
+                    batch.append(doc.to_record())
+                    if len(batch) == BATCH_DOCS:
+                        kept_file.write(jsonl_bytes(batch))
+                        kept, batch = kept + len(batch), []
+            kept_file.write(jsonl_bytes(batch))
+            kept += len(batch)
+            if read != len(verdicts):  # inside the block: the half-written part is removed, no marker follows
+                raise PipelineError(
+                    f"{task.describe()}: read {read} documents now but {len(verdicts)} when scanned; the input "
+                    "changed during the run: rerun in a new --output folder"
+                )
+        written = {kept_file.path: kept_file.sha256, dropped_path: file_sha256(dropped_path)}
+        summary_file = work.path("kept.json")
+        written[summary_file] = write_json_atomic(summary_file, {"kept_docs": kept, "examples": dropped.examples})
+        return {str(p.relative_to(self.out)): sha for p, sha in written.items()}
+
+    # -- clusters --------------------------------------------------------------------------------------------
+
+    def write_clusters(self, clusters: list[dict]) -> list[dict]:
+        """This rank's cluster records, written into its byte ranges of clusters.jsonl; returns the records."""
+        kept = np.array([c["kept"] for c in clusters], np.int64)
+        kept_task = self.index.task_of(kept).tolist() if len(kept) else []
+        order = sorted(range(len(clusters)), key=lambda k: (kept_task[k], clusters[k]["kind"] != "exact", int(kept[k])))
+        clusters, tasks = [clusters[k] for k in order], [kept_task[k] for k in order]
+        members = np.unique(np.array([i for c in clusters for i in [c["kept"], *c["removed"]]], np.int64))
+        mine = members[self.index.owner_of(members) == self.comm.rank] if len(members) else members
+        mine = np.union1d(mine, np.concatenate([np.zeros(0, np.int64), *self.all_removed()]))
+        ids = self.ids_of(mine)
+        bare = [{k: c[k] for k in ("kept", "removed", "similarity") if k in c} for c in clusters]
+        records = dedup_clusters.cluster_records_with_ids(self.comm, bare, mine, ids, self.index.owner_of)
+        records = [{"kind": c["kind"], **r} for c, r in zip(clusters, records, strict=True)]
+        lines: dict[int, list[dict]] = {}
+        for task, record in zip(tasks, records, strict=True):
+            lines.setdefault(task, []).append(record)
+        self.write_pieces({task: jsonl_bytes(task_records) for task, task_records in lines.items()})
+        return records
+
+    def all_removed(self) -> list[np.ndarray]:
+        return [self.index.base[t] + o for t, parts in self.task_removed.items() for o in parts.values()]
+
+    def ids_of(self, indices: np.ndarray) -> list[str]:
+        """Ids of these global indices of this rank's documents (sorted), read from the tasks' ids files."""
+        ids: list[str] = []
+        tasks = self.index.task_of(indices)
+        for task in np.unique(tasks):
+            ids += TaskWork(self.out, self.plan.tasks[task]).ids(indices[tasks == task] - self.index.base[task])
+        return ids
+
+    def write_pieces(self, pieces: dict[int, bytes]) -> None:
+        """Each rank writes its tasks' records at their offsets in one file (task order); rank 0 renames it."""
+        sizes = {i: n for part in self.comm.allgather({t: len(b) for t, b in pieces.items()}) for i, n in part.items()}
+        offsets, total = {}, 0
+        for task in sorted(sizes):
+            offsets[task], total = total, total + sizes[task]
+        path = self.out / CLUSTERS
+        tmp = path.with_name(f".{path.name}.tmp")
+        if self.comm.rank == 0:
+            with open(tmp, "wb") as f:
+                f.truncate(total)
+        self.comm.barrier()
+        try:
+            with open(tmp, "r+b") as f:
+                for task, data in pieces.items():
+                    os.pwrite(f.fileno(), data, offsets[task])
+        except OSError as err:
+            raise _write_error(path, tmp, err) from err
+        self.comm.barrier()
+        if self.comm.rank == 0:
+            os.replace(tmp, path)
+
+    # -- phase 5 ---------------------------------------------------------------------------------------------
+
+    def task_ledger(self) -> Ledger:
+        """This rank's tasks' fates (h5's per-source counts go here: source = the task's input file)."""
+        ledger = Ledger()
+        for task in self.plan.mine:
+            work, source = TaskWork(self.out, task), task.path
+            meta = work.meta()
+            ledger.read(meta["records"], source=source)
+            for reason, n in [*meta["bad_input"].items(), *meta["filter"].items()]:
+                ledger.drop(reason, n, source=source)
+            for reason, ordinals in self.task_removed[task.index].items():
+                ledger.drop(reason, len(ordinals), source=source)
+            ledger.keep(json.loads(work.path("kept.json").read_text())["kept_docs"], source=source)
+        return ledger
+
+    def drop_examples(self) -> dict[str, list[dict]]:
+        """A few documents each filter rule dropped, from this rank's tasks (for the report)."""
+        parts = [json.loads(TaskWork(self.out, t).path("kept.json").read_text())["examples"] for t in self.plan.mine]
+        return drop_log.merge_examples(parts)
+
+    def finish(self, removed: dict[str, np.ndarray], records: list[dict]) -> dict:
+        comm = self.comm
+        ledgers = comm.gather(self.task_ledger(), root=0)
+        largest = max(((1 + len(r["removed"]), r) for r in records), key=lambda x: x[0], default=None)
+        examples = {k: [r for r in records if r["kind"] == k][:3] for k in ("exact", "near")}
+        clusters = {k: comm.allreduce_sum(sum(r["kind"] == k for r in records)) for k in ("exact", "near")}
+        shared = comm.gather({"largest": largest, "examples": examples, "hashes": self.hashes,
+                              "timings": self.timings, "dropped": self.drop_examples()}, root=0)  # fmt: skip
+        resources = comm.gather(self.resources(), root=0)
+        stats = on_root(comm, "writing stats", lambda: self.write_stats(ledgers, shared, clusters, resources))
+        comm.barrier()
+        if comm.rank == 0:
+            shutil.rmtree(self.out / WORK_DIR, ignore_errors=True)
+        return stats
+
+    def resources(self) -> dict:
+        return {**{f"peak_rss_{k}_bytes": v for k, v in peak_rss_bytes().items()},
+                "bytes_sent": int(self.comm.bytes_sent), "bytes_received": int(self.comm.bytes_received)}  # fmt: skip
+
+    def write_stats(self, ledgers: list[Ledger], shared: list[dict], clusters: dict, resources: list[dict]) -> dict:
+        """Rank 0: check the summed ledger; write stats.json, timings.json, the recipe, then the stage marker."""
+        total = Ledger.merged(ledgers)
+        total.check()
+        save_recipe(self.recipe, self.out / RECIPE)
+        stats: dict[str, Any] = total.to_stats()
+        stats["filter_warnings"] = drop_log.filter_warnings(stats)
+        stats["input_files"] = len(self.files)
+        stats["tasks"] = len(self.plan.tasks)
+        stats["clusters"] = clusters
+        biggest = [s["largest"] for s in shared if s["largest"] is not None]
+        best = min(biggest, key=lambda x: -x[0], default=None)  # the first of the largest in rank order
+        stats["largest_cluster"] = {"kept": best[1]["kept"], "size": best[0], "kind": best[1]["kind"]} if best else None
+        if self.recipe.dedup.near:
+            p, cfg = self.params, self.recipe.dedup
+            stats["lsh"] = {"threshold": cfg.threshold, "num_perm": cfg.num_perm, "bands": int(p.bands),
+                            "rows": int(p.rows), "describe": p.describe(), **self.pairs}  # fmt: skip
+        stats["ranks"] = len(resources)
+        stats["resources"] = {"per_rank": resources,
+                              "max": {k: max(r[k] for r in resources) for k in resources[0]}}  # fmt: skip
+        stats_sha = write_json_atomic(self.out / STATS, stats)
+        timings = [s["timings"] for s in shared]
+        write_json_atomic(self.out / TIMINGS, {k: max(t.get(k, 0.0) for t in timings) for k in timings[0]})
+        remove_stale_parts(self.out, len(self.plan.tasks))
+        hashes = {self.out / k: v for s in shared for k, v in s["hashes"].items()}
+        hashes[self.out / STATS] = stats_sha
+        outputs = sorted(hashes) + [self.out / CLUSTERS, self.out / RECIPE]
+        markers.mark_complete(self.out, STAGE, self.stage_fp, outputs, known=hashes)
+        examples = [r for s in shared for k in ("exact", "near") for r in s["examples"][k]]
+        report(stats, examples, self.out, self.quiet, drop_log.merge_examples([s["dropped"] for s in shared]))
+        return stats
 
 
 def lsh_params(recipe: PipelineConfig) -> Any:
@@ -274,226 +730,12 @@ def lsh_params(recipe: PipelineConfig) -> Any:
     return LSHParams.from_threshold(cfg.threshold, cfg.num_perm, bands=cfg.bands, rows=cfg.rows)
 
 
-def own_cluster_records(comm: LocalComm, run: DedupRun) -> list[dict]:
-    """This rank's clusters.jsonl lines (ids in place of indices; exact first, each kind by kept index).
-
-    Ranks hold contiguous global indices, so the ranks' lists concatenated in rank order and stably sorted by kind
-    are in (kind, kept index) order for any rank count."""
-    from data_pipeline.exact_dedup import cluster_records_with_ids
-
-    ordered = sorted(run.clusters, key=lambda c: (c["kind"] != "exact", int(c["kept"])))
-    doc_ids = [d.id for d in run.docs]
-    return cluster_records_with_ids(comm, ordered, run.doc_index, doc_ids, run.owner_of)
-
-
-# ---------------------------------------------------------------------------------------------------- the stage
-
-
-def stage_config(recipe: PipelineConfig) -> dict:
-    """What the outputs depend on (worker counts and the tokenizer sections do not change them)."""
-    return {"read": recipe.section("read"), "filters": recipe.section("filters"), "dedup": recipe.section("dedup")}
-
-
-def prepare_output(output_dir: Path) -> None:
-    """Forget any earlier completion and remove part files another rank count may have left."""
-    markers.invalidate(output_dir, STAGE)
-    for sub in (KEPT_DIR, REJECTS_DIR, "dedup", DROPPED_DIR):
-        (output_dir / sub).mkdir(parents=True, exist_ok=True)
-    for sub in (KEPT_DIR, REJECTS_DIR, DROPPED_DIR):
-        for stale in (output_dir / sub).glob("part-*.jsonl*"):
-            stale.unlink()
-
-
-def stage_outputs(output_dir: Path) -> list[Path]:
-    """Every file the stage wrote, in a fixed order: the marker records their sha256."""
-    parts = [
-        *sorted((output_dir / KEPT_DIR).glob("part-*.jsonl")),
-        *sorted((output_dir / REJECTS_DIR).glob("part-*.jsonl")),
-        *sorted((output_dir / DROPPED_DIR).glob("part-*.jsonl.gz")),
-    ]
-    return [*parts, output_dir / CLUSTERS, output_dir / STATS, output_dir / RECIPE]
-
-
-def run_dedup(comm: LocalComm, inputs: list[str], output_dir: Path, recipe: PipelineConfig, quiet: bool) -> dict:
-    """The whole stage on every rank; returns the merged stats (on every rank)."""
-    output_dir = Path(output_dir)
-    quiet = quiet or comm.rank != 0
-    files = on_root(comm, "resolving inputs", lambda: resolve_inputs(inputs))
-    stage_fp = markers.fingerprint(STAGE, stage_config(recipe), files)
-    if on_root(comm, "checking earlier outputs", lambda: markers.is_complete(output_dir, STAGE, stage_fp)):
-        stats = json.loads((output_dir / STATS).read_text())
-        summary(f"dedup: {output_dir} is already complete for these inputs and recipe; skipped", quiet)
-        return stats
-    on_root(comm, "preparing the output folder", lambda: prepare_output(output_dir))
-    stats = DedupRun(comm, files, output_dir, recipe, quiet).execute()
-    if comm.rank == 0:
-        outputs = stage_outputs(output_dir)
-        markers.mark_complete(output_dir, STAGE, stage_fp, outputs)
-    comm.barrier()
-    return stats
-
-
-class DedupRun:
-    """One execution of the stage on one rank: holds the rank's documents, keep mask, ledger and timings."""
-
-    def __init__(self, comm: LocalComm, files: list[str], output_dir: Path, recipe: PipelineConfig, quiet: bool):
-        self.comm, self.files, self.out, self.recipe, self.quiet = comm, files, output_dir, recipe, quiet
-        self.ledger = Ledger()
-        self.timings: dict[str, float] = {}
-        self.clusters: list[dict] = []
-        self.pairs: dict[str, int] = {}
-        self.drop_examples: dict[str, list[dict]] = {}
-
-    def timed(self, name: str, fn: Callable[[], T]) -> T:
-        started = time.perf_counter()
-        result = fn()
-        self.timings[name] = round(time.perf_counter() - started, 3)
-        return result
-
-    def my_files(self) -> list[str]:
-        owners = assign_files([os.path.getsize(f) for f in self.files], self.comm.size)
-        return [f for f, owner in zip(self.files, owners, strict=True) if owner == self.comm.rank]
-
-    def read(self) -> None:
-        docs, rejects, fields_seen = collective(
-            self.comm, "reading", lambda: read_share(self.my_files(), self.recipe, self.ledger, self.quiet)
-        )
-        write_jsonl_atomic(
-            self.out / REJECTS_DIR / part_name(self.comm.rank), (r.to_record() for r in rejects), ensure_ascii=True
-        )
-        counts = self.comm.allgather(len(docs))
-        self.offset = sum(counts[: self.comm.rank])
-        self.owner_of = owner_of_blocks(counts)
-        self.docs = docs
-        self.doc_index = np.arange(self.offset, self.offset + len(docs), dtype=np.int64)
-        self.kept = np.ones(len(docs), dtype=bool)
-        bad = self.comm.allreduce_sum(len(rejects))
-        missing = self.comm.allreduce_sum(sum(r.reason == "missing_text" for r in rejects))
-        fields = sorted(set().union(*self.comm.allgather(fields_seen)))
-        if error := text_field_error(sum(counts), missing, fields, self.recipe.read):
-            raise error  # every rank decides alike from the reduced counts, so every rank raises
-        summary(f"read: {sum(counts)} documents and {bad} bad records from {len(self.files)} files", self.quiet)
-
-    def filter(self) -> None:
-        reasons = filter_reasons(
-            [d.text for d in self.docs], self.recipe.filters, resolve_workers(self.recipe.workers), self.quiet
-        )
-        with drop_log.DropLog(drop_log.part_path(self.out, f"part-{self.comm.rank:05d}")) as dropped:
-            for i, failed in enumerate(reasons):
-                if failed is not None:
-                    doc, (reason, value) = self.docs[i], failed
-                    self.kept[i] = False
-                    self.ledger.drop(reason, source=doc.source)
-                    dropped.add(doc.id, doc.source, reason, value, doc.text)
-        self.drop_examples = dropped.examples
-        passed, total = self.comm.allreduce_sum(int(self.kept.sum())), self.comm.allreduce_sum(len(self.docs))
-        summary(f"filter: {passed} of {total} documents pass the quality filters", self.quiet)
-
-    def dedup(self) -> None:
-        cfg = self.recipe.dedup
-        if cfg.exact:
-            self.clusters += self.timed(
-                "exact_dedup",
-                lambda: exact_dedup(
-                    self.comm, self.docs, self.doc_index, self.kept, self.ledger, self.recipe, self.owner_of
-                ),
-            )
-            self.step_summary("exact dedup", "exact_dup", "exact_dedup")
-        if cfg.near:
-            self.params = lsh_params(self.recipe)
-            summary(f"near dedup: {self.params.describe()}", self.quiet)
-            self.clusters += self.timed(
-                "near_dedup",
-                lambda: near_dedup(
-                    self.comm,
-                    self.docs,
-                    self.doc_index,
-                    self.kept,
-                    self.ledger,
-                    self.recipe,
-                    self.params,
-                    self.pairs,
-                    self.quiet,
-                    self.owner_of,
-                ),
-            )
-            self.step_summary("near dedup", "near_dup", "near_dedup")
-
-    def step_summary(self, step: str, reason: str, timing: str) -> None:
-        """Rank 0's line after a dedup step: removals summed over ranks (a collective: every rank calls it)."""
-        removed = self.comm.allreduce_sum(self.ledger.dropped.get(reason, 0))
-        clusters = self.comm.allreduce_sum(sum(c["kind"] == reason.split("_")[0] for c in self.clusters))
-        summary(
-            f"{step}: {removed} documents removed in {clusters} clusters ({self.timings[timing]:.1f} s)", self.quiet
-        )
-
-    def write_kept(self) -> None:
-        kept_docs = []
-        for doc, keep in zip(self.docs, self.kept, strict=True):
-            if keep:
-                kept_docs.append(doc.to_record())
-                self.ledger.keep(source=doc.source)
-        write_jsonl_atomic(self.out / KEPT_DIR / part_name(self.comm.rank), kept_docs)
-
-    def execute(self) -> dict:
-        self.timed("read", self.read)
-        self.timed("filter", self.filter)
-        self.dedup()
-        self.timed("write_kept", self.write_kept)
-        records = self.comm.gather(own_cluster_records(self.comm, self), root=0)
-        ledgers = self.comm.gather(self.ledger, root=0)
-        timings = self.comm.gather(self.timings, root=0)
-        examples = self.comm.gather(self.drop_examples, root=0)
-        stats = collective(
-            self.comm,
-            "writing stats",
-            lambda: self.finish(ledgers, timings, records, examples) if self.comm.rank == 0 else None,
-        )
-        return self.comm.bcast(stats)
-
-    def finish(
-        self, ledgers: list[Ledger], timings: list[dict], rank_records: list[list[dict]], examples: list[dict]
-    ) -> dict:
-        """Rank 0: check the summed ledger, write stats.json, clusters.jsonl, the recipe and the report."""
-        total = Ledger.merged(ledgers)
-        total.check()
-        records = sorted((r for part in rank_records for r in part), key=lambda r: r["kind"] != "exact")
-        write_jsonl_atomic(self.out / CLUSTERS, records)
-        save_recipe(self.recipe, self.out / RECIPE)
-        stats = self.stats(total, records)
-        write_json_atomic(self.out / STATS, stats)
-        # wall times differ run to run: kept apart so stats.json is byte-identical for the same input and recipe
-        write_json_atomic(self.out / TIMINGS, {k: max(t.get(k, 0.0) for t in timings) for k in timings[0]})
-        report(stats, records, self.out, self.quiet, drop_log.merge_examples(examples))
-        return stats
-
-    def stats(self, total: Ledger, records: list[dict]) -> dict:
-        stats: dict[str, Any] = total.to_stats()
-        stats["filter_warnings"] = drop_log.filter_warnings(stats)
-        stats["ranks"] = self.comm.size
-        stats["input_files"] = len(self.files)
-        stats["clusters"] = {
-            "exact": sum(r["kind"] == "exact" for r in records),
-            "near": sum(r["kind"] == "near" for r in records),
-        }
-        largest = max(records, key=lambda r: len(r["removed"]), default=None)
-        stats["largest_cluster"] = (
-            {"kept": largest["kept"], "size": 1 + len(largest["removed"]), "kind": largest["kind"]} if largest else None
-        )
-        if self.recipe.dedup.near:
-            p = self.params
-            stats["lsh"] = {"threshold": self.recipe.dedup.threshold, "num_perm": self.recipe.dedup.num_perm,
-                            "bands": int(p.bands), "rows": int(p.rows), "describe": p.describe(), **self.pairs}  # fmt: skip
-        return stats
-
-
 def report(
-    stats: dict, records: list[dict], output_dir: Path, quiet: bool, dropped_examples: dict, examples: int = 3
+    stats: dict, examples: list[dict], output_dir: Path, quiet: bool, dropped_examples: dict, shown: int = 3
 ) -> None:
-    """The end-of-stage summary: counts, per-input breakdown, filter warnings and examples, duplicate clusters.
-
-    The warnings are printed even under --quiet: a filter recipe that empties an input must never go unnoticed.
-    """
+    """The end-of-stage summary: counts, per-input breakdown, filter warnings and examples, a few duplicate
+    clusters, the largest rank's resources. Warnings print even under --quiet: a recipe that empties an input
+    must never go unnoticed."""
     dropped = ", ".join(f"{reason}={n}" for reason, n in stats["dropped"].items()) or "none"
     summary(f"dedup: {stats['input_docs']} input docs -> {stats['kept_docs']} kept; dropped: {dropped}", quiet)
     summary("per input (read -> kept; dropped by reason):", quiet)
@@ -505,13 +747,17 @@ def report(
             summary(line, quiet)
     for warning in stats["filter_warnings"]:
         summary(f"warning: {warning}", quiet=False)
-    shown = [r for r in records if r["kind"] == "exact"][:examples] + [r for r in records if r["kind"] == "near"][
-        :examples
-    ]
-    for record in shown:
-        sims = ", ".join(f"{s:.2f}" for s in record["similarity"][:3])
-        summary(
-            f"  {record['kind']} cluster: kept {record['kept']} removed {record['removed'][:3]} (similarity {sims})",
-            quiet,
-        )
+    for kind in ("exact", "near"):
+        for record in [r for r in examples if r["kind"] == kind][:shown]:
+            sims = ", ".join(f"{s:.2f}" for s in record["similarity"][:3])
+            summary(
+                f"  {kind} cluster: kept {record['kept']} removed {record['removed'][:3]} (similarity {sims})", quiet
+            )
+    most = stats["resources"]["max"]
+    summary(
+        f"dedup: {stats['tasks']} tasks on {stats['ranks']} ranks; largest per rank: peak RSS "
+        f"{most['peak_rss_rank_bytes'] / 2**20:.0f} MiB (workers {most['peak_rss_worker_bytes'] / 2**20:.0f} MiB), "
+        f"sent {most['bytes_sent'] / 2**20:.1f} MiB, received {most['bytes_received'] / 2**20:.1f} MiB",
+        quiet,
+    )
     summary(f"dedup: outputs in {output_dir} (kept/, rejects/, {DROPPED_DIR}/, {CLUSTERS}, {STATS})", quiet)

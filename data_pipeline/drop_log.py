@@ -61,7 +61,8 @@ class DropLog:
             shown.append(record | {"excerpt": excerpt})
 
     def __exit__(self, kind: type | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        self._text.close()  # closes the gzip member and the file
+        self._text.close()  # ends the gzip member; GzipFile leaves a file object it was given open
+        self._raw.close()
         if kind is None:
             os.replace(self.tmp, self.path)
         else:

@@ -80,3 +80,34 @@ def mark_complete(
 def invalidate(output_dir: str | os.PathLike, stage: str) -> None:
     """Forget a stage's completion (before rewriting its outputs), so a crash mid-rewrite is never taken as done."""
     marker_path(output_dir, stage).unlink(missing_ok=True)
+
+
+def read_marker(output_dir: str | os.PathLike, stage: str, stage_fingerprint: str) -> dict | None:
+    """The stage's marker (its recorded output hashes) if it exists; raises StageMismatch on another fingerprint."""
+    path = marker_path(output_dir, stage)
+    if not path.is_file():
+        return None
+    marker = json.loads(path.read_text())
+    if marker["fingerprint"] != stage_fingerprint:
+        raise StageMismatch(
+            f"{path}: stage '{stage}' in {output_dir} was produced from other inputs or another recipe; "
+            "use a new --output folder, or delete the folder to start over"
+        )
+    return marker
+
+
+def outputs_intact(output_dir: str | os.PathLike, outputs: list[tuple[str, str]]) -> bool:
+    """Every (path inside output_dir, sha256) still exists with that hash (ranks each check a share in parallel)."""
+    root = Path(output_dir)
+    return all((root / rel).is_file() and file_sha256(root / rel) == sha for rel, sha in outputs)
+
+
+def task_outputs(output_dir: str | os.PathLike, stage: str, stage_fingerprint: str) -> dict[str, str] | None:
+    """A task's recorded outputs when it completed with this fingerprint and they are intact, else None (redo)."""
+    try:
+        marker = read_marker(output_dir, stage, stage_fingerprint)
+    except StageMismatch:
+        return None
+    if marker is None or not outputs_intact(output_dir, list(marker["outputs"].items())):
+        return None
+    return marker["outputs"]

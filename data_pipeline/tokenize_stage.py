@@ -3,15 +3,18 @@
 This module is the last stage of `pipeline run` (train the tokenizer, encode the kept documents, write shards
 and the manifest) and the `run` subcommand itself (the dedup flow of dedup_stage.py, then this stage).
 
-On N ranks (mpiexec/srun) rank 0 trains the tokenizer on every kept part (read from the shared output folder in
-rank order, so the model does not depend on N), the others wait and load it; then each rank encodes its own
-contiguous share of kept/ into shards whose names carry the rank, and rank 0 gathers the shard rows in rank order
-and writes one manifest. Concatenating the kept parts in rank order is the global document order, so the train
-and validation token streams are the same for any N; only the shard boundaries move.
+On N ranks (mpiexec/srun) rank 0 trains the tokenizer on the kept parts in part order, so the model does not
+depend on N. Above the trainer's parse budget (tokenizer.document_fraction) the ranks first draw the hashed
+sample from their own shares of kept/ in parallel, and rank 0 reads only the samples (bounded in total), never
+the whole corpus. Then each rank encodes its own contiguous share of kept/ into shards whose names carry the
+rank, and rank 0 gathers the shard rows in rank order and writes one manifest. Concatenating the kept parts in
+part order is the global document order, so the train and validation token streams are the same for any N;
+only the shard boundaries move.
 
-Failures are collective: each step runs on every rank, the outcome is allgathered, and if any rank failed every
-rank raises with that rank's message (no rank is left waiting in a collective). The manifest is written last and
-a stale one is removed first, so a dataset with a manifest.json is always complete.
+Failures end the job: the short root-only steps (tokenizer training, the manifest) share their outcome with
+every rank, which all raise with rank 0's message; an error while a rank encodes its own share is printed by
+that rank with its rank number and aborts the whole job (executor.job_failed), so no rank waits for it. The
+manifest is written last and a stale one is removed first, so a dataset with a manifest.json is always complete.
 
 A complete dataset is never rewritten with other tokenizer or shard settings: training runs read its shards and
 token ids, so a rerun whose settings differ from the manifest's recipe is refused, naming each changed key (as
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +37,7 @@ import sentencepiece as spm
 import xxhash
 
 from data_pipeline import markers
-from data_pipeline.comm import collective, on_root
+from data_pipeline.comm import on_root
 from data_pipeline.config import ShardsConfig, TokenizerConfig
 from data_pipeline.progress import stage_progress, summary
 from data_pipeline.shards import (
@@ -50,14 +54,17 @@ from data_pipeline.tokenizer import (
     MODEL_FILE,
     TOKENIZER_DIR,
     VOCAB_FILE,
+    document_fraction,
     effective_threads,
     iter_documents,
     kept_files,
     load_tokenizer,
+    sample_documents,
     train_tokenizer,
 )
 
 SHARD_DIR = "shards"
+SAMPLE_DIR = "tokenizer/sample"
 SPLITS = ("train", "validation")
 ENCODE_BATCH_BYTES = 4 << 20
 
@@ -76,9 +83,10 @@ def run_tokenize_stage(comm: Any, output_dir: Path, recipe: Any, quiet: bool = T
         (output_dir / MANIFEST).unlink(missing_ok=True)
     timings: dict[str, float] = {}
     with _timed(timings, "tokenizer"):
+        _sample_in_parallel(comm, output_dir, recipe.tokenizer)
         info = on_root(comm, "tokenizer training", lambda: _train_or_reuse_tokenizer(output_dir, recipe.tokenizer))
     with _timed(timings, "tokenize"):
-        rows = collective(comm, "tokenization", lambda: _tokenize_rank(comm, output_dir, recipe.shards, info, quiet))
+        rows = _tokenize_rank(comm, output_dir, recipe.shards, info, quiet)  # an error here aborts the job
         gathered = comm.gather(rows, root=0)
     stats = on_root(comm, "manifest", lambda: _write_dataset_manifest(output_dir, gathered, info, recipe, timings))
     summary(
@@ -134,10 +142,30 @@ def _train_or_reuse_tokenizer(output_dir: Path, settings: TokenizerConfig) -> di
     if _complete(output_dir, "tokenizer", stage_fp):
         return json.loads((folder / INFO_FILE).read_text())
     markers.invalidate(output_dir, "tokenizer")
-    info = train_tokenizer(inputs, output_dir, settings)
+    sampled = output_dir / SAMPLE_DIR
+    if sampled.is_dir():  # the ranks drew the training sample in parallel (_sample_in_parallel)
+        info = train_tokenizer([sampled / p.name for p in inputs], output_dir, settings, fraction=1.0)
+        shutil.rmtree(sampled)
+    else:
+        info = train_tokenizer(inputs, output_dir, settings)
     outputs = [folder / MODEL_FILE, folder / VOCAB_FILE, folder / INFO_FILE]
     markers.mark_complete(output_dir, "tokenizer", stage_fp, outputs, known={folder / MODEL_FILE: info["sha256"]})
     return info
+
+
+def _sample_in_parallel(comm: Any, output_dir: Path, settings: TokenizerConfig) -> None:
+    """Above the parse budget, every rank draws the hashed training sample from its share of kept/ (no serial
+    scan of the corpus on rank 0); rank 0 then trains on the samples, the same documents in the same order."""
+    inputs = kept_files(output_dir)
+    fraction = document_fraction(inputs, settings.input_sentence_size)
+    stage_fp = markers.fingerprint("tokenizer", dataclasses.asdict(settings), inputs)
+    if fraction >= 1.0 or on_root(comm, "checking the tokenizer", lambda: _complete(output_dir, "tokenizer", stage_fp)):
+        return
+    if comm.rank == 0:
+        shutil.rmtree(output_dir / SAMPLE_DIR, ignore_errors=True)  # of a killed run: drawn again
+    comm.barrier()
+    sample_documents(rank_share(inputs, comm.rank, comm.size), fraction, output_dir / SAMPLE_DIR)
+    comm.barrier()
 
 
 def _complete(output_dir: Path, stage: str, stage_fp: str) -> bool:

@@ -53,8 +53,10 @@ class TokenizerError(PipelineError):
 
 
 def effective_threads(num_threads: int) -> int:
-    """Encoding threads: 0 means every core this process may use (encoding output never depends on it)."""
-    return num_threads if num_threads > 0 else max(1, len(os.sched_getaffinity(0)))
+    """Encoding threads: 0 means this rank's share of the node's cores (encoding output never depends on it)."""
+    from data_pipeline.executor import cores_per_rank
+
+    return num_threads if num_threads > 0 else cores_per_rank()
 
 
 def trainer_threads(num_threads: int) -> int:
@@ -140,12 +142,37 @@ def trainer_options(settings: TokenizerConfig) -> dict:
     )
 
 
-def train_tokenizer(inputs: list[Path], output_dir: str | os.PathLike, settings: TokenizerConfig) -> dict:
-    """Train on the documents in `inputs`; write DIR/tokenizer/{spm.model,spm.vocab,tokenizer.json}; return the info."""
+def sample_documents(files: list[Path], fraction: float, sample_dir: Path) -> list[Path]:
+    """Write the document lines of each file that the hashed `fraction` picks to sample_dir/<file name>.
+
+    The same pick as `iter_documents(files, fraction)`, so training on the samples with fraction 1 sees the
+    same documents in the same order. Ranks each sample their share of kept/ in parallel (tokenize_stage.py).
+    """
+    sample_dir.mkdir(parents=True, exist_ok=True)
+    cutoff, written = fraction * 2.0**64, []
+    for path in files:
+        target = sample_dir / path.name
+        tmp = target.with_name(f".{target.name}.tmp")
+        with open(path, "rb") as source, open(tmp, "wb") as sample:
+            for line in source:
+                if xxhash.xxh64_intdigest(line) < cutoff:
+                    sample.write(line)
+        os.replace(tmp, target)
+        written.append(target)
+    return written
+
+
+def train_tokenizer(
+    inputs: list[Path], output_dir: str | os.PathLike, settings: TokenizerConfig, fraction: float | None = None
+) -> dict:
+    """Train on the documents in `inputs`; write DIR/tokenizer/{spm.model,spm.vocab,tokenizer.json}; return the info.
+
+    `fraction` is the share of documents to parse (default: `document_fraction`; 1.0 for already sampled inputs).
+    """
     out = Path(output_dir) / TOKENIZER_DIR
     out.mkdir(parents=True, exist_ok=True)
     spm.set_random_generator_seed(settings.seed)
-    model = _train_model_bytes(inputs, settings)
+    model = _train_model_bytes(inputs, settings, fraction)
     _atomic_write(out / MODEL_FILE, model)
     processor = spm.SentencePieceProcessor(model_proto=model)
     vocab = "".join(f"{processor.id_to_piece(i)}\t{processor.get_score(i)}\n" for i in range(processor.vocab_size()))
@@ -155,11 +182,12 @@ def train_tokenizer(inputs: list[Path], output_dir: str | os.PathLike, settings:
     return info
 
 
-def _train_model_bytes(inputs: list[Path], settings: TokenizerConfig) -> bytes:
+def _train_model_bytes(inputs: list[Path], settings: TokenizerConfig, fraction: float | None) -> bytes:
     import io
 
     model, reading_errors = io.BytesIO(), []
-    fraction = document_fraction(inputs, settings.input_sentence_size)
+    if fraction is None:
+        fraction = document_fraction(inputs, settings.input_sentence_size)
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=_recording(training_sentences(inputs, fraction), reading_errors),

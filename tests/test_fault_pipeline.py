@@ -66,7 +66,7 @@ def run_dedup(corpus: Path, out: Path) -> subprocess.CompletedProcess:
     return subprocess.run(dedup_command(corpus, out), capture_output=True, text=True, timeout=300)
 
 
-VOLATILE = {"timings_s", "created_unix"}  # wall-clock facts that differ between any two runs
+VOLATILE = {"timings_s", "created_unix", "resources"}  # wall-clock and memory facts that differ between runs
 
 
 def scrubbed(value: object) -> object:

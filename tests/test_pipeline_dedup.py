@@ -16,11 +16,10 @@ import random
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from data_pipeline.dedup_stage import assign_files
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / ".venv" / "bin" / "pipeline"
@@ -124,6 +123,20 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def read_parts(folder: Path) -> list[dict]:
+    """kept/ or rejects/: the task parts concatenated in task order (= global input order)."""
+    return [r for part in sorted(folder.glob("part-*.jsonl")) for r in read_jsonl(part)]
+
+
+def same_outputs(a: Path, b: Path) -> None:
+    """Every output byte-identical except timings.json (wall times) and stats.json's per-rank resources."""
+    ha, hb = output_hashes(a), output_hashes(b)
+    assert set(ha) == set(hb)
+    assert {k for k in ha if ha[k] != hb[k]} - {"timings.json", "stats.json", ".stages/dedup.json"} == set()
+    strip = [{k: v for k, v in json.loads((d / "stats.json").read_text()).items() if k != "resources"} for d in (a, b)]
+    assert strip[0] == strip[1]
+
+
 @pytest.mark.slow
 def test_dedup_end_to_end(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -140,11 +153,12 @@ def test_dedup_end_to_end(corpus: Path, tmp_path: Path) -> None:
         ("near", "doc-5", ["near-5"]),
     ]
     assert 0.8 < clusters[1]["similarity"][0] < 1.0
-    kept = read_jsonl(out / "kept" / "part-00000.jsonl")
+    assert stats["tasks"] == 3 and len(list((out / "kept").glob("part-*.jsonl"))) == 3  # one task per input file
+    kept = read_parts(out / "kept")
     gz = str(corpus / "b.jsonl.gz")
     assert [d["id"] for d in kept] == [*(f"doc-{i}" for i in range(10)), f"{gz}:8", "doc-11"]
     assert {d["source"] for d in kept} == {str(corpus / n) for n in ("a.jsonl", "b.jsonl.gz", "c.parquet")}
-    rejects = read_jsonl(out / "rejects" / "part-00000.jsonl")
+    rejects = read_parts(out / "rejects")
     assert [(r["source"], r["line"], r["reason"]) for r in rejects] == [
         (str(corpus / "a.jsonl"), 7, "bad_input:malformed_json"),
         (str(corpus / "c.parquet"), 2, "bad_input:empty_text"),
@@ -162,16 +176,14 @@ def test_rerun_skips_and_outputs_are_deterministic(corpus: Path, tmp_path: Path)
     assert rerun.returncode == 0 and "skipped" in rerun.stderr
     assert output_hashes(first) == before
     assert dedup(corpus, second, "--quiet").returncode == 0
-    after = output_hashes(second)
-    differ = {name for name in before if before[name] != after.get(name)}
-    assert differ == {"timings.json"}  # wall times; everything else, stats.json included, is byte-identical
+    same_outputs(first, second)
 
 
 @pytest.mark.slow
 def test_damaged_output_is_rebuilt_and_changed_input_refused(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert dedup(corpus, out, "--quiet").returncode == 0
-    kept_part = out / "kept" / "part-00000.jsonl"
+    kept_part = out / "kept" / "part-00001.jsonl"
     good = kept_part.read_bytes()
     kept_part.write_bytes(good[: len(good) // 2])  # as if killed while writing
     rebuilt = dedup(corpus, out)
@@ -202,20 +214,15 @@ def test_two_mpi_ranks_give_the_same_documents(corpus: Path, tmp_path: Path) -> 
     cmd = [str(MPIEXEC), "-n", "2", str(PIPELINE), "dedup", "--input", str(corpus), "--output", str(double), "--quiet"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    parts = sorted((double / "kept").glob("part-*.jsonl"))
-    assert len(parts) == 2
-    assert b"".join(p.read_bytes() for p in parts) == (single / "kept" / "part-00000.jsonl").read_bytes()
+    for sub in ("kept", "rejects"):  # the same task parts, whichever rank wrote them
+        assert {p.name: p.read_bytes() for p in (double / sub).glob("*")} == {
+            p.name: p.read_bytes() for p in (single / sub).glob("*")
+        }
     assert (double / "dedup" / "clusters.jsonl").read_bytes() == (single / "dedup" / "clusters.jsonl").read_bytes()
     assert (
         json.loads((double / "stats.json").read_text())["dropped"]
         == json.loads((single / "stats.json").read_text())["dropped"]
     )
-
-
-def test_files_are_split_into_contiguous_blocks_balanced_by_size() -> None:
-    owners = assign_files([10, 10, 10, 10, 100, 10, 10], 3)
-    assert owners == sorted(owners) and set(owners) == {0, 1, 2}
-    assert assign_files([5, 5], 4) == [1, 3] and assign_files([0, 0], 2) == [0, 0]
 
 
 @pytest.mark.slow
@@ -238,49 +245,68 @@ def test_a_run_killed_after_writing_kept_reruns_to_the_same_outputs(corpus: Path
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
     run_dedup(LocalComm(), [str(corpus)], clean, recipe, quiet=True)
     with monkeypatch.context() as patch:
-        patch.setattr(DedupRun, "finish", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt("killed")))
+        patch.setattr(DedupRun, "write_stats", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt("killed")))
         with pytest.raises(KeyboardInterrupt):
             run_dedup(LocalComm(), [str(corpus)], crashed, recipe, quiet=True)
     assert (crashed / "kept" / "part-00000.jsonl").exists() and not (crashed / ".stages" / "dedup.json").exists()
     run_dedup(LocalComm(), [str(corpus)], crashed, recipe, quiet=True)
-    same = {k: v for k, v in output_hashes(crashed).items() if k != "timings.json"}
-    assert same == {k: v for k, v in output_hashes(clean).items() if k != "timings.json"}
+    same_outputs(clean, crashed)
 
 
-def test_filter_workers_decide_like_one_process() -> None:
-    from data_pipeline.config import FiltersConfig
-    from data_pipeline.dedup_stage import filter_reasons
+def test_a_large_file_split_into_byte_ranges_gives_the_same_documents(tmp_path: Path) -> None:
+    """Ranges cut mid-line: every line read once, ids and reject lines as if the file were read whole."""
+    from data_pipeline.comm import LocalComm
+    from data_pipeline.config import load_recipe
+    from data_pipeline.dedup_stage import run_dedup
 
-    texts = (
-        [article(i) for i in range(300)] + ["short text {"] * 150 + ["Lorem ipsum " + article(i) for i in range(150)]
-    )
-    one = filter_reasons(texts, FiltersConfig(), workers=1, quiet=True)
-    assert filter_reasons(texts, FiltersConfig(), workers=2, quiet=True) == one
-    assert one.count(None) == 300 and one.count(("filter:lorem_ipsum", 1.0)) == 150
+    data = tmp_path / "in"
+    data.mkdir()
+    texts = [article(i) for i in range(40)]
+    lines = [json.dumps({"text": t}) for t in texts[:20]] + ["", "{broken"] + [json.dumps({"text": t}) for t in texts]
+    (data / "big.jsonl").write_text("\n".join(lines) + "\n")
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    base = ["workers=1", "dedup.num_perm=32"]
+    run_dedup(LocalComm(), [str(data)], whole, load_recipe(overrides=base), quiet=True)
+    stats = run_dedup(LocalComm(), [str(data)], split, load_recipe(overrides=[*base, "read.task_bytes=3000"]), True)
+    assert stats["tasks"] > 10
+    assert read_parts(split / "kept") == read_parts(whole / "kept") and len(read_parts(whole / "kept")) == 40
+    assert read_parts(split / "rejects") == read_parts(whole / "rejects")
+    assert [r["line"] for r in read_parts(whole / "rejects")] == [22]
+    assert stats["dropped"] == {"bad_input:malformed_json": 1, "exact_dup": 20}
+    assert (split / "dedup/clusters.jsonl").read_bytes() == (whole / "dedup/clusters.jsonl").read_bytes()
+
+
+def test_scan_in_worker_processes_decides_like_one_process() -> None:
+    from data_pipeline.config import FiltersConfig, load_recipe
+    from data_pipeline.executor import ordered_map, worker_pool
+    from data_pipeline.steps import Steps, init_steps, scan_batch
+
+    texts = [article(i) for i in range(60)] + ["short text {"] * 30 + ["Lorem ipsum " + article(i) for i in range(30)]
+    dedup_cfg = load_recipe(overrides=["dedup.num_perm=32"]).dedup
+    one = Steps(FiltersConfig(), dedup_cfg).scan(texts)
+    batches = [texts[i : i + 7] for i in range(0, len(texts), 7)]
+    with worker_pool(2, init_steps, (FiltersConfig(), dedup_cfg)) as pool:
+        parts = list(ordered_map(pool, scan_batch, iter(batches), ahead=3))
+    reasons = [v and v[0] for v in one.verdicts]
+    assert [v and v[0] for p in parts for v in p.verdicts] == reasons
+    assert np.array_equal(np.concatenate([p.signatures for p in parts]), one.signatures)
+    assert np.array_equal(np.concatenate([p.keys for p in parts]), one.keys)
+    assert reasons.count(None) == 60 and reasons.count("filter:lorem_ipsum") == 30 and one.signatures.shape == (60, 32)
 
 
 @pytest.mark.slow
 @pytest.mark.mpi
-def test_strict_failure_under_mpi_is_one_line_and_every_rank_exits(corpus: Path, tmp_path: Path) -> None:
+def test_strict_failure_under_mpi_names_the_rank_and_record_and_ends_the_job(corpus: Path, tmp_path: Path) -> None:
     cmd = [str(MPIEXEC), "-n", "2", str(PIPELINE), "dedup", "--input", str(corpus), "--output", str(tmp_path / "o")]
     result = subprocess.run([*cmd, "--strict", "--quiet"], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert len(result.stderr.strip().splitlines()) == 1 and f"{corpus / 'a.jsonl'}:7" in result.stderr
-
-
-def test_batched_signatures_equal_one_call(monkeypatch) -> None:
-    import numpy as np
-
-    from data_pipeline import dedup_stage
-    from data_pipeline.config import load_recipe
-    from data_pipeline.minhash import compute_signatures
-
-    texts = [article(i) for i in range(30)]
-    monkeypatch.setattr(dedup_stage, "SIGNATURE_BATCH_DOCS", 7)
-    batched = dedup_stage.minhash_signatures(
-        texts, load_recipe(overrides=["workers=1", "dedup.num_perm=32"]), quiet=True
-    )
-    assert np.array_equal(batched, compute_signatures(texts, num_perm=32, workers=1))
+    ours = [line for line in result.stderr.splitlines() if line.startswith("pipeline dedup:")]
+    # a rank that meets a bad record names itself and the record; the first to abort ends the others
+    assert ours and all(line.startswith(("pipeline dedup: rank 0 of 2: error: ", "pipeline dedup: rank 1 of 2: error: "))
+                        and ": bad input (" in line for line in ours), result.stderr  # fmt: skip
+    named = (f"{corpus / 'a.jsonl'}:7: bad input (malformed_json)", f"{corpus / 'c.parquet'}:2: bad input (empty_text)")
+    assert any(record in line for line in ours for record in named), result.stderr
+    assert not (tmp_path / "o" / ".stages" / "dedup.json").exists()
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
-"""The real `pipeline run` on 1, 2 and 3 MPI ranks: same kept ids and same token streams; failures are collective.
+"""The real `pipeline run` on 1, 2 and 3 MPI ranks: same kept ids and same token streams; a failing rank ends the job.
 
-Each rank reads its block of input files, dedups through collectives, tokenizes its own kept part into shards
-named by rank; rank 0 writes one manifest. Shard boundaries move with N, nothing else may.
+Each rank scans its tasks, dedups through collectives, tokenizes its share of the kept parts into shards named
+by rank; rank 0 writes one manifest. Shard boundaries move with N, nothing else may.
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ from data_pipeline.shards import TokenStream, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 MPIEXEC = REPO / ".venv" / "bin" / "mpiexec"
-RECIPE = ["tokenizer.vocab_size=500", "shards.validation_fraction=0.1", "shards.target_bytes=20000"]
+# read.task_bytes: each input file is cut into byte ranges, so tasks that start mid-file run on other ranks
+RECIPE = [
+    "tokenizer.vocab_size=500",
+    "shards.validation_fraction=0.1",
+    "shards.target_bytes=20000",
+    "read.task_bytes=8000",
+]
 WORD_TEXT = (
     "the of and to in is that it was for on are with as his they be at one have this from or had by word "
     "but what some we can out other were all there when up use your how said an each she which do their "
@@ -93,8 +99,23 @@ def test_same_kept_documents_on_1_2_3_ranks(outputs):
     assert ids[1] == ids[2] == ids[3]
     stats = json.loads((outputs[1] / "stats.json").read_text())
     assert stats["input_docs"] == 170 == stats["kept_docs"] + sum(stats["dropped"].values())
+    assert stats["tasks"] > 10  # byte ranges of the 5 files
     assert stats["dropped"].get("exact_dup") == 10 and stats["kept_docs"] == len(ids[1])
     assert not {f"d{i}" for i in range(150, 160)} & set(ids[1])  # the exact copies never survive
+    for n, out in outputs.items():  # the same task parts and clusters, whichever rank ran each task
+        assert {p.name: p.read_bytes() for p in (out / "kept").iterdir()} == {
+            p.name: p.read_bytes() for p in (outputs[1] / "kept").iterdir()
+        }, f"{n} ranks"
+        assert (out / "dedup/clusters.jsonl").read_bytes() == (outputs[1] / "dedup/clusters.jsonl").read_bytes()
+
+
+def test_stats_record_each_ranks_memory_and_traffic(outputs):
+    for n, out in outputs.items():
+        resources = json.loads((out / "stats.json").read_text())["resources"]
+        per_rank = resources["per_rank"]
+        assert len(per_rank) == n and all(r["peak_rss_rank_bytes"] > 20 * 2**20 for r in per_rank)
+        assert all((r["bytes_received"] > 0) == (n > 1) for r in per_rank)  # one rank talks to no one
+        assert resources["max"]["bytes_received"] == max(r["bytes_received"] for r in per_rank)
 
 
 def test_same_tokenizer_and_token_streams_on_1_2_3_ranks(outputs):
@@ -118,7 +139,7 @@ def test_one_manifest_over_every_ranks_shards(outputs):
 
 
 def test_a_failing_rank_fails_the_job_and_leaves_no_manifest(corpus, tmp_path):
-    """Rank 2 owns the last input file; make it undecodable (a .gz that is not gzip) and read with --strict."""
+    """One rank's input file is undecodable (a .gz that is not gzip), read with --strict: that rank names it."""
     bad = tmp_path / "in"
     bad.mkdir()
     for f in sorted(corpus.glob("*.jsonl")):
@@ -126,7 +147,8 @@ def test_a_failing_rank_fails_the_job_and_leaves_no_manifest(corpus, tmp_path):
     (bad / "zz-last.jsonl.gz").write_bytes(b"this is not gzip data\n" * 4000)
     done = pipeline_run(3, [str(bad / "*.jsonl"), str(bad / "*.jsonl.gz")], tmp_path / "out", "--strict")
     assert done.returncode != 0
-    assert "zz-last.jsonl.gz" in done.stderr and "rank 2" in done.stderr
+    ours = [line for line in done.stderr.splitlines() if line.startswith("pipeline run: rank ")]
+    assert len(ours) == 1 and " of 3: error: " in ours[0] and "zz-last.jsonl.gz" in ours[0], done.stderr
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
@@ -135,19 +157,18 @@ import sys
 from pathlib import Path
 from data_pipeline.comm import get_comm
 from data_pipeline.config import load_recipe
-from data_pipeline.errors import PipelineError
+from data_pipeline.executor import job_failed
 from data_pipeline.tokenize_stage import run_tokenize_stage
 try:
     run_tokenize_stage(get_comm(), Path(sys.argv[1]), load_recipe(None, sys.argv[2:]), True)
-except (PipelineError, OSError) as err:  # as the CLI: the failing rank raises its own error
-    print(f"rank error: {err}", file=sys.stderr)
-    sys.exit(2)
+except BaseException as err:  # as the CLI: the failing rank prints its error and aborts the job
+    sys.exit(job_failed("tokenize", err))
 """
 
 
 def test_tokenize_failure_on_one_rank_removes_the_old_manifest(corpus, tmp_path):
     """A finished 2-rank dataset where rank 1 must rewrite a damaged shard but cannot (a directory sits on the
-    shard's temporary name). The rerun fails on every rank, naming rank 1 and the file; rank 0 skipped its own
+    shard's temporary name). The rerun ends the job with rank 1's error naming the file; rank 0 skipped its own
     intact work; the stale manifest is gone (a dataset with a manifest is always complete)."""
     out = tmp_path / "out"
     assert pipeline_run(2, [str(corpus / "*.jsonl")], out).returncode == 0
@@ -160,7 +181,6 @@ def test_tokenize_failure_on_one_rank_removes_the_old_manifest(corpus, tmp_path)
     cmd = [str(MPIEXEC), "-n", "2", sys.executable, "-c", STAGE_ONLY, str(out), *RECIPE]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode != 0
-    assert "1 of 2 rank(s); rank 1:" in done.stderr and "train-r00001-00000.arrow.tmp" in done.stderr
-    assert done.stderr.count("rank error:") == 2  # both ranks raised; neither hung in a collective
+    assert "pipeline tokenize: rank 1 of 2: error: " in done.stderr and "train-r00001-00000.arrow.tmp" in done.stderr
     assert not (out / "manifest.json").exists()
     assert rank0_shard.stat().st_mtime_ns == rank0_mtime

@@ -174,7 +174,8 @@ def test_every_bad_input_reason_reaches_stats_and_rejects(tmp_path: Path) -> Non
     (data / "d.txt").write_bytes(b"not \xff utf-8")
     recipe = load_recipe(overrides=["read.max_chars=40", "filters.enabled=false", "dedup.near=false", "workers=1"])
     stats = run_dedup(LocalComm(), [str(data)], tmp_path / "out", recipe, quiet=True)
-    rejects = [json.loads(x) for x in (tmp_path / "out/rejects/part-00000.jsonl").read_text().splitlines()]
+    parts = sorted((tmp_path / "out/rejects").glob("part-*.jsonl"))  # one part per task (input file), in order
+    rejects = [json.loads(x) for part in parts for x in part.read_text().splitlines()]
     expected = {f"bad_input:{r}" for _, r in BAD_LINES if r} | {"bad_input:truncated_gzip", "bad_input:truncated_zstd"}
     assert {k for k in stats["dropped"] if k.startswith("bad_input:")} == expected
     assert stats["dropped"]["bad_input:invalid_utf8"] == 3  # two jsonl lines and the text file

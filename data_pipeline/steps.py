@@ -1,0 +1,107 @@
+"""The per-document steps of the dedup stage, each a small unit with one contract, and a batch of them.
+
+    quality filter   text -> (reason, value) | None        (data_pipeline/filters.py decides)
+    exact key        texts -> (n, 2) uint64 xxh3_128       (data_pipeline/exact_dedup.py)
+    MinHash          texts -> (n, num_perm) uint32         (data_pipeline/minhash.py)
+
+Reading and NFC normalisation are the readers' step (data_pipeline/tasks.py `read_task`). `scan_batch` runs the
+steps over one batch of texts: the exact key and the signature only for the texts the filters keep. It is what
+a local worker process executes (data_pipeline/executor.py feeds batches in order, a bounded number in flight);
+it knows nothing of files, ranks or pools, so the same function runs inline, in a pool, or on any rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from data_pipeline import minhash
+from data_pipeline.config import DedupConfig, FiltersConfig
+from data_pipeline.exact_dedup import exact_text_hashes
+from data_pipeline.filters import drop_reason
+
+
+class QualityFilter:
+    """The recipe's quality filters: why a text is dropped (ledger reason and measured value), or None."""
+
+    def __init__(self, cfg: FiltersConfig) -> None:
+        self.cfg = cfg
+
+    def verdict(self, text: str) -> tuple[str, float] | None:
+        found = drop_reason(text, self.cfg)
+        if found is None or isinstance(found, tuple):
+            return found
+        return found, float("nan")  # filters that name the rule only: no measured value to report
+
+
+class ExactKey:
+    """xxh3_128 of the text as read: equal keys are byte-identical texts."""
+
+    def keys(self, texts: list[str]) -> np.ndarray:
+        return exact_text_hashes(texts)
+
+
+class Signature:
+    """MinHash signatures, one process (the executor parallelises over batches, not inside one)."""
+
+    def __init__(self, cfg: DedupConfig) -> None:
+        self.cfg = cfg
+
+    def signatures(self, texts: list[str]) -> np.ndarray:
+        cfg = self.cfg
+        return minhash.compute_signatures(
+            texts,
+            ngram=cfg.ngram,
+            num_perm=cfg.num_perm,
+            seed=cfg.seed,
+            workers=1,
+            scheme=cfg.scheme,
+            shingle=cfg.shingle,
+        )
+
+
+@dataclass
+class ScannedBatch:
+    """What the steps found for one batch: per text its filter verdict; per kept text its key and signature."""
+
+    verdicts: list[tuple[str, float] | None]
+    keys: np.ndarray  # (kept, 2) uint64
+    signatures: np.ndarray  # (kept, num_perm) uint32; (kept, 0) when near dedup is off
+    lengths: np.ndarray  # (kept,) int64 characters: what dedup.keep="longest" ranks by
+
+
+class Steps:
+    """The recipe's steps, built once per process."""
+
+    def __init__(self, filters: FiltersConfig, dedup: DedupConfig) -> None:
+        self.filter = QualityFilter(filters) if filters.enabled else None
+        self.exact = ExactKey()
+        self.signature = Signature(dedup) if dedup.near else None
+        self.num_perm = dedup.num_perm
+
+    def scan(self, texts: list[str]) -> ScannedBatch:
+        verdicts = [self.filter.verdict(t) for t in texts] if self.filter else [None] * len(texts)
+        kept = [t for t, v in zip(texts, verdicts, strict=True) if v is None]
+        signatures = self.signature.signatures(kept) if self.signature else np.zeros((len(kept), 0), np.uint32)
+        return ScannedBatch(
+            verdicts=verdicts,
+            keys=self.exact.keys(kept).reshape(-1, 2),
+            signatures=signatures.reshape(len(kept), self.num_perm if self.signature else 0),
+            lengths=np.fromiter((len(t) for t in kept), np.int64, len(kept)),
+        )
+
+
+_STEPS: Steps | None = None
+
+
+def init_steps(filters: FiltersConfig, dedup: DedupConfig) -> None:
+    """Pool initializer (and the inline case): build the steps once in this process."""
+    global _STEPS
+    _STEPS = Steps(filters, dedup)
+
+
+def scan_batch(texts: list[str]) -> ScannedBatch:
+    """The unit of work a local worker executes: the steps over one batch of texts."""
+    assert _STEPS is not None, "init_steps must run first in this process"
+    return _STEPS.scan(texts)

@@ -1,0 +1,58 @@
+"""Fault injection for the pipeline's rank-failure tests, loaded from outside the product via PYTHONPATH.
+
+PIPELINE_FAULT="module:attribute[.method]" names a function; on the rank PIPELINE_FAULT_RANK (the launcher's
+PMI_RANK) it is replaced by one that raises MemoryError naming itself. Every other rank runs the real code.
+PIPELINE_FSIZE_LIMIT=N limits that rank's files to N bytes (RLIMIT_FSIZE, SIGXFSZ ignored so a write fails
+with EFBIG instead of killing the process) from the start of the dedup stage's scan (MPI_Init, earlier, needs
+its own files): a disk that refuses one rank's writes.
+PIPELINE_SCAN_DELAY_S=S makes every scanned batch take S seconds longer (every rank): a kill lands mid-scan on
+any machine.
+"""
+
+import importlib
+import os
+import resource
+import signal
+
+_target = os.environ.get("PIPELINE_FAULT", "")
+_rank = os.environ.get("PIPELINE_FAULT_RANK", "1")
+_mine = os.environ.get("PMI_RANK", "0") == _rank
+
+if _mine and os.environ.get("PIPELINE_FSIZE_LIMIT"):
+    from data_pipeline.dedup_stage import DedupRun
+
+    _limit = int(os.environ["PIPELINE_FSIZE_LIMIT"])
+    _scan = DedupRun.scan
+
+    def _limited_scan(self):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (_limit, _limit))
+        return _scan(self)
+
+    DedupRun.scan = _limited_scan
+
+if _mine and _target:
+    _module_name, _, _path = _target.partition(":")
+    _owner = importlib.import_module(_module_name)
+    *_parents, _name = _path.split(".")
+    for _part in _parents:
+        _owner = getattr(_owner, _part)
+
+    def _injected(*args, **kwargs):
+        raise MemoryError(f"injected fault in {_target}")
+
+    setattr(_owner, _name, _injected)
+
+if os.environ.get("PIPELINE_SCAN_DELAY_S"):
+    import time
+
+    from data_pipeline import steps
+
+    _delay = float(os.environ["PIPELINE_SCAN_DELAY_S"])
+    _scan_batch = steps.scan_batch
+
+    def _slow_scan_batch(texts):
+        time.sleep(_delay)
+        return _scan_batch(texts)
+
+    steps.scan_batch = _slow_scan_batch
