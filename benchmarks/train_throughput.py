@@ -66,7 +66,6 @@ class Lever:
     what: str
     run_sets: tuple[str, ...] = ()  # `section.key=value` overrides of the run config
     ds_sets: tuple[tuple[str, object], ...] = ()  # dotted DeepSpeed JSON keys and their values
-    chunked_ce: bool = False  # loss through pretrain/chunked_ce.py
     compile: bool = False  # engine.compile() (with compile.deepcompile in ds_sets: DeepSpeed's compiler)
     pageable_copy: bool = False  # batches copied from pageable memory (a host sync per step) instead of pinned
 
@@ -94,7 +93,10 @@ LEVERS: dict[str, Lever] = {
         "torch.optim.AdamW(fused=True) inside DeepSpeed instead of FusedAdam",
         ds_sets=(("optimizer.params.torch_adam", True), ("optimizer.params.fused", True)),
     ),
-    "chunked_ce": Lever(f"cross-entropy in {CHUNKED_CE_TOKENS}-token chunks (pretrain/chunked_ce.py)", chunked_ce=True),
+    "chunked_ce": Lever(
+        f"cross-entropy in {CHUNKED_CE_TOKENS}-token chunks (pretrain/chunked_ce.py)",
+        run_sets=(f"train.loss_chunk_tokens={CHUNKED_CE_TOKENS}",),
+    ),
     "pageable_copy": Lever("batch copied from pageable host memory: a host sync each step", pageable_copy=True),
     "zero2": Lever("ZeRO stage 2 (parameters whole on every rank)", ds_sets=(("zero_optimization.stage", 2),)),
     "zero1": Lever("ZeRO stage 1 (parameters and gradients whole)", ds_sets=(("zero_optimization.stage", 1),)),
@@ -339,20 +341,6 @@ def start_single_process_group() -> None:
         raise SystemExit(f"train_throughput: world size {world_size}; run it as one process (the reference is 1 GPU)")
 
 
-def model_factory(lever: Lever) -> Callable:
-    """GPT, with the chunked loss switched on (inside zero.Init, so ZeRO-3 learns of the head weight's use)."""
-    from pretrain.chunked_ce import enable_chunked_loss
-    from pretrain.model import GPT
-
-    def build(model_cfg):
-        model = GPT(model_cfg)
-        if lever.chunked_ce:
-            enable_chunked_loss(model, CHUNKED_CE_TOKENS)
-        return model
-
-    return build
-
-
 def measure_variant(args, name: str, batches: list, flops: float, peak, result: Measurement) -> None:
     from pretrain.engine import build_engine, zero_stage
 
@@ -369,7 +357,7 @@ def measure_variant(args, name: str, batches: list, flops: float, peak, result: 
             "ds_zero_optimization": {k: v for k, v in ds["zero_optimization"].items() if not k.startswith("_")},
         }
         torch.manual_seed(args.seed)
-        engine = build_engine(cfg, ds, model_factory(lever))
+        engine = build_engine(cfg, ds)
         try:
             result.context["optimizer_class"] = type(getattr(engine.optimizer, "optimizer", engine.optimizer)).__name__
             result.context["loss_chunk_tokens"] = engine.module.loss_chunk_tokens

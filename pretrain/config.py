@@ -153,6 +153,9 @@ class TrainConfig:
     # model always uses fp32); fp32 as Megatron and torchtitan. Fills the JSON's communication_data_type and
     # data_types.grad_accum_dtype; pretrain/engine.py checks the running engine uses it
     grad_dtype: Literal["fp32", "bf16"] = "fp32"
+    # > 0: the training loss in chunks of this many tokens (pretrain/chunked_ce.py), so the fp32 logits of the
+    # whole micro-batch (micro x seq x vocab) never exist at once; 0: the plain cross-entropy
+    loss_chunk_tokens: int = 0
     activation_checkpointing: Literal["every", "every_k", "off"] = "every"
     checkpoint_every_k: int = 1  # with activation_checkpointing=every_k: recompute every k-th block
     partition_activations: bool = False
@@ -172,6 +175,9 @@ class TrainConfig:
         _require(self.keep_last >= 1, "train.keep_last", f"must be >= 1, got {self.keep_last}")
         _require(self.precision in PRECISIONS, "train.precision", f"got {self.precision!r}; use auto|bf16|fp32")
         _require(self.grad_dtype in ("fp32", "bf16"), "train.grad_dtype", f"got {self.grad_dtype!r}; use fp32|bf16")
+        _require(
+            self.loss_chunk_tokens >= 0, "train.loss_chunk_tokens", f"got {self.loss_chunk_tokens}; use 0 (off) or > 0"
+        )
         _require(
             self.activation_checkpointing in CHECKPOINTING_MODES,
             "train.activation_checkpointing",

@@ -207,8 +207,12 @@ def build_model(
     if model_factory is None:
         from pretrain.model import GPT as model_factory
 
+    from pretrain.chunked_ce import enable_chunked_loss
+
     with deepspeed.zero.Init(config_dict_or_path=ds_config, enabled=zero_stage(ds_config) == 3):
         model = model_factory(cfg.model)
+        if cfg.train.loss_chunk_tokens:  # inside zero.Init: ZeRO-3 must learn that the loss reads the head weight
+            enable_chunked_loss(model, cfg.train.loss_chunk_tokens)
     configure_activation_checkpointing(model, cfg)
     return model
 
