@@ -62,7 +62,7 @@ class PreemptionFlag:
         if self.interrupted_at is None:
             self.interrupted_at = now
             self.request(INTERRUPT)
-            self._say("Ctrl-C: saving a checkpoint at the end of this step, then exiting; Ctrl-C again aborts now")
+            self._say("Ctrl-C: saving a checkpoint at the end of this step, then exiting; Ctrl-C again to abort")
         elif now - self.interrupted_at >= SAME_PRESS_S:
             self._say("second Ctrl-C: aborting without a checkpoint")
             os._exit(EXIT_INTERRUPTED)
