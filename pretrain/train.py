@@ -165,7 +165,7 @@ class Trainer:
         boundary = self.layout.grad_accum_steps - 1  # the micro-batch whose engine.step updates the weights
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # on device: no sync per micro-batch
         for micro_step, (x, y) in enumerate(self.sampler.global_batch()):
-            _, loss = self.engine(x.to(self.device), y.to(self.device))
+            _, loss = self.engine(self.to_device(x), self.to_device(y))
             if inject:
                 loss = loss * float("nan")
             loss_sum += loss.detach().double()
@@ -183,6 +183,13 @@ class Trainer:
         grad_norm = self.engine.get_global_grad_norm()
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         return {"loss": mean_loss, "grad_norm": grad_norm, "lr": lr, "skipped": skipped, "spike_skipped": spike_skipped}
+
+    def to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """A host batch on the accelerator without a host sync: pinned memory and a non-blocking copy (a copy
+        from pageable memory waits for the stream, once per micro-step)."""
+        if torch.device(self.device).type != "cuda":
+            return batch.to(self.device)
+        return batch.pin_memory().to(self.device, non_blocking=True)
 
     def _guard_spike(self, loss: torch.Tensor, mean_loss: float) -> tuple[torch.Tensor, bool]:
         """Feed the step's mean loss to the spike detector; with train.spike_skip a spike's loss becomes NaN, so
