@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -635,17 +636,19 @@ class DedupRun:
     # -- phase 5 ---------------------------------------------------------------------------------------------
 
     def task_ledger(self) -> Ledger:
-        """This rank's tasks' fates (h5's per-source counts go here: source = the task's input file)."""
+        """This rank's tasks' fates, counted per input file where the ledger keeps per-source counts."""
         ledger = Ledger()
+        per_source = "source" in inspect.signature(Ledger.read).parameters
         for task in self.plan.mine:
+            where = {"source": task.path} if per_source else {}
             work = TaskWork(self.out, task)
             meta = work.meta()
-            ledger.read(meta["records"])
+            ledger.read(meta["records"], **where)
             for reason, n in [*meta["bad_input"].items(), *meta["filter"].items()]:
-                ledger.drop(reason, n)
+                ledger.drop(reason, n, **where)
             for reason, ordinals in self.task_removed[task.index].items():
-                ledger.drop(reason, len(ordinals))
-            ledger.keep(json.loads(work.path("kept.json").read_text())["kept_docs"])
+                ledger.drop(reason, len(ordinals), **where)
+            ledger.keep(json.loads(work.path("kept.json").read_text())["kept_docs"], **where)
         return ledger
 
     def finish(self, removed: dict[str, np.ndarray], records: list[dict]) -> dict:

@@ -50,8 +50,9 @@ class Signature:
 
     def signatures(self, texts: list[str]) -> np.ndarray:
         cfg = self.cfg
+        shingle = {"shingle": cfg.shingle} if hasattr(cfg, "shingle") else {}  # dedup.shingle, where it exists
         return minhash.compute_signatures(
-            texts, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed, workers=1, scheme=cfg.scheme
+            texts, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed, workers=1, scheme=cfg.scheme, **shingle
         )
 
 
