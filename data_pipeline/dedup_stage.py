@@ -653,7 +653,7 @@ class DedupRun:
     # -- phase 5 ---------------------------------------------------------------------------------------------
 
     def task_ledger(self) -> Ledger:
-        """This rank's tasks' fates (h5's per-source counts go here: source = the task's input file)."""
+        """This rank's tasks' fates, counted per input file (stats.json per_input)."""
         ledger = Ledger()
         for task in self.plan.mine:
             work, source = TaskWork(self.out, task), task.path

@@ -212,7 +212,7 @@ def job_failed(command: str, err: BaseException) -> int:
             print(f"pipeline {command}: error: {err}", file=sys.stderr, flush=True)
         return code
     if isinstance(err, KeyboardInterrupt):
-        print(f"pipeline {command}: {where}interrupted ({err or 'SIGINT'})", file=sys.stderr, flush=True)
+        print(f"pipeline {command}: {where}interrupted ({str(err) or 'SIGINT'})", file=sys.stderr, flush=True)
     elif isinstance(err, (PipelineError, OSError)):
         print(f"pipeline {command}: {where}error: {err}", file=sys.stderr, flush=True)
     else:  # a bug or a resource failure (MemoryError): the traceback says where

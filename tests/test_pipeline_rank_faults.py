@@ -130,7 +130,8 @@ def test_a_signal_during_the_scan_leaves_no_worker_behind(sig: int, big_corpus: 
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}[sig], err
     if sig != signal.SIGKILL:
-        assert "interrupted" in err and "Traceback" not in err, err
+        word = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}[sig]
+        assert f"pipeline dedup: interrupted ({word})" in err and "Traceback" not in err, err
     gone, alive = psutil.wait_procs(workers, timeout=10)
     assert alive == [], f"orphaned pool workers: {alive}"
 
@@ -172,3 +173,26 @@ def test_a_run_killed_during_the_scan_redoes_only_unfinished_tasks(tmp_path: Pat
         k: v for k, v in stats[1].items() if k != "resources"
     }
     assert stats[0]["dropped"]["exact_dup"] >= 7 and stats[0]["tasks"] == 8  # each file repeats doc 0
+
+
+@pytest.mark.mpi
+def test_ctrl_c_under_mpiexec_ends_every_rank_and_worker(big_corpus: Path, tmp_path: Path) -> None:
+    """mpiexec forwards SIGINT to the ranks; each stops its pool and the job ends non-zero, leaving no process."""
+    cmd = [MPIEXEC, "-n", "2", PIPELINE, "dedup", "--input", str(big_corpus), "--output", str(tmp_path / "out"),
+           "--quiet", "--set", "workers=2"]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env=faulty_env(PIPELINE_SCAN_DELAY_S="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    launcher = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    while len(launcher.children(recursive=True)) < 7:  # hydra proxy, 2 ranks, 2 workers each
+        assert proc.poll() is None and time.monotonic() < deadline, "the ranks' pools never started"
+        time.sleep(0.05)
+    everything = launcher.children(recursive=True)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert any(f"pipeline dedup: rank {r} of 2: interrupted (SIGINT)" in err for r in (0, 1)), err
+    _, alive = psutil.wait_procs(everything, timeout=10)
+    assert alive == [], f"left behind: {alive}"
