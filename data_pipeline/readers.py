@@ -356,6 +356,11 @@ def read_file(path: str, cfg: ReadConfig, position: ReadPosition | None = None) 
         items = read_parquet(path, cfg, position)
     else:
         items = read_text(path, cfg)
+    yield from strict_items(items, cfg)
+
+
+def strict_items(items: Iterator[Document | Reject], cfg: ReadConfig) -> Iterator[Document | Reject]:
+    """The items as they are; under read.strict the first reject raises StrictInputError naming file:line."""
     for item in items:
         if cfg.strict and isinstance(item, Reject):
             raise StrictInputError(

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from data_pipeline.config import ReadConfig
 from data_pipeline.documents import Document, Reject
-from data_pipeline.readers import ReadPosition, StrictInputError, _parse_json_line, read_file
+from data_pipeline.readers import ReadPosition, _parse_json_line, read_file, strict_items
 
 SPLITTABLE_SUFFIXES = (".jsonl", ".ndjson")
 
@@ -107,16 +107,6 @@ def count_range_lines(task: Task) -> int:
     return sum(1 for _ in range_lines(task.path, task.start, task.end)) if task.is_range else 0
 
 
-def _strict(items: Iterator[Document | Reject], cfg: ReadConfig) -> Iterator[Document | Reject]:
-    for item in items:
-        if cfg.strict and isinstance(item, Reject):
-            raise StrictInputError(
-                f"{item.source}:{item.line}: bad input ({item.reason}): {item.detail}; "
-                "fix the record or run without --strict to skip and count bad records in DIR/rejects/"
-            )
-        yield item
-
-
 def _read_range(task: Task, cfg: ReadConfig, first_line: int, position: ReadPosition | None):
     done = task.start
     for number, line in enumerate(range_lines(task.path, task.start, task.end), start=first_line):
@@ -137,7 +127,7 @@ def read_task(
     if not task.is_range:
         yield from read_file(task.path, cfg, position)
         return
-    yield from _strict(_read_range(task, cfg, first_line, position), cfg)
+    yield from strict_items(_read_range(task, cfg, first_line, position), cfg)
 
 
 def file_sizes(files: list[str]) -> list[int]:
