@@ -114,13 +114,16 @@ def traffic(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["memory", "traffic"])
+    parser.add_argument("what", nargs="*", help="memory and/or traffic (default: both, as `make bench` runs it)")
     parser.add_argument("--docs", type=int, nargs="+", default=[25000, 100000, 400000])
     parser.add_argument("--ranks", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--workers", type=int, default=2, help="local worker processes per rank (memory runs)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_pipeline_scale"))
     args = parser.parse_args()
-    {"memory": memory, "traffic": traffic}[args.what](args)
+    if unknown := set(args.what) - {"memory", "traffic"}:
+        parser.error(f"unknown measurement {sorted(unknown)}; use memory and/or traffic")
+    for what in args.what or ["memory", "traffic"]:
+        {"memory": memory, "traffic": traffic}[what](args)
     return 0
 
 
