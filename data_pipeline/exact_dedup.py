@@ -22,9 +22,7 @@ from data_pipeline.comm import LocalComm
 from data_pipeline.dedup_clusters import (
     Exchange,
     OwnerOf,
-    cluster_records_with_ids,
     gather_clusters,
-    keep_priority,
     key_owner,
     rank_key,
     run_starts,
@@ -32,11 +30,9 @@ from data_pipeline.dedup_clusters import (
 
 __all__ = [
     "DedupResult",
-    "cluster_records_with_ids",
     "exact_text_hash",
     "exact_text_hashes",
     "find_exact_duplicates",
-    "keep_priority",
 ]
 
 
