@@ -29,10 +29,7 @@ class QualityFilter:
         self.cfg = cfg
 
     def verdict(self, text: str) -> tuple[str, float] | None:
-        found = drop_reason(text, self.cfg)
-        if found is None or isinstance(found, tuple):
-            return found
-        return found, float("nan")  # filters that name the rule only: no measured value to report
+        return drop_reason(text, self.cfg)
 
 
 class ExactKey:
