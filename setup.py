@@ -22,7 +22,7 @@ setup(
         "pyarrow",
         "datasketch",
         "xxhash",
-        "numba",  # MinHash shingling and permutations compiled (data_pipeline/minhash.py; BENCHMARKS.md)
+        "numba",  # MinHash shingling and permutations compiled (data_pipeline/dedup/minhash.py; BENCHMARKS.md)
         "zstandard",
         "mpi4py",
         "mpich",
@@ -32,7 +32,7 @@ setup(
         "tensorboard",
         "matplotlib",
         "safetensors",
-        "transformers",  # `pretrain export` (hf.py, hf_tokenizer.py)
+        "transformers",  # `pretrain export` (pretrain/interop/)
         "tokenizers",
     ],
     extras_require={

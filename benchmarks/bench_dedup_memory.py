@@ -41,7 +41,7 @@ def synthetic_signatures(docs: int, num_perm: int, seed: int = 0) -> np.ndarray:
 
 def child(mode: str, docs: int, num_perm: int, threshold: float) -> None:
     from data_pipeline.comm import LocalComm
-    from data_pipeline.lsh import LSHParams, find_near_duplicates
+    from data_pipeline.dedup.lsh import LSHParams, find_near_duplicates
 
     params = LSHParams.from_threshold(threshold, num_perm)  # both children import the same libraries
     signatures = synthetic_signatures(docs, num_perm)

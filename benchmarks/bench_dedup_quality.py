@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from data_pipeline.comm import LocalComm
-from data_pipeline.lsh import LSHParams, find_near_duplicates, planted_corpus
-from data_pipeline.minhash import compute_signatures, shingle_hashes
+from data_pipeline.dedup.lsh import LSHParams, find_near_duplicates, planted_corpus
+from data_pipeline.dedup.minhash import compute_signatures, shingle_hashes
 
 FRACTIONS = (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08, 0.12, 0.2, 0.35, 0.5)
 BUCKETS = (0.0, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0001)
@@ -186,7 +186,7 @@ def on_ranks(size: int, texts: list[str], signatures: np.ndarray, params: LSHPar
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from sim_comm import run_ranks
 
-    from data_pipeline.dedup_clusters import keep_priority, owner_of_blocks
+    from data_pipeline.dedup.clusters import keep_priority, owner_of_blocks
 
     blocks = np.array_split(np.arange(len(texts)), size)
     owner_of = owner_of_blocks([len(b) for b in blocks])

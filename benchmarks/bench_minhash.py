@@ -25,8 +25,8 @@ import time
 import numpy as np
 from datasketch import MinHash
 
-from data_pipeline.lsh import planted_corpus
-from data_pipeline.minhash import Permutations, compute_signatures, shingle_hashes_batch, signatures_from_hashes
+from data_pipeline.dedup.lsh import planted_corpus
+from data_pipeline.dedup.minhash import Permutations, compute_signatures, shingle_hashes_batch, signatures_from_hashes
 
 try:
     from rensa import RMinHash

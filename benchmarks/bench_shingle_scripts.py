@@ -15,7 +15,7 @@ import argparse
 
 import numpy as np
 
-from data_pipeline.minhash import shingle_hashes
+from data_pipeline.dedup.minhash import shingle_hashes
 
 SCRIPTS = {  # letters to draw from, and the punctuation that ends a clause
     "chinese": (list(range(0x4E00, 0x4E00 + 3000)), "，。、"),

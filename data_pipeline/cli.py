@@ -16,10 +16,10 @@ from data_pipeline.executor import install_signal_handlers, job_failed, return_l
 # (name, module): the module exposes `add_arguments(parser)`, `run(args) -> int` and a docstring (its help).
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("demo-corpus", "data_pipeline.demo_corpus"),
-    ("dedup", "data_pipeline.dedup_stage"),
+    ("dedup", "data_pipeline.dedup.stage"),
     ("run", "data_pipeline.tokenize_stage"),
     ("train-tokenizer", "data_pipeline.tokenizer"),
-    ("inspect", "data_pipeline.inspect"),
+    ("inspect", "data_pipeline.inspect_dataset"),
 ]
 
 

@@ -1,8 +1,8 @@
 """The per-document steps of the dedup stage, each a small unit with one contract, and a batch of them.
 
     quality filter   text -> (reason, value) | None        (data_pipeline/filters.py decides)
-    exact key        texts -> (n, 2) uint64 xxh3_128       (data_pipeline/exact_dedup.py)
-    MinHash          texts -> (n, num_perm) uint32         (data_pipeline/minhash.py)
+    exact key        texts -> (n, 2) uint64 xxh3_128       (data_pipeline/dedup/exact.py)
+    MinHash          texts -> (n, num_perm) uint32         (data_pipeline/dedup/minhash.py)
 
 Reading and NFC normalisation are the readers' step (data_pipeline/tasks.py `read_task`). `scan_batch` runs the
 steps over one batch of texts: the exact key and the signature only for the texts the filters keep. It is what
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_pipeline import minhash
 from data_pipeline.config import DedupConfig, FiltersConfig
-from data_pipeline.exact_dedup import exact_text_hashes
+from data_pipeline.dedup import minhash
+from data_pipeline.dedup.exact import exact_text_hashes
 from data_pipeline.filters import drop_reason
 
 

@@ -1,7 +1,7 @@
 """Run the whole pipeline: filter and dedup, train SentencePiece, write Arrow token shards and manifest.json.
 
 This module is the last stage of `pipeline run` (train the tokenizer, encode the kept documents, write shards
-and the manifest) and the `run` subcommand itself (the dedup flow of dedup_stage.py, then this stage).
+and the manifest) and the `run` subcommand itself (the dedup flow of dedup/stage.py, then this stage).
 
 On N ranks (mpiexec/srun) rank 0 trains the tokenizer on the kept parts in part order, so the model does not
 depend on N. Above the trainer's parse budget (tokenizer.document_fraction) the ranks first draw the hashed
@@ -319,7 +319,7 @@ def _jsonable(recipe: Any) -> Any:
 
 def add_arguments(parser: Any) -> None:
     """The same corpus arguments as `pipeline dedup`."""
-    from data_pipeline.dedup_stage import add_arguments as corpus_arguments
+    from data_pipeline.dedup.stage import add_arguments as corpus_arguments
 
     corpus_arguments(parser)
 
@@ -327,7 +327,7 @@ def add_arguments(parser: Any) -> None:
 def run(args: Any) -> int:
     """`pipeline run`: read → filter → exact + near dedup → SentencePiece → Arrow shards + manifest.json."""
     from data_pipeline.comm import get_comm
-    from data_pipeline.dedup_stage import recipe_from_args, run_dedup
+    from data_pipeline.dedup.stage import recipe_from_args, run_dedup
 
     comm = get_comm()
     recipe = recipe_from_args(args)

@@ -16,7 +16,7 @@ from pretrain.config import ConfigError
 # (name, module): the module exposes `add_arguments(parser)`, `run(args) -> int` and a docstring (its help).
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("plan", "pretrain.plan"),
-    ("export", "pretrain.export"),
+    ("export", "pretrain.interop.export"),
     ("generate", "pretrain.generate"),
     ("evaluate", "pretrain.evaluate"),
     ("plot", "pretrain.plot"),

@@ -2,7 +2,7 @@
 
 The windows are the trainer's own (`pretrain.data.validation_indices`: evenly spread, non-overlapping
 seq_len+1 token samples of the validation split), so with the same --samples the numbers equal the `val_loss`
-the training run logged for that step. Weights are consolidated to fp32 (pretrain/export.py); on a GPU the
+the training run logged for that step. Weights are consolidated to fp32 (pretrain/interop/export.py); on a GPU the
 forward runs under bf16 autocast. The loss is the mean next-token cross-entropy over every predicted token.
 """
 
@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from data_pipeline.shards import ShardError, TokenStream
     from pretrain.data import validation_indices
-    from pretrain.export import ExportError, build_model, load_consolidated
     from pretrain.generate import pick_device
+    from pretrain.interop.export import ExportError, build_model, load_consolidated
     from pretrain.metrics import perplexity
 
     try:

@@ -1,6 +1,6 @@
 """`pretrain generate RUN_OR_CKPT --prompt TEXT`: sample a continuation from a checkpoint on one device.
 
-The ZeRO-3 partitions are consolidated to fp32 (pretrain/export.py), the model runs in bf16 on a GPU and fp32
+The ZeRO-3 partitions are consolidated to fp32 (pretrain/interop/export.py), the model runs in bf16 on a GPU and fp32
 on CPU, and decoding uses the model's KV cache. The prompt is preceded by the EOS id because that is what
 precedes every document in the training stream (documents are concatenated with EOS after each), so the model
 sees the prompt the way it saw the start of a document. Sampling stops at EOS or after --max-new-tokens.
@@ -81,7 +81,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> int:
     import sentencepiece as spm
 
-    from pretrain.export import ExportError, build_model, load_consolidated, run_tokenizer
+    from pretrain.interop.export import ExportError, build_model, load_consolidated, run_tokenizer
 
     if problem := check_arguments(args):
         print(f"pretrain generate: error: {problem}", file=sys.stderr)

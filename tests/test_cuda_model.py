@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pretrain.config import ModelConfig
-from pretrain.hf import to_hf
+from pretrain.interop.hf import to_hf
 from pretrain.model import GPT
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

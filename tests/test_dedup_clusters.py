@@ -13,7 +13,7 @@ import pytest
 from sim_comm import run_ranks
 
 from data_pipeline.comm import LocalComm
-from data_pipeline.dedup_clusters import (
+from data_pipeline.dedup.clusters import (
     Exchange,
     cluster_records_with_ids,
     keep_priority,
@@ -21,9 +21,9 @@ from data_pipeline.dedup_clusters import (
     rank_key,
     select_keepers,
 )
-from data_pipeline.exact_dedup import exact_text_hashes, find_exact_duplicates
-from data_pipeline.lsh import LSHParams, find_near_duplicates, keeper_graph, planted_corpus, verify_bound
-from data_pipeline.minhash import compute_signatures, shingle_hashes
+from data_pipeline.dedup.exact import exact_text_hashes, find_exact_duplicates
+from data_pipeline.dedup.lsh import LSHParams, find_near_duplicates, keeper_graph, planted_corpus, verify_bound
+from data_pipeline.dedup.minhash import compute_signatures, shingle_hashes
 
 PARAMS = LSHParams.from_threshold(0.8, 128)  # 12 bands x 10 rows
 
@@ -83,7 +83,7 @@ def test_recall_at_jaccard_09_is_kept():
 
 
 def test_verification_in_small_batches_decides_the_same(monkeypatch):
-    import data_pipeline.lsh as lsh
+    import data_pipeline.dedup.lsh as lsh
 
     texts, _ = planted_corpus(40, 2, (0.005, 0.02, 0.05), words=150, seed=4)
     sigs = compute_signatures(texts, workers=1)
@@ -274,7 +274,7 @@ def test_dedup_keep_in_the_stage_on_one_and_two_ranks(tmp_path):
     import json
 
     from data_pipeline.config import RecipeError, load_recipe
-    from data_pipeline.dedup_stage import run_dedup
+    from data_pipeline.dedup.stage import run_dedup
 
     base, _ = planted_corpus(3, 0, words=120, seed=9)
     texts = [base[0], base[1], base[0] + " and a longer ending", base[2], base[1], base[0] + " end"]

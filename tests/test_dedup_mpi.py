@@ -21,7 +21,7 @@ MPIEXEC = REPO / ".venv" / "bin" / "mpiexec"
 
 
 def planted_with_exact_copies() -> list[str]:
-    from data_pipeline.lsh import planted_corpus
+    from data_pipeline.dedup.lsh import planted_corpus
 
     texts, _ = planted_corpus(60, 2, (0.01, 0.05, 0.15, 0.5), words=120, seed=3)
     return texts + [texts[5], texts[70], texts[5]]
@@ -29,10 +29,10 @@ def planted_with_exact_copies() -> list[str]:
 
 def run_rank(out_path: str) -> None:
     from data_pipeline.comm import get_comm
-    from data_pipeline.dedup_clusters import keep_priority, owner_of_blocks
-    from data_pipeline.exact_dedup import exact_text_hashes, find_exact_duplicates
-    from data_pipeline.lsh import LSHParams, find_near_duplicates
-    from data_pipeline.minhash import compute_signatures
+    from data_pipeline.dedup.clusters import keep_priority, owner_of_blocks
+    from data_pipeline.dedup.exact import exact_text_hashes, find_exact_duplicates
+    from data_pipeline.dedup.lsh import LSHParams, find_near_duplicates
+    from data_pipeline.dedup.minhash import compute_signatures
 
     comm = get_comm()
     texts = planted_with_exact_copies()

@@ -35,7 +35,7 @@ def independent_loss(run_dir: Path, data: Path, samples: int) -> float:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     from data_pipeline.shards import TokenStream
-    from pretrain.export import run_config
+    from pretrain.interop.export import run_config
     from pretrain.model import GPT
 
     cfg = run_config(run_dir)

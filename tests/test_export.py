@@ -67,7 +67,7 @@ def test_hf_tokenizer_encodes_like_sentencepiece(tmp_path: Path, model_type: str
 
     from data_pipeline.config import TokenizerConfig
     from data_pipeline.tokenizer import train_tokenizer
-    from pretrain.hf_tokenizer import save_hf_tokenizer
+    from pretrain.interop.hf_tokenizer import save_hf_tokenizer
 
     corpus = tokenizer_corpus(tmp_path)
     settings = TokenizerConfig(vocab_size=700, model_type=model_type, num_threads=1)
@@ -119,7 +119,7 @@ def exported(request, tmp_path_factory, tiny_dataset) -> tuple[Path, Path]:
 def test_transformers_loads_export_with_matching_logits(exported) -> None:
     from transformers import AutoModelForCausalLM
 
-    from pretrain.export import build_model, load_consolidated
+    from pretrain.interop.export import build_model, load_consolidated
 
     run_dir, out = exported
     ours = build_model(load_consolidated(run_dir))
@@ -152,7 +152,7 @@ def test_exported_tokenizer_encodes_like_the_run_tokenizer(exported, tiny_datase
 @pytest.mark.slow
 def test_deepspeed_zero_to_fp32_script_agrees_with_our_consolidation(exported, tmp_path) -> None:
     from pretrain.checkpoint import resolve_checkpoint
-    from pretrain.export import load_consolidated
+    from pretrain.interop.export import load_consolidated
 
     run_dir, _ = exported
     root, tag = resolve_checkpoint(run_dir)
@@ -183,8 +183,8 @@ def test_deepspeed_zero_to_fp32_script_agrees_with_our_consolidation(exported, t
 def test_export_refuses_an_incomplete_checkpoint(exported, tmp_path, damage: str, message: str, capsys) -> None:
     import argparse
 
-    from pretrain import export
     from pretrain.checkpoint import resolve_checkpoint
+    from pretrain.interop import export
 
     run_dir, _ = exported
     root, tag = resolve_checkpoint(run_dir)

@@ -95,7 +95,7 @@ def test_generate_command_on_a_two_rank_checkpoint(tmp_path_factory, tiny_datase
     import sentencepiece as spm
     from test_export import trained_run
 
-    from pretrain.export import build_model, load_consolidated
+    from pretrain.interop.export import build_model, load_consolidated
 
     run_dir = trained_run(tmp_path_factory, tiny_dataset, "debug")
     cmd = [sys.executable, "-m", "pretrain.cli", "generate", str(run_dir), "--prompt", "The model"]

@@ -11,7 +11,7 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from pretrain.config import ConfigError, ModelConfig
-from pretrain.hf import from_hf, save_hf, to_hf
+from pretrain.interop.hf import from_hf, save_hf, to_hf
 from pretrain.model import GPT
 
 TINY = dict(vocab_size=1000, seq_len=64, n_layer=2, n_head=4, d_model=64)  # 1000 pads to 1024

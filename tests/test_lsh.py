@@ -9,9 +9,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from data_pipeline.comm import LocalComm
-from data_pipeline.exact_dedup import exact_text_hash, exact_text_hashes, find_exact_duplicates
-from data_pipeline.lsh import DEFAULT_FALSE_NEGATIVE_WEIGHT, LSHParams, find_near_duplicates, planted_corpus
-from data_pipeline.minhash import compute_signatures, shingle_hashes
+from data_pipeline.dedup.exact import exact_text_hash, exact_text_hashes, find_exact_duplicates
+from data_pipeline.dedup.lsh import DEFAULT_FALSE_NEGATIVE_WEIGHT, LSHParams, find_near_duplicates, planted_corpus
+from data_pipeline.dedup.minhash import compute_signatures, shingle_hashes
 
 
 @pytest.mark.parametrize(("threshold", "num_perm"), [(0.5, 128), (0.7, 128), (0.8, 128), (0.9, 64), (0.85, 256)])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from datasketch import MinHash
 
-from data_pipeline.lsh import planted_corpus
-from data_pipeline.minhash import (
+from data_pipeline.dedup.lsh import planted_corpus
+from data_pipeline.dedup.minhash import (
     _WORD_CHAR_SPANS,
     MERSENNE_PRIME,
     Permutations,

@@ -239,7 +239,7 @@ def test_dedup_never_imports_torch(corpus: Path, tmp_path: Path) -> None:
 def test_a_run_killed_after_writing_kept_reruns_to_the_same_outputs(corpus: Path, tmp_path: Path, monkeypatch) -> None:
     from data_pipeline.comm import LocalComm
     from data_pipeline.config import load_recipe
-    from data_pipeline.dedup_stage import DedupRun, run_dedup
+    from data_pipeline.dedup.stage import DedupRun, run_dedup
 
     recipe = load_recipe(overrides=["workers=1"])
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
@@ -257,7 +257,7 @@ def test_a_large_file_split_into_byte_ranges_gives_the_same_documents(tmp_path: 
     """Ranges cut mid-line: every line read once, ids and reject lines as if the file were read whole."""
     from data_pipeline.comm import LocalComm
     from data_pipeline.config import load_recipe
-    from data_pipeline.dedup_stage import run_dedup
+    from data_pipeline.dedup.stage import run_dedup
 
     data = tmp_path / "in"
     data.mkdir()

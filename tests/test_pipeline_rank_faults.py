@@ -50,10 +50,10 @@ def faulty_env(**extra: str) -> dict[str, str]:
 
 PHASES = {
     "scan (read, filters, MinHash)": {"PIPELINE_FAULT": "data_pipeline.steps:scan_batch"},
-    "exact dedup": {"PIPELINE_FAULT": "data_pipeline.exact_dedup:find_exact_duplicates"},
-    "near dedup": {"PIPELINE_FAULT": "data_pipeline.lsh:find_near_duplicates"},
-    "clusters": {"PIPELINE_FAULT": "data_pipeline.dedup_clusters:cluster_records_with_ids"},
-    "ledger and stats": {"PIPELINE_FAULT": "data_pipeline.dedup_stage:DedupRun.task_ledger"},
+    "exact dedup": {"PIPELINE_FAULT": "data_pipeline.dedup.exact:find_exact_duplicates"},
+    "near dedup": {"PIPELINE_FAULT": "data_pipeline.dedup.lsh:find_near_duplicates"},
+    "clusters": {"PIPELINE_FAULT": "data_pipeline.dedup.clusters:cluster_records_with_ids"},
+    "ledger and stats": {"PIPELINE_FAULT": "data_pipeline.dedup.stage:DedupRun.task_ledger"},
 }
 
 

@@ -16,7 +16,7 @@ import pytest
 from datasketch import MinHash, MinHashLSH
 
 from data_pipeline.config import RecipeError, load_recipe
-from data_pipeline.minhash import compute_signatures, estimated_jaccard, hash_normalize, shingle_hashes
+from data_pipeline.dedup.minhash import compute_signatures, estimated_jaccard, hash_normalize, shingle_hashes
 
 SCRIPTS = {  # letters, clause punctuation
     "chinese": (np.arange(0x4E00, 0x4E00 + 3000), "，。、"),

@@ -19,7 +19,7 @@ _rank = os.environ.get("PIPELINE_FAULT_RANK", "1")
 _mine = os.environ.get("PMI_RANK", "0") == _rank
 
 if _mine and os.environ.get("PIPELINE_FSIZE_LIMIT"):
-    from data_pipeline.dedup_stage import DedupRun
+    from data_pipeline.dedup.stage import DedupRun
 
     _limit = int(os.environ["PIPELINE_FSIZE_LIMIT"])
     _scan = DedupRun.scan

@@ -11,7 +11,7 @@ The same code runs as one process (LocalComm) or as N MPI ranks (mpiexec, srun).
    Each task then gets its own completion marker: a rerun redoes only the tasks without one.
 3. Dedup, collective. A document's global index is its position among all documents in task order, so it does
    not depend on N. Each rank loads the keys (then the signatures) of its own tasks' documents and calls the
-   dedup functions (exact_dedup.py, lsh.py, dedup_clusters.py); each rank learns the removals among its own documents and
+   dedup functions (exact.py, lsh.py, clusters.py); each rank learns the removals among its own documents and
    receives the clusters whose kept document it holds.
 4. Write, per task, streaming. The task is read again and its documents that passed and were not removed go to
    kept/part-NNNNN.jsonl; each task has its own marker (which records the removals it applied). The clusters a
@@ -44,9 +44,12 @@ from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
-from data_pipeline import dedup_clusters, drop_log, exact_dedup, lsh, markers
+from data_pipeline import drop_log, markers
 from data_pipeline.comm import LocalComm, get_comm, on_root
 from data_pipeline.config import PipelineConfig, load_recipe, save_recipe
+from data_pipeline.dedup import clusters as dedup_clusters
+from data_pipeline.dedup import exact as exact_dedup
+from data_pipeline.dedup import lsh
 from data_pipeline.documents import Document, Reject
 from data_pipeline.errors import PipelineError
 from data_pipeline.executor import mark_every_rank, ordered_map, peak_rss_bytes, resolve_workers, worker_pool
@@ -724,7 +727,7 @@ class DedupRun:
 
 
 def lsh_params(recipe: PipelineConfig) -> Any:
-    from data_pipeline.lsh import LSHParams
+    from data_pipeline.dedup.lsh import LSHParams
 
     cfg = recipe.dedup
     return LSHParams.from_threshold(cfg.threshold, cfg.num_perm, bands=cfg.bands, rows=cfg.rows)

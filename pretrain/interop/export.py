@@ -2,7 +2,7 @@
 
 The weights are consolidated with DeepSpeed's own `get_fp32_state_dict_from_zero_checkpoint` (the fp32 master
 copy from every rank's optimizer partition, not the bf16 working copy), checked against our GPT's keys and
-shapes, mapped to GPT2LMHeadModel or LlamaForCausalLM by pretrain/hf.py, and written with the run's
+shapes, mapped to GPT2LMHeadModel or LlamaForCausalLM by pretrain/interop/hf.py, and written with the run's
 SentencePiece tokenizer converted for AutoTokenizer. `generate` and `evaluate` reuse `load_consolidated`.
 """
 
@@ -141,8 +141,8 @@ def run_tokenizer(cfg: Any) -> RunTokenizer:
 
 def export_hf(run_or_ckpt: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Write safetensors + config.json + generation_config.json + tokenizer files to out_dir."""
-    from pretrain.hf import save_hf
-    from pretrain.hf_tokenizer import save_hf_tokenizer
+    from pretrain.interop.hf import save_hf
+    from pretrain.interop.hf_tokenizer import save_hf_tokenizer
 
     consolidated = load_consolidated(run_or_ckpt)
     check_fits(consolidated)  # keys and shapes, before anything is written

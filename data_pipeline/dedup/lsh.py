@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_pipeline.comm import LocalComm
-from data_pipeline.dedup_clusters import (
+from data_pipeline.dedup.clusters import (
     Exchange,
     KeeperGraph,
     OwnerOf,
@@ -46,8 +46,8 @@ from data_pipeline.dedup_clusters import (
     run_starts,
     select_keepers,
 )
-from data_pipeline.exact_dedup import DedupResult, check_inputs, largest_cluster
-from data_pipeline.minhash import _fmix64, estimated_jaccard
+from data_pipeline.dedup.exact import DedupResult, check_inputs, largest_cluster
+from data_pipeline.dedup.minhash import _fmix64, estimated_jaccard
 
 __all__ = [
     "DedupResult",

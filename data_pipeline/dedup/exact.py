@@ -19,7 +19,7 @@ import numpy as np
 import xxhash
 
 from data_pipeline.comm import LocalComm
-from data_pipeline.dedup_clusters import (
+from data_pipeline.dedup.clusters import (
     Exchange,
     OwnerOf,
     gather_clusters,
