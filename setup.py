@@ -36,7 +36,9 @@ setup(
         "tokenizers",
     ],
     extras_require={
-        "dev": ["pytest", "pytest-timeout", "ruff", "hypothesis"],
+        "wandb": ["wandb"],  # `log.wandb`: Weights & Biases next to TensorBoard and CSV
+        # lm-eval: tests/test_lm_eval.py reads an export with lm-evaluation-harness; wandb: the offline logger test
+        "dev": ["pytest", "pytest-timeout", "ruff", "hypothesis", "lm-eval", "wandb"],
     },
     entry_points={
         "console_scripts": [
