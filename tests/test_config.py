@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pretrain.config import ConfigError, ModelConfig, RunConfig, check_batch_arithmetic, load_config
+from pretrain.config import ModelConfig, RunConfig, check_batch_arithmetic, load_config
+from pretrain.errors import ConfigError
 from pretrain.presets import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -91,7 +91,7 @@ def test_typos_get_a_did_you_mean(override: str, hint: str) -> None:
 def test_a_typo_in_a_yaml_file_gets_a_did_you_mean_too(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("tokenizer:\n  vocab_sise: 8000\n")
-    with pytest.raises(RecipeError, match=r"tokenizer.vocab_sise .*bad.yaml.*did you mean 'tokenizer.vocab_size'"):
+    with pytest.raises(RecipeError, match=r"tokenizer.vocab_sise: .*bad.yaml.*did you mean 'tokenizer.vocab_size'"):
         load_recipe(bad)
 
 
