@@ -110,7 +110,7 @@ def _coerce_sequence(hint: Any, origin: type, args: tuple, value: Any) -> Any:
         raise _Mismatch(f"expected {describe(hint)}, got {value!r}")
     item_types = [args[0]] * len(value) if origin is list or args[1:] == (Ellipsis,) else list(args)
     if len(item_types) != len(value):
-        raise _Mismatch(f"expected {describe(hint)}, got {len(value)} values: {list(value)!r}")
+        raise _Mismatch(f"expected {describe(hint)}, got {list(value)!r}")
     try:
         items = [coerce(t, v) for t, v in zip(item_types, value, strict=True)]
     except _Mismatch:
@@ -133,7 +133,7 @@ def _coerce_scalar(hint: Any, value: Any) -> Any:
     else:
         ok = True  # Any, dict, ...: the dataclass checks it
     if not ok:
-        quote = f" (quote it: '{value}')" if hint is str else ""
+        quote = f"; write '{value}' to keep it text" if hint is str else ""
         raise _Mismatch(f"expected {describe(hint)}, got {value!r}{quote}")
     return value
 
@@ -194,13 +194,20 @@ class ConfigSchema:
         key, sep, value_text = text.partition("=")
         key = key.strip().removeprefix("--")
         if not (sep and key):
-            raise self.fail(text, "not of the form section.key=value (e.g. --set train.max_steps=100)")
+            raise self.fail(text, f"not of the form section.key=value (e.g. --set {self._example()})")
         try:
             return key, load_yaml(value_text)
         except yaml.YAMLError as err:
             raise self.fail(
                 key, f"cannot read {value_text!r} as a YAML value ({getattr(err, 'problem', err)})"
             ) from None
+
+    def _example(self) -> str:
+        """A real `section.key=value` of this schema (its first key at its default) for messages."""
+        section, klass = next(iter(self.sections.items()))
+        first = dataclasses.fields(klass)[0]
+        default = "VALUE" if _is_required(first) else first.default
+        return f"{section}.{first.name}={default}"
 
     def read_yaml(self, path: str | os.PathLike) -> dict[str, Any]:
         """A config file as a mapping of sections; a missing file or bad YAML is reported as file:line."""
