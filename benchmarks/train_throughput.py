@@ -575,7 +575,7 @@ def print_largest(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
-    from pretrain.config import ConfigError
+    from pretrain.errors import ConfigError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)

@@ -2,18 +2,20 @@
 
 Every value is checked when the recipe is built, and every error names the `section.key` it is about, so a typo
 in a 200-line recipe fails in the first second instead of after an hour of reading. Unknown keys are errors.
+Reading YAML and `--set`, key checks with "did you mean" and type conversion are `config_schema`'s, shared with the
+trainer's run config; the `__post_init__` checks here are what only the pipeline knows.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from data_pipeline.config_schema import ConfigSchema, field_types, suggest
 from data_pipeline.errors import PipelineError
 
 
@@ -119,17 +121,17 @@ class FiltersConfig:
         _check(
             self.profile in FILTER_PROFILES,
             "filters.profile",
-            f"must be one of {', '.join(FILTER_PROFILES)}; {_did_you_mean(self.profile, list(FILTER_PROFILES))}"
+            f"must be one of {', '.join(FILTER_PROFILES)}; {suggest(self.profile, list(FILTER_PROFILES))}"
             f"got {self.profile!r}",
         )
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            key = f"filters.{f.name}"
-            if f.name == "profile":
+        for name, declared in field_types(FiltersConfig).items():
+            value = getattr(self, name)
+            key = f"filters.{name}"
+            if name == "profile":
                 continue
-            if f.type == "bool":
+            if declared is bool:
                 _check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
-            elif f.name.endswith("ratio"):
+            elif name.endswith("ratio"):
                 _check(_is_number(value) and 0 <= value <= 1e9, key, f"must be a number >= 0, got {value!r}")
             else:
                 _check(_is_number(value) and value >= 0, key, f"must be a number >= 0, got {value!r}")
@@ -143,7 +145,7 @@ class FiltersConfig:
 
 def _rule_switches() -> list[str]:
     """The per-rule on/off keys of FiltersConfig (every bool but the master switch)."""
-    return [f.name for f in dataclasses.fields(FiltersConfig) if f.type == "bool" and f.name != "enabled"]
+    return [name for name, declared in field_types(FiltersConfig).items() if declared is bool and name != "enabled"]
 
 
 # What each `filters.profile` changes from the web-text defaults; recipe keys and --set apply on top.
@@ -260,101 +262,19 @@ class PipelineConfig:
         return dataclasses.asdict(getattr(self, name))
 
 
-_SECTIONS: dict[str, Any] = {
-    f.name: f.default_factory for f in dataclasses.fields(PipelineConfig) if f.name != "workers"
-}  # name -> section class
+SCHEMA = ConfigSchema(PipelineConfig, RecipeError, prefix="recipe: ", builders={"filters": FiltersConfig.from_profile})
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _did_you_mean(name: str, valid: list[str], prefix: str = "") -> str:
-    """`did you mean 'x'? ` for the closest valid name, or nothing when none is close (as the trainer's config)."""
-    close = difflib.get_close_matches(name, valid, n=1)
-    return f"did you mean {prefix + close[0]!r}? " if close else ""
-
-
-def _apply(raw: dict[str, Any], key: str, value: Any, origin: str) -> None:
-    """Set `section.key` (or a top-level key) in the raw nested dict, rejecting unknown names."""
-    section, _, name = key.partition(".")
-    if not name:
-        hint = _did_you_mean(section, ["workers", *_SECTIONS])
-        _check(section == "workers", section, f"is not a recipe key ({origin}); {hint}top-level keys: workers")
-        raw[section] = value
-        return
-    hint = _did_you_mean(section, list(_SECTIONS))
-    _check(section in _SECTIONS, key, f"has an unknown section ({origin}); {hint}sections: {', '.join(_SECTIONS)}")
-    known = [f.name for f in dataclasses.fields(_SECTIONS[section])]
-    hint = _did_you_mean(name, known, prefix=f"{section}.")
-    _check(name in known, key, f"is not a known key ({origin}); {hint}{section} keys: {', '.join(known)}")
-    raw.setdefault(section, {})[name] = value
-
-
-_TYPE_CHECKS = {
-    "bool": lambda v: isinstance(v, bool),
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": _is_number,
-    "str": lambda v: isinstance(v, str),
-}
-
-
-def _check_types(section: str, values: dict[str, Any]) -> None:
-    """Reject a wrong YAML type (e.g. `num_perm: "128"`) with the key's name, before any comparison trips on it."""
-    types = {f.name: f.type for f in dataclasses.fields(_SECTIONS[section])}
-    for name, value in values.items():
-        declared = str(types[name])
-        if value is None and declared.endswith("| None"):
-            continue
-        base = declared.removesuffix(" | None")
-        _check(_TYPE_CHECKS[base](value), f"{section}.{name}", f"must be of type {declared}, got {value!r}")
-
-
-def _build(raw: dict[str, Any]) -> PipelineConfig:
-    for name in _SECTIONS:
-        _check_types(name, raw.get(name, {}))
-    sections = {name: cls(**raw.get(name, {})) for name, cls in _SECTIONS.items() if name != "filters"}
-    sections["filters"] = FiltersConfig.from_profile(**raw.get("filters", {}))
-    return PipelineConfig(**sections, workers=raw.get("workers", 0))
-
-
-def _flatten_yaml(doc: Any, path: Path) -> list[tuple[str, Any]]:
-    if doc is None:
-        return []
-    _check(isinstance(doc, dict), str(path), "must hold a mapping of sections (read:, filters:, dedup:, ...)")
-    items = []
-    for section, body in doc.items():
-        if isinstance(body, dict):
-            items += [(f"{section}.{k}", v) for k, v in body.items()]
-        else:
-            items.append((str(section), body))
-    return items
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """`section.key=value` with the value read as YAML (so 0.8 is a float, null is None, true a bool)."""
-    key, sep, value = text.partition("=")
-    _check(bool(sep) and bool(key.strip()), text, "is not of the form section.key=value (e.g. dedup.threshold=0.8)")
-    return key.strip(), yaml.safe_load(value) if value.strip() else ""
-
-
 def load_recipe(yaml_path: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()) -> PipelineConfig:
     """Defaults, then the YAML file, then each `--set section.key=value`, validated once at the end."""
-    raw: dict[str, Any] = {}
-    if yaml_path is not None:
-        path = Path(yaml_path)
-        if not path.is_file():
-            raise RecipeError(f"recipe file not found: {path}")
-        try:
-            doc = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise RecipeError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from e
-        for key, value in _flatten_yaml(doc, path):
-            _apply(raw, key, value, str(path))
+    tree = SCHEMA.layer({}, SCHEMA.read_yaml(yaml_path), origin=str(yaml_path)) if yaml_path is not None else {}
     for text in overrides:
-        key, value = parse_override(text)
-        _apply(raw, key, value, "--set")
-    return _build(raw)
+        SCHEMA.set(tree, *SCHEMA.parse_override(text), origin="--set")
+    return SCHEMA.build(tree)
 
 
 def save_recipe(config: PipelineConfig, path: str | Path) -> None:

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from pretrain.config import ConfigError
+from pretrain.errors import ConfigError
 
 # (name, module): the module exposes `add_arguments(parser)`, `run(args) -> int` and a docstring (its help).
 SUBCOMMANDS: list[tuple[str, str]] = [

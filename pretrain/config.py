@@ -1,25 +1,24 @@
 """Run configuration: one dataclass per concern, validated when built.
 
 Every error names the field and says what to do, so a typo in a YAML file or a `--set` override is caught
-before a single GPU-hour is spent.
+before a single GPU-hour is spent. Reading, key checks and type conversion are the pipeline's too
+(`data_pipeline.config_schema`); what is here is what only a training run knows: its fields, their ranges,
+the batch arithmetic and the preset layering.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import difflib
 import os
 from collections.abc import Sequence
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, get_args, get_origin, get_type_hints
+from typing import Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the field and the fix."""
+from data_pipeline.config_schema import ConfigSchema
+from pretrain.errors import ConfigError
+from pretrain.presets import preset_dict
 
 
 def _require(condition: bool, field: str, message: str) -> None:
@@ -224,15 +223,6 @@ class LogConfig:
         )
 
 
-SECTIONS: dict[str, type] = {
-    "model": ModelConfig,
-    "optim": OptimConfig,
-    "data": DataConfig,
-    "train": TrainConfig,
-    "log": LogConfig,
-}
-
-
 @dataclass
 class RunConfig:
     """Everything one training run needs; `to_dict()` / `from_dict()` round-trip through YAML."""
@@ -252,7 +242,7 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         out: dict = {"preset": self.preset}
-        for section in SECTIONS:
+        for section in SCHEMA.sections:
             values = asdict(getattr(self, section))
             out[section] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
         return out
@@ -264,14 +254,12 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        """Build and validate from the nested shape of `to_dict()`; unknown sections or keys are errors."""
-        check_known_keys(d)
+        """Build and validate from the nested shape of `to_dict()` (a saved config.yaml); unknown keys are errors."""
         _require(isinstance(d.get("preset"), str), "preset", "missing; name the preset this config derives from")
-        built = {}
-        for section, klass in SECTIONS.items():
-            raw = d.get(section) or {}
-            built[section] = _build_section(section, klass, raw)
-        return cls(preset=d["preset"], **built)
+        return SCHEMA.build(SCHEMA.layer({}, d, origin="config"))
+
+
+SCHEMA = ConfigSchema(RunConfig, ConfigError)
 
 
 def check_batch_arithmetic(global_batch_tokens: int, micro_batch_size: int, seq_len: int, world_size: int) -> int:
@@ -301,127 +289,16 @@ def _batch_fix_message(global_batch_tokens: int, micro_batch_size: int, seq_len:
     )
 
 
-def check_known_keys(d: dict, source: str = "config") -> None:
-    """Reject unknown sections and keys by name, suggesting the closest valid one (a typo costs no GPU-hours)."""
-    for section, values in d.items():
-        if section == "preset":
-            continue
-        if section not in SECTIONS:
-            raise ConfigError(_unknown(section, ["preset", *SECTIONS], f"{source}: unknown section"))
-        if values is None:
-            continue
-        if not isinstance(values, dict):
-            raise ConfigError(f"{section}: {source} must map keys to values, got {type(values).__name__}")
-        valid = [f.name for f in fields(SECTIONS[section])]
-        for key in values:
-            if key not in valid:
-                raise ConfigError(
-                    _unknown(f"{section}.{key}", [f"{section}.{v}" for v in valid], f"{source}: unknown key")
-                )
-
-
-def _unknown(name: str, valid: list[str], what: str) -> str:
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{name}: {what} {name!r}; {hint}valid: {', '.join(valid)}"
-
-
-def _build_section(section: str, klass: type, raw: dict):
-    """Coerce each value to its field's declared type, then construct (which validates)."""
-    hints = get_type_hints(klass)
-    values = {key: _coerce(f"{section}.{key}", hints[key], value) for key, value in raw.items()}
-    missing = [f.name for f in fields(klass) if f.name not in values and _is_required(f)]
-    _require(not missing, f"{section}.{missing[0] if missing else ''}", "is required; set it in the YAML or with --set")
-    return klass(**values)
-
-
-def _is_required(f) -> bool:
-    return f.default is MISSING and f.default_factory is MISSING
-
-
-def _coerce(name: str, hint, value):
-    """YAML gives `1e-4` as a string and `2.0` for an int; accept what is unambiguous, reject the rest by name."""
-    args = get_args(hint)
-    if value is None:
-        _require(type(None) in args, name, "must not be null")
-        return None
-    if get_origin(hint) is Literal:
-        if isinstance(value, bool) and str(value).lower() not in args:  # YAML 1.1 reads off/on/no/yes as booleans
-            value = {False: "off", True: "on"}[value]
-        _require(value in args, name, f"got {value!r}; use one of {'|'.join(map(str, args))}")
-        return value
-    if get_origin(hint) is tuple:
-        _require(isinstance(value, (list, tuple)), name, f"expected a list like [0.9, 0.95], got {value!r}")
-        return tuple(_coerce(name, t, v) for t, v in zip(args, value, strict=False)) + tuple(value[len(args) :])
-    base = next((a for a in args if a is not type(None)), hint) if args else hint
-    return _coerce_scalar(name, base, value)
-
-
-def _coerce_scalar(name: str, base: type, value):
-    if base is bool:
-        _require(isinstance(value, bool), name, f"expected true or false, got {value!r}")
-    elif base is int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        _require(isinstance(value, int) and not isinstance(value, bool), name, f"expected an integer, got {value!r}")
-    elif base is float:
-        with contextlib.suppress(TypeError, ValueError):
-            value = float(value) if not isinstance(value, bool) else value
-        _require(isinstance(value, float), name, f"expected a number, got {value!r}")
-    elif base is str:
-        _require(isinstance(value, str), name, f"expected a string, got {value!r}")
-    return value
-
-
-def parse_override(override: str) -> tuple[str, str, object]:
-    """`section.key=value` -> (section, key, value); the value is parsed as YAML (`[0.9, 0.95]`, `null`, `true`)."""
-    path, sep, text = override.partition("=")
-    section, dot, key = path.strip().removeprefix("--").partition(".")
-    _require(bool(sep and dot and key), override, "overrides look like section.key=value, e.g. train.max_steps=100")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: cannot parse {text!r} as a YAML value ({err.problem})") from None
-    return section, key, value
-
-
-def read_yaml(path: str | os.PathLike) -> dict:
-    """A config YAML file as a dict, with parse errors reported as file:line."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
-    _require(isinstance(data or {}, dict), str(path), "a config file must be a mapping of sections")
-    return data or {}
-
-
 def load_config(
     preset: str | None, yaml_path: str | os.PathLike | None = None, overrides: Sequence[str] = ()
 ) -> RunConfig:
     """Preset defaults, then the YAML file, then `section.key=value` overrides; the last one wins."""
-    from pretrain.presets import preset_dict
-
-    file_values = read_yaml(yaml_path) if yaml_path else {}
-    if file_values:
-        check_known_keys(file_values, source=str(yaml_path))
+    file_values = SCHEMA.read_yaml(yaml_path) if yaml_path else {}
     name = preset or file_values.get("preset")
     _require(bool(name), "preset", "none given; pass --preset NAME or put `preset: NAME` in the YAML file")
-    merged = _merge(preset_dict(name), {k: v for k, v in file_values.items() if k != "preset"})
+    tree = SCHEMA.layer({}, preset_dict(name), origin=f"preset {name}")
+    SCHEMA.layer(tree, file_values, origin=str(yaml_path))
     for override in overrides:
-        section, key, value = parse_override(override)
-        check_known_keys({section: {key: value}}, source="--set")
-        merged.setdefault(section, {})[key] = value
-    merged["preset"] = name
-    return RunConfig.from_dict(merged)
-
-
-def _merge(base: dict, update: dict) -> dict:
-    """Nested dict update without mutating either input."""
-    out = copy.deepcopy(base)
-    for section, values in update.items():
-        out.setdefault(section, {}).update(values or {})
-    return out
+        SCHEMA.set(tree, *SCHEMA.parse_override(override), origin="--set")
+    tree["preset"] = name
+    return SCHEMA.build(tree)

@@ -6,3 +6,7 @@ class PretrainError(Exception):
 
     Entry points catch this base once, print `pretrain CMD: error: <message>` and exit 2.
     """
+
+
+class ConfigError(PretrainError):
+    """A configuration value or key is wrong; the message names the field (`train.max_steps`) and the fix."""

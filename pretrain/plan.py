@@ -20,7 +20,8 @@ import io
 import os
 from dataclasses import dataclass
 
-from pretrain.config import ConfigError, ModelConfig, RunConfig, load_config
+from pretrain.config import ModelConfig, RunConfig, load_config
+from pretrain.errors import ConfigError
 from pretrain.flops import attention_params, count_params, flops_per_token
 
 GIB = 2**30

@@ -23,9 +23,9 @@ with activation checkpointing, so the batch arithmetic divides at 8 x 2^k GPUs.
 from __future__ import annotations
 
 import copy
-import difflib
 
-from pretrain.config import ConfigError
+from data_pipeline.config_schema import suggest
+from pretrain.errors import ConfigError
 
 TOKENS_2M = 2**21  # 2,097,152 tokens: 1024 sequences of 2048
 TOKENS_HALF_M = 2**19  # 524,288 tokens: 512 sequences of 1024 (GPT-3 Small/Medium/Large's 0.5M)
@@ -168,7 +168,5 @@ PUBLISHED_PARAMS: dict[str, float] = {
 def preset_dict(name: str) -> dict:
     """A deep copy of the named preset's section overrides; unknown names suggest the closest one."""
     if name not in PRESETS:
-        close = difflib.get_close_matches(name, list(PRESETS), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ConfigError(f"preset: unknown preset {name!r}; {hint}valid: {', '.join(PRESETS)}")
+        raise ConfigError(f"preset: unknown preset {name!r}; {suggest(name, list(PRESETS))}valid: {', '.join(PRESETS)}")
     return copy.deepcopy(PRESETS[name])

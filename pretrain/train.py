@@ -383,8 +383,8 @@ def _report_launch(claim: run_folder.Claim, run_dir: Path) -> None:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors a user fixes by changing a config value, a path or the launch (exit 2, no traceback)."""
     from data_pipeline.shards import ShardError
-    from pretrain.config import ConfigError
     from pretrain.engine import EngineConfigError
+    from pretrain.errors import ConfigError
 
     return (ConfigError, EngineConfigError, ShardError, FileNotFoundError, run_folder.RunFolderError)
 

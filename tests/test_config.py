@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pretrain.config import ConfigError, ModelConfig, RunConfig, check_batch_arithmetic, load_config
+from pretrain.config import ModelConfig, RunConfig, check_batch_arithmetic, load_config
+from pretrain.errors import ConfigError
 from pretrain.presets import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +78,7 @@ def test_wrong_types_are_rejected_by_field_and_yaml_floats_are_accepted():
         load_config("debug", overrides=["train.micro_batch_size=two"])
     with pytest.raises(ConfigError, match=r"train\.activation_checkpointing"):
         load_config("debug", overrides=["train.activation_checkpointing=sometimes"])
-    # PyYAML reads `3e-4` (no dot) as a string; the field's type makes it a float.
+    # PyYAML's YAML 1.1 reads `3e-4` (no dot) as a string; the config loader reads YAML 1.2 numbers.
     assert load_config("debug", overrides=["optim.lr=3e-4"]).optim.lr == pytest.approx(3e-4)
 
 
@@ -132,8 +133,108 @@ def test_example_yaml_loads_through_the_real_entry_point():
 
 
 def test_yaml_boolean_off_means_the_literal_off():
-    """`--set train.activation_checkpointing=off` must not fail because YAML 1.1 reads `off` as False."""
+    """`--set train.activation_checkpointing=off` is the word `off`: only true/false are booleans (YAML 1.2)."""
     cfg = load_config("debug", overrides=["train.activation_checkpointing=off"])
     assert cfg.train.activation_checkpointing == "off"
     with pytest.raises(ConfigError, match="train.activation_checkpointing"):
         load_config("debug", overrides=["train.activation_checkpointing=true"])
+
+
+# The one config mechanism (data_pipeline/config_schema.py): both halves read and check values alike.
+
+
+def _recipe_value(key: str, text: str):
+    from data_pipeline.config import load_recipe
+
+    section, name = key.split(".")
+    return getattr(getattr(load_recipe(overrides=[f"{key}={text}"]), section), name)
+
+
+def _run_value(key: str, text: str):
+    section, name = key.split(".")
+    return getattr(getattr(load_config("debug", overrides=[f"{key}={text}"]), section), name)
+
+
+@pytest.mark.parametrize(
+    "text, run_key, recipe_key, expected",
+    [
+        ("3e-4", "optim.lr", "dedup.verify_threshold", 0.0003),  # YAML 1.1 would read a string
+        ("7e-1", "optim.min_lr_ratio", "dedup.threshold", 0.7),
+        ("1", "optim.min_lr_ratio", "dedup.verify_threshold", 1.0),  # an int for a float field becomes a float
+        ("1e3", "train.seed", "dedup.seed", 1000),  # an integral number for an int field becomes an int
+        ("1_000", "train.seed", "dedup.seed", 1000),
+        ("null", "log.peak_tflops", "dedup.verify_threshold", None),
+        ("off", "data.path", "read.text_field", "off"),  # a word for a string field, not False
+        ("no", "log.csv", "dedup.exact", False),  # ... and false for a boolean field
+        ("On", "log.csv", "dedup.exact", True),
+        ("false", "log.csv", "dedup.exact", False),
+    ],
+)
+def test_the_same_override_text_gives_the_same_value_in_both_halves(text, run_key, recipe_key, expected):
+    run_value, recipe_value = _run_value(run_key, text), _recipe_value(recipe_key, text)
+    assert run_value == recipe_value == expected
+    assert type(run_value) is type(recipe_value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "load, override, message",
+    [
+        (
+            _run_value,
+            "train.max_step",
+            "train.max_step: unknown key (--set); did you mean 'train.max_steps'? train keys:",
+        ),
+        (
+            _recipe_value,
+            "dedup.num_perms",
+            "recipe: dedup.num_perms: unknown key (--set); did you mean 'dedup.num_perm'?",
+        ),
+        (_run_value, "trian.seed", "trian.seed: unknown section 'trian' (--set); did you mean 'train'? top-level keys"),
+        (_recipe_value, "dedpu.seed", "recipe: dedpu.seed: unknown section 'dedpu' (--set); did you mean 'dedup'?"),
+    ],
+)
+def test_both_halves_name_an_unknown_key_and_suggest_the_closest(load, override, message):
+    from data_pipeline.errors import PipelineError
+    from pretrain.errors import PretrainError
+
+    with pytest.raises((PretrainError, PipelineError)) as err:
+        load(override, "5")
+    assert str(err.value).startswith(message)
+
+
+def test_both_halves_name_the_key_of_a_wrong_type_and_raise_their_own_error():
+    from data_pipeline.config import RecipeError
+    from data_pipeline.errors import PipelineError
+    from pretrain.errors import PretrainError
+
+    with pytest.raises(ConfigError) as run_err:
+        _run_value("train.seed", "lots")
+    with pytest.raises(RecipeError) as recipe_err:
+        _recipe_value("dedup.seed", "lots")
+    assert str(run_err.value) == "train.seed: expected an integer, got 'lots' (--set)"
+    assert str(recipe_err.value) == "recipe: dedup.seed: expected an integer, got 'lots' (--set)"
+    assert isinstance(run_err.value, PretrainError) and not isinstance(run_err.value, PipelineError)
+    assert isinstance(recipe_err.value, PipelineError) and not isinstance(recipe_err.value, PretrainError)
+
+
+def test_a_wrong_type_in_a_yaml_file_names_the_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("preset: debug\noptim:\n  betas: [0.9]\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(None, path)
+    assert str(err.value) == f"optim.betas: expected a list of 2 values [number, number], got [0.9] ({path})"
+
+
+@pytest.mark.parametrize(
+    "module, absent",
+    [
+        ("pretrain.presets", ["pretrain.config", "torch"]),
+        ("pretrain.config", ["torch"]),  # `pretrain plan` reports a bad config before the slow imports
+        ("data_pipeline.config", ["torch", "pretrain"]),  # the pipeline never imports the trainer
+    ],
+)
+def test_config_modules_import_alone_without_a_cycle(module, absent):
+    code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.split('.')[0] in {absent!r} or m in {absent!r}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]"]

@@ -80,7 +80,7 @@ def test_explicit_value_that_agrees_is_kept() -> None:
 
 
 def test_indivisible_batch_is_refused_before_deepspeed_starts(tmp_path: Path) -> None:
-    from pretrain.config import ConfigError
+    from pretrain.errors import ConfigError
 
     with pytest.raises(ConfigError, match="global_batch_tokens"):
         ds_config_for_run(_cfg(), 3, tmp_path)  # 1024 tokens / (2 x 128 x 3) is not whole

@@ -10,7 +10,8 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from pretrain.config import ConfigError, ModelConfig
+from pretrain.config import ModelConfig
+from pretrain.errors import ConfigError
 from pretrain.interop.hf import from_hf, save_hf, to_hf
 from pretrain.model import GPT
 

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from pretrain.config import ConfigError, ModelConfig
+from pretrain.config import ModelConfig
+from pretrain.errors import ConfigError
 from pretrain.model import sinusoidal_table
 
 GPT2_FIELDS = "pos_emb=learned|sinusoidal, norm=layernorm, mlp=gelu, bias=true, n_kv_head=n_head"
