@@ -380,6 +380,7 @@ def _report_launch(claim: run_folder.Claim, run_dir: Path) -> None:
         print(f"changes from {run_dir / run_folder.CONFIG}: {changed}", flush=True)
 
 
+RANK_0_REPORTS_S = 3.0  # how long the other ranks wait before exiting on an error every rank meets
 # what gloo/NCCL raise on the ranks that were waiting for a rank that died
 PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
 
@@ -403,6 +404,8 @@ def cli() -> None:
             raise
         if rank == 0:  # every rank meets the same one (same argv, same files): rank 0 alone reports it
             print(f"pretrain.train: rank {rank}: error: {one_line(err)}", file=sys.stderr)
+        else:  # the launcher stops every rank once one exits: give rank 0 the time to say why
+            time.sleep(RANK_0_REPORTS_S)
         code = EXIT_USER_ERROR
     if code == EXIT_BAD_STEPS and rank == 0:
         print("pretrain.train: train.max_bad_steps non-finite steps in a row; last good weights saved", file=sys.stderr)
