@@ -44,17 +44,23 @@ def assert_one_error_line(prefix: str, status: int, stderr: str, *named: str) ->
         assert fragment in lines[0], lines[0]
 
 
-@pytest.fixture()
-def corrupt_tag(tmp_path: Path) -> Path:
-    """RUN/checkpoints/step00000002 whose optimizer file no longer matches the sha256 its manifest recorded."""
-    tag = tmp_path / "run" / "checkpoints" / "step00000002"
+def saved_tag(run_dir: Path) -> Path:
+    """RUN/checkpoints/step00000002 with a COMPLETE marker and a manifest that matches its one file."""
+    tag = run_dir / "checkpoints" / "step00000002"
     tag.mkdir(parents=True)
     shard = tag / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
     shard.write_bytes(b"saved bytes")
     recorded = {"size": shard.stat().st_size, "sha256": hashlib.sha256(b"saved bytes").hexdigest()}
     (tag / "MANIFEST.sha256.json").write_text(json.dumps({"files": {shard.name: recorded}}))
     (tag / "COMPLETE").write_text(json.dumps({"world_size": 1}))
-    shard.write_bytes(b"SAVED bytes")  # same size, one byte changed after the save
+    return tag
+
+
+@pytest.fixture()
+def corrupt_tag(tmp_path: Path) -> Path:
+    """A saved tag whose optimizer file no longer matches the sha256 its manifest recorded."""
+    tag = saved_tag(tmp_path / "run")
+    (tag / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"SAVED bytes")  # same size, one byte changed
     return tag
 
 
@@ -90,6 +96,16 @@ def test_corrupt_checkpoint_is_one_line_naming_the_file(command, corrupt_tag, tm
     status, err = pretrain_in_process(capsys, command, str(corrupt_tag), *extra)
     assert_one_error_line(f"pretrain {command}: error: ", status, err, "optim_states.pt: sha256 mismatch")
     assert not (tmp_path / "hf").exists()
+
+
+@pytest.mark.parametrize(("config_yaml", "named"), [(None, "missing"), ("a: [", "not valid YAML")])
+def test_a_run_folder_without_a_readable_config_is_one_line(config_yaml, named, tmp_path, capsys) -> None:
+    """An intact checkpoint whose RUN/config.yaml is gone or damaged: named, before DeepSpeed is asked."""
+    saved_tag(tmp_path / "run")
+    if config_yaml is not None:
+        (tmp_path / "run" / "config.yaml").write_text(config_yaml)
+    status, err = pretrain_in_process(capsys, "export", str(tmp_path / "run"), str(tmp_path / "hf"))
+    assert_one_error_line("pretrain export: error: ", status, err, f"{tmp_path / 'run' / 'config.yaml'}: {named}")
 
 
 def test_pretrain_plot_process_exits_2(tmp_path) -> None:

@@ -79,7 +79,15 @@ def run_config(run_dir: Path) -> Any:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise PretrainError(f"{path}: missing; pass the run folder as pretrain.train wrote it (or a checkpoint in it)")
-    return RunConfig.from_dict(yaml.safe_load(path.read_text()))
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise PretrainError(f"{path}: not valid YAML ({err}); restore the file pretrain.train wrote") from err
+    if not isinstance(saved, dict):
+        raise PretrainError(
+            f"{path}: holds {type(saved).__name__}, not a run config; restore the file pretrain.train wrote"
+        )
+    return RunConfig.from_dict(saved)
 
 
 def check_fits(consolidated: Consolidated) -> None:
