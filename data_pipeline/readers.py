@@ -46,8 +46,12 @@ class StrictInputError(PipelineError):
     """A bad record under read.strict; the message starts with file:line."""
 
 
-class TruncatedStream(Exception):
-    """A compressed stream ended before its end-of-stream marker."""
+class TruncatedStream(PipelineError):
+    """A compressed stream ended before its end-of-stream marker.
+
+    Control flow inside this module: read_jsonl turns it into a `truncated_*` Reject and goes on with the next
+    file. It is a PipelineError all the same, so a reader that forgot to catch it reports the file in one line.
+    """
 
 
 def is_supported(path: str) -> bool:

@@ -27,13 +27,19 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from data_pipeline.errors import PipelineError
+
 FORMAT = "arrow-token-shards/v1"
 MANIFEST = "manifest.json"
 DEFAULT_TARGET_BYTES = 256 * 1024 * 1024
 
 
-class ShardError(RuntimeError):
-    """A shard or manifest is missing, corrupt or inconsistent; the message names the file."""
+class ShardError(PipelineError):
+    """A shard or manifest is missing, corrupt or inconsistent; the message names the file.
+
+    A PipelineError wherever it is met: `pipeline inspect` and the trainer, `pretrain evaluate` and `plan` (which
+    read shards) all report it as one line and exit 2.
+    """
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from pretrain import ckpt_integrity
+from pretrain.errors import PretrainError
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
@@ -160,13 +161,13 @@ def resolve_checkpoint(run_or_ckpt: str | os.PathLike) -> tuple[Path, str]:
     path = Path(run_or_ckpt)
     if TAG_RE.match(path.name) and path.is_dir():
         if not (path / COMPLETE).is_file():
-            raise FileNotFoundError(f"{path}: checkpoint has no {COMPLETE} marker (interrupted save); pick another")
+            raise PretrainError(f"{path}: checkpoint has no {COMPLETE} marker (interrupted save); pick another")
         ckpt_integrity.verify(path)
         return path.parent, path.name
     run_dir = path.parent if path.name == CHECKPOINTS else path
     found = find_resumable(run_dir)
     if found is None:
-        raise FileNotFoundError(f"{run_or_ckpt}: no complete checkpoint under {run_dir / CHECKPOINTS}")
+        raise PretrainError(f"{run_or_ckpt}: no complete checkpoint under {run_dir / CHECKPOINTS}")
     return found
 
 

@@ -17,16 +17,16 @@ import warnings
 from pathlib import Path
 
 from data_pipeline.shards import file_sha256
+from pretrain.errors import PretrainError
 
 MANIFEST = "MANIFEST.sha256.json"
 NOT_HASHED = {MANIFEST, "COMPLETE"}
 
 
-class CheckpointCorrupt(FileNotFoundError):
+class CheckpointCorrupt(PretrainError):
     """A checkpoint file is missing, truncated or changed since the save; the message names the file.
 
-    A FileNotFoundError so every command that reports a missing checkpoint in one line (train, export,
-    evaluate, generate) reports an unusable one the same way.
+    Told apart from other errors by newest_intact, which skips a corrupt checkpoint for an older intact one.
     """
 
 

@@ -2,7 +2,8 @@
 
 Adding a subcommand is one line in SUBCOMMANDS. Only the chosen subcommand's module is imported (all of them
 for `--help`), so `pretrain plan` never pays for building a model and a broken optional module cannot break the
-others. Expected errors (a bad config value, a missing file) become one line on stderr and exit status 2.
+others. A PretrainError or PipelineError (pretrain/errors.py: a bad config value, flag or file) becomes one line
+on stderr and exit status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from pretrain.errors import ConfigError
+from pretrain.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, USER_ERRORS, UsageError, one_line
 
 # (name, module): the module exposes `add_arguments(parser)`, `run(args) -> int` and a docstring (its help).
 SUBCOMMANDS: list[tuple[str, str]] = [
@@ -21,10 +22,6 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("evaluate", "pretrain.evaluate"),
     ("plot", "pretrain.plot"),
 ]
-
-# Errors a user fixes by changing an argument, a config value or a path; anything else is a bug and keeps its
-# traceback.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -54,18 +51,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse, dispatch, and turn an expected error into one line on stderr and exit status 2."""
+    """Parse, dispatch, and turn a user's error into one line on stderr and exit status 2."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except EXPECTED_ERRORS as e:
-        message = " ".join(str(e).split())  # one line, whatever the exception text holds
-        print(f"pretrain {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        hint = f" (see pretrain {args.command} --help)" if isinstance(err, UsageError) else ""
+        print(f"pretrain {args.command}: error: {one_line(err)}{hint}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"pretrain {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

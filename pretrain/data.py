@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from data_pipeline.shards import TokenStream
+from pretrain.errors import PretrainError
 
 ORDER_VERSION = "feistel-6r-v1"  # recorded in checkpoints: the same seed gives the same order only within a version
 _FEISTEL_ROUNDS = 6
@@ -51,7 +52,7 @@ class SampleOrder:
 
     def __init__(self, num_samples: int, seed: int) -> None:
         if num_samples <= 0:
-            raise ValueError("the split holds no complete sample; lower model.seq_len or add data")
+            raise PretrainError("the split holds no complete sample; lower model.seq_len or add data")
         self.num_samples = num_samples
         self.seed = seed
         self._half_bits = np.uint64(max(1, -(-(num_samples - 1).bit_length() // 2)))
@@ -197,7 +198,7 @@ def validation_indices(stream: TokenStream, seq_len: int, val_samples: int) -> l
     """A fixed set of validation samples spread evenly over the split, the same for every run and world size."""
     available = stream.num_samples(seq_len)
     if available == 0:
-        raise ValueError(f"validation split of {stream.data_dir} is shorter than model.seq_len={seq_len}")
+        raise PretrainError(f"validation split of {stream.data_dir} is shorter than model.seq_len={seq_len}")
     count = min(val_samples, available)
     return np.linspace(0, available - 1, count).round().astype(np.int64).tolist()
 

@@ -21,10 +21,12 @@ from typing import Any
 
 import torch
 
+from pretrain.errors import PretrainError
+
 DS_CONFIG_DIR = Path(__file__).resolve().parent.parent / "ds_configs"
 
 
-class EngineConfigError(ValueError):
+class EngineConfigError(PretrainError):
     """The DeepSpeed JSON contradicts the run config; the message names the key and the fix."""
 
 

@@ -2,18 +2,19 @@
 
 The windows are the trainer's own (`pretrain.data.validation_indices`: evenly spread, non-overlapping
 seq_len+1 token samples of the validation split), so with the same --samples the numbers equal the `val_loss`
-the training run logged for that step. Weights are consolidated to fp32 (pretrain/interop/export.py); on a GPU the
-forward runs under bf16 autocast. The loss is the mean next-token cross-entropy over every predicted token.
+the training run logged for that step. Weights are consolidated to fp32 (pretrain/interop/consolidated.py); on a GPU
+the forward runs under bf16 autocast. The loss is the mean next-token cross-entropy over every predicted token.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 from pathlib import Path
 
 import torch
+
+from pretrain.errors import PretrainError, UsageError
 
 
 @torch.no_grad()
@@ -42,26 +43,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from data_pipeline.shards import ShardError, TokenStream
+    from data_pipeline.shards import TokenStream
     from pretrain.data import validation_indices
-    from pretrain.generate import pick_device
-    from pretrain.interop.export import ExportError, build_model, load_consolidated
+    from pretrain.interop.consolidated import inference_model, load_consolidated, pick_device
     from pretrain.metrics import perplexity
 
-    try:
-        consolidated = load_consolidated(args.checkpoint)
-        cfg = consolidated.cfg
-        stream = TokenStream(Path(args.data or cfg.data.path), args.split)
-        samples = args.samples if args.samples is not None else cfg.data.val_samples
-        if samples < 1:
-            raise ExportError(f"--samples must be >= 1, got {samples}")
-        if stream.vocab_size > cfg.model.vocab_size:
-            raise ExportError(f"{stream.data_dir}: vocab {stream.vocab_size} > the model's {cfg.model.vocab_size}")
-        indices = validation_indices(stream, cfg.model.seq_len, samples)
-    except (ExportError, ShardError, FileNotFoundError, ValueError) as err:
-        print(f"pretrain evaluate: error: {err}", file=sys.stderr)
-        return 2
-    model = build_model(consolidated, pick_device(args.device)[0])
+    if args.samples is not None and args.samples < 1:  # before minutes of checkpoint loading
+        raise UsageError(f"--samples must be >= 1, got {args.samples}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    consolidated = load_consolidated(args.checkpoint)
+    cfg = consolidated.cfg
+    stream = TokenStream(Path(args.data or cfg.data.path), args.split)
+    if stream.vocab_size > cfg.model.vocab_size:
+        raise PretrainError(
+            f"{stream.data_dir}: vocab {stream.vocab_size} > the model's {cfg.model.vocab_size}; "
+            "evaluate on the dataset the run trained on"
+        )
+    samples = args.samples if args.samples is not None else cfg.data.val_samples
+    indices = validation_indices(stream, cfg.model.seq_len, samples)
+    model = inference_model(consolidated, pick_device(args.device)[0])
     loss = validation_loss(model, stream, cfg.model.seq_len, indices, args.batch_size or cfg.train.micro_batch_size)
     print(f"samples: {len(indices)}")
     print(f"tokens: {len(indices) * cfg.model.seq_len}")

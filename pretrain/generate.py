@@ -1,7 +1,7 @@
 """`pretrain generate RUN_OR_CKPT --prompt TEXT`: sample a continuation from a checkpoint on one device.
 
-The ZeRO-3 partitions are consolidated to fp32 (pretrain/interop/export.py), the model runs in bf16 on a GPU and fp32
-on CPU, and decoding uses the model's KV cache. The prompt is preceded by the EOS id because that is what
+The ZeRO-3 partitions are consolidated to fp32 (pretrain/interop/consolidated.py), the model runs in bf16 on a GPU
+and fp32 on CPU, and decoding uses the model's KV cache. The prompt is preceded by the EOS id because that is what
 precedes every document in the training stream (documents are concatenated with EOS after each), so the model
 sees the prompt the way it saw the start of a document. Sampling stops at EOS or after --max-new-tokens.
 """
@@ -9,17 +9,10 @@ sees the prompt the way it saw the start of a document. Sampling stops at EOS or
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
-
-def pick_device(requested: str) -> tuple[torch.device, torch.dtype]:
-    """cuda in bf16 when available (or asked for), else cpu in fp32 (bf16 matmuls are slow on most CPUs)."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
-    return device, torch.bfloat16 if device.type == "cuda" else torch.float32
+from pretrain.errors import UsageError
 
 
 def encode_prompt(processor, prompt: str, eos_id: int, seq_len: int) -> list[int]:
@@ -65,36 +58,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
 
 
-def check_arguments(args: argparse.Namespace) -> str | None:
-    """The first invalid sampling argument as a message, or None."""
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse the first invalid sampling argument (UsageError) before minutes of checkpoint loading."""
     if args.max_new_tokens < 1:
-        return f"--max-new-tokens must be >= 1, got {args.max_new_tokens}"
+        raise UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if args.temperature < 0:
-        return f"--temperature must be >= 0 (0 = greedy), got {args.temperature}"
+        raise UsageError(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
-        return f"--top-k must be >= 1, got {args.top_k}"
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
-        return f"--top-p must be in (0, 1], got {args.top_p}"
-    return None
+        raise UsageError(f"--top-p must be in (0, 1], got {args.top_p}")
 
 
 def run(args: argparse.Namespace) -> int:
     import sentencepiece as spm
 
-    from pretrain.interop.export import ExportError, build_model, load_consolidated, run_tokenizer
+    from pretrain.interop.consolidated import inference_model, load_consolidated, pick_device, run_tokenizer
 
-    if problem := check_arguments(args):
-        print(f"pretrain generate: error: {problem}", file=sys.stderr)
-        return 2
-    try:
-        consolidated = load_consolidated(args.checkpoint)
-        tokenizer = run_tokenizer(consolidated.cfg)
-        processor = spm.SentencePieceProcessor(model_file=str(tokenizer.model_path))
-    except (ExportError, FileNotFoundError) as err:
-        print(f"pretrain generate: error: {err}", file=sys.stderr)
-        return 2
+    check_arguments(args)
+    consolidated = load_consolidated(args.checkpoint)
+    tokenizer = run_tokenizer(consolidated.cfg)
+    processor = spm.SentencePieceProcessor(model_file=str(tokenizer.model_path))
     device, dtype = pick_device(args.device)
-    model = build_model(consolidated, device).to(dtype)
+    model = inference_model(consolidated, device).to(dtype)
     prompt_ids = encode_prompt(processor, args.prompt, tokenizer.eos_id, consolidated.cfg.model.seq_len)
     ids = sample(
         model,

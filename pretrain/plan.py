@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 
 from pretrain.config import ModelConfig, RunConfig, load_config
-from pretrain.errors import ConfigError
+from pretrain.errors import ConfigError, UsageError
 from pretrain.flops import attention_params, count_params, flops_per_token
 
 GIB = 2**30
@@ -64,9 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.mfu <= 1:
-        raise ConfigError(f"--mfu: must be in (0, 1], got {args.mfu}")
+        raise UsageError(f"--mfu: must be in (0, 1], got {args.mfu}")
     if args.peak_tflops is not None and args.peak_tflops <= 0:
-        raise ConfigError(f"--peak-tflops: must be positive, got {args.peak_tflops}")
+        raise UsageError(f"--peak-tflops: must be positive, got {args.peak_tflops}")
     cfg = load_config(args.preset, args.config, [*vocabulary_override(args.data), *args.overrides])
     world_size = args.world_size if args.world_size is not None else default_world_size(cfg, args.gpus_per_node)
     cluster = cluster_for(world_size, args.gpus_per_node)
@@ -97,7 +97,7 @@ def vocabulary_override(data_dir: str | None) -> list[str]:
     try:
         return [f"model.vocab_size={int(read_manifest(data_dir)['vocab_size'])}"]
     except (ShardError, KeyError, ValueError) as err:
-        raise ConfigError(
+        raise UsageError(
             f"--data: {data_dir}: no usable manifest.json ({err}); pass the folder `pipeline run` wrote"
         ) from err
 
@@ -128,14 +128,14 @@ def peaks(peak_tflops: float | None) -> list[tuple[float, str]]:
 def cluster_for(world_size: int | None, gpus_per_node: int) -> Cluster:
     """Nodes x GPUs per node for a world size; a partial last node is refused (launchers fill whole nodes)."""
     if gpus_per_node < 1:
-        raise ConfigError(f"--gpus-per-node: must be >= 1, got {gpus_per_node}")
+        raise UsageError(f"--gpus-per-node: must be >= 1, got {gpus_per_node}")
     world_size = gpus_per_node if world_size is None else world_size
     if world_size < 1:
-        raise ConfigError(f"--world-size: must be >= 1, got {world_size}")
+        raise UsageError(f"--world-size: must be >= 1, got {world_size}")
     if world_size <= gpus_per_node:
         return Cluster(nodes=1, gpus_per_node=world_size)
     if world_size % gpus_per_node:
-        raise ConfigError(
+        raise UsageError(
             f"--world-size: {world_size} GPUs is not a whole number of {gpus_per_node}-GPU nodes; "
             f"use a multiple of {gpus_per_node} or set --gpus-per-node"
         )

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
+
+from pretrain.errors import PretrainError
 
 PANELS = (
     ("loss", "training loss", "linear"),
@@ -22,8 +23,8 @@ PANELS = (
 OVERLAYS = {"loss": "val_loss", "perplexity": "val_perplexity"}
 
 
-class MetricsError(RuntimeError):
-    """metrics.csv is missing, empty or lacks a column the plot needs."""
+class MetricsError(PretrainError):
+    """metrics.csv is missing, empty or lacks a column the plot needs (tests tell it from a plotting failure)."""
 
 
 def read_metrics(run_dir: Path) -> dict[str, list[float]]:
@@ -90,11 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        metrics = read_metrics(args.run)
-    except MetricsError as err:
-        print(f"pretrain plot: {err}", file=sys.stderr)
-        return 1
+    metrics = read_metrics(args.run)
     out = plot_metrics(metrics, args.output or args.run / "plot.png", title=str(args.run))
     print(out)
     return 0

@@ -43,22 +43,25 @@ from typing import Any
 import yaml
 
 from pretrain import checkpoint
+from pretrain.errors import EXIT_LOCKED, PretrainError
 
 LOCK = "LOCK"
 LAUNCHES = "launches"
 CONFIG = "config.yaml"
 HEARTBEAT_S = 10.0
-EXIT_LOCKED = 5  # launch refused (folder held) or lock lost mid-run; launch/restart.sh retries it
 MUST_MATCH_SECTIONS = ("model",)  # every key: the weights' shapes and the function they compute
 MUST_MATCH_KEYS = ("data.seed",)  # the sample order consumed_samples counts into
 
 
-class RunFolderError(ValueError):
+class RunFolderError(PretrainError):
     """This launch does not fit the run folder's checkpoints; the message names every difference and the fix."""
 
 
-class RunLocked(RuntimeError):
-    """Another live job holds the run folder (or took it over from this one); the message names the holder."""
+class RunLocked(PretrainError):
+    """Another live job holds the run folder (or took it over from this one); the message names the holder.
+
+    Told apart from other errors: the trainer exits EXIT_LOCKED for it, which launch/restart.sh retries.
+    """
 
 
 # --------------------------------------------------------------------------- the lock

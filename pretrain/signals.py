@@ -25,9 +25,10 @@ import signal
 import time
 from types import FrameType
 
+from pretrain.errors import EXIT_INTERRUPTED
+
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 SAME_PRESS_S = 2.0
-EXIT_INTERRUPTED = 130
 # why a run stops, by code; ranks agree on the highest code, and one that was not asked itself logs its text
 PREEMPTION, INTERRUPT, LAUNCHER_GONE = 1, 2, 3
 REASONS = {PREEMPTION: "preemption signal", INTERRUPT: "Ctrl-C", LAUNCHER_GONE: "a launcher process exited"}

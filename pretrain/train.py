@@ -33,9 +33,9 @@ import torch
 import yaml
 
 from pretrain import checkpoint, metrics, run_folder, signals, spikes, watchdog
+from pretrain.errors import EXIT_BAD_STEPS, EXIT_LOCKED, EXIT_USER_ERROR, USER_ERRORS, one_line
 from pretrain.signals import LauncherWatch, PreemptionFlag, any_rank_requested
 
-EXIT_BAD_STEPS = 3
 GPU_DS_CONFIGS = ("zero3_bf16.json", "zero3_offload.json")
 CPU_DS_CONFIG = "ds_configs/zero3_cpu.json"
 
@@ -380,15 +380,7 @@ def _report_launch(claim: run_folder.Claim, run_dir: Path) -> None:
         print(f"changes from {run_dir / run_folder.CONFIG}: {changed}", flush=True)
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors a user fixes by changing a config value, a path or the launch (exit 2, no traceback)."""
-    from data_pipeline.shards import ShardError
-    from pretrain.engine import EngineConfigError
-    from pretrain.errors import ConfigError
-
-    return (ConfigError, EngineConfigError, ShardError, FileNotFoundError, run_folder.RunFolderError)
-
-
+RANK_0_REPORTS_S = 3.0  # how long the other ranks wait before exiting on an error every rank meets
 # what gloo/NCCL raise on the ranks that were waiting for a rank that died
 PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
 
@@ -399,10 +391,10 @@ def cli() -> None:
     try:
         code = main()
     except run_folder.RunLocked as err:
-        print(f"pretrain.train: rank {rank}: {err}", file=sys.stderr)
-        code = run_folder.EXIT_LOCKED
+        print(f"pretrain.train: rank {rank}: error: {err}", file=sys.stderr)
+        code = EXIT_LOCKED
     except Exception as err:
-        if not isinstance(err, user_errors()):
+        if not isinstance(err, USER_ERRORS):
             # a normal interpreter exit from here on: atexit gives the watchdog's last heartbeat, so the rank that
             # stopped first stays the oldest one (launch/restart.sh names it)
             if any(marker in str(err) for marker in PEER_LOST):  # a consequence: the failed rank reports the cause
@@ -411,8 +403,10 @@ def cli() -> None:
             print(f"pretrain.train: rank {rank} failed:", file=sys.stderr)
             raise
         if rank == 0:  # every rank meets the same one (same argv, same files): rank 0 alone reports it
-            print(f"pretrain.train: rank {rank}: {err}", file=sys.stderr)
-        code = 2
+            print(f"pretrain.train: rank {rank}: error: {one_line(err)}", file=sys.stderr)
+        else:  # the launcher stops every rank once one exits: give rank 0 the time to say why
+            time.sleep(RANK_0_REPORTS_S)
+        code = EXIT_USER_ERROR
     if code == EXIT_BAD_STEPS and rank == 0:
         print("pretrain.train: train.max_bad_steps non-finite steps in a row; last good weights saved", file=sys.stderr)
     _exit(code)

@@ -25,7 +25,8 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
-EXIT_COLLECTIVE_TIMEOUT = 4
+from pretrain.errors import EXIT_COLLECTIVE_TIMEOUT
+
 COLLECTIVE_PATHS = ("torch/distributed/", "deepspeed/comm/", "deepspeed/runtime/zero/")
 BEAT_S = 1.0
 

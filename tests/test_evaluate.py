@@ -35,7 +35,7 @@ def independent_loss(run_dir: Path, data: Path, samples: int) -> float:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     from data_pipeline.shards import TokenStream
-    from pretrain.interop.export import run_config
+    from pretrain.interop.consolidated import run_config
     from pretrain.model import GPT
 
     cfg = run_config(run_dir)
@@ -54,13 +54,9 @@ def independent_loss(run_dir: Path, data: Path, samples: int) -> float:
 
 
 def evaluate_in_process(capsys, *args: str) -> tuple[int, str, str]:
-    import argparse
+    from pretrain import cli
 
-    from pretrain import evaluate
-
-    parser = argparse.ArgumentParser()
-    evaluate.add_arguments(parser)
-    rc = evaluate.run(parser.parse_args([*args, "--device", "cpu"]))
+    rc = cli.main(["evaluate", *args, "--device", "cpu"])  # the entry point: errors become exit 2 there
     out = capsys.readouterr()
     return rc, out.out, out.err
 

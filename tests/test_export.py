@@ -119,10 +119,10 @@ def exported(request, tmp_path_factory, tiny_dataset) -> tuple[Path, Path]:
 def test_transformers_loads_export_with_matching_logits(exported) -> None:
     from transformers import AutoModelForCausalLM
 
-    from pretrain.interop.export import build_model, load_consolidated
+    from pretrain.interop.consolidated import inference_model, load_consolidated
 
     run_dir, out = exported
-    ours = build_model(load_consolidated(run_dir))
+    ours = inference_model(load_consolidated(run_dir))
     hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     family = "LlamaForCausalLM" if ours.cfg.pos_emb == "rope" else "GPT2LMHeadModel"
     assert type(hf).__name__ == family
@@ -152,7 +152,7 @@ def test_exported_tokenizer_encodes_like_the_run_tokenizer(exported, tiny_datase
 @pytest.mark.slow
 def test_deepspeed_zero_to_fp32_script_agrees_with_our_consolidation(exported, tmp_path) -> None:
     from pretrain.checkpoint import resolve_checkpoint
-    from pretrain.interop.export import load_consolidated
+    from pretrain.interop.consolidated import load_consolidated
 
     run_dir, _ = exported
     root, tag = resolve_checkpoint(run_dir)
@@ -181,10 +181,8 @@ def test_deepspeed_zero_to_fp32_script_agrees_with_our_consolidation(exported, t
     ],
 )
 def test_export_refuses_an_incomplete_checkpoint(exported, tmp_path, damage: str, message: str, capsys) -> None:
-    import argparse
-
+    from pretrain import cli
     from pretrain.checkpoint import resolve_checkpoint
-    from pretrain.interop import export
 
     run_dir, _ = exported
     root, tag = resolve_checkpoint(run_dir)
@@ -195,8 +193,7 @@ def test_export_refuses_an_incomplete_checkpoint(exported, tmp_path, damage: str
         (copy / "checkpoints" / tag / "COMPLETE").unlink()
     else:
         next((copy / "checkpoints" / tag).glob("zero_pp_rank_1_*optim_states.pt")).unlink()
-    args = argparse.Namespace(checkpoint=str(copy / "checkpoints" / tag), out=str(tmp_path / "hf"), format="hf")
-    assert export.run(args) == 2
+    assert cli.main(["export", str(copy / "checkpoints" / tag), str(tmp_path / "hf")]) == 2
     err = capsys.readouterr().err
     assert tag in err and message in err, err
     assert not (tmp_path / "hf").exists()

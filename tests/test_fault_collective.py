@@ -15,7 +15,8 @@ import psutil
 import pytest
 from fault_support import kill_rank, logged_steps, output, start_train, wait_for
 
-from pretrain.watchdog import EXIT_COLLECTIVE_TIMEOUT, blocked_operation, silent_ranks
+from pretrain.errors import EXIT_COLLECTIVE_TIMEOUT
+from pretrain.watchdog import blocked_operation, silent_ranks
 
 pytestmark = pytest.mark.slow
 

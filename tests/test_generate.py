@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pretrain.config import load_config
+from pretrain.errors import UsageError
 from pretrain.generate import check_arguments, continuation, encode_prompt, sample
 from pretrain.model import GPT
 
@@ -85,9 +86,11 @@ def test_bad_sampling_arguments_are_named() -> None:
     import argparse
 
     base = dict(max_new_tokens=5, temperature=0.8, top_k=None, top_p=None)
-    assert check_arguments(argparse.Namespace(**base)) is None
-    assert "--top-p" in check_arguments(argparse.Namespace(**{**base, "top_p": 1.5}))
-    assert "--temperature" in check_arguments(argparse.Namespace(**{**base, "temperature": -1}))
+    check_arguments(argparse.Namespace(**base))  # valid: no error
+    with pytest.raises(UsageError, match=r"--top-p must be in \(0, 1\], got 1.5"):
+        check_arguments(argparse.Namespace(**{**base, "top_p": 1.5}))
+    with pytest.raises(UsageError, match="--temperature must be >= 0"):
+        check_arguments(argparse.Namespace(**{**base, "temperature": -1}))
 
 
 @pytest.mark.slow
@@ -95,7 +98,7 @@ def test_generate_command_on_a_two_rank_checkpoint(tmp_path_factory, tiny_datase
     import sentencepiece as spm
     from test_export import trained_run
 
-    from pretrain.interop.export import build_model, load_consolidated
+    from pretrain.interop.consolidated import inference_model, load_consolidated
 
     run_dir = trained_run(tmp_path_factory, tiny_dataset, "debug")
     cmd = [sys.executable, "-m", "pretrain.cli", "generate", str(run_dir), "--prompt", "The model"]
@@ -104,7 +107,7 @@ def test_generate_command_on_a_two_rank_checkpoint(tmp_path_factory, tiny_datase
     assert outs[0].returncode == 0, outs[0].stderr[-2000:]
     assert outs[0].stdout == outs[1].stdout  # greedy: deterministic
     consolidated = load_consolidated(run_dir)
-    model = build_model(consolidated)
+    model = inference_model(consolidated)
     sp = spm.SentencePieceProcessor(model_file=str(tiny_dataset / "tokenizer" / "spm.model"))
     eos = sp.eos_id()
     prompt = [eos, *sp.encode("The model")]

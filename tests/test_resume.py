@@ -15,6 +15,7 @@ import torch
 from conftest import ROOT, run_train, step_losses, train_command
 
 from pretrain import checkpoint
+from pretrain.errors import PretrainError
 
 
 def _fake_ckpt(root: Path, step: int, complete: bool = True) -> str:
@@ -34,7 +35,7 @@ def test_incomplete_newest_checkpoint_is_skipped_with_a_warning(tmp_path: Path) 
     assert (root / "latest").read_text() == "step00000020"
     with pytest.warns(UserWarning, match="step00000030.*no COMPLETE"):
         assert checkpoint.find_resumable(tmp_path) == (root, "step00000020")
-    with pytest.raises(FileNotFoundError, match="COMPLETE"):
+    with pytest.raises(PretrainError, match="COMPLETE"):
         checkpoint.resolve_checkpoint(root / "step00000030")
 
 
@@ -45,7 +46,7 @@ def test_resolve_checkpoint_accepts_run_checkpoints_or_tag_folder(tmp_path: Path
     for form in (tmp_path, root, root / "step00000007"):
         assert checkpoint.resolve_checkpoint(form) == (root, "step00000007")
     assert checkpoint.resolve_checkpoint(root / "step00000005") == (root, "step00000005")
-    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+    with pytest.raises(PretrainError, match="no complete checkpoint"):
         checkpoint.resolve_checkpoint(tmp_path / "elsewhere")
     assert checkpoint.find_resumable(tmp_path / "elsewhere") is None
 

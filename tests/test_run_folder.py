@@ -22,6 +22,7 @@ import yaml
 
 from pretrain import run_folder
 from pretrain.config import load_config
+from pretrain.errors import EXIT_INTERRUPTED
 from pretrain.run_folder import RunFolderError, RunLocked
 
 TOKENIZER = {"path": "tokenizer/spm.model", "sha256": "a" * 64, "vocab_size": 256}
@@ -205,7 +206,7 @@ def test_first_ctrl_c_requests_a_save_a_second_one_aborts(monkeypatch: pytest.Mo
     assert exits == [] and flag.reason == "Ctrl-C"
     now[0] += 3.0
     flag._interrupt(signal.SIGINT, None)
-    assert exits == [signals.EXIT_INTERRUPTED]
+    assert exits == [EXIT_INTERRUPTED]
 
 
 # --------------------------------------------------------------------------- for real: 2 CPU ranks

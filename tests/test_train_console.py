@@ -166,7 +166,7 @@ def test_an_error_every_rank_meets_is_printed_once_by_rank_0(tiny_dataset: Path,
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert out.count("train.max_steps: must be positive, got 0") == 1, out[-3000:]
-    assert "pretrain.train: rank 0: train.max_steps: must be positive, got 0" in out
+    assert "pretrain.train: rank 0: error: train.max_steps: must be positive, got 0" in out
     assert 'pretrain/train.py", line' not in out  # no trainer traceback (torch elastic prints its own)
     assert not (tmp_path / "r").exists()  # nothing written: the config is checked before the run folder
 

@@ -18,13 +18,11 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
 from tokenizers.models import BPE, Unigram
 
+from pretrain.errors import PretrainError
+
 SPIECE_UNDERLINE = "▁"
 _UNIGRAM, _BPE = 1, 2
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
-
-
-class TokenizerExportError(RuntimeError):
-    """The SentencePiece model uses an option the exported tokenizer cannot reproduce."""
 
 
 def load_spm_proto(model_path: str | os.PathLike):
@@ -38,12 +36,12 @@ def load_spm_proto(model_path: str | os.PathLike):
 
 def _check_supported(proto, model_path: str | os.PathLike) -> None:
     if proto.trainer_spec.model_type not in (_UNIGRAM, _BPE):
-        raise TokenizerExportError(
+        raise PretrainError(
             f"{model_path}: model_type {proto.trainer_spec.model_type} is not unigram or bpe; "
             "retrain the tokenizer with tokenizer.model_type=bpe or unigram"
         )
     if proto.trainer_spec.treat_whitespace_as_suffix:
-        raise TokenizerExportError(f"{model_path}: treat_whitespace_as_suffix=true is not supported by the export")
+        raise PretrainError(f"{model_path}: treat_whitespace_as_suffix=true is not supported by the export")
 
 
 def _model(proto):
