@@ -32,6 +32,7 @@ from typing import Any
 import torch
 import yaml
 
+from data_pipeline import launcher_env
 from pretrain import checkpoint, metrics, run_folder, signals, spikes, watchdog
 from pretrain.signals import LauncherWatch, PreemptionFlag, any_rank_requested
 
@@ -65,8 +66,8 @@ def build_run_config(args: argparse.Namespace, manifest: dict, accelerator: str)
 
 
 def log0(message: str) -> None:
-    """Print on rank 0 only (before init every process thinks it is rank 0, hence RANK)."""
-    if int(os.environ.get("RANK", "0")) == 0:
+    """Print on rank 0 only (also before init: the launcher's variables name the rank)."""
+    if launcher_env.global_rank() == 0:
         print(message, flush=True)
 
 
@@ -352,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = build_run_config(args, manifest, get_accelerator().device_name())
     run_dir = Path(args.output)
     claim = None
-    if run_folder.launch_rank() == 0:  # before the process group: a refused launch ends in seconds, writing nothing
+    if launcher_env.global_rank() == 0:  # before the process group: a refused launch ends in seconds, writing nothing
         claim = run_folder.claim(run_dir, cfg.to_dict(), manifest, args.resume, cfg.train.lock_stale_s)
         _report_launch(claim, run_dir)
     try:
@@ -395,7 +396,7 @@ PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pi
 
 def cli() -> None:
     """Console entry: exit status 0 on success, else a one-line reason on stderr, printed once."""
-    rank = int(os.environ.get("RANK", run_folder.launch_rank()))
+    rank = launcher_env.global_rank()
     try:
         code = main()
     except run_folder.RunLocked as err:
