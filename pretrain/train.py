@@ -117,7 +117,11 @@ class Trainer:
         self.nan_steps = fault_steps() if rank == 0 else set()  # test hook PRETRAIN_FAULT_NAN_STEPS
         self.flops_per_token = _flops_per_token(cfg)
         self.peak = metrics.peak_tflops(cfg.log.peak_tflops)
-        self.writer = metrics.MetricsWriter(run_dir, self.engine.monitor if rank == 0 else None, enabled=rank == 0)
+        wandb_run = None
+        if rank == 0 and cfg.log.wandb:
+            wandb_run = metrics.start_wandb(cfg.log, run_dir, {**cfg.to_dict(), "world_size": world_size})
+        monitor = self.engine.monitor if rank == 0 else None
+        self.writer = metrics.MetricsWriter(run_dir, monitor, enabled=rank == 0, wandb_run=wandb_run)
         self.started = time.perf_counter()  # the launch's wall time, for the summary
         self.clock = metrics.TrainClock()  # training-step time only: evaluation and checkpoints are not counted
         self.last_checkpoint: Path | None = None
@@ -366,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer.resume(claim.resume_from if claim else None)
         watchdog.install(cfg.train.collective_timeout_s, run_dir, rank, world_size)  # names a stuck collective
         code = trainer.run(PreemptionFlag(rank).install(), LauncherWatch.of_this_process())
+        trainer.writer.close()
         torch.distributed.destroy_process_group()  # a live gloo group at interpreter exit can abort() a rank
         return code
     finally:
