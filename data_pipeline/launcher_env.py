@@ -48,7 +48,7 @@ _WORLD_SIZE = {
     TORCH: ("WORLD_SIZE",),
     OPENMPI: ("OMPI_COMM_WORLD_SIZE",),
     HYDRA: ("PMI_SIZE",),
-    SLURM: ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"),
+    SLURM: ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"),  # the step's own count first: SLURM_NTASKS may be the job's
     PMI: ("PMI_SIZE",),
 }
 _LOCAL_RANK = {
@@ -58,7 +58,7 @@ _LOCAL_RANK = {
     SLURM: ("SLURM_LOCALID",),
 }
 _LOCAL_SIZE = {
-    TORCH: ("LOCAL_WORLD_SIZE", "LOCAL_SIZE"),
+    TORCH: ("LOCAL_WORLD_SIZE", "LOCAL_SIZE"),  # torchrun's name, then the deepspeed launcher's
     OPENMPI: ("OMPI_COMM_WORLD_LOCAL_SIZE",),
     HYDRA: ("MPI_LOCALNRANKS",),
 }
