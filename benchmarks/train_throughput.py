@@ -328,8 +328,10 @@ def reference_step(model: torch.nn.Module, cfg, device: torch.device) -> Callabl
 
 
 def start_single_process_group() -> None:
-    """World size 1 for DeepSpeed (gloo on CPU, nccl on CUDA) unless a launcher already set RANK."""
-    if "RANK" not in os.environ:
+    """World size 1 for DeepSpeed (gloo on CPU, nccl on CUDA) unless a launcher started this process."""
+    from data_pipeline import launcher_env
+
+    if launcher_env.launcher() == launcher_env.NONE:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

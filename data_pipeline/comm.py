@@ -10,7 +10,6 @@ objects by their pickled size), which stats.json reports per rank.
 
 from __future__ import annotations
 
-import os
 import pickle
 import sys
 from collections.abc import Callable
@@ -18,12 +17,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from data_pipeline import launcher_env
 from data_pipeline.errors import RankFailed
 from data_pipeline.executor import mark_every_rank
 
 T = TypeVar("T")
-
-_MPI_WORLD_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS")
 
 
 class LocalComm:
@@ -146,8 +144,8 @@ def _displacements(counts: np.ndarray) -> np.ndarray:
 
 
 def launched_under_mpi() -> bool:
-    """True when a launcher (mpiexec, srun) started this process as one of several ranks."""
-    return any(int(os.environ.get(name, "1") or 1) > 1 for name in _MPI_WORLD_VARS)
+    """True when an MPI-capable launcher (mpirun, mpiexec, srun) started this process as one of several ranks."""
+    return launcher_env.launcher() != launcher_env.TORCH and launcher_env.launched_as_one_of_several()
 
 
 def get_comm() -> LocalComm:

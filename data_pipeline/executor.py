@@ -32,6 +32,7 @@ from multiprocessing import get_context
 from multiprocessing.pool import Pool
 from typing import Any, TypeVar
 
+from data_pipeline import launcher_env
 from data_pipeline.errors import PipelineError
 
 T = TypeVar("T")
@@ -41,7 +42,6 @@ _PR_SET_PDEATHSIG = 1
 # mpich's proxy may handle the abort before it has read the failing rank's last stderr lines from the pipe (seen
 # once in ~150 runs under heavy load: the error line was lost); a pause before MPI_Abort lets it drain them
 ABORT_GRACE_S = 1.0
-_LOCAL_RANKS_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
 
 
 class Terminated(KeyboardInterrupt):
@@ -122,15 +122,6 @@ def ordered_map(pool: Pool | None, fn: Callable[[T], R], items: Iterable[T], ahe
         yield pending.popleft().get()
 
 
-def local_ranks() -> int:
-    """How many ranks of this job share this machine (1 without a launcher)."""
-    for name in _LOCAL_RANKS_VARS:
-        value = os.environ.get(name, "").split("(")[0]
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return 1
-
-
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -139,12 +130,12 @@ def cores_per_rank() -> int:
     """This rank's share of the node's cores, so N ranks on a node do not oversubscribe it.
 
     When the launcher already pinned this rank to fewer cores than the node has (srun --cpus-per-task), those
-    cores are its share; otherwise every local rank sees all cores and takes 1/local_ranks of them.
+    cores are its share; otherwise every local rank sees all cores and takes 1/launcher_env.local_size() of them.
     """
     usable = usable_cores()
     if usable < (os.cpu_count() or usable):
         return usable
-    return max(1, usable // local_ranks())
+    return max(1, usable // launcher_env.local_size())
 
 
 def resolve_workers(workers: int) -> int:
@@ -160,20 +151,6 @@ def peak_rss_bytes() -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------------------------- ending the job
-
-
-def launcher_rank_and_size() -> tuple[int, int]:
-    """This process's rank and the job's size as the launcher (mpiexec, srun) set them; (0, 1) otherwise."""
-    rank, size = 0, 1
-    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
-        if os.environ.get(name, "").isdigit():
-            rank = int(os.environ[name])
-            break
-    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "SLURM_NTASKS"):
-        if os.environ.get(name, "").isdigit():
-            size = int(os.environ[name])
-            break
-    return rank, size
 
 
 def mark_every_rank(err: BaseException) -> BaseException:
@@ -202,7 +179,7 @@ def exit_code(err: BaseException) -> int:
 
 def job_failed(command: str, err: BaseException) -> int:
     """Print `err` (with the rank under MPI) and end this rank, aborting the whole job when it failed alone."""
-    rank, size = launcher_rank_and_size()
+    rank, size = launcher_env.global_rank(), launcher_env.world_size()
     world = _mpi_world()
     ranks = world.Get_size() if world is not None else size
     code = exit_code(err)

@@ -13,7 +13,7 @@
 #   MASTER_PORT  rendezvous port the trainer passes to DeepSpeed   [29500]
 # MPICH's mpiexec propagates the whole environment to every rank (NCCL_*, DS_ACCELERATOR, ...); for Open MPI add
 # `-x NCCL_DEBUG -x DS_ACCELERATOR ...`. Each rank's output is tagged with its rank (-prepend-rank / --tag-output).
-# SIGTERM/SIGINT/SIGUSR1 to this script are passed to this node's trainer ranks (launch/signals.sh): they
+# SIGTERM/SIGINT/SIGUSR1 to this script are passed to this node's trainer ranks (launch/lib.sh): they
 # checkpoint at the next step boundary and exit 0 (mpiexec's own handling of SIGTERM kills the ranks outright).
 set -euo pipefail
 
@@ -40,7 +40,7 @@ else
 fi
 
 cd "$REPO"
-# shellcheck source=launch/signals.sh
-source "$REPO/launch/signals.sh"
+# shellcheck source=launch/lib.sh
+source "$REPO/launch/lib.sh"
 echo "$MPIEXEC ${mpi_args[*]} $PYTHON -u -m pretrain.train $*"
 run_forwarding_signals "$MPIEXEC" "${mpi_args[@]}" "$PYTHON" -u -m pretrain.train "$@"

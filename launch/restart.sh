@@ -33,21 +33,15 @@ done
 [[ ${1:-} == "--" && $# -ge 2 ]] || { echo "usage: $0 [--max-restarts N] [--backoff S] -- COMMAND ..." >&2; exit 2; }
 shift
 command=("$@")
+# shellcheck source=launch/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # The trainer's --output folder: its heartbeat/ files say which rank stopped first when a job fails.
-run_dir() {
-  local prev=""
-  for arg in "${command[@]}"; do
-    [[ $prev == "--output" ]] && { echo "$arg"; return; }
-    [[ $arg == --output=* ]] && { echo "${arg#*=}"; return; }
-    prev=$arg
-  done
-}
-
 report_ranks() {
-  local dir
-  dir="$(run_dir)/heartbeat"
-  [[ -d $dir ]] || return 0
+  local run dir
+  run=$(trainer_output "${command[@]}")
+  dir="$run/heartbeat"
+  [[ -n $run && -d $dir ]] || return 0
   echo "restart.sh: last heartbeat of each rank, oldest first (the first to stop is the likely cause):" >&2
   local f
   for f in $(ls -tr "$dir"); do

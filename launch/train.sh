@@ -20,7 +20,7 @@
 # Every node gets this shell's NCCL_*, GLOO_*, DS_*, TORCH_*, PRETRAIN_*, OMP_NUM_THREADS, CUDA_*, PYTHONPATH, PATH:
 # they are written to LOG_DIR/deepspeed_env, which the launcher exports on each node it starts.
 #
-# Stopping: SIGTERM/SIGINT/SIGUSR1 to this script are passed to this node's trainer ranks (launch/signals.sh),
+# Stopping: SIGTERM/SIGINT/SIGUSR1 to this script are passed to this node's trainer ranks (launch/lib.sh),
 # which checkpoint at the next step boundary and exit 0; so does `kill` of the `deepspeed` process itself (the
 # ranks notice their launcher is gone). Ctrl-C once saves and stops; twice aborts at once.
 set -euo pipefail
@@ -40,17 +40,8 @@ done
 [[ ${1:-} == "--" ]] || { echo "usage: $0 [launcher options] -- --data DIR --preset NAME --output RUN ..." >&2; exit 2; }
 shift
 trainer_args=("$@")
-
-# The run directory from the trainer's --output decides where the logs go.
-output_dir() {
-  local prev=""
-  for arg in "${trainer_args[@]}"; do
-    [[ $prev == "--output" ]] && { echo "$arg"; return; }
-    [[ $arg == --output=* ]] && { echo "${arg#*=}"; return; }
-    prev=$arg
-  done
-  echo "$REPO/runs/default"
-}
+# shellcheck source=launch/lib.sh
+source "$REPO/launch/lib.sh"
 
 first_host() {
   awk '!/^[[:space:]]*(#|$)/ { print $1; exit }' "$1"
@@ -62,7 +53,9 @@ if [[ -n $HOSTFILE ]]; then
   launcher_args=(--hostfile "$HOSTFILE" "${launcher_args[@]}")
 fi
 MASTER_ADDR=${MASTER_ADDR:-$([[ -n $HOSTFILE ]] && first_host "$HOSTFILE" || echo 127.0.0.1)}
-LOG_DIR=${LOG_DIR:-$(output_dir)/logs}
+# the run directory from the trainer's --output decides where the logs go
+run_dir=$(trainer_output "${trainer_args[@]}")
+LOG_DIR=${LOG_DIR:-${run_dir:-$REPO/runs/default}/logs}
 mkdir -p "$LOG_DIR"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -82,8 +75,6 @@ if [[ -n ${NODE_RANK:-} ]]; then
 fi
 
 cd "$REPO"
-# shellcheck source=launch/signals.sh
-source "$REPO/launch/signals.sh"
 log="$LOG_DIR/launcher-node${NODE_RANK:-0}.log"  # appended: a relaunch never erases an earlier launch's log
 echo "deepspeed ${launcher_args[*]} --module pretrain.train ${trainer_args[*]}" | tee -a "$log"
 echo "per-rank logs: $LOG_DIR/*_rank<N>.log; environment for every node: $DS_ENV_FILE" | tee -a "$log"

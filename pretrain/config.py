@@ -8,6 +8,7 @@ the batch arithmetic and the preset layering.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -207,12 +208,18 @@ class TrainConfig:
 
 @dataclass
 class LogConfig:
-    """Where metrics go; `peak_tflops` (per GPU, bf16 dense) turns measured throughput into MFU."""
+    """Where metrics go; `peak_tflops` (per GPU, bf16 dense) turns measured throughput into MFU; `wandb` adds a
+    Weights & Biases run (project, entity, group, name: the run folder's name unless set)."""
 
     interval: int = 10
     tensorboard: bool = True
     csv: bool = True
     peak_tflops: float | None = None
+    wandb: bool = False
+    wandb_project: str = "pretrain"
+    wandb_entity: str | None = None
+    wandb_group: str | None = None
+    wandb_name: str | None = None
 
     def __post_init__(self) -> None:
         _require(self.interval >= 1, "log.interval", f"must be >= 1, got {self.interval}")
@@ -220,6 +227,11 @@ class LogConfig:
             self.peak_tflops is None or self.peak_tflops > 0,
             "log.peak_tflops",
             f"must be positive or null, got {self.peak_tflops} (e.g. 989 for an H100 SXM in bf16)",
+        )
+        _require(
+            not self.wandb or importlib.util.find_spec("wandb") is not None,
+            "log.wandb",
+            "is true but the wandb package is not installed: pip install wandb, or set log.wandb=false",
         )
 
 

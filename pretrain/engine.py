@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import torch
 
+from data_pipeline import launcher_env
 from pretrain.errors import PretrainError
 
 DS_CONFIG_DIR = Path(__file__).resolve().parent.parent / "ds_configs"
@@ -33,47 +33,16 @@ class EngineConfigError(PretrainError):
 # --------------------------------------------------------------------------- distributed start
 
 
-def slurm_to_torch_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Map srun's SLURM_* variables to RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT (what init reads).
-
-    Only applies under `srun` (SLURM_PROCID set) when the launcher did not already set RANK; returns the
-    variables it set so callers can log them.
-    """
-    env = os.environ if environ is None else environ
-    if "SLURM_PROCID" not in env or "RANK" in env:
-        return {}
-    mapped = {
-        "RANK": env["SLURM_PROCID"],
-        "WORLD_SIZE": env.get("SLURM_NTASKS", "1"),
-        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
-        "MASTER_ADDR": env.get("MASTER_ADDR") or first_slurm_host(env.get("SLURM_JOB_NODELIST", "127.0.0.1")),
-        "MASTER_PORT": env.get("MASTER_PORT", "29500"),
-    }
-    env.update(mapped)
-    return mapped
-
-
-def first_slurm_host(nodelist: str) -> str:
-    """First host of a SLURM nodelist: 'gpu[003-005,9],cpu1' -> 'gpu003' (what `scontrol show hostnames` gives)."""
-    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
-    if not match:
-        return nodelist
-    prefix, ranges = match.group(1), match.group(2)
-    if not ranges:
-        return prefix
-    return prefix + ranges.split(",")[0].split("-")[0]
-
-
 def init_distributed(timeout_s: float | None = None) -> tuple[int, int]:
     """Start the process group for any launcher and return (rank, world_size).
 
-    deepspeed/torchrun set RANK etc.; srun is mapped above; mpirun/mpiexec are found by DeepSpeed's MPI
-    discovery. CPU (DS_ACCELERATOR=cpu) uses gloo, CUDA uses nccl.
+    deepspeed/torchrun set RANK etc.; srun's variables are mapped to them (launcher_env); mpirun/mpiexec are
+    found by DeepSpeed's MPI discovery. CPU (DS_ACCELERATOR=cpu) uses gloo, CUDA uses nccl.
     """
     import deepspeed
     from deepspeed.accelerator import get_accelerator
 
-    slurm_to_torch_env()
+    os.environ.update(launcher_env.torch_distributed_env())
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
     backend = "nccl" if get_accelerator().device_name() == "cuda" else "gloo"
@@ -83,7 +52,7 @@ def init_distributed(timeout_s: float | None = None) -> tuple[int, int]:
         dist_backend=backend, auto_mpi_discovery=True, distributed_port=port, verbose=False, **timeout
     )
     if get_accelerator().device_name() == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(launcher_env.local_rank())
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
 
 

@@ -1,4 +1,5 @@
-"""Training metrics: throughput, TFLOP/s and MFU per GPU, memory; written to RUN/metrics.csv and tensorboard.
+"""Training metrics: throughput, TFLOP/s and MFU per GPU, memory; written to RUN/metrics.csv, tensorboard and
+(log.wandb) Weights & Biases.
 
 MFU = achieved model FLOP/s per GPU / the GPU's peak dense bf16 FLOP/s. The model FLOPs per token come from
 pretrain/flops.py (6N + attention, PaLM convention), so activation-checkpoint recomputation is *not* counted:
@@ -185,11 +186,15 @@ def quiet_libraries() -> None:
 
 
 class MetricsWriter:
-    """Rank 0's sink: RUN/metrics.csv (appended across resumes) and DeepSpeed's monitor (tensorboard/csv)."""
+    """Rank 0's sink: RUN/metrics.csv (appended across resumes), DeepSpeed's monitor (tensorboard/csv) and a
+    Weights & Biases run (`start_wandb`), each row under the same names (`Train/loss`, ...) at the same step."""
 
-    def __init__(self, run_dir: str | os.PathLike, monitor: Any = None, enabled: bool = True) -> None:
+    def __init__(
+        self, run_dir: str | os.PathLike, monitor: Any = None, enabled: bool = True, wandb_run: Any = None
+    ) -> None:
         self.enabled = enabled
         self.monitor = monitor
+        self.wandb_run = wandb_run
         self.path = Path(run_dir) / "metrics.csv"
         if enabled and not self.path.exists():
             with open(self.path, "w", newline="") as f:
@@ -200,9 +205,39 @@ class MetricsWriter:
             return
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([_fmt(values.get(c, step if c == "step" else None)) for c in CSV_COLUMNS])
+        events = [(f"Train/{k}", float(v), step) for k, v in values.items() if _is_number(v) and k != "step"]
         if self.monitor is not None and getattr(self.monitor, "enabled", False):
-            events = [(f"Train/{k}", float(v), step) for k, v in values.items() if _is_number(v) and k != "step"]
             self.monitor.write_events(events)
+        if self.wandb_run is not None:  # one row per step: a second write at the same step joins it
+            self.wandb_run.log({name: value for name, value, _ in events}, step=step)
+
+    def close(self) -> None:
+        """End the W&B run (its files are complete, an offline run can be synced)."""
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+            self.wandb_run = None
+
+
+def start_wandb(log: Any, run_dir: Path, config: dict) -> Any:
+    """Rank 0's Weights & Biases run for this launch (log.wandb): named after the run folder unless
+    log.wandb_name says otherwise, with the run's whole config, its files under RUN/wandb/.
+
+    Not DeepSpeed's wandb monitor: it logs its own `Train/Samples/lr` at step = samples seen, and W&B keeps one
+    step counter per run, so the trainer's rows at step = optimizer step would come after a larger step and be
+    dropped; it also records no run name or config. WANDB_MODE=offline runs without a network (`wandb sync`
+    uploads RUN/wandb/offline-run-* later). Each launch (a resume too) is its own W&B run; log.wandb_group
+    gathers them.
+    """
+    import wandb  # only when enabled: the config already checked it is installed
+
+    return wandb.init(
+        project=log.wandb_project,
+        entity=log.wandb_entity,
+        group=log.wandb_group,
+        name=log.wandb_name or run_dir.resolve().name,
+        config=config,
+        dir=run_dir,
+    )
 
 
 def _is_number(v: Any) -> bool:

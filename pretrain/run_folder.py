@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -42,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from data_pipeline import launcher_env
 from pretrain import checkpoint
 from pretrain.errors import EXIT_LOCKED, PretrainError
 
@@ -86,9 +86,13 @@ class Holder:
         age = now - self.mtime
         if age > stale_s:
             return f"its heartbeat is {age:.0f} s old (train.lock_stale_s={stale_s:g})"
-        if self.host == socket.gethostname() and self.pid is not None and not _process_alive(self.pid, self.started):
+        if (
+            self.host == launcher_env.node_name()
+            and self.pid is not None
+            and not _process_alive(self.pid, self.started)
+        ):
             return f"process {self.pid} no longer runs on this host"
-        mine = launch_attempt()
+        mine = launcher_env.launch_attempt()
         if self.attempt and mine and self.attempt["of"] == mine["of"] and self.attempt["number"] < mine["number"]:
             return f"it was attempt {self.attempt['number']} of {mine['of']}, this is attempt {mine['number']}"
         return None
@@ -120,14 +124,6 @@ def read_holder(path: Path) -> Holder | None:
     except json.JSONDecodeError:
         data = {}  # killed between create and write: judged by its age alone
     return Holder(data.get("host"), data.get("pid"), data.get("started"), data.get("token"), mtime, data.get("attempt"))
-
-
-def launch_attempt() -> dict | None:
-    """Which attempt of a SLURM job (requeues) or of a launch/restart.sh loop this launch is; None outside both."""
-    for of, number in (("SLURM_JOB_ID", "SLURM_RESTART_COUNT"), ("PRETRAIN_RESTART_ID", "PRETRAIN_RESTART_COUNT")):
-        if os.environ.get(of):
-            return {"of": f"{of}={os.environ[of]}", "number": int(os.environ.get(number, "0") or 0)}
-    return None
 
 
 @dataclass
@@ -201,11 +197,11 @@ def acquire_lock(run_dir: Path, stale_s: float) -> RunLock:
 
 def _lock_contents(token: str) -> dict:
     return {
-        "host": socket.gethostname(),
+        "host": launcher_env.node_name(),
         "pid": os.getpid(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "token": token,
-        "attempt": launch_attempt(),
+        "attempt": launcher_env.launch_attempt(),
         "argv": sys.argv,
     }
 
@@ -213,7 +209,7 @@ def _lock_contents(token: str) -> dict:
 def _move_aside(path: Path, holder: Holder) -> None:
     """Rename the dead holder's lock away; if what got renamed is not that lock (another launch took over first),
     put it back and let the caller see the new holder."""
-    aside = path.with_name(f"{LOCK}.dead.{socket.gethostname()}.{os.getpid()}")
+    aside = path.with_name(f"{LOCK}.dead.{launcher_env.node_name()}.{os.getpid()}")
     try:
         os.rename(path, aside)
     except FileNotFoundError:
@@ -231,14 +227,6 @@ def _held_message(path: Path, holder: Holder) -> str:
         f"{time.time() - holder.mtime:.0f} s ago). Wait for it to finish or stop it, or use another --output. If that "
         "job is dead, its lock is taken over once its heartbeat is older than train.lock_stale_s"
     )
-
-
-def launch_rank() -> int:
-    """This process's global rank before the process group exists, from whichever launcher started it."""
-    for name in ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 0
 
 
 # --------------------------------------------------------------------------- the compatibility check
@@ -348,9 +336,9 @@ def record_launch(run_dir: Path, config: dict, resumed: tuple[Path, str] | None)
     record = {
         "launch": number,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": socket.gethostname(),
+        "host": launcher_env.node_name(),
         "command": sys.argv,
-        "world_size": int(os.environ.get("WORLD_SIZE", "0")) or None,
+        "world_size": launcher_env.world_size(),
         "resumes": str(resumed[0] / resumed[1]) if resumed else None,
         "changes_from_config_yaml": changed,
         "config": config,

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 import yaml
 
+from data_pipeline import launcher_env
 from pretrain import checkpoint, metrics, run_folder, signals, spikes, watchdog
 from pretrain.errors import EXIT_BAD_STEPS, EXIT_LOCKED, EXIT_USER_ERROR, USER_ERRORS, one_line
 from pretrain.signals import LauncherWatch, PreemptionFlag, any_rank_requested
@@ -65,8 +66,8 @@ def build_run_config(args: argparse.Namespace, manifest: dict, accelerator: str)
 
 
 def log0(message: str) -> None:
-    """Print on rank 0 only (before init every process thinks it is rank 0, hence RANK)."""
-    if int(os.environ.get("RANK", "0")) == 0:
+    """Print on rank 0 only (also before init: the launcher's variables name the rank)."""
+    if launcher_env.global_rank() == 0:
         print(message, flush=True)
 
 
@@ -116,7 +117,11 @@ class Trainer:
         self.nan_steps = fault_steps() if rank == 0 else set()  # test hook PRETRAIN_FAULT_NAN_STEPS
         self.flops_per_token = _flops_per_token(cfg)
         self.peak = metrics.peak_tflops(cfg.log.peak_tflops)
-        self.writer = metrics.MetricsWriter(run_dir, self.engine.monitor if rank == 0 else None, enabled=rank == 0)
+        wandb_run = None
+        if rank == 0 and cfg.log.wandb:
+            wandb_run = metrics.start_wandb(cfg.log, run_dir, {**cfg.to_dict(), "world_size": world_size})
+        monitor = self.engine.monitor if rank == 0 else None
+        self.writer = metrics.MetricsWriter(run_dir, monitor, enabled=rank == 0, wandb_run=wandb_run)
         self.started = time.perf_counter()  # the launch's wall time, for the summary
         self.clock = metrics.TrainClock()  # training-step time only: evaluation and checkpoints are not counted
         self.last_checkpoint: Path | None = None
@@ -352,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = build_run_config(args, manifest, get_accelerator().device_name())
     run_dir = Path(args.output)
     claim = None
-    if run_folder.launch_rank() == 0:  # before the process group: a refused launch ends in seconds, writing nothing
+    if launcher_env.global_rank() == 0:  # before the process group: a refused launch ends in seconds, writing nothing
         claim = run_folder.claim(run_dir, cfg.to_dict(), manifest, args.resume, cfg.train.lock_stale_s)
         _report_launch(claim, run_dir)
     try:
@@ -365,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer.resume(claim.resume_from if claim else None)
         watchdog.install(cfg.train.collective_timeout_s, run_dir, rank, world_size)  # names a stuck collective
         code = trainer.run(PreemptionFlag(rank).install(), LauncherWatch.of_this_process())
+        trainer.writer.close()
         torch.distributed.destroy_process_group()  # a live gloo group at interpreter exit can abort() a rank
         return code
     finally:
@@ -387,7 +393,7 @@ PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pi
 
 def cli() -> None:
     """Console entry: exit status 0 on success, else a one-line reason on stderr, printed once."""
-    rank = int(os.environ.get("RANK", run_folder.launch_rank()))
+    rank = launcher_env.global_rank()
     try:
         code = main()
     except run_folder.RunLocked as err:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import socket
 import sys
 import threading
 import time
@@ -25,6 +24,7 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
+from data_pipeline import launcher_env
 from pretrain.errors import EXIT_COLLECTIVE_TIMEOUT
 
 COLLECTIVE_PATHS = ("torch/distributed/", "deepspeed/comm/", "deepspeed/runtime/zero/")
@@ -83,7 +83,7 @@ class CollectiveWatchdog(threading.Thread):
         self.main_id = threading.main_thread().ident
         heartbeat_dir(run_dir).mkdir(parents=True, exist_ok=True)
         # pid and host: mpiexec/srun report a dead process by pid and host only; this maps it to a rank
-        (heartbeat_dir(run_dir) / f"rank{rank}").write_text(f"pid {os.getpid()} host {socket.gethostname()}\n")
+        (heartbeat_dir(run_dir) / f"rank{rank}").write_text(f"pid {os.getpid()} host {launcher_env.node_name()}\n")
 
     def run(self) -> None:
         last, since = None, time.monotonic()

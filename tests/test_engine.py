@@ -1,4 +1,4 @@
-"""Engine wiring that needs no process group: DeepSpeed JSON resolution, launcher env mapping, optimizer groups."""
+"""Engine wiring that needs no process group: DeepSpeed JSON resolution, optimizer groups."""
 
 from __future__ import annotations
 
@@ -16,10 +16,8 @@ from pretrain.engine import (
     computed_ds_values,
     decay_groups,
     ds_config_for_run,
-    first_slurm_host,
     load_ds_json,
     resolve_ds_config,
-    slurm_to_torch_env,
 )
 
 SHIPPED = sorted(p.name for p in DS_CONFIG_DIR.glob("*.json"))
@@ -93,29 +91,6 @@ def test_missing_or_broken_json_names_the_file(tmp_path: Path) -> None:
     bad.write_text('{"a": 1,\n}')
     with pytest.raises(EngineConfigError, match=r"bad.json:2"):
         load_ds_json(bad)
-
-
-def test_slurm_variables_map_to_torch_distributed_env() -> None:
-    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[003-004]"}
-    mapped = slurm_to_torch_env(env)
-    assert mapped == {
-        "RANK": "5",
-        "WORLD_SIZE": "8",
-        "LOCAL_RANK": "1",
-        "MASTER_ADDR": "gpu003",
-        "MASTER_PORT": "29500",
-    }
-    assert env["RANK"] == "5"
-    assert slurm_to_torch_env({"SLURM_PROCID": "0", "RANK": "3"}) == {}  # a launcher already decided
-    assert slurm_to_torch_env({}) == {}
-
-
-@pytest.mark.parametrize(
-    "nodelist,first",
-    [("node1", "node1"), ("gpu[003-005,9]", "gpu003"), ("a[7],b[1-2]", "a7"), ("host-1,host-2", "host-1")],
-)
-def test_first_slurm_host(nodelist: str, first: str) -> None:
-    assert first_slurm_host(nodelist) == first
 
 
 def test_weight_decay_only_on_matrices_and_tied_embedding_once() -> None:
