@@ -108,9 +108,13 @@ def labelled(stdout: str, name: str) -> float:
     return float(match.group(1))
 
 
-def test_lm_eval_perplexity_of_the_export_equals_pretrain_evaluate(tmp_path_factory, tiny_dataset, tmp_path) -> None:
+def test_lm_eval_perplexity_of_the_export_equals_pretrain_evaluate(
+    tmp_path_factory, tiny_dataset, tmp_path, capsys
+) -> None:
     from test_init_from_hf import export_of
     from transformers import AutoTokenizer
+
+    from pretrain.cli import main as cli_main
 
     run_dir, export = export_of(tmp_path_factory, tiny_dataset, "debug")
     texts, tokens = documents_of_seq_len(tiny_dataset / "tokenizer" / "spm.model", DOCS)
@@ -120,12 +124,11 @@ def test_lm_eval_perplexity_of_the_export_equals_pretrain_evaluate(tmp_path_fact
     text_file = tmp_path / "text.jsonl"
     text_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
 
-    cmd = [sys.executable, "-m", "pretrain.cli", "evaluate", str(run_dir), "--data", str(data)]
-    cmd += ["--samples", str(DOCS), "--device", "cpu"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert labelled(proc.stdout, "tokens") == DOCS * SEQ_LEN
-    evaluated = labelled(proc.stdout, "loss")
+    args = ["evaluate", str(run_dir), "--data", str(data), "--samples", str(DOCS), "--device", "cpu"]
+    assert cli_main(args) == 0  # `pretrain evaluate`, in this process
+    stdout = capsys.readouterr().out
+    assert labelled(stdout, "tokens") == DOCS * SEQ_LEN
+    evaluated = labelled(stdout, "loss")
 
     result = run_lm_eval(export, text_file, tmp_path / "lm_eval.json")
     assert sorted(d["text"] for d in result["docs"]) == sorted(texts)
@@ -136,4 +139,4 @@ def test_lm_eval_perplexity_of_the_export_equals_pretrain_evaluate(tmp_path_fact
     lm_eval_loss = -total / (DOCS * SEQ_LEN)
     # evaluate prints 4 decimals (rounding: 5e-5); both forwards are fp32 on CPU (their difference: ~1e-6)
     assert lm_eval_loss == pytest.approx(evaluated, abs=6e-5)
-    assert math.exp(lm_eval_loss) == pytest.approx(labelled(proc.stdout, "perplexity"), rel=1e-4)
+    assert math.exp(lm_eval_loss) == pytest.approx(labelled(stdout, "perplexity"), rel=1e-4)
