@@ -9,6 +9,9 @@ EOS, then each document followed by a filler document that pushes the next EOS t
 the shard format appends to every document lands where the windows need it). Both sides then score the same
 K x seq_len tokens with the same context, in fp32 on CPU; lm-eval's total log-likelihood comes from its per-document
 log-likelihoods (log_samples), cross-checked with byte_perplexity x bytes.
+
+lm-eval's `hf` model imports accelerate (lm_eval[hf]); both are in the dev extra. It runs in a fresh process with
+HF_DATASETS_OFFLINE/HF_HUB_OFFLINE set and its caches under the test's folder: nothing is downloaded.
 """
 
 from __future__ import annotations
