@@ -12,7 +12,7 @@ setup(
     description="Corpus pipeline (filter, MinHash-LSH dedup, SentencePiece, Arrow shards) and DeepSpeed ZeRO-3 GPT pretraining",
     python_requires=">=3.10",
     packages=find_packages(include=["pretrain", "pretrain.*", "data_pipeline", "data_pipeline.*"]),
-    package_data={"pretrain": ["configs/*.yaml"]},
+    package_data={"pretrain": ["configs/*.yaml", "interop/lm_eval_tasks/*.yaml", "interop/lm_eval_tasks/*.py"]},
     install_requires=[
         "torch",
         "deepspeed",
@@ -37,8 +37,8 @@ setup(
     ],
     extras_require={
         "wandb": ["wandb"],  # `log.wandb`: Weights & Biases next to TensorBoard and CSV
-        # lm-eval: tests/test_lm_eval.py reads an export with lm-evaluation-harness; wandb: the offline logger test
-        "dev": ["pytest", "pytest-timeout", "ruff", "hypothesis", "lm-eval", "wandb"],
+        # lm-eval (+ accelerate, which its hf model imports): tests/test_lm_eval.py reads an export; wandb: the offline logger test
+        "dev": ["pytest", "pytest-timeout", "ruff", "hypothesis", "lm-eval", "accelerate", "wandb"],
     },
     entry_points={
         "console_scripts": [

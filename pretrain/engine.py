@@ -227,11 +227,19 @@ def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_engine(cfg: Any, ds_config: dict, model_factory: Callable[[Any], torch.nn.Module] | None = None) -> Any:
-    """deepspeed.initialize with the JSON's optimizer and scheduler over our parameter groups."""
+def build_engine(
+    cfg: Any,
+    ds_config: dict,
+    model_factory: Callable[[Any], torch.nn.Module] | None = None,
+    load_weights: Callable[[torch.nn.Module], None] | None = None,
+) -> Any:
+    """deepspeed.initialize with the JSON's optimizer and scheduler over our parameter groups. `load_weights` fills
+    the partitioned model before the optimizer takes its master copy (pretrain/interop/hf_init.py)."""
     import deepspeed
 
     model = build_model(cfg, ds_config, model_factory)
+    if load_weights is not None:
+        load_weights(model)
     groups = decay_groups(model, cfg.optim.weight_decay)
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=ds_config)
     line = check_gradient_dtypes(engine.optimizer, ds_config)

@@ -20,6 +20,8 @@ Before anything is written, rank 0 (before the process group exists, so a refusa
    tokenizer sha256, every model.* key (vocabulary, seq_len, shape) and data.seed must be equal; otherwise the
    launch is refused with every difference named and the folder is left exactly as it was (the lock it took is
    removed again). `--resume none` into a folder with checkpoints is refused too (it would overwrite them).
+   So is an `--init-from-hf` folder other than the one the checkpoints started from (they continue from
+   themselves; its weights would be ignored).
 3. records the launch: RUN/config.yaml is written only when the folder has no checkpoint yet, so it always
    describes the checkpoints in it; every launch writes RUN/launches/NNN.yaml (time, host, command, the checkpoint
    it resumes, its full config, and what it changes relative to RUN/config.yaml, e.g. train.max_steps 6 -> 8).
@@ -288,7 +290,9 @@ def _client_state(found: tuple[Path, str]) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def check_launch(run_dir: Path, config: dict, manifest: dict, resume: str) -> tuple[Path, str] | None:
+def check_launch(
+    run_dir: Path, config: dict, manifest: dict, resume: str, init_from_hf: dict | None = None
+) -> tuple[Path, str] | None:
     """Refuse (RunFolderError) a launch that would damage or misuse the folder's checkpoints; return the one to
     resume. Reads only."""
     saved = checkpoint.complete_tags(run_dir / checkpoint.CHECKPOINTS)
@@ -305,6 +309,7 @@ def check_launch(run_dir: Path, config: dict, manifest: dict, resume: str) -> tu
         problems += [
             f"{d} (vs {where})" for d in incompatible(client["config"], client.get("tokenizer"), config, manifest)
         ]
+        problems += [f"{d} (vs {where})" for d in other_start(client.get("init_from_hf"), init_from_hf)]
     if saved and (run_dir / CONFIG).is_file():
         folder_config = yaml.safe_load((run_dir / CONFIG).read_text())
         problems += [f"{d} (vs {run_dir / CONFIG})" for d in incompatible(folder_config, None, config, manifest)]
@@ -319,10 +324,23 @@ def check_launch(run_dir: Path, config: dict, manifest: dict, resume: str) -> tu
     return found
 
 
+def other_start(recorded: dict | None, launch: dict | None) -> list[str]:
+    """A resumed run continues its own checkpoint: an --init-from-hf other than the one it started from is refused
+    (its weights would be silently ignored). Without the flag the model.* check decides."""
+    if launch is None or (
+        recorded and (recorded["path"], recorded["config_sha256"]) == (launch["path"], launch["config_sha256"])
+    ):
+        return []
+    started = f"--init-from-hf {recorded['path']}" if recorded else "no --init-from-hf"
+    return [f"--init-from-hf {launch['path']}: the checkpoints started from {started} and continue from themselves"]
+
+
 # --------------------------------------------------------------------------- the launch record
 
 
-def record_launch(run_dir: Path, config: dict, resumed: tuple[Path, str] | None) -> tuple[Path, dict]:
+def record_launch(
+    run_dir: Path, config: dict, resumed: tuple[Path, str] | None, init_from_hf: dict | None = None
+) -> tuple[Path, dict]:
     """Write RUN/config.yaml if the folder has no checkpoint yet, and RUN/launches/NNN.yaml; return that record's
     path and its changes relative to RUN/config.yaml."""
     config_path = run_dir / CONFIG
@@ -340,6 +358,7 @@ def record_launch(run_dir: Path, config: dict, resumed: tuple[Path, str] | None)
         "command": sys.argv,
         "world_size": launcher_env.world_size(),
         "resumes": str(resumed[0] / resumed[1]) if resumed else None,
+        "init_from_hf": None if resumed else init_from_hf,  # where a run that starts here takes its weights
         "changes_from_config_yaml": changed,
         "config": config,
     }
@@ -367,15 +386,17 @@ class Claim:
     changed: dict
 
 
-def claim(run_dir: Path, config: dict, manifest: dict, resume: str, stale_s: float) -> Claim:
+def claim(
+    run_dir: Path, config: dict, manifest: dict, resume: str, stale_s: float, init_from_hf: dict | None = None
+) -> Claim:
     """Lock, check, record (rank 0, before anything else is written); on a failed check the folder is unchanged
     (a folder this launch created is removed again)."""
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = acquire_lock(run_dir, stale_s)
     try:
-        found = check_launch(run_dir, config, manifest, resume)
-        record, changed = record_launch(run_dir, config, found)
+        found = check_launch(run_dir, config, manifest, resume, init_from_hf)
+        record, changed = record_launch(run_dir, config, found, init_from_hf)
     except BaseException:
         lock.release()
         if created and not any(run_dir.iterdir()):

@@ -11,6 +11,10 @@ Before anything is written into RUN, rank 0 locks the folder and checks the laun
 (pretrain/run_folder.py). SIGTERM/SIGUSR1, the first Ctrl-C, and the death of the launcher process that started
 the ranks all mean: checkpoint at the next step boundary and exit 0 (pretrain/signals.py); a second Ctrl-C aborts.
 
+`--init-from-hf DIR` starts a new run from a local Hugging Face GPT-2/Llama folder: the folder sets model.*, its
+tokenizer must be the dataset's, and its weights fill the ZeRO-3 engine (pretrain/interop/hf_init.py). A relaunch
+resumes its own checkpoints; an --init-from-hf other than the one they started from is refused.
+
 The console gets one plain line per `log.interval` steps (step, loss, lr, grad norm, tokens/s, TFLOP/s per GPU,
 MFU, memory), the validation loss at each evaluation, and a summary at the end; an error is printed once, by the
 rank that has it, with its rank.
@@ -49,6 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", default=None, help="YAML file with overrides of the preset")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--resume", default="auto", help="auto (newest complete checkpoint of --output), none, or a path")
+    p.add_argument(
+        "--init-from-hf",
+        default=None,
+        metavar="DIR",
+        help="start from a local Hugging Face GPT-2/Llama folder (config.json + safetensors); it sets model.*",
+    )
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher's
     return p.parse_args(argv)
 
@@ -59,10 +69,23 @@ def build_run_config(args: argparse.Namespace, manifest: dict, accelerator: str)
 
     overrides = [f"data.path={args.data}", f"model.vocab_size={int(manifest['vocab_size'])}", *args.overrides]
     cfg = load_config(args.preset, args.config, overrides)
+    if args.init_from_hf:
+        cfg.model = model_from_hf_folder(args, cfg.model, manifest)
     if accelerator == "cpu" and Path(cfg.train.ds_config).name in GPU_DS_CONFIGS:
         log0(f"note: CPU accelerator; using {CPU_DS_CONFIG} instead of {cfg.train.ds_config} (FusedAdam needs CUDA)")
         cfg.train.ds_config = CPU_DS_CONFIG
     return cfg
+
+
+def model_from_hf_folder(args: argparse.Namespace, configured: Any, manifest: dict) -> Any:
+    """--init-from-hf: the folder's model config, checked against this launch's model.* and the dataset's tokenizer."""
+    from pretrain.interop import hf_init
+
+    explicit = hf_init.explicit_model_keys(args.config, args.overrides)
+    model = hf_init.model_from_folder(args.init_from_hf, configured, explicit)
+    compared = hf_init.check_tokenizer(args.init_from_hf, model.vocab_size, manifest, args.data)
+    log0(f"--init-from-hf {args.init_from_hf}: model.* from its config.json; tokenizer: {compared}")
+    return model
 
 
 def log0(message: str) -> None:
@@ -89,7 +112,9 @@ def all_reduce_sum(values: list[float] | torch.Tensor, device: torch.device) -> 
 class Trainer:
     """The loop: steps, logging, evaluation, checkpoints, preemption."""
 
-    def __init__(self, cfg: Any, run_dir: Path, data_dir: Path, rank: int, world_size: int) -> None:
+    def __init__(
+        self, cfg: Any, run_dir: Path, data_dir: Path, rank: int, world_size: int, init_from_hf: dict | None = None
+    ) -> None:
         from data_pipeline.shards import TokenStream
         from pretrain import engine as eng
         from pretrain.data import BatchLayout, TrainSampler, epoch_plan, validation_indices
@@ -102,7 +127,8 @@ class Trainer:
         if rank == 0:
             (run_dir / "ds_config.json").write_text(_json(self.ds_config))
         torch.manual_seed(cfg.train.seed)
-        self.engine = eng.build_engine(cfg, self.ds_config)
+        self.engine = self._engine(init_from_hf)
+        self.init_from_hf = init_from_hf  # where the run started (hf_init.start_record), kept in every checkpoint
         _start_schedule(self.engine)
         self.device = self.engine.device
         seq = cfg.model.seq_len
@@ -126,19 +152,27 @@ class Trainer:
         self.clock = metrics.TrainClock()  # training-step time only: evaluation and checkpoints are not counted
         self.last_checkpoint: Path | None = None
 
+    def _engine(self, init_from_hf: dict | None) -> Any:
+        """The DeepSpeed engine: freshly initialised, or holding a Hugging Face folder's weights."""
+        from pretrain import engine as eng
+        from pretrain.interop.hf_init import build_engine_from_hf
+
+        if init_from_hf is None:
+            return eng.build_engine(self.cfg, self.ds_config)
+        engine = build_engine_from_hf(self.cfg, self.ds_config, init_from_hf["path"], self.rank)
+        log0(f"initialized from the Hugging Face folder {init_from_hf['path']}")
+        return engine
+
     # ------------------------------------------------------------------ resume / save
 
     def resume(self, found: tuple[Path, str] | None) -> None:
-        """Load the checkpoint rank 0 chose and checked (pretrain/run_folder.py); every rank loads that one."""
-        import torch.distributed as dist
-
-        chosen: list[Any] = [found]
-        if dist.is_initialized():
-            dist.broadcast_object_list(chosen, src=0)
-        if chosen[0] is None:
+        """Load the checkpoint rank 0 chose and checked (pretrain/run_folder.py; every rank got it from
+        `chosen_checkpoint`)."""
+        if found is None:
             return
-        root, tag = chosen[0]
+        root, tag = found
         client = checkpoint.load(self.engine, root, tag)
+        self.init_from_hf = client.get("init_from_hf")
         self.step = int(client["step"])
         self.sampler.load_state_dict(client["sampler"])
         if "spikes" in client:  # the spike statistics go on where they were, no new warmup
@@ -154,6 +188,7 @@ class Trainer:
             "tokenizer": checkpoint.tokenizer_reference(self.train_stream.manifest),
             "world_size": self.world_size,
             "spikes": self.spikes.state_dict(),
+            "init_from_hf": self.init_from_hf,
         }
         path = checkpoint.save(self.engine, self.run_dir, self.step, client_state, self.cfg.train.keep_last)
         self.last_checkpoint = path
@@ -357,8 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = build_run_config(args, manifest, get_accelerator().device_name())
     run_dir = Path(args.output)
     claim = None
+    start = hf_start_record(args.init_from_hf)
     if launcher_env.global_rank() == 0:  # before the process group: a refused launch ends in seconds, writing nothing
-        claim = run_folder.claim(run_dir, cfg.to_dict(), manifest, args.resume, cfg.train.lock_stale_s)
+        claim = run_folder.claim(run_dir, cfg.to_dict(), manifest, args.resume, cfg.train.lock_stale_s, start)
         _report_launch(claim, run_dir)
     try:
         rank, world_size = init_distributed(2 * cfg.train.collective_timeout_s)  # gloo/nccl: the watchdog's backstop
@@ -366,8 +402,9 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError("rank 0 of the process group did not lock the run folder: set RANK for every process")
         if rank == 0:
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), flush=True)
-        trainer = Trainer(cfg, run_dir, Path(args.data), rank, world_size)
-        trainer.resume(claim.resume_from if claim else None)
+        found = chosen_checkpoint(claim)
+        trainer = Trainer(cfg, run_dir, Path(args.data), rank, world_size, init_from_hf=None if found else start)
+        trainer.resume(found)
         watchdog.install(cfg.train.collective_timeout_s, run_dir, rank, world_size)  # names a stuck collective
         code = trainer.run(PreemptionFlag(rank).install(), LauncherWatch.of_this_process())
         trainer.writer.close()
@@ -376,6 +413,23 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if claim is not None:
             claim.lock.release()
+
+
+def hf_start_record(folder: str | None) -> dict | None:
+    """--init-from-hf's record (folder, config sha256, weight sizes): cheap, so every rank makes its own."""
+    from pretrain.interop.hf_init import start_record
+
+    return start_record(folder) if folder else None
+
+
+def chosen_checkpoint(claim: run_folder.Claim | None) -> tuple[Path, str] | None:
+    """The checkpoint rank 0 chose and checked, on every rank (None: the run starts at step 0)."""
+    import torch.distributed as dist
+
+    chosen: list[Any] = [claim.resume_from if claim else None]
+    if dist.is_initialized():
+        dist.broadcast_object_list(chosen, src=0)
+    return chosen[0]
 
 
 def _report_launch(claim: run_folder.Claim, run_dir: Path) -> None:

@@ -57,7 +57,8 @@ def test_export_parity(variant: str) -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_from_hf_round_trip(variant: str) -> None:
     model = ours(variant)
-    cfg, state = from_hf(hf_from_ours(model))
+    hf_model = hf_from_ours(model)
+    cfg, state = from_hf(hf_model.config, hf_model.state_dict())
     # A sinusoidal table exports as GPT-2's learned wpe and comes back as learned positions.
     assert cfg == (replace(model.cfg, pos_emb="learned") if "sinusoidal" in variant else model.cfg)
     back = GPT(cfg).eval()
@@ -83,7 +84,7 @@ def test_import_of_a_transformers_initialised_model(family: str) -> None:
             num_key_value_heads=2, max_position_embeddings=40, tie_word_embeddings=True, bos_token_id=0, eos_token_id=0,
         )  # fmt: skip
         hf_model = LlamaForCausalLM(hf_config).eval()
-    cfg, state = from_hf(hf_model)
+    cfg, state = from_hf(hf_model.config, hf_model.state_dict())
     model = GPT(cfg).eval()
     model.load_state_dict(state, strict=True)
     assert cfg.padded_vocab_size == 1024 and (cfg.n_kv_head == 2 or family == "gpt2")
@@ -152,3 +153,43 @@ def test_exported_model_generates_the_same_greedy_tokens(variant: str, tmp_path)
     prompt = torch.randint(0, 1000, (1, 6))
     theirs = loaded.generate(prompt, do_sample=False, max_new_tokens=20)
     assert torch.equal(model.generate(prompt, 20, temperature=0.0), theirs)
+
+
+def test_folder_saved_by_transformers_loads_with_matching_logits(tmp_path) -> None:
+    """A folder as transformers writes it (sharded safetensors + index) and the base-model key layout of the original
+    gpt2 folder (no `transformer.` prefix, no head) both load through load_hf_folder."""
+    from safetensors.torch import save_file
+
+    from pretrain.interop.hf import load_hf_folder
+
+    torch.manual_seed(2)
+    llama = LlamaForCausalLM(
+        LlamaConfig(vocab_size=1003, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=6,
+                    num_key_value_heads=2, max_position_embeddings=40, tie_word_embeddings=False)
+    ).eval()  # fmt: skip
+    llama.save_pretrained(tmp_path / "llama", max_shard_size="40KB")
+    assert (tmp_path / "llama" / "model.safetensors.index.json").is_file()
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=1003, n_positions=40, n_embd=48, n_layer=2, n_head=3)).eval()
+    gpt2.config.save_pretrained(tmp_path / "gpt2")
+    base = {
+        k.removeprefix("transformer."): v.contiguous() for k, v in gpt2.state_dict().items() if k != "lm_head.weight"
+    }
+    save_file(base, str(tmp_path / "gpt2" / "model.safetensors"))
+    idx = torch.randint(0, 1003, (2, 40))
+    for name, hf_model in (("llama", llama), ("gpt2", gpt2)):
+        cfg, state = load_hf_folder(tmp_path / name, pad_vocab_multiple=128)
+        model = GPT(cfg).eval()
+        model.load_state_dict(state, strict=True)
+        assert cfg.padded_vocab_size == 1024 and (model.wte.weight[1003:] == 0).all()
+        with torch.no_grad():
+            assert max_diff(model(idx)[0], hf_model(idx).logits) < 1e-4, name
+
+
+def test_folder_without_safetensors_is_refused(tmp_path) -> None:
+    from pretrain.interop.hf import load_hf_folder
+
+    GPT2Config(vocab_size=100, n_positions=16, n_embd=16, n_layer=1, n_head=2).save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match=r"no model\.safetensors or model\.safetensors\.index\.json"):
+        load_hf_folder(tmp_path)
+    with pytest.raises(ConfigError, match=r"config\.json: missing"):
+        load_hf_folder(tmp_path / "nowhere")

@@ -5,12 +5,14 @@ architectures every tool knows rather than custom code: GPT-2 for learned/sinuso
 GELU with biases, Llama for RoPE + RMSNorm + SwiGLU (+ GQA, optional biases). Our fused `qkv` projection is laid
 out [q | k | v] like GPT-2's `c_attn`, and RoPE uses Llama's half-split rotation, so no head permutation is needed;
 GPT-2's Conv1D stores weights (in, out), hence the transposes. The embedding's padded rows are sliced off on
-export and zero-filled on import.
+export and zero-filled on import. `load_hf_folder` reads a local folder (config.json + safetensors) for
+`pretrain.train --init-from-hf` (pretrain/interop/hf_init.py).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -193,18 +195,85 @@ def _qkv_sizes(cfg: ModelConfig) -> tuple[int, int, int]:
     return cfg.d_model, kv_width, kv_width
 
 
-def from_hf(hf_model: nn.Module) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """A transformers GPT2LMHeadModel or LlamaForCausalLM as (our ModelConfig, our state dict)."""
-    hf_cfg, state = hf_model.config, hf_model.state_dict()
+def from_hf(
+    hf_cfg: Any, state: dict[str, torch.Tensor], pad_vocab_multiple: int | None = None
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """A transformers GPT2LMHeadModel/LlamaForCausalLM config and state dict as (our ModelConfig, our state dict),
+    the embedding zero-padded to a multiple of `pad_vocab_multiple` (ModelConfig's default when None)."""
+    cfg = config_from_hf(hf_cfg)
+    if pad_vocab_multiple is not None:
+        cfg = replace(cfg, pad_vocab_multiple=pad_vocab_multiple)
+    state = _with_base_prefix(state, hf_cfg.model_type)
+    try:
+        ours = state_from_gpt2(state, cfg) if hf_cfg.model_type == "gpt2" else state_from_llama(state, cfg)
+    except KeyError as err:
+        raise ConfigError(
+            f"the {hf_cfg.model_type} weights lack {err.args[0]!r}; they do not fit their config.json"
+        ) from None
+    ours = _pad_vocab(ours, cfg)
+    check_state_keys(ours, cfg)
+    return cfg, ours
+
+
+def config_from_hf(hf_cfg: Any) -> ModelConfig:
+    """Our ModelConfig for a transformers config; a ConfigError for families other than gpt2 and llama."""
     if hf_cfg.model_type == "gpt2":
-        cfg = config_from_gpt2(hf_cfg)
-        ours = state_from_gpt2(state, cfg)
-    elif hf_cfg.model_type == "llama":
-        cfg = config_from_llama(hf_cfg)
-        ours = state_from_llama(state, cfg)
-    else:
-        raise ConfigError(f"model_type={hf_cfg.model_type!r}: only gpt2 and llama checkpoints can be imported")
-    return cfg, _pad_vocab(ours, cfg)
+        return config_from_gpt2(hf_cfg)
+    if hf_cfg.model_type == "llama":
+        return config_from_llama(hf_cfg)
+    raise ConfigError(f"model_type={hf_cfg.model_type!r}: only gpt2 and llama checkpoints can be imported")
+
+
+BASE_PREFIX = {"gpt2": "transformer.", "llama": "model."}
+
+
+def _with_base_prefix(state: dict[str, torch.Tensor], model_type: str) -> dict[str, torch.Tensor]:
+    """Weights saved from the base model (GPT2Model, as the original gpt2 folder is) lack the head model's prefix."""
+    prefix = BASE_PREFIX[model_type]
+    if any(key.startswith(prefix) for key in state):
+        return state
+    return {prefix + key: value for key, value in state.items()}
+
+
+def read_hf_config(folder: str | os.PathLike) -> Any:
+    """config.json of a local transformers folder (no network)."""
+    from transformers import AutoConfig
+
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: missing; give a folder written by `pretrain export` or transformers' save_pretrained"
+        )
+    return AutoConfig.from_pretrained(Path(folder), local_files_only=True)
+
+
+def weight_files(folder: str | os.PathLike) -> list[Path]:
+    """The safetensors files of a folder: model.safetensors, or the shards model.safetensors.index.json names."""
+    import json
+
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return [folder / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    raise ConfigError(
+        f"{folder}: no model.safetensors or model.safetensors.index.json; save the model with safetensors "
+        "(transformers' default) or `pretrain export`"
+    )
+
+
+def load_hf_folder(
+    folder: str | os.PathLike, pad_vocab_multiple: int | None = None
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """A local GPT-2 or Llama folder (config.json + safetensors) as (our ModelConfig, our state dict)."""
+    from safetensors.torch import load_file
+
+    hf_cfg = read_hf_config(folder)
+    state: dict[str, torch.Tensor] = {}
+    for path in weight_files(folder):
+        state.update(load_file(str(path)))
+    return from_hf(hf_cfg, state, pad_vocab_multiple)
 
 
 def config_from_gpt2(hf_cfg: Any) -> ModelConfig:
@@ -264,7 +333,7 @@ def _require_hf(ok: bool, field: str, value: Any) -> None:
 def state_from_gpt2(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Inverse of gpt2_state: Conv1D (in, out) weights transposed back to Linear (out, in)."""
     out = {"wte.weight": state["transformer.wte.weight"], "wpe.weight": state["transformer.wpe.weight"]}
-    out["lm_head.weight"] = state.get("lm_head.weight", out["wte.weight"])
+    out["lm_head.weight"] = out["wte.weight"] if cfg.tie_embeddings else state["lm_head.weight"]
     out["norm_f.weight"], out["norm_f.bias"] = state["transformer.ln_f.weight"], state["transformer.ln_f.bias"]
     for i in range(cfg.n_layer):
         ours, theirs = f"blocks.{i}.", f"transformer.h.{i}."
@@ -278,7 +347,7 @@ def state_from_gpt2(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
 
 def state_from_llama(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     out = {"wte.weight": state["model.embed_tokens.weight"], "norm_f.weight": state["model.norm.weight"]}
-    out["lm_head.weight"] = state.get("lm_head.weight", out["wte.weight"])
+    out["lm_head.weight"] = out["wte.weight"] if cfg.tie_embeddings else state["lm_head.weight"]
     kinds = ("weight", "bias") if cfg.bias else ("weight",)
     for i in range(cfg.n_layer):
         ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
