@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-from pretrain.config import ConfigError, ModelConfig, read_yaml
+from pretrain.config import SCHEMA, ModelConfig
+from pretrain.errors import ConfigError
 from pretrain.interop.hf import config_from_hf, load_hf_folder, read_hf_config, weight_files
 
 LAUNCH_KEYS = ("dropout", "pad_vocab_multiple")  # the model keys a launch may set: training-only, not the function
@@ -43,9 +44,9 @@ SPM_COPY = "sentencepiece.model"  # what `pretrain export` copies next to tokeni
 
 def explicit_model_keys(config_path: str | os.PathLike | None, overrides: Iterable[str]) -> set[str]:
     """The model.* keys this launch sets itself (its --config YAML and --set), not the preset's."""
-    keys = {o.partition("=")[0].strip().removeprefix("--") for o in overrides}
+    keys = {SCHEMA.parse_override(o)[0] for o in overrides}
     model_keys = {k.removeprefix("model.") for k in keys if k.startswith("model.")}
-    file_values = read_yaml(config_path) if config_path else {}
+    file_values = SCHEMA.read_yaml(config_path) if config_path else {}
     return model_keys | set(file_values.get("model") or {})
 
 
