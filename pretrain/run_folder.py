@@ -42,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from data_pipeline.files import write_text
 from pretrain import checkpoint
 
 LOCK = "LOCK"
@@ -337,7 +338,7 @@ def record_launch(run_dir: Path, config: dict, resumed: tuple[Path, str] | None)
     config_path = run_dir / CONFIG
     has_checkpoints = bool(checkpoint.complete_tags(run_dir / checkpoint.CHECKPOINTS))
     if not has_checkpoints or not config_path.is_file():
-        _write_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
+        write_text(config_path, yaml.safe_dump(config, sort_keys=False))
     changed = changes(yaml.safe_load(config_path.read_text()), config)
     launches = run_dir / LAUNCHES
     launches.mkdir(exist_ok=True)
@@ -353,14 +354,8 @@ def record_launch(run_dir: Path, config: dict, resumed: tuple[Path, str] | None)
         "config": config,
     }
     path = launches / f"{number:03d}.yaml"
-    _write_atomic(path, yaml.safe_dump(record, sort_keys=False))
+    write_text(path, yaml.safe_dump(record, sort_keys=False))
     return path, changed
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- all of it, for the trainer
