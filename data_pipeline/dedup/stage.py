@@ -32,6 +32,7 @@ marker is written for unfinished work. Ctrl-C and SIGTERM terminate the local wo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -53,10 +54,10 @@ from data_pipeline.dedup import lsh
 from data_pipeline.documents import Document, Reject
 from data_pipeline.errors import PipelineError
 from data_pipeline.executor import mark_every_rank, ordered_map, peak_rss_bytes, resolve_workers, worker_pool
+from data_pipeline.files import atomic_write, file_sha256, temp_path
 from data_pipeline.ledger import Ledger
 from data_pipeline.progress import stage_progress, summary
 from data_pipeline.readers import ReadPosition, resolve_inputs, text_field_error
-from data_pipeline.shards import file_sha256
 from data_pipeline.steps import init_steps, scan_batch
 from data_pipeline.tasks import Task, assign_tasks, count_range_lines, file_sizes, plan_tasks, read_task
 
@@ -100,30 +101,29 @@ def part_name(task_index: int) -> str:
     return f"part-{task_index:05d}.jsonl"
 
 
-def _write_error(path: Path, tmp: Path, err: OSError) -> PipelineError:
-    tmp.unlink(missing_ok=True)
+def _write_error(path: Path, err: OSError) -> PipelineError:
     return PipelineError(f"{path}: cannot write ({err.strerror}); free space there or choose another --output")
 
 
 class HashedFile:
-    """A file written under a temporary name, hashed while written, renamed into place only when complete.
+    """A file written with `atomic_write` (data_pipeline/files.py) and hashed while written.
 
     A killed run never leaves a half file under the real name; a write error (disk full, quota, file-size
-    limit) names the file and removes the temporary one.
+    limit) names the file, and the temporary one is removed.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp")
         self.digest = hashlib.sha256()
         self.file: BinaryIO | None = None
+        self._open = contextlib.ExitStack()  # holds the atomic write from __enter__ to __exit__
 
     def __enter__(self) -> HashedFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.file = open(self.tmp, "wb")  # noqa: SIM115 -- closed in __exit__
+            self.file = self._open.enter_context(atomic_write(self.path, "wb"))
         except OSError as err:
-            raise _write_error(self.path, self.tmp, err) from err
+            raise _write_error(self.path, err) from err
         return self
 
     def write(self, data: bytes) -> None:
@@ -131,19 +131,15 @@ class HashedFile:
         try:
             self.file.write(data)
         except OSError as err:
-            self.file.close()
-            raise _write_error(self.path, self.tmp, err) from err
+            raise _write_error(self.path, err) from err
 
     def __exit__(self, kind: Any, err: Any, tb: Any) -> None:
         try:
-            self.file.close()
-        except OSError as close_err:
-            if kind is None:
-                raise _write_error(self.path, self.tmp, close_err) from close_err
-        if kind is not None:
-            self.tmp.unlink(missing_ok=True)
-            return
-        os.replace(self.tmp, self.path)
+            self._open.__exit__(kind, err, tb)
+        except OSError as close_err:  # the last bytes, the fsync or the rename failed (again, after a write error)
+            if err is not None:
+                raise err from close_err
+            raise _write_error(self.path, close_err) from close_err
 
     @property
     def sha256(self) -> str:
@@ -638,20 +634,24 @@ class DedupRun:
         for task in sorted(sizes):
             offsets[task], total = total, total + sizes[task]
         path = self.out / CLUSTERS
-        tmp = path.with_name(f".{path.name}.tmp")
-        if self.comm.rank == 0:
-            with open(tmp, "wb") as f:
+        if self.comm.rank == 0:  # rank 0 holds the atomic write; every rank writes its pieces into its temp file
+            with atomic_write(path, "wb") as f:
                 f.truncate(total)
+                self._write_at_offsets(path, pieces, offsets)
+        else:
+            self._write_at_offsets(path, pieces, offsets)
+
+    def _write_at_offsets(self, path: Path, pieces: dict[int, bytes], offsets: dict[int, int]) -> None:
+        """Between two barriers (the sized file exists; every rank's bytes are on disk), pwrite and fsync mine."""
         self.comm.barrier()
         try:
-            with open(tmp, "r+b") as f:
+            with open(temp_path(path), "r+b") as f:
                 for task, data in pieces.items():
                     os.pwrite(f.fileno(), data, offsets[task])
+                os.fsync(f.fileno())  # each writer's own: on a shared file system rank 0's fsync covers its node only
         except OSError as err:
-            raise _write_error(path, tmp, err) from err
+            raise _write_error(path, err) from err
         self.comm.barrier()
-        if self.comm.rank == 0:
-            os.replace(tmp, path)
 
     # -- phase 5 ---------------------------------------------------------------------------------------------
 
