@@ -39,6 +39,7 @@ import xxhash
 from data_pipeline import markers
 from data_pipeline.comm import on_root
 from data_pipeline.config import ShardsConfig, TokenizerConfig
+from data_pipeline.executor import workers_for_rank
 from data_pipeline.progress import stage_progress, summary
 from data_pipeline.shards import (
     FORMAT,
@@ -55,7 +56,6 @@ from data_pipeline.tokenizer import (
     TOKENIZER_DIR,
     VOCAB_FILE,
     document_fraction,
-    effective_threads,
     iter_documents,
     kept_files,
     load_tokenizer,
@@ -216,7 +216,7 @@ def encode_to_shards(
     writers = {
         s: ShardWriter(shard_dir, f"{s}-r{rank:05d}", target_bytes=settings.target_bytes, **meta) for s in SPLITS
     }
-    threads = effective_threads(settings.encode_threads)
+    threads = workers_for_rank(settings.encode_threads)  # the output never depends on it
     dtype = token_dtype(info["vocab_size"])
     for ids, texts in _batches(inputs, quiet):
         for doc_id, tokens in zip(ids, encode_batch(processor, texts, info["eos_id"], dtype, threads), strict=True):

@@ -53,13 +53,6 @@ class TokenizerError(PipelineError):
     """Training or loading the tokenizer failed; the message says which setting or file to change."""
 
 
-def effective_threads(num_threads: int) -> int:
-    """Encoding threads: 0 means this rank's share of the node's cores (encoding output never depends on it)."""
-    from data_pipeline.executor import cores_per_rank
-
-    return num_threads if num_threads > 0 else cores_per_rank()
-
-
 def trainer_threads(num_threads: int) -> int:
     """Training threads: 0 means TRAINER_THREADS, fixed, because the trained model depends on the count."""
     return num_threads if num_threads > 0 else TRAINER_THREADS

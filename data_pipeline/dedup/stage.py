@@ -53,7 +53,7 @@ from data_pipeline.dedup import exact as exact_dedup
 from data_pipeline.dedup import lsh
 from data_pipeline.documents import Document, Reject
 from data_pipeline.errors import PipelineError
-from data_pipeline.executor import mark_every_rank, ordered_map, peak_rss_bytes, resolve_workers, worker_pool
+from data_pipeline.executor import mark_every_rank, ordered_map, peak_rss_bytes, worker_pool, workers_for_rank
 from data_pipeline.files import atomic_write, file_sha256, temp_path
 from data_pipeline.ledger import Ledger
 from data_pipeline.progress import stage_progress, summary
@@ -438,7 +438,7 @@ class DedupRun:
                 redo.append(task)
             else:
                 self.hashes.update({k: v for k, v in done.items() if k.startswith(REJECTS_DIR)})
-        workers = resolve_workers(self.recipe.workers)
+        workers = workers_for_rank(self.recipe.workers)
         total = sum(t.size for t in redo)
         with stage_progress("scan", total, self.quiet) as bar, \
                 worker_pool(workers, init_steps, (self.recipe.filters, self.recipe.dedup)) as pool:  # fmt: skip
