@@ -37,7 +37,7 @@ import sentencepiece as spm
 import xxhash
 
 from data_pipeline import markers
-from data_pipeline.comm import on_root
+from data_pipeline.comm import Comm, on_root
 from data_pipeline.config import ShardsConfig, TokenizerConfig
 from data_pipeline.executor import workers_for_rank
 from data_pipeline.progress import stage_progress, summary
@@ -74,7 +74,7 @@ def is_validation(doc_id: str, fraction: float) -> bool:
     return xxhash.xxh64_intdigest(doc_id.encode("utf-8")) < fraction * 2.0**64
 
 
-def run_tokenize_stage(comm: Any, output_dir: Path, recipe: Any, quiet: bool = True) -> dict:
+def run_tokenize_stage(comm: Comm, output_dir: Path, recipe: Any, quiet: bool = True) -> dict:
     """Tokenizer → shards → manifest for the kept/ folder under output_dir; returns counts and timings."""
     output_dir = Path(output_dir)
     quiet = quiet or comm.rank != 0
@@ -153,7 +153,7 @@ def _train_or_reuse_tokenizer(output_dir: Path, settings: TokenizerConfig) -> di
     return info
 
 
-def _sample_in_parallel(comm: Any, output_dir: Path, settings: TokenizerConfig) -> None:
+def _sample_in_parallel(comm: Comm, output_dir: Path, settings: TokenizerConfig) -> None:
     """Above the parse budget, every rank draws the hashed training sample from its share of kept/ (no serial
     scan of the corpus on rank 0); rank 0 then trains on the samples, the same documents in the same order."""
     inputs = kept_files(output_dir)
@@ -181,7 +181,7 @@ def rank_share(files: list[Path], rank: int, size: int) -> list[Path]:
     return files[rank * len(files) // size : (rank + 1) * len(files) // size]
 
 
-def _tokenize_rank(comm: Any, output_dir: Path, settings: ShardsConfig, info: dict, quiet: bool) -> dict:
+def _tokenize_rank(comm: Comm, output_dir: Path, settings: ShardsConfig, info: dict, quiet: bool) -> dict:
     """Encode this rank's kept parts into its shards; reuse them when the rank's marker is intact."""
     inputs = rank_share(kept_files(output_dir), comm.rank, comm.size)
     stage = f"tokenize-r{comm.rank:05d}-of-{comm.size:05d}"

@@ -46,7 +46,7 @@ from typing import Any, BinaryIO, TypeVar
 import numpy as np
 
 from data_pipeline import drop_log, markers
-from data_pipeline.comm import LocalComm, get_comm, on_root
+from data_pipeline.comm import Comm, get_comm, on_root
 from data_pipeline.config import PipelineConfig, load_recipe, save_recipe
 from data_pipeline.dedup import clusters as dedup_clusters
 from data_pipeline.dedup import exact as exact_dedup
@@ -167,14 +167,14 @@ def stage_config(recipe: PipelineConfig) -> dict:
 class Plan:
     """The tasks, which rank runs each, and (after counting) each range task's first line number."""
 
-    def __init__(self, comm: LocalComm, files: list[str], recipe: PipelineConfig) -> None:
+    def __init__(self, comm: Comm, files: list[str], recipe: PipelineConfig) -> None:
         sizes = comm.bcast(file_sizes(files) if comm.rank == 0 else None)
         self.tasks = plan_tasks(files, sizes, recipe.read.task_bytes)
         self.owners = assign_tasks([t.size for t in self.tasks], comm.size)
         self.mine = [t for t in self.tasks if self.owners[t.index] == comm.rank]
         self.first_lines = self._first_lines(comm)
 
-    def _first_lines(self, comm: LocalComm) -> list[int]:
+    def _first_lines(self, comm: Comm) -> list[int]:
         """Line number of each task's first line: 1, or 1 + the lines of the earlier ranges of the same file."""
         counted = {t.index: count_range_lines(t) for t in self.mine if t.is_range}
         lines = {i: n for part in comm.allgather(counted) for i, n in part.items()}
@@ -372,7 +372,7 @@ def remove_stale_parts(output_dir: Path, num_tasks: int) -> None:
             tmp.unlink()
 
 
-def already_complete(comm: LocalComm, output_dir: Path, stage_fp: str) -> bool:
+def already_complete(comm: Comm, output_dir: Path, stage_fp: str) -> bool:
     """True when the stage marker matches and every output is intact; ranks hash a share of the outputs each."""
     marker = on_root(comm, "checking earlier outputs", lambda: markers.read_marker(output_dir, STAGE, stage_fp))
     if marker is None:
@@ -382,7 +382,7 @@ def already_complete(comm: LocalComm, output_dir: Path, stage_fp: str) -> bool:
     return comm.allreduce_sum(int(broken)) == 0
 
 
-def run_dedup(comm: LocalComm, inputs: list[str], output_dir: Path, recipe: PipelineConfig, quiet: bool) -> dict:
+def run_dedup(comm: Comm, inputs: list[str], output_dir: Path, recipe: PipelineConfig, quiet: bool) -> dict:
     """The whole stage on every rank; returns the merged stats (on every rank)."""
     output_dir = Path(output_dir)
     quiet = quiet or comm.rank != 0
@@ -400,7 +400,7 @@ def run_dedup(comm: LocalComm, inputs: list[str], output_dir: Path, recipe: Pipe
 class DedupRun:
     """One execution of the stage on one rank: its tasks, their outputs' hashes, its ledger and timings."""
 
-    def __init__(self, comm: LocalComm, files: list[str], output_dir: Path, recipe: PipelineConfig, quiet: bool,
+    def __init__(self, comm: Comm, files: list[str], output_dir: Path, recipe: PipelineConfig, quiet: bool,
                  stage_fp: str) -> None:  # fmt: skip
         self.comm, self.files, self.out, self.recipe, self.quiet = comm, files, output_dir, recipe, quiet
         self.stage_fp = stage_fp
