@@ -40,6 +40,7 @@ from data_pipeline import markers
 from data_pipeline.comm import Comm, on_root
 from data_pipeline.config import ShardsConfig, TokenizerConfig
 from data_pipeline.executor import workers_for_rank
+from data_pipeline.files import write_text
 from data_pipeline.progress import stage_progress, summary
 from data_pipeline.shards import (
     FORMAT,
@@ -195,7 +196,7 @@ def _tokenize_rank(comm: Comm, output_dir: Path, settings: ShardsConfig, info: d
     markers.invalidate(output_dir, stage)
     processor, _ = load_tokenizer(output_dir)
     rows = encode_to_shards(processor, info, inputs, output_dir / SHARD_DIR, settings, comm.rank, quiet)
-    index_path.write_text(json.dumps(rows, indent=1) + "\n")
+    write_text(index_path, json.dumps(rows, indent=1) + "\n")
     shards = {output_dir / SHARD_DIR / r["path"]: r["sha256"] for split in SPLITS for r in rows[split]}
     markers.mark_complete(output_dir, stage, stage_fp, [index_path, *shards], known=shards)
     return rows

@@ -192,7 +192,7 @@ def to_universal(ckpt_root: Path, tag: str) -> str:
             raise RuntimeError(
                 f"{ckpt_root / tag}: conversion to a universal checkpoint failed:\n{proc.stderr[-2000:]}"
             )
-        (out / COMPLETE).write_text(json.dumps({"tag": tag, "universal": True}) + "\n")
+        write_text(out / COMPLETE, json.dumps({"tag": tag, "universal": True}) + "\n")
     if dist.is_initialized():
         dist.barrier()
     return out.name
