@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 from data_pipeline.config import ShardsConfig, TokenizerConfig
+from data_pipeline.executor import workers_for_rank
 from data_pipeline.tokenize_stage import encode_to_shards
-from data_pipeline.tokenizer import effective_threads, load_tokenizer, train_tokenizer
+from data_pipeline.tokenizer import load_tokenizer, train_tokenizer
 
 
 def corpus_texts(path: str | None, min_bytes: int) -> list[str]:
@@ -56,7 +57,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     texts = corpus_texts(args.corpus, int(args.mb * 1e6))
-    threads = effective_threads(args.threads)
+    threads = workers_for_rank(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         kept = root / "kept" / "part-00000.jsonl"

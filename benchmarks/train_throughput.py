@@ -461,9 +461,9 @@ def run_side(argv: list[str], result: Measurement, timeout_s: float | None, json
 def write_json(result: Measurement, path: Path | None) -> None:
     if path is None:
         return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(result), indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    from data_pipeline.files import write_text
+
+    write_text(path, json.dumps(asdict(result), indent=1, default=str) + "\n")
 
 
 def read_json(path: Path | None) -> Measurement | None:

@@ -1,7 +1,8 @@
 """The collectives the pipeline stages use, for one process or for N MPI ranks.
 
-Stages are written once against `Comm`: `LocalComm` is the single-process case (every collective is the
-identity), `MPIComm` wraps an mpi4py communicator. `get_comm()` picks MPI only when the process was started by
+Stages are written once against the `Comm` protocol (the collectives they use, nothing more): `LocalComm` is the
+single-process case (every collective is the identity), `MPIComm` wraps an mpi4py communicator, and the tests'
+`ThreadComm` (tests/sim_comm.py) runs N ranks as threads. `get_comm()` picks MPI only when the process was started by
 `mpiexec`/`srun` with more than one rank, so a plain `pipeline run` never needs an MPI library at all.
 
 `MPIComm` counts the bytes this rank sends to and receives from other ranks (raw buffers exactly, pickled
@@ -11,9 +12,8 @@ objects by their pickled size), which stats.json reports per rank.
 from __future__ import annotations
 
 import pickle
-import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -22,6 +22,34 @@ from data_pipeline.errors import RankFailed
 from data_pipeline.executor import mark_every_rank
 
 T = TypeVar("T")
+
+
+@runtime_checkable
+class Comm(Protocol):
+    """What the pipeline's stages need from their ranks: who am I, the collectives, and the bytes they moved.
+
+    Every rank calls each collective in the same order; `alltoallv_array` moves numpy rows as raw buffers,
+    the others move picklable objects. bytes_sent/bytes_received count traffic to and from other ranks.
+    """
+
+    rank: int
+    size: int
+    bytes_sent: int
+    bytes_received: int
+
+    def allgather(self, obj: Any) -> list[Any]: ...
+
+    def bcast(self, obj: Any, root: int = 0) -> Any: ...
+
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None: ...
+
+    def alltoall(self, objs: list[Any]) -> list[Any]: ...
+
+    def alltoallv_array(self, parts: list[np.ndarray]) -> np.ndarray: ...
+
+    def allreduce_sum(self, value: int | float) -> int | float: ...
+
+    def barrier(self) -> None: ...
 
 
 class LocalComm:
@@ -57,11 +85,8 @@ class LocalComm:
     def barrier(self) -> None:
         pass
 
-    def abort(self, code: int = 1) -> None:
-        sys.exit(code)
 
-
-class MPIComm(LocalComm):
+class MPIComm:
     """N ranks over mpi4py; numpy payloads travel as raw buffers (Alltoallv), everything else pickled."""
 
     def __init__(self, comm: Any) -> None:
@@ -129,9 +154,6 @@ class MPIComm(LocalComm):
     def barrier(self) -> None:
         self.comm.Barrier()
 
-    def abort(self, code: int = 1) -> None:
-        self.comm.Abort(code)
-
 
 def _pickled_size(obj: Any) -> int:
     if isinstance(obj, np.ndarray):
@@ -148,7 +170,7 @@ def launched_under_mpi() -> bool:
     return launcher_env.launcher() != launcher_env.TORCH and launcher_env.launched_as_one_of_several()
 
 
-def get_comm() -> LocalComm:
+def get_comm() -> Comm:
     """MPIComm over COMM_WORLD under a multi-rank launcher, else LocalComm (no MPI import at all)."""
     if not launched_under_mpi():
         return LocalComm()
@@ -157,7 +179,7 @@ def get_comm() -> LocalComm:
     return MPIComm(MPI.COMM_WORLD)
 
 
-def collective(comm: LocalComm, step: str, fn: Callable[[], T]) -> T:
+def collective(comm: Comm, step: str, fn: Callable[[], T]) -> T:
     """Run fn on every rank; if any rank raised, every rank raises, so none waits forever in the next collective.
 
     A rank that failed re-raises its own error (type and traceback intact); the others raise RankFailed naming
@@ -182,6 +204,6 @@ def collective(comm: LocalComm, step: str, fn: Callable[[], T]) -> T:
     return result
 
 
-def on_root(comm: LocalComm, step: str, fn: Callable[[], T]) -> T:
+def on_root(comm: Comm, step: str, fn: Callable[[], T]) -> T:
     """Run fn on rank 0 only and give every rank its result (or its error)."""
     return comm.bcast(collective(comm, step, lambda: fn() if comm.rank == 0 else None))

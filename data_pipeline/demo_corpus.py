@@ -15,7 +15,6 @@ import importlib
 import inspect
 import io
 import json
-import os
 import subprocess
 import sys
 import warnings
@@ -25,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from data_pipeline.errors import PipelineError
+from data_pipeline.files import atomic_write, write_text
 
 MIN_DOC_CHARS = 200
 # GUI toolkits, easter eggs that open browsers or print, the test suite and modules that start interpreters.
@@ -160,14 +160,13 @@ def write_demo_corpus(out: Path) -> tuple[int, int]:
     is the same whatever the caller had imported or patched, and the imports' side effects stay out of it.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     package_root = str(Path(__file__).resolve().parents[1])
-    code = f"import sys; sys.path.insert(0, {package_root!r}); from data_pipeline.demo_corpus import write_documents; write_documents(__import__('pathlib').Path({str(tmp)!r}))"
-    walk = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=900)
-    if walk.returncode != 0:
-        raise PipelineError(f"the standard-library walk failed: {walk.stderr.strip().splitlines()[-1:]}")
-    os.replace(tmp, out)
-    recipe_path(out).write_text(yaml.safe_dump(DEMO_RECIPE, sort_keys=False))
+    with atomic_write(out, "wb") as corpus:  # the walk writes the temporary file by name; this fsyncs and renames it
+        code = f"import sys; sys.path.insert(0, {package_root!r}); from data_pipeline.demo_corpus import write_documents; write_documents(__import__('pathlib').Path({corpus.name!r}))"
+        walk = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=900)
+        if walk.returncode != 0:
+            raise PipelineError(f"the standard-library walk failed: {walk.stderr.strip().splitlines()[-1:]}")
+    write_text(recipe_path(out), yaml.safe_dump(DEMO_RECIPE, sort_keys=False))
     with open(out, encoding="utf-8") as f:
         count = sum(1 for _ in f)
     return count, out.stat().st_size

@@ -3,8 +3,8 @@
 `DIR/dropped/part-*.jsonl.gz` holds `{"id", "source", "rule", "value"}` for every document a filter dropped:
 the rule is the ledger reason (`filter:<rule>`), the value what the rule measured (see filters.py), so a user
 can find every document a rule took and see how far past its limit each one was (as datatrove's exclusion
-writer does, without copying the texts: ids and sources lead back to them). The files are written under a
-temporary name and renamed on success, with a fixed gzip header, so the same run writes the same bytes.
+writer does, without copying the texts: ids and sources lead back to them). Each file is one `atomic_write`
+(files.py: renamed into place only when complete), with a fixed gzip header, so the same run writes the same bytes.
 
 The end-of-stage report gets, from the merged stats, a per-input breakdown, a warning for every input whose
 documents the filters dropped more than half of, and a few dropped examples per rule (kept in memory by
@@ -13,12 +13,15 @@ each rank's DropLog, gathered to rank 0).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
 import os
 from pathlib import Path
 from types import TracebackType
+
+from data_pipeline.files import atomic_write
 
 DROPPED_DIR = "dropped"
 EXAMPLES_PER_RULE = 3
@@ -38,16 +41,16 @@ class DropLog:
 
     def __init__(self, path: str | os.PathLike, examples_per_rule: int = EXAMPLES_PER_RULE) -> None:
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
         self.examples_per_rule = examples_per_rule
         self.examples: dict[str, list[dict]] = {}
         self.count = 0
 
     def __enter__(self) -> DropLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._raw = open(self.tmp, "wb")  # noqa: SIM115 - closed in __exit__
-        self._gzip = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0)
-        self._text = io.TextIOWrapper(self._gzip, encoding="utf-8")
+        self._open = contextlib.ExitStack()  # closed in __exit__: the gzip end first, then the atomic rename
+        raw = self._open.enter_context(atomic_write(self.path, "wb"))
+        self._text = io.TextIOWrapper(gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0), encoding="utf-8")
+        self._open.callback(self._text.close)  # ends the gzip member; GzipFile leaves the file it was given open
         return self
 
     def add(self, doc_id: str, source: str, rule: str, value: float, text: str | None = None) -> None:
@@ -61,12 +64,7 @@ class DropLog:
             shown.append(record | {"excerpt": excerpt})
 
     def __exit__(self, kind: type | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        self._text.close()  # ends the gzip member; GzipFile leaves a file object it was given open
-        self._raw.close()
-        if kind is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+        self._open.__exit__(kind, error, tb)  # an error here or before it removes the temporary file instead
 
 
 def part_path(output_dir: str | os.PathLike, part: str) -> Path:

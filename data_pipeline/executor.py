@@ -122,25 +122,27 @@ def ordered_map(pool: Pool | None, fn: Callable[[T], R], items: Iterable[T], ahe
         yield pending.popleft().get()
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def workers_for_rank(
+    setting: int, *, usable_cores: int | None = None, node_cores: int | None = None, ranks_on_node: int | None = None
+) -> int:
+    """How many worker processes or threads this rank may use: `setting` if > 0; 0 means this rank's fair share.
 
-
-def cores_per_rank() -> int:
-    """This rank's share of the node's cores, so N ranks on a node do not oversubscribe it.
-
-    When the launcher already pinned this rank to fewer cores than the node has (srun --cpus-per-task), those
-    cores are its share; otherwise every local rank sees all cores and takes 1/launcher_env.local_size() of them.
+    The share: when the launcher pinned this rank to fewer cores than the node has (srun --cpus-per-task, an
+    affinity mask), those cores are its own; otherwise every rank on the node sees all of them, and each takes
+    1/ranks_on_node, so N ranks on a node do not oversubscribe it. The one worker count of the pipeline (dedup's
+    worker pool, MinHash signatures, tokenizer encoding threads). The keyword arguments default to this
+    process's affinity mask, the node's core count and the launcher's ranks per node.
     """
-    usable = usable_cores()
-    if usable < (os.cpu_count() or usable):
-        return usable
-    return max(1, usable // launcher_env.local_size())
-
-
-def resolve_workers(workers: int) -> int:
-    """`workers=0` is this rank's fair share of the node's cores."""
-    return workers if workers > 0 else cores_per_rank()
+    if setting < 0:
+        raise ValueError(f"a worker count must be >= 0 (0 = this rank's share of the node's cores), got {setting}")
+    if setting > 0:
+        return setting
+    if usable_cores is None:
+        usable_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    node_cores = node_cores or os.cpu_count() or usable_cores
+    if usable_cores < node_cores:
+        return usable_cores
+    return max(1, usable_cores // (ranks_on_node or launcher_env.local_size()))
 
 
 def peak_rss_bytes() -> dict[str, int]:

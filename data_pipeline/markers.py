@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from data_pipeline.errors import PipelineError
-from data_pipeline.shards import file_sha256
+from data_pipeline.files import file_sha256, write_text
 
 MARKER_DIR = ".stages"
 
@@ -71,10 +71,7 @@ def mark_complete(
         hashes[str(full.relative_to(root))] = known[full] if full in known else file_sha256(full)
     path = marker_path(output_dir, stage)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"stage": stage, "fingerprint": stage_fingerprint, "outputs": hashes}, indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps({"stage": stage, "fingerprint": stage_fingerprint, "outputs": hashes}, indent=1))
 
 
 def invalidate(output_dir: str | os.PathLike, stage: str) -> None:

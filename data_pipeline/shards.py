@@ -17,7 +17,6 @@ This module imports neither torch nor the pipeline stages: both halves import it
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from bisect import bisect_right
@@ -28,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from data_pipeline.errors import PipelineError
+from data_pipeline.files import atomic_write, file_sha256, write_text
 
 FORMAT = "arrow-token-shards/v1"
 MANIFEST = "manifest.json"
@@ -45,14 +45,6 @@ class ShardError(PipelineError):
 def token_dtype(vocab_size: int) -> np.dtype:
     """uint16 when every id fits (vocab <= 65536), else uint32: halves disk and page-cache for common vocabs."""
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -74,7 +66,7 @@ def write_shard(
     eos_id: int,
     tokenizer_sha256: str,
 ) -> ShardInfo:
-    """Write one shard atomically (temporary name, fsync, rename) and return its manifest row."""
+    """Write one shard with `atomic_write` and return its manifest row."""
     path = Path(path)
     dtype = token_dtype(vocab_size)
     lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
@@ -92,26 +84,14 @@ def write_shard(
     }
     batch = pa.record_batch([pa.array(doc_ids, pa.string()), tokens], names=["doc_id", "tokens"])
     batch = batch.replace_schema_metadata(metadata)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+    try:  # disk full, quota, I/O error: atomic_write leaves no partial file behind; the error names the shard
+        with atomic_write(path, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
             writer.write_batch(batch)
-        _fsync(tmp)
-    except OSError as err:  # disk full, quota, I/O error: name the shard and leave no partial file behind
-        tmp.unlink(missing_ok=True)
+    except OSError as err:
         raise OSError(
             err.errno, f"{path}: cannot write shard ({err.strerror or err}); free space or use another --output"
         ) from err
-    os.replace(tmp, path)
     return ShardInfo(path.name, int(offsets[-1]), len(doc_ids), file_sha256(path))
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ShardWriter:
@@ -158,13 +138,8 @@ class ShardWriter:
 
 
 def write_manifest(data_dir: str | os.PathLike, manifest: dict) -> Path:
-    """Write manifest.json atomically; its presence marks the dataset complete."""
-    path = Path(data_dir) / MANIFEST
-    tmp = path.with_name(MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    _fsync(tmp)
-    os.replace(tmp, path)
-    return path
+    """Write manifest.json with `atomic_write`; its presence marks the dataset complete."""
+    return write_text(Path(data_dir) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def split_entry(shards: list[ShardInfo], shard_dir: str = "shards") -> dict:

@@ -37,8 +37,10 @@ import sentencepiece as spm
 import xxhash
 
 from data_pipeline import markers
-from data_pipeline.comm import on_root
+from data_pipeline.comm import Comm, on_root
 from data_pipeline.config import ShardsConfig, TokenizerConfig
+from data_pipeline.executor import workers_for_rank
+from data_pipeline.files import write_text
 from data_pipeline.progress import stage_progress, summary
 from data_pipeline.shards import (
     FORMAT,
@@ -55,7 +57,6 @@ from data_pipeline.tokenizer import (
     TOKENIZER_DIR,
     VOCAB_FILE,
     document_fraction,
-    effective_threads,
     iter_documents,
     kept_files,
     load_tokenizer,
@@ -74,7 +75,7 @@ def is_validation(doc_id: str, fraction: float) -> bool:
     return xxhash.xxh64_intdigest(doc_id.encode("utf-8")) < fraction * 2.0**64
 
 
-def run_tokenize_stage(comm: Any, output_dir: Path, recipe: Any, quiet: bool = True) -> dict:
+def run_tokenize_stage(comm: Comm, output_dir: Path, recipe: Any, quiet: bool = True) -> dict:
     """Tokenizer → shards → manifest for the kept/ folder under output_dir; returns counts and timings."""
     output_dir = Path(output_dir)
     quiet = quiet or comm.rank != 0
@@ -153,7 +154,7 @@ def _train_or_reuse_tokenizer(output_dir: Path, settings: TokenizerConfig) -> di
     return info
 
 
-def _sample_in_parallel(comm: Any, output_dir: Path, settings: TokenizerConfig) -> None:
+def _sample_in_parallel(comm: Comm, output_dir: Path, settings: TokenizerConfig) -> None:
     """Above the parse budget, every rank draws the hashed training sample from its share of kept/ (no serial
     scan of the corpus on rank 0); rank 0 then trains on the samples, the same documents in the same order."""
     inputs = kept_files(output_dir)
@@ -181,7 +182,7 @@ def rank_share(files: list[Path], rank: int, size: int) -> list[Path]:
     return files[rank * len(files) // size : (rank + 1) * len(files) // size]
 
 
-def _tokenize_rank(comm: Any, output_dir: Path, settings: ShardsConfig, info: dict, quiet: bool) -> dict:
+def _tokenize_rank(comm: Comm, output_dir: Path, settings: ShardsConfig, info: dict, quiet: bool) -> dict:
     """Encode this rank's kept parts into its shards; reuse them when the rank's marker is intact."""
     inputs = rank_share(kept_files(output_dir), comm.rank, comm.size)
     stage = f"tokenize-r{comm.rank:05d}-of-{comm.size:05d}"
@@ -195,7 +196,7 @@ def _tokenize_rank(comm: Any, output_dir: Path, settings: ShardsConfig, info: di
     markers.invalidate(output_dir, stage)
     processor, _ = load_tokenizer(output_dir)
     rows = encode_to_shards(processor, info, inputs, output_dir / SHARD_DIR, settings, comm.rank, quiet)
-    index_path.write_text(json.dumps(rows, indent=1) + "\n")
+    write_text(index_path, json.dumps(rows, indent=1) + "\n")
     shards = {output_dir / SHARD_DIR / r["path"]: r["sha256"] for split in SPLITS for r in rows[split]}
     markers.mark_complete(output_dir, stage, stage_fp, [index_path, *shards], known=shards)
     return rows
@@ -216,7 +217,7 @@ def encode_to_shards(
     writers = {
         s: ShardWriter(shard_dir, f"{s}-r{rank:05d}", target_bytes=settings.target_bytes, **meta) for s in SPLITS
     }
-    threads = effective_threads(settings.encode_threads)
+    threads = workers_for_rank(settings.encode_threads)  # the output never depends on it
     dtype = token_dtype(info["vocab_size"])
     for ids, texts in _batches(inputs, quiet):
         for doc_id, tokens in zip(ids, encode_batch(processor, texts, info["eos_id"], dtype, threads), strict=True):

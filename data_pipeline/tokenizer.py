@@ -36,6 +36,7 @@ import xxhash
 
 from data_pipeline.config import TokenizerConfig
 from data_pipeline.errors import PipelineError
+from data_pipeline.files import atomic_write, write_bytes
 
 TOKENIZER_DIR = "tokenizer"
 MODEL_FILE = "spm.model"
@@ -50,13 +51,6 @@ SPECIAL_IDS = {"unk_id": 0, "bos_id": 1, "eos_id": 2, "pad_id": 3}
 
 class TokenizerError(PipelineError):
     """Training or loading the tokenizer failed; the message says which setting or file to change."""
-
-
-def effective_threads(num_threads: int) -> int:
-    """Encoding threads: 0 means this rank's share of the node's cores (encoding output never depends on it)."""
-    from data_pipeline.executor import cores_per_rank
-
-    return num_threads if num_threads > 0 else cores_per_rank()
 
 
 def trainer_threads(num_threads: int) -> int:
@@ -152,12 +146,10 @@ def sample_documents(files: list[Path], fraction: float, sample_dir: Path) -> li
     cutoff, written = fraction * 2.0**64, []
     for path in files:
         target = sample_dir / path.name
-        tmp = target.with_name(f".{target.name}.tmp")
-        with open(path, "rb") as source, open(tmp, "wb") as sample:
+        with open(path, "rb") as source, atomic_write(target, "wb") as sample:
             for line in source:
                 if xxhash.xxh64_intdigest(line) < cutoff:
                     sample.write(line)
-        os.replace(tmp, target)
         written.append(target)
     return written
 
@@ -173,12 +165,12 @@ def train_tokenizer(
     out.mkdir(parents=True, exist_ok=True)
     spm.set_random_generator_seed(settings.seed)
     model = _train_model_bytes(inputs, settings, fraction)
-    _atomic_write(out / MODEL_FILE, model)
+    write_bytes(out / MODEL_FILE, model)
     processor = spm.SentencePieceProcessor(model_proto=model)
     vocab = "".join(f"{processor.id_to_piece(i)}\t{processor.get_score(i)}\n" for i in range(processor.vocab_size()))
-    _atomic_write(out / VOCAB_FILE, vocab.encode("utf-8"))
+    write_bytes(out / VOCAB_FILE, vocab.encode("utf-8"))
     info = tokenizer_info(processor, hashlib.sha256(model).hexdigest(), settings)
-    _atomic_write(out / INFO_FILE, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes(out / INFO_FILE, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
     return info
 
 
@@ -241,12 +233,6 @@ def tokenizer_info(processor: spm.SentencePieceProcessor, sha256: str, settings:
         "model_type": settings.model_type,
         "settings": dataclasses.asdict(settings),
     }
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def load_tokenizer(data_dir: str | os.PathLike) -> tuple[spm.SentencePieceProcessor, dict]:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from data_pipeline.files import write_text
 from pretrain import ckpt_integrity
 from pretrain.errors import PretrainError
 
@@ -95,7 +96,7 @@ def save(engine: Any, run_dir: str | os.PathLike, step: int, client_state: dict,
     tag = tag_for(step)
     rank = dist.get_rank() if dist.is_initialized() else 0
     if rank == 0:  # re-saving a tag: it stops counting as complete until every rank has rewritten it
-        for marker in (COMPLETE, ckpt_integrity.MANIFEST):
+        for marker in (COMPLETE, ckpt_integrity.CHECKSUM_FILE):
             (root / tag / marker).unlink(missing_ok=True)
     if dist.is_initialized():
         dist.barrier()
@@ -113,15 +114,10 @@ def save(engine: Any, run_dir: str | os.PathLike, step: int, client_state: dict,
 
 
 def _commit(root: Path, tag: str, world_size: int = 1) -> None:
-    """Write the completion marker (with the world size that wrote it), then replace `latest` atomically."""
-    ckpt_integrity.write_manifest(root / tag)  # sha256 of every rank's files, before COMPLETE
-    (root / tag / COMPLETE).write_text(json.dumps({"tag": tag, "world_size": world_size}) + "\n")
-    tmp = root / (LATEST + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(tag)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / LATEST)
+    """Write the checksum file, then the completion marker (with the world size that wrote it), then `latest`."""
+    ckpt_integrity.write_checksum_file(root / tag)  # sha256 of every rank's files, before COMPLETE
+    write_text(root / tag / COMPLETE, json.dumps({"tag": tag, "world_size": world_size}) + "\n")
+    write_text(root / LATEST, tag)
 
 
 def complete_tags(root: Path) -> list[str]:
@@ -197,7 +193,7 @@ def to_universal(ckpt_root: Path, tag: str) -> str:
             raise RuntimeError(
                 f"{ckpt_root / tag}: conversion to a universal checkpoint failed:\n{proc.stderr[-2000:]}"
             )
-        (out / COMPLETE).write_text(json.dumps({"tag": tag, "universal": True}) + "\n")
+        write_text(out / COMPLETE, json.dumps({"tag": tag, "universal": True}) + "\n")
     if dist.is_initialized():
         dist.barrier()
     return out.name

@@ -1,12 +1,16 @@
-"""Checkpoint integrity: a sha256 manifest of every file of a checkpoint, written after all ranks finished.
+"""Checkpoint integrity: a checksum file (size and sha256 of every file of a checkpoint), written after all ranks finished.
 
 Why: the COMPLETE marker proves a save *finished*; it cannot prove the bytes are still the ones written (a disk
 error, a truncated copy, a file rewritten by hand). Rank 0 hashes every file of the tag folder after the
-barrier that ends a save and writes `MANIFEST.sha256.json` (atomically) before COMPLETE. Resume verifies the
+barrier that ends a save and writes the checksum file `MANIFEST.sha256.json` (atomically) before COMPLETE. Resume verifies the
 newest complete checkpoint and falls back to the previous one, naming the bad file; export and an explicit
 `--resume PATH` refuse a checkpoint that does not verify.
 
-A checkpoint written before manifests existed (COMPLETE but no manifest) is accepted with a warning.
+A checkpoint written before checksum files existed (COMPLETE but none) is accepted with a warning.
+
+The file keeps its on-disk name `MANIFEST.sha256.json` (only the code's names say "checksum file", so they are
+not confused with a dataset's manifest.json): every checkpoint already written carries that name, and a run
+folder written before this rename must still resume and verify.
 """
 
 from __future__ import annotations
@@ -16,11 +20,10 @@ import os
 import warnings
 from pathlib import Path
 
-from data_pipeline.shards import file_sha256
+from data_pipeline.files import file_sha256, temp_path, write_text
 from pretrain.errors import PretrainError
 
-MANIFEST = "MANIFEST.sha256.json"
-NOT_HASHED = {MANIFEST, "COMPLETE"}
+CHECKSUM_FILE = "MANIFEST.sha256.json"
 
 
 class CheckpointCorrupt(PretrainError):
@@ -31,47 +34,44 @@ class CheckpointCorrupt(PretrainError):
 
 
 def _files(tag_dir: Path) -> list[Path]:
-    return sorted(p for p in tag_dir.rglob("*") if p.is_file() and p.name not in NOT_HASHED)
+    not_hashed = {CHECKSUM_FILE, temp_path(CHECKSUM_FILE).name, "COMPLETE"}
+    return sorted(p for p in tag_dir.rglob("*") if p.is_file() and p.name not in not_hashed)
 
 
-def write_manifest(tag_dir: str | os.PathLike) -> Path:
-    """Hash every file of a finished save into MANIFEST.sha256.json (temp file, fsync, rename)."""
+def write_checksum_file(tag_dir: str | os.PathLike) -> Path:
+    """Record the size and sha256 of every file of a finished save in the tag's checksum file (atomic write)."""
     tag_dir = Path(tag_dir)
     files = {str(p.relative_to(tag_dir)): {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in _files(tag_dir)}
-    tmp = tag_dir / (MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump({"files": files}, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, tag_dir / MANIFEST)
-    return tag_dir / MANIFEST
+    return write_text(tag_dir / CHECKSUM_FILE, json.dumps({"files": files}, indent=1))
 
 
 def verify(tag_dir: str | os.PathLike) -> None:
-    """Raise CheckpointCorrupt naming the first file whose size or sha256 differs from the manifest."""
+    """Raise CheckpointCorrupt naming the first file whose size or sha256 differs from the checksum file."""
     tag_dir = Path(tag_dir)
-    path = tag_dir / MANIFEST
+    path = tag_dir / CHECKSUM_FILE
     if not path.is_file():
-        warnings.warn(f"{tag_dir}: no {MANIFEST} (checkpoint older than manifests); not verified", stacklevel=2)
+        warnings.warn(
+            f"{tag_dir}: no {CHECKSUM_FILE} (checkpoint older than checksum files); not verified", stacklevel=2
+        )
         return
     try:
         files = json.loads(path.read_text())["files"]
     except (json.JSONDecodeError, KeyError) as err:
-        raise CheckpointCorrupt(f"{path}: unreadable checkpoint manifest ({err})") from err
+        raise CheckpointCorrupt(f"{path}: unreadable checkpoint checksum file ({err})") from err
     for rel, want in files.items():
         _check_file(tag_dir / rel, want)
 
 
 def _check_file(path: Path, want: dict) -> None:
     if not path.is_file():
-        raise CheckpointCorrupt(f"{path}: listed in {MANIFEST} but missing")
+        raise CheckpointCorrupt(f"{path}: listed in {CHECKSUM_FILE} but missing")
     size = path.stat().st_size
     if size != want["size"]:
-        raise CheckpointCorrupt(f"{path}: {size} bytes, manifest says {want['size']} (truncated or rewritten)")
+        raise CheckpointCorrupt(f"{path}: {size} bytes, {CHECKSUM_FILE} says {want['size']} (truncated or rewritten)")
     actual = file_sha256(path)
     if actual != want["sha256"]:
         raise CheckpointCorrupt(
-            f"{path}: sha256 mismatch (manifest {want['sha256'][:12]}…, file {actual[:12]}…); the file changed "
+            f"{path}: sha256 mismatch ({CHECKSUM_FILE} {want['sha256'][:12]}…, file {actual[:12]}…); the file changed "
             "after the save"
         )
 

@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 # Peak dense bf16 tensor-core TFLOP/s per device (vendor datasheets, no sparsity).
 PEAK_TFLOPS = {
     "H200": 989.0,
@@ -55,6 +53,8 @@ CSV_COLUMNS = [
 
 def peak_tflops(override: float | None = None) -> float | None:
     """The local device's peak bf16 TFLOP/s: `log.peak_tflops` if set, else looked up by name; None on CPU."""
+    import torch  # here, not at the top: `pretrain plot` reads metrics.csv through this module without torch
+
     if override:
         return float(override)
     if not torch.cuda.is_available():
@@ -80,6 +80,8 @@ def perplexity(mean_loss: float) -> float:
 
 def memory_gib() -> float:
     """Peak accelerator memory this process allocated (GiB); resident set size on CPU."""
+    import torch
+
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**30
     import psutil
@@ -252,7 +254,11 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, str]]:
-    """RUN/metrics.csv as rows of strings (plotting and tests)."""
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, float]]:
+    """RUN/metrics.csv as one dict per logged row, column -> float, blank cells left out.
+
+    Left out, not NaN: a row's keys say what was logged at that step (a validation row has `val_loss`, a training
+    row `loss`), so `"val_loss" in row` picks rows without comparing floats. The one reader (plot, tests); torch-free.
+    """
     with open(Path(run_dir) / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
+        return [{column: float(cell) for column, cell in row.items() if cell} for row in csv.DictReader(f)]

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from pretrain.errors import PretrainError
+from pretrain.metrics import read_metrics
 
 PANELS = (
     ("loss", "training loss", "linear"),
@@ -27,29 +28,21 @@ class MetricsError(PretrainError):
     """metrics.csv is missing, empty or lacks a column the plot needs (tests tell it from a plotting failure)."""
 
 
-def read_metrics(run_dir: Path) -> dict[str, list[float]]:
-    """Columns of RUN/metrics.csv as float lists; blank cells (e.g. eval-only rows) become NaN."""
-    from pretrain import metrics  # imports torch: only once there is something to read
-
+def columns_to_plot(run_dir: Path) -> dict[str, list[float]]:
+    """The plotted columns of RUN/metrics.csv, one float per row; NaN where a row logged no value (eval-only rows)."""
     path = run_dir / "metrics.csv"
     if not path.is_file():
         raise MetricsError(f"{path}: no metrics file; is this a run folder written by `pretrain.train`?")
-    rows = metrics.read_metrics(run_dir)
+    rows = read_metrics(run_dir)
     if not rows:
         raise MetricsError(f"{path}: no rows yet; plot again after the first logged step")
+    logged = {column for row in rows for column in row}
     needed = ["step"] + [name for name, _, _ in PANELS]
-    missing = [c for c in needed if c not in rows[0]]
+    missing = [c for c in needed if c not in logged]
     if missing:
-        raise MetricsError(f"{path}: missing column(s) {missing}; found {list(rows[0])}")
-    optional = [c for c in OVERLAYS.values() if c in rows[0]]
-    return {c: [_as_float(r.get(c)) for r in rows] for c in needed + optional}
-
-
-def _as_float(cell: str | None) -> float:
-    try:
-        return float(cell)
-    except (TypeError, ValueError):
-        return math.nan
+        raise MetricsError(f"{path}: missing column(s) {missing}; found {sorted(logged)}")
+    optional = [c for c in OVERLAYS.values() if c in logged]
+    return {c: [row.get(c, math.nan) for row in rows] for c in needed + optional}
 
 
 def plot_metrics(metrics: dict[str, list[float]], out: Path, title: str) -> Path:
@@ -91,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    metrics = read_metrics(args.run)
+    metrics = columns_to_plot(args.run)
     out = plot_metrics(metrics, args.output or args.run / "plot.png", title=str(args.run))
     print(out)
     return 0

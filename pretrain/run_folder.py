@@ -44,6 +44,7 @@ from typing import Any
 import yaml
 
 from data_pipeline import launcher_env
+from data_pipeline.files import write_text
 from pretrain import checkpoint
 from pretrain.errors import EXIT_LOCKED, PretrainError
 
@@ -346,7 +347,7 @@ def record_launch(
     config_path = run_dir / CONFIG
     has_checkpoints = bool(checkpoint.complete_tags(run_dir / checkpoint.CHECKPOINTS))
     if not has_checkpoints or not config_path.is_file():
-        _write_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
+        write_text(config_path, yaml.safe_dump(config, sort_keys=False))
     changed = changes(yaml.safe_load(config_path.read_text()), config)
     launches = run_dir / LAUNCHES
     launches.mkdir(exist_ok=True)
@@ -363,14 +364,8 @@ def record_launch(
         "config": config,
     }
     path = launches / f"{number:03d}.yaml"
-    _write_atomic(path, yaml.safe_dump(record, sort_keys=False))
+    write_text(path, yaml.safe_dump(record, sort_keys=False))
     return path, changed
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- all of it, for the trainer

@@ -209,7 +209,7 @@ def step_losses(run_dir: Path) -> dict[int, float]:
     """Training loss per step from RUN/metrics.csv (the last row wins for a step logged twice)."""
     from pretrain.metrics import read_metrics
 
-    return {int(r["step"]): float(r["loss"]) for r in read_metrics(run_dir) if r["loss"] and not r["val_loss"]}
+    return {int(r["step"]): float(r["loss"]) for r in read_metrics(run_dir) if "loss" in r and "val_loss" not in r}
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -12,7 +12,7 @@ loss spike for the spike detector (train.spike_*).
 FAULT_KILL_IN_SAVE="POINT:RANK:STEP" kills RANK during the save at STEP, at POINT:
   deepspeed_file  right after DeepSpeed wrote its first file of the save (the other files not yet written)
   rank_files      after DeepSpeed's files, before this rank's trainer_state file
-  manifest        after rank 0 wrote the sha256 manifest, before the COMPLETE marker
+  checksum_file   after rank 0 wrote the checksum file (MANIFEST.sha256.json), before the COMPLETE marker
 The hooks patch functions from outside; the product code has no switch for them.
 """
 
@@ -117,7 +117,7 @@ if "FAULT_KILL_IN_STEP" in os.environ:
 checkpoint.save = record_step(checkpoint.save)
 wrap(TorchCheckpointEngine, "save", before=False, point="deepspeed_file")
 wrap(checkpoint, "rng_state", before=True, point="rank_files")
-wrap(ckpt_integrity, "write_manifest", before=False, point="manifest")
+wrap(ckpt_integrity, "write_checksum_file", before=False, point="checksum_file")
 
 if __name__ == "__main__":
     train.cli()

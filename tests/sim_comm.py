@@ -13,8 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from data_pipeline.comm import LocalComm
-
 
 class _Meeting:
     def __init__(self, size: int) -> None:
@@ -22,11 +20,12 @@ class _Meeting:
         self.slots: list[Any] = [None] * size
 
 
-class ThreadComm(LocalComm):
-    """The collectives of `data_pipeline.comm.MPIComm`, between threads."""
+class ThreadComm:
+    """The collectives of `data_pipeline.comm.MPIComm`, between threads (a `Comm`; traffic is not counted)."""
 
     def __init__(self, rank: int, size: int, meeting: _Meeting) -> None:
         self.rank, self.size, self._meeting = rank, size, meeting
+        self.bytes_sent = self.bytes_received = 0
         self.log: list[tuple[str, Any]] = []  # (collective, what this rank received)
 
     def _everyone(self, obj: Any) -> list[Any]:
@@ -64,7 +63,7 @@ class ThreadComm(LocalComm):
         self.log.append(("alltoallv", received))
         return received
 
-    def allreduce_sum(self, value: Any) -> Any:
+    def allreduce_sum(self, value: int | float) -> int | float:
         seen = self._everyone(value)
         self.log.append(("allreduce", seen))
         return sum(seen[1:], seen[0])

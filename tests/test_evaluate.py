@@ -81,7 +81,7 @@ def test_evaluate_matches_independent_computation_and_training_log(tmp_path_fact
 def _val_losses(run_dir: Path) -> set[str]:
     from pretrain.metrics import read_metrics
 
-    return {f"{float(r['val_loss']):.3f}" for r in read_metrics(run_dir) if r.get("val_loss")}
+    return {f"{float(r['val_loss']):.3f}" for r in read_metrics(run_dir) if "val_loss" in r}
 
 
 def test_evaluate_errors_are_one_line_and_actionable(tmp_path_factory, tiny_dataset, tmp_path, capsys) -> None:

@@ -20,7 +20,7 @@ from conftest import PYTHON, ROOT, run_train, step_losses
 from fault_support import CPU_ENV, FAULT_SETS, injected_command, reference_run_dir
 
 from pretrain import checkpoint
-from pretrain.ckpt_integrity import MANIFEST, CheckpointCorrupt
+from pretrain.ckpt_integrity import CHECKSUM_FILE, CheckpointCorrupt
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def kill_during_save(data: Path, run: Path, point: str, rank: int) -> subprocess
 
 @pytest.mark.parametrize(
     "point,rank",
-    [("deepspeed_file", 1), ("rank_files", 0), ("manifest", 0)],
+    [("deepspeed_file", 1), ("rank_files", 0), ("checksum_file", 0)],
 )
 def test_kill_inside_save_keeps_previous_checkpoint(
     tiny_dataset: Path, tmp_path: Path, reference_run: Path, point: str, rank: int
@@ -84,7 +84,7 @@ def test_corrupt_checkpoint_is_refused_by_name_and_resume_falls_back(
 ) -> None:
     run, victim = corrupt_copy(reference_run, tmp_path, how)
     ckpts = run / "checkpoints"
-    assert (ckpts / "step00000006" / MANIFEST).is_file()
+    assert (ckpts / "step00000006" / CHECKSUM_FILE).is_file()
     with pytest.warns(UserWarning, match=victim.name):
         assert checkpoint.find_resumable(run) == (ckpts, "step00000004")
     with pytest.raises(CheckpointCorrupt, match=victim.name):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_pipeline.files import temp_path
 from data_pipeline.shards import TokenStream, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,10 +178,11 @@ def test_tokenize_failure_on_one_rank_removes_the_old_manifest(corpus, tmp_path)
     rank0_mtime = rank0_shard.stat().st_mtime_ns
     with open(out / "shards" / "train-r00001-00000.arrow", "ab") as f:
         f.write(b"x")
-    (out / "shards" / "train-r00001-00000.arrow.tmp").mkdir()
+    temp_path(out / "shards" / "train-r00001-00000.arrow").mkdir()
     cmd = [str(MPIEXEC), "-n", "2", sys.executable, "-c", STAGE_ONLY, str(out), *RECIPE]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode != 0
-    assert "pipeline tokenize: rank 1 of 2: error: " in done.stderr and "train-r00001-00000.arrow.tmp" in done.stderr
+    assert "pipeline tokenize: rank 1 of 2: error: " in done.stderr
+    assert "train-r00001-00000.arrow: cannot write shard" in done.stderr
     assert not (out / "manifest.json").exists()
     assert rank0_shard.stat().st_mtime_ns == rank0_mtime

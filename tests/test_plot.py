@@ -6,6 +6,7 @@ import argparse
 import csv
 import math
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -58,7 +59,7 @@ def test_plot_writes_png_with_four_panels(tmp_path, capsys, monkeypatch):
 def test_blank_cells_are_skipped_not_plotted_as_zero(tmp_path):
     path = tmp_path / "metrics.csv"
     path.write_text("step,loss,perplexity,lr,tokens_per_s\n1,5,148.4,0.1,10\n2,,,0.2,\n3,4,54.6,0.3,12\n")
-    metrics = plot.read_metrics(tmp_path)
+    metrics = plot.columns_to_plot(tmp_path)
     assert math.isnan(metrics["loss"][1]) and metrics["loss"][2] == 4.0
     plot.plot_metrics(metrics, tmp_path / "p.png", "t")
     assert _png_size(tmp_path / "p.png")[0] > 0
@@ -73,10 +74,27 @@ def test_missing_metrics_file_is_an_error(tmp_path):
 def test_missing_column_is_named(tmp_path):
     (tmp_path / "metrics.csv").write_text("step,loss\n1,2.0\n")
     with pytest.raises(plot.MetricsError, match="perplexity"):
-        plot.read_metrics(tmp_path)
+        plot.columns_to_plot(tmp_path)
 
 
 def test_plotted_columns_are_ones_the_trainer_writes():
     from pretrain.metrics import CSV_COLUMNS
 
     assert {"step"} | {column for column, _, _ in plot.PANELS} <= set(CSV_COLUMNS)
+
+
+def test_read_metrics_gives_floats_and_leaves_blank_cells_out(tmp_path):
+    from pretrain.metrics import read_metrics
+
+    (tmp_path / "metrics.csv").write_text("step,loss,val_loss\n1,5.5,\n2,,4.25\n")
+    assert read_metrics(tmp_path) == [{"step": 1.0, "loss": 5.5}, {"step": 2.0, "val_loss": 4.25}]
+
+
+def test_plot_reads_metrics_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, pretrain.plot; print('torch' in sys.modules)"
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr

@@ -129,7 +129,7 @@ def manifest(sha: str = TOKENIZER["sha256"]) -> dict:
     return {"vocab_size": 256, "tokenizer": {**TOKENIZER, "sha256": sha}}
 
 
-@pytest.mark.filterwarnings("ignore:.*MANIFEST")  # a hand-made checkpoint has no sha256 manifest
+@pytest.mark.filterwarnings("ignore:.*MANIFEST")  # a hand-made checkpoint has no checksum file
 def test_a_relaunch_that_does_not_fit_the_checkpoint_names_every_difference(tmp_path: Path) -> None:
     fake_run(tmp_path, debug_config())
     changed = debug_config("model.seq_len=64", "model.vocab_size=512", "data.seed=7", "train.max_steps=99")

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from data_pipeline.comm import LocalComm
+from data_pipeline.comm import Comm
 
 OwnerOf = Callable[[np.ndarray], np.ndarray]  # global doc indices (int64) -> rank that holds each (vectorised)
 
@@ -82,7 +82,7 @@ def owner_of_blocks(counts: Sequence[int]) -> OwnerOf:
 class Exchange:
     """alltoallv over a communicator, counting the bytes this rank receives per phase (for tests and reports)."""
 
-    def __init__(self, comm: LocalComm) -> None:
+    def __init__(self, comm: Comm) -> None:
         self.comm = comm
         self.received: dict[str, int] = {}
 
@@ -152,7 +152,7 @@ def gather_clusters(ex: Exchange, kept: np.ndarray, removed: np.ndarray, similar
 
 
 def cluster_records_with_ids(
-    comm: LocalComm, clusters: list[dict], doc_index: np.ndarray, doc_ids: Sequence[str], owner_of: OwnerOf
+    comm: Comm, clusters: list[dict], doc_index: np.ndarray, doc_ids: Sequence[str], owner_of: OwnerOf
 ) -> list[dict]:
     """This rank's clusters with document ids in place of global indices (same order, other keys unchanged).
 
@@ -188,7 +188,7 @@ class KeeperGraph:
     Nodes are positions in `nodes` (sorted global indices: this rank's documents and their lower neighbours).
     """
 
-    def __init__(self, comm: LocalComm, out_u, out_v, in_u, in_v, in_key_u, in_sim, owner_of: OwnerOf) -> None:
+    def __init__(self, comm: Comm, out_u, out_v, in_u, in_v, in_key_u, in_sim, owner_of: OwnerOf) -> None:
         self.nodes = np.unique(np.concatenate([out_u, in_u, in_v]).astype(np.int64))
         self.own = owner_of(self.nodes) == comm.rank if len(self.nodes) else np.zeros(0, bool)
         self.own_list = self.own.tolist()

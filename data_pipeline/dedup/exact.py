@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import xxhash
 
-from data_pipeline.comm import LocalComm
+from data_pipeline.comm import Comm
 from data_pipeline.dedup.clusters import (
     Exchange,
     OwnerOf,
@@ -63,7 +63,7 @@ def exact_text_hashes(texts: list[str]) -> np.ndarray:
 
 
 def check_inputs(
-    comm: LocalComm, doc_index: np.ndarray, priority: np.ndarray | None, owner_of: OwnerOf | None, where: str
+    comm: Comm, doc_index: np.ndarray, priority: np.ndarray | None, owner_of: OwnerOf | None, where: str
 ) -> tuple[np.ndarray, np.ndarray, OwnerOf]:
     """doc_index as int64, priority (default: input order) and owner_of (default only on one rank), checked."""
     doc_index = np.asarray(doc_index, dtype=np.int64)
@@ -81,13 +81,13 @@ def _all_on_rank_zero(doc_index: np.ndarray) -> np.ndarray:
     return np.zeros(len(doc_index), np.int64)
 
 
-def largest_cluster(comm: LocalComm, clusters: list[dict]) -> int:
+def largest_cluster(comm: Comm, clusters: list[dict]) -> int:
     """Size (kept + removed) of the biggest cluster on any rank; 0 when there is none."""
     return int(max(comm.allgather(max((len(c["removed"]) + 1 for c in clusters), default=0))))
 
 
 def find_exact_duplicates(
-    comm: LocalComm,
+    comm: Comm,
     doc_index: np.ndarray,
     hashes: np.ndarray,
     priority: np.ndarray | None = None,

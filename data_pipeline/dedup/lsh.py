@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_pipeline.comm import LocalComm
+from data_pipeline.comm import Comm
 from data_pipeline.dedup.clusters import (
     Exchange,
     KeeperGraph,
@@ -240,7 +240,7 @@ def keeper_graph(ex: Exchange, pairs, similarity, doc_index, keys, owner_of: Own
 
 
 def find_near_duplicates(
-    comm: LocalComm,
+    comm: Comm,
     doc_index: np.ndarray,
     signatures: np.ndarray,
     params: LSHParams,

@@ -37,13 +37,14 @@ Why this shape:
 from __future__ import annotations
 
 import functools
-import os
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
 import numpy as np
+
+from data_pipeline.executor import workers_for_rank
 
 MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 _LOW30 = np.uint64((1 << 30) - 1)
@@ -318,15 +319,6 @@ def _signature_chunk(args: tuple[list[str], int, int, int, str, str]) -> np.ndar
     return _signatures(*shingle_hashes_batch(texts, ngram, shingle), perms)
 
 
-def resolve_workers(workers: int) -> int:
-    """0 means every core this process may use."""
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0 (0 = all cores), got {workers}")
-    if workers == 0:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return workers
-
-
 def compute_signatures(
     texts: list[str],
     *,
@@ -338,7 +330,7 @@ def compute_signatures(
     shingle: str = "auto",
 ) -> np.ndarray:
     """(len(texts), num_perm) uint32 signatures; identical for any `workers` (chunks are joined in order)."""
-    workers = resolve_workers(workers)
+    workers = workers_for_rank(workers)
     Permutations.from_seed(num_perm, seed, scheme)  # reject bad settings before forking
     chunks = [
         (texts[i : i + _CHUNK_DOCS], ngram, num_perm, seed, scheme, shingle) for i in range(0, len(texts), _CHUNK_DOCS)

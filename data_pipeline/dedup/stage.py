@@ -32,6 +32,7 @@ marker is written for unfinished work. Ctrl-C and SIGTERM terminate the local wo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -45,18 +46,18 @@ from typing import Any, BinaryIO, TypeVar
 import numpy as np
 
 from data_pipeline import drop_log, markers
-from data_pipeline.comm import LocalComm, get_comm, on_root
+from data_pipeline.comm import Comm, get_comm, on_root
 from data_pipeline.config import PipelineConfig, load_recipe, save_recipe
 from data_pipeline.dedup import clusters as dedup_clusters
 from data_pipeline.dedup import exact as exact_dedup
 from data_pipeline.dedup import lsh
 from data_pipeline.documents import Document, Reject
 from data_pipeline.errors import PipelineError
-from data_pipeline.executor import mark_every_rank, ordered_map, peak_rss_bytes, resolve_workers, worker_pool
+from data_pipeline.executor import mark_every_rank, ordered_map, peak_rss_bytes, worker_pool, workers_for_rank
+from data_pipeline.files import atomic_write, file_sha256, temp_path
 from data_pipeline.ledger import Ledger
 from data_pipeline.progress import stage_progress, summary
 from data_pipeline.readers import ReadPosition, resolve_inputs, text_field_error
-from data_pipeline.shards import file_sha256
 from data_pipeline.steps import init_steps, scan_batch
 from data_pipeline.tasks import Task, assign_tasks, count_range_lines, file_sizes, plan_tasks, read_task
 
@@ -100,30 +101,29 @@ def part_name(task_index: int) -> str:
     return f"part-{task_index:05d}.jsonl"
 
 
-def _write_error(path: Path, tmp: Path, err: OSError) -> PipelineError:
-    tmp.unlink(missing_ok=True)
+def _write_error(path: Path, err: OSError) -> PipelineError:
     return PipelineError(f"{path}: cannot write ({err.strerror}); free space there or choose another --output")
 
 
 class HashedFile:
-    """A file written under a temporary name, hashed while written, renamed into place only when complete.
+    """A file written with `atomic_write` (data_pipeline/files.py) and hashed while written.
 
     A killed run never leaves a half file under the real name; a write error (disk full, quota, file-size
-    limit) names the file and removes the temporary one.
+    limit) names the file, and the temporary one is removed.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp")
         self.digest = hashlib.sha256()
         self.file: BinaryIO | None = None
+        self._open = contextlib.ExitStack()  # holds the atomic write from __enter__ to __exit__
 
     def __enter__(self) -> HashedFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.file = open(self.tmp, "wb")  # noqa: SIM115 -- closed in __exit__
+            self.file = self._open.enter_context(atomic_write(self.path, "wb"))
         except OSError as err:
-            raise _write_error(self.path, self.tmp, err) from err
+            raise _write_error(self.path, err) from err
         return self
 
     def write(self, data: bytes) -> None:
@@ -131,19 +131,15 @@ class HashedFile:
         try:
             self.file.write(data)
         except OSError as err:
-            self.file.close()
-            raise _write_error(self.path, self.tmp, err) from err
+            raise _write_error(self.path, err) from err
 
     def __exit__(self, kind: Any, err: Any, tb: Any) -> None:
         try:
-            self.file.close()
-        except OSError as close_err:
-            if kind is None:
-                raise _write_error(self.path, self.tmp, close_err) from close_err
-        if kind is not None:
-            self.tmp.unlink(missing_ok=True)
-            return
-        os.replace(self.tmp, self.path)
+            self._open.__exit__(kind, err, tb)
+        except OSError as close_err:  # the last bytes, the fsync or the rename failed (again, after a write error)
+            if err is not None:
+                raise err from close_err
+            raise _write_error(self.path, close_err) from close_err
 
     @property
     def sha256(self) -> str:
@@ -171,14 +167,14 @@ def stage_config(recipe: PipelineConfig) -> dict:
 class Plan:
     """The tasks, which rank runs each, and (after counting) each range task's first line number."""
 
-    def __init__(self, comm: LocalComm, files: list[str], recipe: PipelineConfig) -> None:
+    def __init__(self, comm: Comm, files: list[str], recipe: PipelineConfig) -> None:
         sizes = comm.bcast(file_sizes(files) if comm.rank == 0 else None)
         self.tasks = plan_tasks(files, sizes, recipe.read.task_bytes)
         self.owners = assign_tasks([t.size for t in self.tasks], comm.size)
         self.mine = [t for t in self.tasks if self.owners[t.index] == comm.rank]
         self.first_lines = self._first_lines(comm)
 
-    def _first_lines(self, comm: LocalComm) -> list[int]:
+    def _first_lines(self, comm: Comm) -> list[int]:
         """Line number of each task's first line: 1, or 1 + the lines of the earlier ranges of the same file."""
         counted = {t.index: count_range_lines(t) for t in self.mine if t.is_range}
         lines = {i: n for part in comm.allgather(counted) for i, n in part.items()}
@@ -376,7 +372,7 @@ def remove_stale_parts(output_dir: Path, num_tasks: int) -> None:
             tmp.unlink()
 
 
-def already_complete(comm: LocalComm, output_dir: Path, stage_fp: str) -> bool:
+def already_complete(comm: Comm, output_dir: Path, stage_fp: str) -> bool:
     """True when the stage marker matches and every output is intact; ranks hash a share of the outputs each."""
     marker = on_root(comm, "checking earlier outputs", lambda: markers.read_marker(output_dir, STAGE, stage_fp))
     if marker is None:
@@ -386,7 +382,7 @@ def already_complete(comm: LocalComm, output_dir: Path, stage_fp: str) -> bool:
     return comm.allreduce_sum(int(broken)) == 0
 
 
-def run_dedup(comm: LocalComm, inputs: list[str], output_dir: Path, recipe: PipelineConfig, quiet: bool) -> dict:
+def run_dedup(comm: Comm, inputs: list[str], output_dir: Path, recipe: PipelineConfig, quiet: bool) -> dict:
     """The whole stage on every rank; returns the merged stats (on every rank)."""
     output_dir = Path(output_dir)
     quiet = quiet or comm.rank != 0
@@ -404,7 +400,7 @@ def run_dedup(comm: LocalComm, inputs: list[str], output_dir: Path, recipe: Pipe
 class DedupRun:
     """One execution of the stage on one rank: its tasks, their outputs' hashes, its ledger and timings."""
 
-    def __init__(self, comm: LocalComm, files: list[str], output_dir: Path, recipe: PipelineConfig, quiet: bool,
+    def __init__(self, comm: Comm, files: list[str], output_dir: Path, recipe: PipelineConfig, quiet: bool,
                  stage_fp: str) -> None:  # fmt: skip
         self.comm, self.files, self.out, self.recipe, self.quiet = comm, files, output_dir, recipe, quiet
         self.stage_fp = stage_fp
@@ -442,7 +438,7 @@ class DedupRun:
                 redo.append(task)
             else:
                 self.hashes.update({k: v for k, v in done.items() if k.startswith(REJECTS_DIR)})
-        workers = resolve_workers(self.recipe.workers)
+        workers = workers_for_rank(self.recipe.workers)
         total = sum(t.size for t in redo)
         with stage_progress("scan", total, self.quiet) as bar, \
                 worker_pool(workers, init_steps, (self.recipe.filters, self.recipe.dedup)) as pool:  # fmt: skip
@@ -638,20 +634,24 @@ class DedupRun:
         for task in sorted(sizes):
             offsets[task], total = total, total + sizes[task]
         path = self.out / CLUSTERS
-        tmp = path.with_name(f".{path.name}.tmp")
-        if self.comm.rank == 0:
-            with open(tmp, "wb") as f:
+        if self.comm.rank == 0:  # rank 0 holds the atomic write; every rank writes its pieces into its temp file
+            with atomic_write(path, "wb") as f:
                 f.truncate(total)
+                self._write_at_offsets(path, pieces, offsets)
+        else:
+            self._write_at_offsets(path, pieces, offsets)
+
+    def _write_at_offsets(self, path: Path, pieces: dict[int, bytes], offsets: dict[int, int]) -> None:
+        """Between two barriers (the sized file exists; every rank's bytes are on disk), pwrite and fsync mine."""
         self.comm.barrier()
         try:
-            with open(tmp, "r+b") as f:
+            with open(temp_path(path), "r+b") as f:
                 for task, data in pieces.items():
                     os.pwrite(f.fileno(), data, offsets[task])
+                os.fsync(f.fileno())  # each writer's own: on a shared file system rank 0's fsync covers its node only
         except OSError as err:
-            raise _write_error(path, tmp, err) from err
+            raise _write_error(path, err) from err
         self.comm.barrier()
-        if self.comm.rank == 0:
-            os.replace(tmp, path)
 
     # -- phase 5 ---------------------------------------------------------------------------------------------
 

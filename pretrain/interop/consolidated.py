@@ -32,7 +32,7 @@ class Consolidated:
 
 
 def check_partitions(ckpt_root: Path, tag: str) -> None:
-    """Refuse a tag folder whose per-rank files are missing (a checkpoint without a sha256 manifest; one with a
+    """Refuse a tag folder whose per-rank files are missing (a checkpoint without a checksum file; one with a
     manifest, or without a COMPLETE marker, was already refused by checkpoint.resolve_checkpoint)."""
     folder = ckpt_root / tag
     optim_files = sorted(folder.glob("*optim_states.pt"))
@@ -65,7 +65,7 @@ def load_consolidated(run_or_ckpt: str | os.PathLike) -> Consolidated:
     """Resolve a run folder / checkpoints folder / tag folder and consolidate its newest complete checkpoint."""
     from pretrain.checkpoint import resolve_checkpoint
 
-    ckpt_root, tag = resolve_checkpoint(run_or_ckpt)  # verifies the sha256 manifest once (can be minutes)
+    ckpt_root, tag = resolve_checkpoint(run_or_ckpt)  # verifies the checksum file once (can be minutes)
     cfg = run_config(ckpt_root.parent)
     return Consolidated(cfg, consolidate(ckpt_root, tag), ckpt_root / tag, ckpt_root.parent)
 
