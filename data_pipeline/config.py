@@ -238,7 +238,11 @@ class ShardsConfig:
     def __post_init__(self) -> None:
         _check(self.target_bytes > 0, "shards.target_bytes", "must be > 0")
         _check(0 <= self.validation_fraction < 1, "shards.validation_fraction", "must be in [0, 1)")
-        _check(self.encode_threads >= 0, "shards.encode_threads", "must be >= 0 (0 = this rank's share of the node's cores)")
+        _check(
+            self.encode_threads >= 0,
+            "shards.encode_threads",
+            "must be >= 0 (0 = this rank's share of the node's cores)",
+        )
 
 
 @dataclass
@@ -252,7 +256,9 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         _check(
-            isinstance(self.workers, int) and self.workers >= 0, "workers", "must be an integer >= 0 (0 = this rank's share of the node's cores)"
+            isinstance(self.workers, int) and self.workers >= 0,
+            "workers",
+            "must be an integer >= 0 (0 = this rank's share of the node's cores)",
         )
 
     def to_dict(self) -> dict[str, Any]:
