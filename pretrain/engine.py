@@ -21,13 +21,9 @@ from typing import Any
 import torch
 
 from data_pipeline import launcher_env
-from pretrain.errors import PretrainError
+from pretrain.errors import ConfigError
 
 DS_CONFIG_DIR = Path(__file__).resolve().parent.parent / "ds_configs"
-
-
-class EngineConfigError(PretrainError):
-    """The DeepSpeed JSON contradicts the run config; the message names the key and the fix."""
 
 
 # --------------------------------------------------------------------------- distributed start
@@ -73,8 +69,8 @@ def load_ds_json(path: str | os.PathLike) -> dict:
             try:
                 return json.loads(candidate.read_text())
             except json.JSONDecodeError as err:
-                raise EngineConfigError(f"{candidate}:{err.lineno}: invalid JSON ({err.msg})") from err
-    raise EngineConfigError(
+                raise ConfigError(f"{candidate}:{err.lineno}: invalid JSON ({err.msg})") from err
+    raise ConfigError(
         f"train.ds_config: {path} not found; use one of {sorted(p.name for p in DS_CONFIG_DIR.glob('*.json'))}"
     )
 
@@ -114,7 +110,7 @@ def resolve_ds_config(template: dict, computed: dict[str, Any], source: str = "d
         if current == "auto":
             node[leaf] = value
         elif not _same(current, value):
-            raise EngineConfigError(
+            raise ConfigError(
                 f"{source}: {dotted}={current!r} contradicts the run config ({value!r}); "
                 f'set it to "auto" in the JSON or change the run config so they agree'
             )
@@ -273,7 +269,7 @@ def check_gradient_dtypes(optimizer: Any, ds_config: dict) -> str:
     }
     wrong = [f"{key}: asked {want[key]}, running {got[key]}" for key in got if got[key] != want[key]]
     if wrong:
-        raise EngineConfigError(
+        raise ConfigError(
             f"DeepSpeed's {type(optimizer).__name__} ignored the gradient dtypes of the JSON ({'; '.join(wrong)}); "
             "remove the JSON feature that overrides them, or set train.grad_dtype to what this DeepSpeed runs"
         )

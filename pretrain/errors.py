@@ -8,10 +8,10 @@ and keeps its traceback. A PipelineError counts too: the trainer, `evaluate` and
 shards, and a bad dataset folder is the user's to fix either way.
 
 Subclasses exist only where a caller or test tells them apart. Defined here: UsageError (a bad command-line
-value: the entry point points at --help) and ConfigError (a config key, raised by pretrain/config.py). In the
-module that raises them: RunLocked (its own exit code, retried by launch/restart.sh), CheckpointCorrupt (a
-resume falls back past it), RunFolderError (a refused launch, not a held lock), EngineConfigError (a DeepSpeed
-JSON key) and MetricsError (plot's metrics.csv). Everything else raises PretrainError itself. README.md's
+value: the entry point points at --help) and ConfigError (a config key or a DeepSpeed JSON key that contradicts
+the run config). In the module that raises them: RunLocked (its own exit code, retried by launch/restart.sh),
+CheckpointCorrupt (a resume falls back past it) and RunFolderError (a refused launch, not a held lock).
+Everything else raises PretrainError itself. README.md's
 "Exit codes" table lists every status the commands and launch scripts end with; the trainer's are the EXIT_*
 constants below.
 """

@@ -24,23 +24,19 @@ PANELS = (
 OVERLAYS = {"loss": "val_loss", "perplexity": "val_perplexity"}
 
 
-class MetricsError(PretrainError):
-    """metrics.csv is missing, empty or lacks a column the plot needs (tests tell it from a plotting failure)."""
-
-
 def columns_to_plot(run_dir: Path) -> dict[str, list[float]]:
     """The plotted columns of RUN/metrics.csv, one float per row; NaN where a row logged no value (eval-only rows)."""
     path = run_dir / "metrics.csv"
     if not path.is_file():
-        raise MetricsError(f"{path}: no metrics file; is this a run folder written by `pretrain.train`?")
+        raise PretrainError(f"{path}: no metrics file; is this a run folder written by `pretrain.train`?")
     rows = read_metrics(run_dir)
     if not rows:
-        raise MetricsError(f"{path}: no rows yet; plot again after the first logged step")
+        raise PretrainError(f"{path}: no rows yet; plot again after the first logged step")
     logged = {column for row in rows for column in row}
     needed = ["step"] + [name for name, _, _ in PANELS]
     missing = [c for c in needed if c not in logged]
     if missing:
-        raise MetricsError(f"{path}: missing column(s) {missing}; found {sorted(logged)}")
+        raise PretrainError(f"{path}: missing column(s) {missing}; found {sorted(logged)}")
     optional = [c for c in OVERLAYS.values() if c in logged]
     return {c: [row.get(c, math.nan) for row in rows] for c in needed + optional}
 

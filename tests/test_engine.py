@@ -11,7 +11,6 @@ import torch
 from pretrain.config import load_config
 from pretrain.engine import (
     DS_CONFIG_DIR,
-    EngineConfigError,
     check_gradient_dtypes,
     computed_ds_values,
     decay_groups,
@@ -19,6 +18,7 @@ from pretrain.engine import (
     load_ds_json,
     resolve_ds_config,
 )
+from pretrain.errors import ConfigError
 
 SHIPPED = sorted(p.name for p in DS_CONFIG_DIR.glob("*.json"))
 
@@ -65,7 +65,7 @@ def test_shipped_config_resolves_and_deepspeed_accepts_it(name: str, world: int,
 def test_explicit_value_that_contradicts_the_run_config_is_refused() -> None:
     template = load_ds_json("ds_configs/zero3_cpu.json")
     template["train_micro_batch_size_per_gpu"] = 7
-    with pytest.raises(EngineConfigError, match=r"train_micro_batch_size_per_gpu=7 contradicts.*\(2\)"):
+    with pytest.raises(ConfigError, match=r"train_micro_batch_size_per_gpu=7 contradicts.*\(2\)"):
         resolve_ds_config(template, computed_ds_values(_cfg(), 1, "run"), source="mine.json")
 
 
@@ -78,18 +78,16 @@ def test_explicit_value_that_agrees_is_kept() -> None:
 
 
 def test_indivisible_batch_is_refused_before_deepspeed_starts(tmp_path: Path) -> None:
-    from pretrain.errors import ConfigError
-
     with pytest.raises(ConfigError, match="global_batch_tokens"):
         ds_config_for_run(_cfg(), 3, tmp_path)  # 1024 tokens / (2 x 128 x 3) is not whole
 
 
 def test_missing_or_broken_json_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(EngineConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="not found"):
         load_ds_json(tmp_path / "nope.json")
     bad = tmp_path / "bad.json"
     bad.write_text('{"a": 1,\n}')
-    with pytest.raises(EngineConfigError, match=r"bad.json:2"):
+    with pytest.raises(ConfigError, match=r"bad.json:2"):
         load_ds_json(bad)
 
 
@@ -123,7 +121,7 @@ def test_precision_fills_bf16_or_keeps_the_json_choice(precision, json_value, ex
 
 def test_precision_contradicting_the_json_is_refused(tmp_path: Path) -> None:
     cfg = _cfg("train.precision=fp32", "train.ds_config=ds_configs/zero3_bf16.json")
-    with pytest.raises(EngineConfigError, match="bf16.enabled"):
+    with pytest.raises(ConfigError, match="bf16.enabled"):
         ds_config_for_run(cfg, 2, tmp_path)
 
 
@@ -147,9 +145,7 @@ def test_json_reducing_in_bf16_against_the_run_config_is_refused(tmp_path: Path)
     template = load_ds_json("zero3_bf16.json")
     template["communication_data_type"] = "bf16"
     (tmp_path / "b.json").write_text(json.dumps(template))
-    with pytest.raises(
-        EngineConfigError, match=r"communication_data_type='bf16' contradicts the run config \('fp32'\)"
-    ):
+    with pytest.raises(ConfigError, match=r"communication_data_type='bf16' contradicts the run config \('fp32'\)"):
         ds_config_for_run(_cfg(f"train.ds_config={tmp_path / 'b.json'}", "train.precision=bf16"), 2, tmp_path)
 
 
@@ -165,8 +161,8 @@ def test_engine_whose_gradient_dtypes_differ_from_the_json_is_refused() -> None:
     bf16_buffer = SimpleNamespace(
         communication_data_type=torch.float32, grad_partitions_flat_buffer=torch.zeros(2, dtype=torch.bfloat16)
     )
-    with pytest.raises(EngineConfigError, match=r"data_types.grad_accum_dtype: asked fp32, running bf16"):
+    with pytest.raises(ConfigError, match=r"data_types.grad_accum_dtype: asked fp32, running bf16"):
         check_gradient_dtypes(bf16_buffer, ds_config)
     bf16_reduce = SimpleNamespace(communication_data_type=torch.bfloat16, gradient_accumulation_dtype=torch.float32)
-    with pytest.raises(EngineConfigError, match=r"communication_data_type: asked fp32, running bf16"):
+    with pytest.raises(ConfigError, match=r"communication_data_type: asked fp32, running bf16"):
         check_gradient_dtypes(bf16_reduce, ds_config)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pretrain import plot
+from pretrain.errors import PretrainError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -66,14 +67,14 @@ def test_blank_cells_are_skipped_not_plotted_as_zero(tmp_path):
 
 
 def test_missing_metrics_file_is_an_error(tmp_path):
-    with pytest.raises(plot.MetricsError, match=r"metrics\.csv: no metrics file"):  # `pretrain plot` exits 2 on it
+    with pytest.raises(PretrainError, match=r"metrics\.csv: no metrics file"):  # `pretrain plot` exits 2 on it
         plot.run(argparse.Namespace(run=tmp_path, output=None))
     assert not (tmp_path / "plot.png").exists()
 
 
 def test_missing_column_is_named(tmp_path):
     (tmp_path / "metrics.csv").write_text("step,loss\n1,2.0\n")
-    with pytest.raises(plot.MetricsError, match="perplexity"):
+    with pytest.raises(PretrainError, match="perplexity"):
         plot.columns_to_plot(tmp_path)
 
 
