@@ -1,6 +1,10 @@
 """Pipeline faults: SIGKILL at points spread over a `pipeline run` (every stage: read, filter, dedup, tokenizer,
 shards, manifest), disk full while writing outputs, inputs changed between a run and its rerun.
 
+The kill points are counted, not timed: tests/pipeline_faults/sitecustomize.py counts the command's atomic writes
+and SIGKILLs it inside the first, the last and three between (bytes in the temporary file, not yet renamed), so
+every machine, loaded or not, kills the same runs at the same points.
+
 What must hold: a rerun of the same command after any kill completes and its outputs are byte-identical to an
 uninterrupted run (stats.json up to its timings); a disk-full failure names the file and leaves nothing a rerun
 would take as complete; a rerun over changed inputs is refused instead of mixing old and new outputs.
@@ -17,7 +21,6 @@ import random
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +29,8 @@ from conftest import ROOT, synthetic_docs
 pytestmark = pytest.mark.slow
 
 PIPELINE = str(ROOT / ".venv" / "bin" / "pipeline")
-KILL_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
+FAULTS = ROOT / "tests" / "pipeline_faults"  # its sitecustomize.py counts atomic writes and kills at the N-th
+KILL_POINTS = 5
 
 
 def write_corpus(folder: Path, n_docs: int = 1400, seed: int = 5) -> Path:
@@ -97,34 +101,58 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, bytes], float, Path]:
-    """Outputs of an uninterrupted run, its wall time (the kill delays are fractions of it) and its folder."""
+def reference(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, bytes], Path]:
+    """Outputs of an uninterrupted `pipeline dedup` and its folder."""
     out = tmp_path_factory.mktemp("fault_dedup_reference") / "out"
-    start = time.monotonic()
     proc = run_dedup(corpus, out)
     assert proc.returncode == 0, proc.stderr
-    return outputs(out), time.monotonic() - start, out
+    return outputs(out), out
+
+
+def fault_env(**variables: str) -> dict[str, str]:
+    """This environment with tests/pipeline_faults first on PYTHONPATH and the given PIPELINE_* variables."""
+    path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **variables}
+
+
+def counted_run(command: list[str], out: Path, **run_kwargs) -> tuple[dict[str, bytes], int]:
+    """An uninterrupted run: its outputs and how many atomic writes its process made."""
+    count_file = out.parent / f"{out.name}.writes"
+    env = fault_env(PIPELINE_COUNT_WRITES=str(count_file))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, **run_kwargs)
+    assert done.returncode == 0, done.stderr
+    return outputs(out), int(count_file.read_text())
+
+
+def kill_points(writes: int) -> list[int]:
+    """KILL_POINTS write numbers spread from the first atomic write to the last (the manifest or stats)."""
+    return sorted({max(1, round(writes * k / (KILL_POINTS - 1))) for k in range(KILL_POINTS)})
+
+
+def assert_rerun_after_kills_matches(
+    command: list[str], want: dict[str, bytes], writes: int, prepare, **run_kwargs
+) -> None:
+    """For each kill point: a run SIGKILLed in that atomic write, then a plain rerun, gives `want` exactly."""
+    for point in kill_points(writes):
+        out = prepare(point)
+        env = fault_env(PIPELINE_KILL_AT_WRITE=str(point))
+        killed = subprocess.run(command(out), capture_output=True, text=True, timeout=300, env=env, **run_kwargs)
+        assert killed.returncode == -signal.SIGKILL, f"write {point} of {writes}: not killed: {killed.stderr[-2000:]}"
+        rerun = subprocess.run(command(out), capture_output=True, text=True, timeout=300, **run_kwargs)
+        assert rerun.returncode == 0, f"killed in write {point} of {writes}: {rerun.stderr}"
+        got = outputs(out)
+        differ = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+        assert not differ, f"killed in write {point} of {writes}: the rerun's outputs differ in {differ}"
+        assert not list(out.rglob("*.tmp")), f"killed in write {point} of {writes}: a temporary file survived"
 
 
 def test_rerun_after_sigkill_at_any_point_matches_an_uninterrupted_run(corpus: Path, tmp_path: Path) -> None:
-    start = time.monotonic()
-    clean = subprocess.run(run_command(corpus, tmp_path / "clean"), capture_output=True, text=True, timeout=300)
-    wall = time.monotonic() - start
-    assert clean.returncode == 0, clean.stderr
-    want = outputs(tmp_path / "clean")
+    want, writes = counted_run(run_command(corpus, tmp_path / "clean"), tmp_path / "clean")
     assert {"dedup/clusters.jsonl", "manifest.json", "tokenizer/spm.model"} <= set(want)
-    killed_before_done = 0
-    for fraction in KILL_FRACTIONS:
-        out = tmp_path / f"kill_{fraction}"
-        proc = subprocess.Popen(run_command(corpus, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(wall * fraction)
-        proc.send_signal(signal.SIGKILL)
-        killed_before_done += proc.wait() == -signal.SIGKILL
-        rerun = subprocess.run(run_command(corpus, out), capture_output=True, text=True, timeout=300)
-        assert rerun.returncode == 0, f"kill at {fraction:.0%}: {rerun.stderr}"
-        assert outputs(out) == want, f"kill at {fraction:.0%} of the run: rerun output differs"
-        assert not list(out.rglob("*.tmp")), f"kill at {fraction:.0%}: a temporary file survived the rerun"
-    assert killed_before_done >= 3, "most kills must land before the run finished, or the test proves nothing"
+    assert writes >= 2 * KILL_POINTS, f"only {writes} atomic writes: the kill points would not spread over the run"
+    assert_rerun_after_kills_matches(
+        lambda out: run_command(corpus, out), want, writes, prepare=lambda point: tmp_path / f"kill_{point}"
+    )
 
 
 def test_second_run_skips_a_complete_stage(corpus: Path, tmp_path: Path) -> None:
@@ -164,7 +192,7 @@ def mount_tmpfs(path: Path, size: str) -> bool:
 
 
 def test_disk_full_names_the_file_and_leaves_nothing_taken_as_complete(
-    corpus: Path, reference: tuple[dict[str, bytes], float, Path], tmp_path: Path
+    corpus: Path, reference: tuple[dict[str, bytes], Path], tmp_path: Path
 ) -> None:
     disk = tmp_path / "disk"
     if os.geteuid() != 0 or not mount_tmpfs(disk, "300k"):
@@ -197,47 +225,39 @@ def tokenize_command(out: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tokenized(reference: tuple[dict[str, bytes], float, Path], tmp_path_factory: pytest.TempPathFactory):
-    """The tokenize stage run once, uninterrupted, on a copy of the dedup reference: (outputs, wall time)."""
+def tokenized(reference: tuple[dict[str, bytes], Path], tmp_path_factory: pytest.TempPathFactory):
+    """The tokenize stage run once, uninterrupted, on a copy of the dedup reference: (outputs, atomic writes)."""
     straight = tmp_path_factory.mktemp("fault_tokenize_reference") / "out"
-    shutil.copytree(reference[2], straight)
-    start = time.monotonic()
-    done = subprocess.run(tokenize_command(straight), cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return outputs(straight), time.monotonic() - start
+    shutil.copytree(reference[1], straight)
+    return counted_run(tokenize_command(straight), straight, cwd=ROOT)
 
 
 def test_tokenize_stage_rerun_after_sigkill_matches_an_uninterrupted_run(
-    reference: tuple[dict[str, bytes], float, Path], tokenized: tuple[dict[str, bytes], float], tmp_path: Path
+    reference: tuple[dict[str, bytes], Path], tokenized: tuple[dict[str, bytes], int], tmp_path: Path
 ) -> None:
     """Tokenizer training, shard writing and the manifest: killed at five points, rerun, byte-identical."""
-    want, wall = tokenized
+    want, writes = tokenized
     assert "manifest.json" in want and sum(name.startswith("shards/") for name in want) >= 2
-    killed_before_done = 0
-    for fraction in KILL_FRACTIONS:
-        out = tmp_path / f"kill_{fraction}"
-        shutil.copytree(reference[2], out)
-        proc = subprocess.Popen(tokenize_command(out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(wall * fraction)
-        proc.send_signal(signal.SIGKILL)
-        killed_before_done += proc.wait() == -signal.SIGKILL
-        rerun = subprocess.run(tokenize_command(out), cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert rerun.returncode == 0, f"kill at {fraction:.0%}: {rerun.stderr}"
-        assert outputs(out) == want, f"kill at {fraction:.0%} of the run: rerun output differs"
-    assert killed_before_done >= 3, "most kills must land before the run finished, or the test proves nothing"
+
+    def fresh_copy(point: int) -> Path:
+        out = tmp_path / f"kill_{point}"
+        shutil.copytree(reference[1], out)
+        return out
+
+    assert_rerun_after_kills_matches(tokenize_command, want, writes, prepare=fresh_copy, cwd=ROOT)
 
 
 def test_tokenize_disk_full_names_the_shard_and_a_rerun_with_space_matches(
-    reference: tuple[dict[str, bytes], float, Path], tokenized: tuple[dict[str, bytes], float], tmp_path: Path
+    reference: tuple[dict[str, bytes], Path], tokenized: tuple[dict[str, bytes], int], tmp_path: Path
 ) -> None:
     """Room for the dedup outputs and the tokenizer, not for all the shards."""
-    pages = sum(-(-f.stat().st_size // 4096) * 4 for f in reference[2].rglob("*") if f.is_file())
+    pages = sum(-(-f.stat().st_size // 4096) * 4 for f in reference[1].rglob("*") if f.is_file())
     disk = tmp_path / "disk"
     if os.geteuid() != 0 or not mount_tmpfs(disk, f"{pages + 300}k"):
         pytest.skip("needs root to mount a size-limited tmpfs")
     try:
         out = disk / "out"
-        shutil.copytree(reference[2], out)
+        shutil.copytree(reference[1], out)
         proc = subprocess.run(tokenize_command(out), cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode != 0
         assert "No space left on device" in proc.stderr and f"{out}/shards/" in proc.stderr, proc.stderr[-2000:]

@@ -135,7 +135,7 @@ def first_batches(data: Path, split: str) -> list[tuple[torch.Tensor, torch.Tens
 def metric(run_dir: Path, step: int, name: str) -> float:
     from pretrain.metrics import read_metrics
 
-    values = [float(r[name]) for r in read_metrics(run_dir) if int(r["step"]) == step and r[name]]
+    values = [r[name] for r in read_metrics(run_dir) if r["step"] == step and name in r]
     assert values, f"no {name} at step {step} in {run_dir / 'metrics.csv'}"
     return values[-1]
 

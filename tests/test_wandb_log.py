@@ -64,6 +64,11 @@ def test_wandb_enabled_without_the_package_is_a_config_error(monkeypatch: pytest
     assert load_config("debug", None, ["log.wandb=false"]).log.wandb is False  # off by default and when off
 
 
+def nine_digits(values: dict[int, float]) -> dict[int, str]:
+    """The values as metrics.csv writes them (9 significant digits), to compare with W&B's full floats."""
+    return {key: f"{value:.9g}" for key, value in values.items()}
+
+
 def test_offline_run_holds_the_csv_losses_under_the_run_name(tmp_path: Path, tiny_dataset: Path) -> None:
     run = tmp_path / "my-run"
     wandb_home = {f"WANDB_{name}_DIR": str(tmp_path / name.lower()) for name in ("CONFIG", "CACHE", "DATA")}
@@ -76,11 +81,11 @@ def test_offline_run_holds_the_csv_losses_under_the_run_name(tmp_path: Path, tin
     assert len(run_files) == 1, f"one W&B run (rank 0's) expected, found {run_files}"
     records = wandb_records(run_files[0])
     rows = history(records)
-    csv_losses = {int(r["step"]): r["loss"] for r in read_metrics(run) if r["loss"] and not r["val_loss"]}
+    csv_losses = {int(r["step"]): r["loss"] for r in read_metrics(run) if "loss" in r and "val_loss" not in r}
     assert sorted(csv_losses) == [1, 2, 3, 4]
-    assert {step: f"{rows[step]['Train/loss']:.9g}" for step in csv_losses} == csv_losses
-    val_rows = [r for r in read_metrics(run) if r["val_loss"]]
-    assert f"{rows[4]['Train/val_loss']:.9g}" == val_rows[-1]["val_loss"]  # the final eval joins step 4's row
+    assert nine_digits({step: rows[step]["Train/loss"] for step in csv_losses}) == nine_digits(csv_losses)
+    val_rows = [r for r in read_metrics(run) if "val_loss" in r]
+    assert f"{rows[4]['Train/val_loss']:.9g}" == f"{val_rows[-1]['val_loss']:.9g}"  # the last eval joins step 4
 
     (started,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert (started.display_name, started.run_group, started.project) == ("my-run", "tests", "launch-tests")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -25,10 +27,18 @@ def test_worker_count_from_setting_cores_and_ranks_on_the_node(setting, usable, 
 
 
 def test_ranks_on_the_node_come_from_the_launcher(monkeypatch):
-    for name in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE"):
-        monkeypatch.delenv(name, raising=False)
+    """Two Open MPI ranks on one node share its cores (data_pipeline/launcher_env.py reads the launcher)."""
+    launcher_vars = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS")
+    for name in list(os.environ):
+        if name in launcher_vars or name.startswith(("OMPI_", "PMI_", "PMIX_", "SLURM_")):
+            monkeypatch.delenv(name)
     assert workers_for_rank(0, usable_cores=8, node_cores=8) == 8
-    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")
+    for name, value in {
+        "OMPI_COMM_WORLD_RANK": "1",
+        "OMPI_COMM_WORLD_SIZE": "2",
+        "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
     assert workers_for_rank(0, usable_cores=8, node_cores=8) == 4
 
 

@@ -7,6 +7,9 @@ with EFBIG instead of killing the process) from the start of the dedup stage's s
 its own files): a disk that refuses one rank's writes.
 PIPELINE_SCAN_DELAY_S=S makes every scanned batch take S seconds longer (every rank): a kill lands mid-scan on
 any machine.
+PIPELINE_COUNT_WRITES=FILE counts the atomic writes (data_pipeline.files.atomic_write) of the command's own
+process into FILE; PIPELINE_KILL_AT_WRITE=N SIGKILLs that process in its N-th one, after the bytes are in the
+temporary file and before the rename: kill points spread over a run by what it has done, not by the clock.
 """
 
 import importlib
@@ -56,3 +59,30 @@ if os.environ.get("PIPELINE_SCAN_DELAY_S"):
         return _scan_batch(texts)
 
     steps.scan_batch = _slow_scan_batch
+
+if os.environ.get("PIPELINE_COUNT_WRITES") or os.environ.get("PIPELINE_KILL_AT_WRITE"):
+    import contextlib
+
+    from data_pipeline import files
+
+    _main_pid = os.getpid()  # pool workers (forked later) neither count nor die: only the command's process
+    _count_file = os.environ.get("PIPELINE_COUNT_WRITES")
+    _kill_at = int(os.environ.get("PIPELINE_KILL_AT_WRITE", "0"))
+    _writes = 0
+    _atomic_write = files.atomic_write
+
+    @contextlib.contextmanager
+    def _counted_atomic_write(path, mode="w"):
+        global _writes
+        with _atomic_write(path, mode) as f:
+            yield f
+            if os.getpid() == _main_pid:
+                _writes += 1
+                if _count_file:
+                    with open(_count_file, "w") as out:
+                        out.write(str(_writes))
+                if _writes == _kill_at:
+                    f.flush()
+                    os.kill(_main_pid, signal.SIGKILL)
+
+    files.atomic_write = _counted_atomic_write
