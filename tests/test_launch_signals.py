@@ -87,7 +87,8 @@ def test_kill_of_the_deepspeed_launcher_checkpoints_and_ends_both_ranks(tmp_path
         text=True,
     )
     try:
-        wait_for(lambda: logged_steps(run) >= 2, 300, "two logged steps")
+        wait_for(lambda: logged_steps(run) >= 2 or job.poll() is not None, 300, "two logged steps")
+        assert job.poll() is None, f"the job ended before two logged steps:\n{log_tails(run)}"
         ranks = rank_processes(job.pid)
         assert sorted(r for r in ranks if r >= 0) == [0, 1]
         holder = json.loads((run / "LOCK").read_text())
@@ -123,6 +124,14 @@ def test_kill_of_the_deepspeed_launcher_checkpoints_and_ends_both_ranks(tmp_path
     assert (run / "checkpoints" / f"step{last:08d}" / "COMPLETE").is_file()
     assert f"Process {ranks[0].pid} exits successfully" in out and f"Process {ranks[1].pid} exits successfully" in out
     assert not (run / "LOCK").exists()
+
+
+def log_tails(run: Path, lines: int = 15) -> str:
+    """The last lines of every log under RUN/logs (the ranks' own logs hold a rank's traceback)."""
+    tails = [
+        f"== {log.name}\n" + "\n".join(log.read_text().splitlines()[-lines:]) for log in sorted(run.glob("logs/*.log"))
+    ]
+    return "\n".join(tails)
 
 
 def _is_deepspeed_runner(proc: psutil.Process) -> bool:
