@@ -107,3 +107,12 @@ def kill_rank(launcher: subprocess.Popen, rank: int, sig: int = signal.SIGKILL) 
 
 def output(run: Path) -> str:
     return (run.parent / f"{run.name}.log").read_text(errors="replace")
+
+
+PIPELINE_FAULTS = ROOT / "tests" / "pipeline_faults"  # its sitecustomize.py injects the pipeline's faults
+
+
+def pipeline_fault_env(**variables: str) -> dict[str, str]:
+    """This environment with tests/pipeline_faults first on PYTHONPATH and the given PIPELINE_* variables."""
+    path = os.pathsep.join(p for p in (str(PIPELINE_FAULTS), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **variables}

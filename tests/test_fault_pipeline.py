@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, synthetic_docs
+from fault_support import pipeline_fault_env
 
 pytestmark = pytest.mark.slow
 
 PIPELINE = str(ROOT / ".venv" / "bin" / "pipeline")
-FAULTS = ROOT / "tests" / "pipeline_faults"  # its sitecustomize.py counts atomic writes and kills at the N-th
 KILL_POINTS = 5
 
 
@@ -109,16 +109,10 @@ def reference(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[d
     return outputs(out), out
 
 
-def fault_env(**variables: str) -> dict[str, str]:
-    """This environment with tests/pipeline_faults first on PYTHONPATH and the given PIPELINE_* variables."""
-    path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, **variables}
-
-
 def counted_run(command: list[str], out: Path, **run_kwargs) -> tuple[dict[str, bytes], int]:
     """An uninterrupted run: its outputs and how many atomic writes its process made."""
     count_file = out.parent / f"{out.name}.writes"
-    env = fault_env(PIPELINE_COUNT_WRITES=str(count_file))
+    env = pipeline_fault_env(PIPELINE_COUNT_WRITES=str(count_file))
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, **run_kwargs)
     assert done.returncode == 0, done.stderr
     return outputs(out), int(count_file.read_text())
@@ -135,7 +129,7 @@ def assert_rerun_after_kills_matches(
     """For each kill point: a run SIGKILLed in that atomic write, then a plain rerun, gives `want` exactly."""
     for point in kill_points(writes):
         out = prepare(point)
-        env = fault_env(PIPELINE_KILL_AT_WRITE=str(point))
+        env = pipeline_fault_env(PIPELINE_KILL_AT_WRITE=str(point))
         killed = subprocess.run(command(out), capture_output=True, text=True, timeout=300, env=env, **run_kwargs)
         assert killed.returncode == -signal.SIGKILL, f"write {point} of {writes}: not killed: {killed.stderr[-2000:]}"
         rerun = subprocess.run(command(out), capture_output=True, text=True, timeout=300, **run_kwargs)

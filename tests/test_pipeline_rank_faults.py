@@ -17,12 +17,12 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import ROOT, synthetic_docs
+from fault_support import pipeline_fault_env
 
 pytestmark = pytest.mark.slow
 
 PIPELINE = str(ROOT / ".venv" / "bin" / "pipeline")
 MPIEXEC = str(ROOT / ".venv" / "bin" / "mpiexec")
-FAULTS = ROOT / "tests" / "pipeline_faults"
 SMALL = ["--set", "workers=1", "--set", "dedup.num_perm=16", "--set", "filters.enabled=false"]
 
 
@@ -43,11 +43,6 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("rank_faults") / "corpus", files=2, docs_per_file=40)
 
 
-def faulty_env(**extra: str) -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **extra}
-
-
 PHASES = {
     "scan (read, filters, MinHash)": {"PIPELINE_FAULT": "data_pipeline.steps:scan_batch"},
     "exact dedup": {"PIPELINE_FAULT": "data_pipeline.dedup.exact:find_exact_duplicates"},
@@ -63,7 +58,7 @@ def test_a_fault_on_one_rank_ends_the_job_with_that_ranks_error(phase: str, corp
     out = tmp_path / "out"
     cmd = [MPIEXEC, "-n", "2", PIPELINE, "dedup", "--input", str(corpus), "--output", str(out), "--quiet", *SMALL]
     started = time.monotonic()
-    proc = subprocess.run(cmd, env=faulty_env(**PHASES[phase]), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, env=pipeline_fault_env(**PHASES[phase]), capture_output=True, text=True, timeout=120)
     assert time.monotonic() - started < 60, f"{phase}: the job took more than 60 s to end"
     assert proc.returncode != 0
     target = PHASES[phase]["PIPELINE_FAULT"]
@@ -78,7 +73,7 @@ def test_a_file_size_limit_on_one_rank_ends_the_job_naming_the_file(corpus: Path
     cmd = [MPIEXEC, "-n", "2", PIPELINE, "dedup", "--input", str(corpus), "--output", str(out), "--quiet", *SMALL]
     started = time.monotonic()
     proc = subprocess.run(
-        cmd, env=faulty_env(PIPELINE_FSIZE_LIMIT="20000"), capture_output=True, text=True, timeout=120
+        cmd, env=pipeline_fault_env(PIPELINE_FSIZE_LIMIT="20000"), capture_output=True, text=True, timeout=120
     )
     assert time.monotonic() - started < 60
     assert proc.returncode != 0
@@ -93,7 +88,7 @@ def test_a_fault_in_the_tokenize_stage_ends_the_job(corpus: Path, tmp_path: Path
     out = tmp_path / "out"
     cmd = [MPIEXEC, "-n", "2", PIPELINE, "run", "--input", str(corpus), "--output", str(out), "--quiet", *SMALL,
            "--set", "tokenizer.vocab_size=500"]  # fmt: skip
-    env = faulty_env(PIPELINE_FAULT="data_pipeline.tokenize_stage:encode_batch")
+    env = pipeline_fault_env(PIPELINE_FAULT="data_pipeline.tokenize_stage:encode_batch")
     started = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert time.monotonic() - started < 60
@@ -112,7 +107,9 @@ def big_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_signal_during_the_scan_leaves_no_worker_behind(sig: int, big_corpus: Path, tmp_path: Path) -> None:
     """Ctrl-C (SIGINT to the process group) and SIGTERM exit 130/143 at once; after SIGKILL the workers die too."""
     cmd = [PIPELINE, "dedup", "--input", str(big_corpus), "--output", str(tmp_path / "out"), "--set", "workers=2"]
-    slow = faulty_env(PIPELINE_SCAN_DELAY_S="1")  # 6 batches of >= 1 s on 2 workers: still scanning when signalled
+    slow = pipeline_fault_env(
+        PIPELINE_SCAN_DELAY_S="1"
+    )  # 6 batches of >= 1 s on 2 workers: still scanning when signalled
     proc = subprocess.Popen(
         cmd, env=slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -146,7 +143,9 @@ def test_a_run_killed_during_the_scan_redoes_only_unfinished_tasks(tmp_path: Pat
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     command = [PIPELINE, "dedup", "--input", str(data), *SMALL]
     assert subprocess.run([*command, "--output", str(clean)], capture_output=True, timeout=300).returncode == 0
-    slow = faulty_env(PIPELINE_SCAN_DELAY_S="0.3")  # each task (one batch) takes >= 0.3 s: the kill lands mid-scan
+    slow = pipeline_fault_env(
+        PIPELINE_SCAN_DELAY_S="0.3"
+    )  # each task (one batch) takes >= 0.3 s: the kill lands mid-scan
     proc = subprocess.Popen(
         [*command, "--output", str(killed)], env=slow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -181,7 +180,11 @@ def test_ctrl_c_under_mpiexec_ends_every_rank_and_worker(big_corpus: Path, tmp_p
     cmd = [MPIEXEC, "-n", "2", PIPELINE, "dedup", "--input", str(big_corpus), "--output", str(tmp_path / "out"),
            "--quiet", "--set", "workers=2"]  # fmt: skip
     proc = subprocess.Popen(
-        cmd, env=faulty_env(PIPELINE_SCAN_DELAY_S="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd,
+        env=pipeline_fault_env(PIPELINE_SCAN_DELAY_S="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     launcher = psutil.Process(proc.pid)
     deadline = time.monotonic() + 120
