@@ -11,7 +11,7 @@ setup(
     version="0.1.0",
     description="Corpus pipeline (filter, MinHash-LSH dedup, SentencePiece, Arrow shards) and DeepSpeed ZeRO-3 GPT pretraining",
     python_requires=">=3.10",
-    packages=find_packages(include=["pretrain", "pretrain.*", "data_pipeline", "data_pipeline.*"]),
+    packages=find_packages(include=["pretrain", "pretrain.*", "data_pipeline", "data_pipeline.*", "infra", "infra.*"]),
     package_data={"pretrain": ["configs/*.yaml", "interop/lm_eval_tasks/*.yaml", "interop/lm_eval_tasks/*.py"]},
     install_requires=[
         "torch",

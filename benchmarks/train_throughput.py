@@ -329,7 +329,7 @@ def reference_step(model: torch.nn.Module, cfg, device: torch.device) -> Callabl
 
 def start_single_process_group() -> None:
     """World size 1 for DeepSpeed (gloo on CPU, nccl on CUDA) unless a launcher started this process."""
-    from data_pipeline import launcher_env
+    from infra import launcher_env
 
     if launcher_env.launcher() == launcher_env.NONE:
         with socket.socket() as s:
@@ -461,7 +461,7 @@ def run_side(argv: list[str], result: Measurement, timeout_s: float | None, json
 def write_json(result: Measurement, path: Path | None) -> None:
     if path is None:
         return
-    from data_pipeline.files import write_text
+    from infra.files import write_text
 
     write_text(path, json.dumps(asdict(result), indent=1, default=str) + "\n")
 

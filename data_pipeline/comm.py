@@ -17,9 +17,9 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from data_pipeline import launcher_env
 from data_pipeline.errors import RankFailed
 from data_pipeline.executor import mark_every_rank
+from infra import launcher_env
 
 T = TypeVar("T")
 

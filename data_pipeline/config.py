@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from data_pipeline.config_schema import ConfigSchema, field_types, suggest
 from data_pipeline.errors import PipelineError
+from infra.config_schema import ConfigSchema, field_types, suggest
 
 
 class RecipeError(PipelineError):

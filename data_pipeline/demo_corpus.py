@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from data_pipeline.errors import PipelineError
-from data_pipeline.files import atomic_write, write_text
+from infra.files import atomic_write, write_text
 
 MIN_DOC_CHARS = 200
 # GUI toolkits, easter eggs that open browsers or print, the test suite and modules that start interpreters.

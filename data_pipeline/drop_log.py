@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from data_pipeline.files import atomic_write
+from infra.files import atomic_write
 
 DROPPED_DIR = "dropped"
 EXAMPLES_PER_RULE = 3

@@ -1,7 +1,9 @@
 """The pipeline's user-facing error: the CLI prints its message as one line on stderr and exits non-zero."""
 
+from infra.errors import UserError
 
-class PipelineError(RuntimeError):
+
+class PipelineError(UserError):
     """Something the user can fix (a path, a config key, a bad record under --strict); the message says what."""
 
 

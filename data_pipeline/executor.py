@@ -32,8 +32,8 @@ from multiprocessing import get_context
 from multiprocessing.pool import Pool
 from typing import Any, TypeVar
 
-from data_pipeline import launcher_env
-from data_pipeline.errors import PipelineError
+from infra import launcher_env
+from infra.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USER_ERROR, UserError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -171,11 +171,11 @@ def _mpi_world() -> Any:
 
 def exit_code(err: BaseException) -> int:
     if isinstance(err, Terminated):
-        return 143
+        return EXIT_TERMINATED
     if isinstance(err, KeyboardInterrupt):
-        return 130
-    if isinstance(err, (PipelineError, OSError)):
-        return 2
+        return EXIT_INTERRUPTED
+    if isinstance(err, (UserError, OSError)):
+        return EXIT_USER_ERROR
     return 1
 
 
@@ -192,7 +192,7 @@ def job_failed(command: str, err: BaseException) -> int:
         return code
     if isinstance(err, KeyboardInterrupt):
         print(f"pipeline {command}: {where}interrupted ({str(err) or 'SIGINT'})", file=sys.stderr, flush=True)
-    elif isinstance(err, (PipelineError, OSError)):
+    elif isinstance(err, (UserError, OSError)):
         print(f"pipeline {command}: {where}error: {err}", file=sys.stderr, flush=True)
     else:  # a bug or a resource failure (MemoryError): the traceback says where
         traceback.print_exception(err, file=sys.stderr)

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from data_pipeline.errors import PipelineError
-from data_pipeline.files import file_sha256, write_text
+from infra.files import file_sha256, write_text
 
 MARKER_DIR = ".stages"
 

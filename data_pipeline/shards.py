@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from data_pipeline.errors import PipelineError
-from data_pipeline.files import atomic_write, file_sha256, write_text
+from infra.files import atomic_write, file_sha256, write_text
 
 FORMAT = "arrow-token-shards/v1"
 MANIFEST = "manifest.json"

@@ -40,7 +40,6 @@ from data_pipeline import markers
 from data_pipeline.comm import Comm, on_root
 from data_pipeline.config import ShardsConfig, TokenizerConfig
 from data_pipeline.executor import workers_for_rank
-from data_pipeline.files import write_text
 from data_pipeline.progress import stage_progress, summary
 from data_pipeline.shards import (
     FORMAT,
@@ -63,6 +62,7 @@ from data_pipeline.tokenizer import (
     sample_documents,
     train_tokenizer,
 )
+from infra.files import write_text
 
 SHARD_DIR = "shards"
 SAMPLE_DIR = "tokenizer/sample"

@@ -36,7 +36,7 @@ import xxhash
 
 from data_pipeline.config import TokenizerConfig
 from data_pipeline.errors import PipelineError
-from data_pipeline.files import atomic_write, write_bytes
+from infra.files import atomic_write, write_bytes
 
 TOKENIZER_DIR = "tokenizer"
 MODEL_FILE = "spm.model"

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from data_pipeline.files import write_text
+from infra.files import write_text
 from pretrain import ckpt_integrity
 from pretrain.errors import PretrainError
 

@@ -20,7 +20,7 @@ import os
 import warnings
 from pathlib import Path
 
-from data_pipeline.files import file_sha256, temp_path, write_text
+from infra.files import file_sha256, temp_path, write_text
 from pretrain.errors import PretrainError
 
 CHECKSUM_FILE = "MANIFEST.sha256.json"

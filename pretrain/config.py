@@ -2,7 +2,7 @@
 
 Every error names the field and says what to do, so a typo in a YAML file or a `--set` override is caught
 before a single GPU-hour is spent. Reading, key checks and type conversion are the pipeline's too
-(`data_pipeline.config_schema`); what is here is what only a training run knows: its fields, their ranges,
+(`infra.config_schema`); what is here is what only a training run knows: its fields, their ranges,
 the batch arithmetic and the preset layering.
 """
 
@@ -17,7 +17,7 @@ from typing import Literal
 
 import yaml
 
-from data_pipeline.config_schema import ConfigSchema
+from infra.config_schema import ConfigSchema
 from pretrain.errors import ConfigError
 from pretrain.presets import preset_dict
 

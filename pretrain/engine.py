@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from data_pipeline import launcher_env
+from infra import launcher_env
 from pretrain.errors import ConfigError
 
 DS_CONFIG_DIR = Path(__file__).resolve().parent.parent / "ds_configs"

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 
-from data_pipeline.config_schema import suggest
+from infra.config_schema import suggest
 from pretrain.errors import ConfigError
 
 TOKENS_2M = 2**21  # 2,097,152 tokens: 1024 sequences of 2048

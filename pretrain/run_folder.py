@@ -43,8 +43,8 @@ from typing import Any
 
 import yaml
 
-from data_pipeline import launcher_env
-from data_pipeline.files import write_text
+from infra import launcher_env
+from infra.files import write_text
 from pretrain import checkpoint
 from pretrain.errors import EXIT_LOCKED, PretrainError
 

@@ -25,7 +25,7 @@ import signal
 import time
 from types import FrameType
 
-from pretrain.errors import EXIT_INTERRUPTED
+from infra.errors import EXIT_INTERRUPTED
 
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 SAME_PRESS_S = 2.0

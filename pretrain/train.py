@@ -36,9 +36,10 @@ from typing import Any
 import torch
 import yaml
 
-from data_pipeline import launcher_env
+from infra import launcher_env
+from infra.errors import EXIT_USER_ERROR, UserError, one_line
 from pretrain import checkpoint, metrics, run_folder, signals, spikes, watchdog
-from pretrain.errors import EXIT_BAD_STEPS, EXIT_LOCKED, EXIT_USER_ERROR, USER_ERRORS, one_line
+from pretrain.errors import EXIT_BAD_STEPS, EXIT_LOCKED
 from pretrain.signals import LauncherWatch, PreemptionFlag, any_rank_requested
 
 GPU_DS_CONFIGS = ("zero3_bf16.json", "zero3_offload.json")
@@ -454,7 +455,7 @@ def cli() -> None:
         print(f"pretrain.train: rank {rank}: error: {err}", file=sys.stderr)
         code = EXIT_LOCKED
     except Exception as err:
-        if not isinstance(err, USER_ERRORS):
+        if not isinstance(err, UserError):
             # a normal interpreter exit from here on: atexit gives the watchdog's last heartbeat, so the rank that
             # stopped first stays the oldest one (launch/restart.sh names it)
             if any(marker in str(err) for marker in PEER_LOST):  # a consequence: the failed rank reports the cause

@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
-from data_pipeline import launcher_env
+from infra import launcher_env
 from pretrain.errors import EXIT_COLLECTIVE_TIMEOUT
 
 COLLECTIVE_PATHS = ("torch/distributed/", "deepspeed/comm/", "deepspeed/runtime/zero/")

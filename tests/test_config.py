@@ -140,7 +140,7 @@ def test_yaml_boolean_off_means_the_literal_off():
         load_config("debug", overrides=["train.activation_checkpointing=true"])
 
 
-# The one config mechanism (data_pipeline/config_schema.py): both halves read and check values alike.
+# The one config mechanism (infra/config_schema.py): both halves read and check values alike.
 
 
 def _recipe_value(key: str, text: str):

@@ -25,8 +25,9 @@ from conftest import PYTHON, ROOT
 import data_pipeline
 import pretrain
 from data_pipeline.errors import PipelineError
+from infra.errors import EXIT_USER_ERROR
 from pretrain import cli
-from pretrain.errors import EXIT_USER_ERROR, PretrainError
+from pretrain.errors import PretrainError
 
 BIN = Path(sys.executable).parent
 PRETRAIN = shutil.which("pretrain", path=str(BIN)) or shutil.which("pretrain")

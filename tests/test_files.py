@@ -1,4 +1,4 @@
-"""data_pipeline/files.py: the one atomic write leaves the whole new file or the untouched old one, nothing else."""
+"""infra/files.py: the one atomic write leaves the whole new file or the untouched old one, nothing else."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from data_pipeline import files
+from infra import files
 
 
 class Interrupted(Exception):

@@ -1,4 +1,4 @@
-"""data_pipeline/launcher_env.py against the environments each launcher really sets.
+"""infra/launcher_env.py against the environments each launcher really sets.
 
 The SLURM and Hydra tables are what a job printed on the test SLURM cluster (tests/slurm_cluster.py, slurm 23
 with the mpich wheel): the batch script's own shell, `srun` (with and without --mpi=pmi2), and mpiexec inside the
@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from data_pipeline import comm, launcher_env
+from data_pipeline import comm
+from infra import launcher_env
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -135,7 +136,7 @@ def test_launch_attempt_names_the_slurm_job_or_the_restart_loop() -> None:
 
 
 ANSWERS = (
-    "import json; from data_pipeline import launcher_env as e; "
+    "import json; from infra import launcher_env as e; "
     "print(json.dumps([e.launcher(), e.global_rank(), e.world_size(), e.local_rank(), e.local_size()]))"
 )
 

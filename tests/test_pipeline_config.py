@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from data_pipeline.config import PipelineConfig, RecipeError, load_recipe, save_recipe
-from data_pipeline.config_schema import ConfigSchema
+from infra.config_schema import ConfigSchema
 
 
 def test_defaults_match_the_contract() -> None:

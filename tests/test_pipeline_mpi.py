@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_pipeline.files import temp_path
 from data_pipeline.shards import TokenStream, read_manifest
+from infra.files import temp_path
 
 REPO = Path(__file__).resolve().parents[1]
 MPIEXEC = REPO / ".venv" / "bin" / "mpiexec"

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra.errors import EXIT_INTERRUPTED
 from pretrain import run_folder
 from pretrain.config import load_config
-from pretrain.errors import EXIT_INTERRUPTED
 from pretrain.run_folder import RunFolderError, RunLocked
 
 TOKENIZER = {"path": "tokenizer/spm.model", "sha256": "a" * 64, "vocab_size": 256}

@@ -27,7 +27,7 @@ def test_worker_count_from_setting_cores_and_ranks_on_the_node(setting, usable, 
 
 
 def test_ranks_on_the_node_come_from_the_launcher(monkeypatch):
-    """Two Open MPI ranks on one node share its cores (data_pipeline/launcher_env.py reads the launcher)."""
+    """Two Open MPI ranks on one node share its cores (infra/launcher_env.py reads the launcher)."""
     launcher_vars = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS")
     for name in list(os.environ):
         if name in launcher_vars or name.startswith(("OMPI_", "PMI_", "PMIX_", "SLURM_")):

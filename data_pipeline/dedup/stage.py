@@ -54,12 +54,12 @@ from data_pipeline.dedup import lsh
 from data_pipeline.documents import Document, Reject
 from data_pipeline.errors import PipelineError
 from data_pipeline.executor import mark_every_rank, ordered_map, peak_rss_bytes, worker_pool, workers_for_rank
-from data_pipeline.files import atomic_write, file_sha256, temp_path
 from data_pipeline.ledger import Ledger
 from data_pipeline.progress import stage_progress, summary
 from data_pipeline.readers import ReadPosition, resolve_inputs, text_field_error
 from data_pipeline.steps import init_steps, scan_batch
 from data_pipeline.tasks import Task, assign_tasks, count_range_lines, file_sizes, plan_tasks, read_task
+from infra.files import atomic_write, file_sha256, temp_path
 
 STAGE = "dedup"
 STATS = "stats.json"
@@ -106,7 +106,7 @@ def _write_error(path: Path, err: OSError) -> PipelineError:
 
 
 class HashedFile:
-    """A file written with `atomic_write` (data_pipeline/files.py) and hashed while written.
+    """A file written with `atomic_write` (infra/files.py) and hashed while written.
 
     A killed run never leaves a half file under the real name; a write error (disk full, quota, file-size
     limit) names the file, and the temporary one is removed.

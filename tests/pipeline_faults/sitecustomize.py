@@ -7,7 +7,7 @@ with EFBIG instead of killing the process) from the start of the dedup stage's s
 its own files): a disk that refuses one rank's writes.
 PIPELINE_SCAN_DELAY_S=S makes every scanned batch take S seconds longer (every rank): a kill lands mid-scan on
 any machine.
-PIPELINE_COUNT_WRITES=FILE counts the atomic writes (data_pipeline.files.atomic_write) of the command's own
+PIPELINE_COUNT_WRITES=FILE counts the atomic writes (infra.files.atomic_write) of the command's own
 process into FILE; PIPELINE_KILL_AT_WRITE=N SIGKILLs that process in its N-th one, after the bytes are in the
 temporary file and before the rename: kill points spread over a run by what it has done, not by the clock.
 """
@@ -63,7 +63,7 @@ if os.environ.get("PIPELINE_SCAN_DELAY_S"):
 if os.environ.get("PIPELINE_COUNT_WRITES") or os.environ.get("PIPELINE_KILL_AT_WRITE"):
     import contextlib
 
-    from data_pipeline import files
+    from infra import files
 
     _main_pid = os.getpid()  # pool workers (forked later) neither count nor die: only the command's process
     _count_file = os.environ.get("PIPELINE_COUNT_WRITES")

@@ -28,7 +28,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from data_pipeline.errors import PipelineError
+from infra.errors import UserError
 
 BOOL_TAG = "tag:yaml.org,2002:bool"
 FLOAT_TAG = "tag:yaml.org,2002:float"
@@ -73,10 +73,10 @@ def field_types(klass: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(klass)}
 
 
-class _Mismatch(PipelineError):
+class _Mismatch(UserError):
     """A value does not fit its declared type; the schema re-raises it as the package's error, naming the key.
 
-    Never escapes this module; a PipelineError only so that every exception class of the package has its base."""
+    Never escapes this module; a UserError only so that every exception class of the project has the shared base."""
 
 
 def coerce(hint: Any, value: Any) -> Any:
