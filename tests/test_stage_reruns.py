@@ -20,7 +20,13 @@ from data_pipeline.markers import StageMismatch
 from data_pipeline.stages import run as run_command
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = ["workers=1", "filters.profile=docs", "dedup.num_perm=32", "tokenizer.vocab_size=600", "shards.validation_fraction=0.1"]
+RECIPE = [
+    "workers=1",
+    "filters.profile=docs",
+    "dedup.num_perm=32",
+    "tokenizer.vocab_size=600",
+    "shards.validation_fraction=0.1",
+]
 
 
 def pipeline_run(inputs: list[Path], out: Path, *overrides: str) -> None:

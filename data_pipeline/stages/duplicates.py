@@ -117,10 +117,8 @@ def find_duplicates(job: DedupJob, plan: Plan, index: GlobalIndex) -> Removals:
         removals.removed["exact_dup"] = np.asarray(result.removed, np.int64)
         packed.append(PackedClusters("exact", result.clusters))  # flat arrays while near dedup runs
         del result
-        removed, clusters = (
-            comm.allreduce_sum(len(removals.removed["exact_dup"])),
-            comm.allreduce_sum(len(packed[-1].kept)),
-        )
+        removed = comm.allreduce_sum(len(removals.removed["exact_dup"]))
+        clusters = comm.allreduce_sum(len(packed[-1].kept))
         summary(f"exact dedup: {removed} documents removed in {clusters} clusters", job.quiet)
     if cfg.near:
         removals.lsh = lsh_params(job.recipe)
@@ -136,10 +134,8 @@ def find_duplicates(job: DedupJob, plan: Plan, index: GlobalIndex) -> Removals:
         removals.removed["near_dup"] = np.asarray(result.removed, np.int64)
         packed.append(PackedClusters("near", result.clusters))
         removals.pairs = {"candidate_pairs": int(result.candidate_pairs), "verified_pairs": int(result.verified_pairs)}
-        removed, clusters = (
-            comm.allreduce_sum(len(removals.removed["near_dup"])),
-            comm.allreduce_sum(len(packed[-1].kept)),
-        )
+        removed = comm.allreduce_sum(len(removals.removed["near_dup"]))
+        clusters = comm.allreduce_sum(len(packed[-1].kept))
         summary(f"near dedup: {removed} documents removed in {clusters} clusters", job.quiet)
     removals.clusters = [c for p in packed for c in p.unpack()]
     return removals
