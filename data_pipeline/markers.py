@@ -168,12 +168,6 @@ def outputs_intact(output_dir: str | os.PathLike, outputs: list[tuple[str, str]]
     return all((root / rel).is_file() and file_sha256(root / rel) == sha for rel, sha in outputs)
 
 
-def is_complete(output_dir: str | os.PathLike, stage: str, identity: dict) -> bool:
-    """True if `stage` finished with this identity and its outputs are intact; raises on an identity clash."""
-    marker = read_marker(output_dir, stage, identity)
-    return marker is not None and outputs_intact(output_dir, list(marker["outputs"].items()))
-
-
 def task_outputs(output_dir: str | os.PathLike, stage: str, identity: dict) -> dict[str, str] | None:
     """A task's recorded outputs when it completed with this identity and they are intact, else None (redo)."""
     try:
