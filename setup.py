@@ -37,8 +37,23 @@ setup(
     ],
     extras_require={
         "wandb": ["wandb"],  # `log.wandb`: Weights & Biases next to TensorBoard and CSV
-        # lm-eval (+ accelerate, which its hf model imports): tests/test_lm_eval.py reads an export; wandb: the offline logger test
-        "dev": ["pytest", "pytest-timeout", "ruff", "hypothesis", "lm-eval", "accelerate", "wandb"],
+        # `pipeline --input/--output s3://` (fsspec's S3 backend). An extra, not a requirement: it pins
+        # python-dateutil < 3 through botocore, and local corpora need none of it; gcsfs / adlfs for gs:// / az://
+        "s3": ["s3fs", "boto3"],
+        # lm-eval (+ accelerate, which its hf model imports): tests/test_lm_eval.py reads an export; wandb: the offline logger test;
+        # s3fs, boto3 and moto's standalone S3 server: tests/test_object_storage.py
+        "dev": [
+            "pytest",
+            "pytest-timeout",
+            "ruff",
+            "hypothesis",
+            "lm-eval",
+            "accelerate",
+            "wandb",
+            "s3fs",
+            "boto3",
+            "moto[server]",
+        ],
     },
     entry_points={
         "console_scripts": [

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import xxhash
 
+from data_pipeline import storage
 from data_pipeline.errors import PipelineError
 from infra.files import file_sha256, write_text
 
@@ -43,7 +44,7 @@ class StageMismatch(PipelineError):
 def file_digest(path: str | os.PathLike) -> str:
     """xxh3-128 of the file's bytes, read in 8 MiB blocks."""
     digest = xxhash.xxh3_128()
-    with open(path, "rb") as f:
+    with storage.open_binary(str(path)) as f:
         while block := f.read(READ_BYTES):
             digest.update(block)
     return digest.hexdigest()
@@ -51,13 +52,16 @@ def file_digest(path: str | os.PathLike) -> str:
 
 def digest_files(paths: list[str], cache: dict[str, dict]) -> dict[str, dict]:
     """{path: {"size", "xxh3", "mtime_ns", "inode"}} for these files, reading only those the cache does not hold
-    with the same size, mtime_ns and inode. Call it on a rank's own share of the inputs."""
+    with the same size, mtime_ns and inode. Call it on a rank's own share of the inputs.
+
+    An object in a bucket is never read: its ETag (the store's own content identity) stands for the digest."""
     found = {}
     for path in paths:
-        stat = os.stat(path)
-        where = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}
+        where = storage.stat(path)
         cached = cache.get(path)
-        if cached and all(cached.get(k) == v for k, v in where.items()):
+        if "etag" in where:
+            found[path] = {"size": where["size"], "xxh3": f"etag:{where['etag']}"}
+        elif cached and all(cached.get(k) == v for k, v in where.items()):
             found[path] = cached
         else:
             found[path] = {**where, "xxh3": file_digest(path)}
@@ -86,7 +90,9 @@ def save_digest_cache(output_dir: str | os.PathLike, digests: dict[str, dict]) -
 def stage_identity(stage: str, config: dict, inputs: dict[str, dict]) -> dict:
     """What a stage's outputs depend on: its name, its config and each input's size and digest (from
     digest_files; the mtime is kept only to describe a change, the inode not at all)."""
-    files = {p: {"size": d["size"], "xxh3": d["xxh3"], "mtime_ns": d["mtime_ns"]} for p, d in sorted(inputs.items())}
+    files = {
+        p: {"size": d["size"], "xxh3": d["xxh3"], "mtime_ns": d.get("mtime_ns")} for p, d in sorted(inputs.items())
+    }
     return {"stage": stage, "config": json.loads(json.dumps(config, default=str)), "inputs": files}
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from data_pipeline import storage
 from data_pipeline.config import ReadConfig
 from data_pipeline.documents import Document, Reject
 from data_pipeline.errors import PipelineError
@@ -59,6 +60,8 @@ def is_supported(path: str) -> bool:
 
 
 def _expand(pattern: str) -> list[str]:
+    if storage.is_url(pattern):
+        return [url for url in storage.expand_url(pattern) if is_supported(url)]
     if os.path.isfile(pattern):
         if not is_supported(pattern):
             raise InputError(f"{pattern}: unsupported input format; expected one of {', '.join(SUFFIXES)}")
@@ -191,7 +194,7 @@ def _raw_lines(
     """Byte lines without their newline (or OverlongLine), for plain, gzip or zstd files."""
     lower = path.lower()
     splitter = LineSplitter(max_line_bytes)
-    with open(path, "rb") as raw:
+    with storage.open_binary(path) as raw:
         if lower.endswith(".gz"):
             try:
                 stream = gzip.GzipFile(fileobj=raw, mode="rb")
@@ -294,7 +297,7 @@ def read_parquet(path: str, cfg: ReadConfig, position: ReadPosition | None = Non
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(storage.open_binary(path))
         names = set(parquet.schema_arrow.names)
         if position is not None and cfg.text_field not in names:
             position.fields_without_text.update(sorted(names)[:_MAX_FIELD_NAMES])
@@ -337,10 +340,11 @@ def _text_document(raw: bytes, source: str, line: int, cfg: ReadConfig) -> Docum
 
 
 def read_text(path: str, cfg: ReadConfig) -> Iterator[Document | Reject]:
-    if cfg.txt_mode == "file" and (size := os.path.getsize(path)) > 4 * cfg.max_chars + len(codecs.BOM_UTF8):
+    if cfg.txt_mode == "file" and (size := storage.file_size(path)) > 4 * cfg.max_chars + len(codecs.BOM_UTF8):
         yield Reject(path, 1, "too_long", f"file is {size} bytes, more than 4 × read.max_chars={cfg.max_chars}")
         return
-    data = Path(path).read_bytes().removeprefix(codecs.BOM_UTF8)
+    with storage.open_binary(path) as raw:
+        data = raw.read().removeprefix(codecs.BOM_UTF8)
     if cfg.txt_mode == "file":
         yield _text_document(data, path, 1, cfg)
         return

@@ -22,6 +22,7 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from data_pipeline import storage
 from data_pipeline.config import ReadConfig
 from data_pipeline.documents import Document, Reject
 from data_pipeline.readers import ReadPosition, _parse_json_line, read_file, strict_items
@@ -89,7 +90,7 @@ def load_balance(sizes: list[int], owners: list[int], world_size: int) -> float:
 
 def range_lines(path: str, start: int, end: int) -> Iterator[bytes]:
     """The raw lines (newline included) that start in bytes [start, end) of `path`."""
-    with open(path, "rb") as f:
+    with storage.open_binary(path) as f:
         if start > 0:
             f.seek(start - 1)
             f.readline()  # the rest of the line holding byte start-1: it belongs to the range before

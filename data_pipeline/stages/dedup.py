@@ -29,7 +29,7 @@ import argparse
 import json
 from pathlib import Path
 
-from data_pipeline import markers
+from data_pipeline import markers, storage
 from data_pipeline.comm import Comm, get_comm, on_root
 from data_pipeline.config import PipelineConfig, load_recipe
 from data_pipeline.progress import summary
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The corpus arguments shared by `pipeline dedup` and `pipeline run`."""
     parser.add_argument("--input", action="append", required=True, metavar="PATH_OR_GLOB",
                         help="jsonl[.gz|.zst], parquet or txt file, directory or glob; repeatable")  # fmt: skip
-    parser.add_argument("--output", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--output", required=True, metavar="DIR_OR_URL", help="output folder or URL (s3://bucket/v1)")
     parser.add_argument("--config", metavar="RECIPE.yaml", help="recipe file (see data_pipeline/config.py)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="recipe override, e.g. dedup.threshold=0.8; repeatable")  # fmt: skip
@@ -60,7 +60,9 @@ def recipe_from_args(args: argparse.Namespace) -> PipelineConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_dedup(get_comm(), args.input, args.output, recipe_from_args(args), args.quiet)
+    comm = get_comm()
+    with storage.output_folder(comm, args.output) as output_dir:
+        run_dedup(comm, args.input, output_dir, recipe_from_args(args), args.quiet)
     return 0
 
 

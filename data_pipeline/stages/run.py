@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from data_pipeline import storage
 from data_pipeline.comm import get_comm
 from data_pipeline.stages.dedup import add_arguments as corpus_arguments
 from data_pipeline.stages.dedup import recipe_from_args, run_dedup
@@ -21,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     comm = get_comm()
     recipe = recipe_from_args(args)
-    run_dedup(comm, args.input, args.output, recipe, args.quiet)
-    run_tokenize_stage(comm, args.output, recipe, args.quiet)
+    with storage.output_folder(comm, args.output) as output_dir:
+        run_dedup(comm, args.input, output_dir, recipe, args.quiet)
+        run_tokenize_stage(comm, output_dir, recipe, args.quiet)
     return 0

@@ -1,0 +1,223 @@
+"""Where the pipeline's bytes live: local paths and fsspec URLs (s3://, gs://, az://, https://) behind one set of
+calls.
+
+Inputs are read where they are. A URL is opened through fsspec (s3fs for s3://, configured by the standard
+environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE, as boto3
+reads them); its file object fetches blocks with ranged GETs, so a byte-range task reads its range and the
+bytes up to its last line's end, never the whole object. An input's identity on object storage is its size and
+the ETag the server reports, so digesting a bucket of crawl files reads none of them.
+
+An output URL is mirrored by a local staging folder (`staging_folder`): the stages run unchanged on POSIX files
+(atomic renames, pwrite, memory maps), and the folder is pulled before a stage and published after it. Object
+stores have no rename, so publishing relies on write-once keys and order instead: every data file is uploaded
+first (one PUT: a key is either absent or whole), and the completion files (stage and task markers under
+.stages/, manifest.json) last; a stale completion file is deleted from the bucket before anything it vouches
+for is replaced. A job that dies mid-publish therefore leaves data keys without their marker, which a rerun
+(here or on another machine, after its pull) redoes, never takes as done: markers also record every output's
+sha256, and a task whose outputs do not hash to it is redone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from data_pipeline.comm import Comm, on_root
+from data_pipeline.errors import PipelineError
+from infra.files import write_text
+
+STAGING_ENV = "PIPELINE_STAGING_DIR"
+PUBLISHED = ".stages/published.json"  # what the bucket already holds
+# files that describe this machine's copy, not the output: never published
+LOCAL_ONLY = {PUBLISHED, ".stages/input-digests.json"}
+COMPLETION_NAMES = ("manifest.json",)
+COMPLETION_DIR = ".stages/"
+
+
+class StorageError(PipelineError):
+    """An object store refused or failed a request; the message names the URL."""
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """True for fsspec URLs (s3://bucket/key, gs://, az://, https://); local paths and file:// are not."""
+    text = str(path)
+    return "://" in text and not text.startswith("file://")
+
+
+def _filesystem(url: str):
+    import fsspec
+
+    try:
+        fs, _ = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as err:  # no backend for the scheme, or an unknown scheme
+        raise StorageError(
+            f"{url}: {err}; for s3:// install the extra: pip install 'dspretrain[s3]' (gcsfs for gs://, adlfs for az://)"
+        ) from err
+    return fs
+
+
+def _remote(fn, url: str, what: str):
+    """Call fn(); an object store's failure becomes a StorageError naming the URL and what was being done."""
+    try:
+        return fn()
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # botocore, aiohttp and fsspec raise many types; all mean the same to the user
+        raise StorageError(f"{url}: cannot {what} ({type(err).__name__}: {err}); check the URL, the credentials "
+                           "(AWS_* environment) and that the endpoint is reachable, then rerun") from err  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+
+
+def open_binary(path: str) -> IO[bytes]:
+    """A seekable binary file of a local path or URL (ranged reads on object storage)."""
+    if not is_url(path):
+        return open(path, "rb")
+    return _remote(lambda: _filesystem(path).open(path, "rb"), path, "open for reading")
+
+
+def file_size(path: str) -> int:
+    return os.path.getsize(path) if not is_url(path) else int(stat(path)["size"])
+
+
+def stat(path: str) -> dict:
+    """{"size", "mtime_ns", "inode"} of a local file; {"size", "etag"} of an object (its content identity)."""
+    if not is_url(path):
+        st = os.stat(path)
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+    info = _remote(lambda: _filesystem(path).info(path), path, "read the object's size and ETag")
+    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("checksum")
+    if etag is None:
+        raise StorageError(f"{path}: the store reports no ETag, so a rerun could not tell a changed object")
+    return {"size": int(info["size"]), "etag": str(etag).strip('"')}
+
+
+def expand_url(pattern: str) -> list[str]:
+    """The objects a URL names, sorted: one object, every object under a prefix, or a glob's matches."""
+    fs = _filesystem(pattern)
+    protocol = pattern.split("://", 1)[0]
+
+    def found() -> list[str]:
+        if any(c in pattern for c in "*?["):
+            return [p for p in fs.glob(pattern) if fs.isfile(p)]
+        if fs.isdir(pattern):
+            return fs.find(pattern)
+        return [pattern] if fs.exists(pattern) else []
+
+    names = _remote(found, pattern, "list")
+    return sorted(n if "://" in n else f"{protocol}://{n}" for n in names)
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+
+
+def staging_folder(url: str) -> Path:
+    """The local folder that mirrors an output URL: $PIPELINE_STAGING_DIR/<hash of the URL>, else under the
+    system temp folder. Under several MPI ranks on several nodes it must be on a shared file system, as a
+    local --output must."""
+    root = Path(os.environ.get(STAGING_ENV) or Path(tempfile.gettempdir()) / "pipeline-staging")
+    return root / hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
+
+
+def is_completion_file(rel: str) -> bool:
+    """Markers and the manifest: published last, deleted first (they vouch for the other files)."""
+    return rel.startswith(COMPLETION_DIR) or rel in COMPLETION_NAMES
+
+
+def _local_files(folder: Path) -> dict[str, os.stat_result]:
+    files = {}
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and rel not in LOCAL_ONLY and not path.name.endswith(".tmp"):
+            files[rel] = path.stat()
+    return files
+
+
+def _remote_files(url: str) -> dict[str, int]:
+    """{key relative to the URL: size} of every object under it."""
+    fs = _filesystem(url)
+    root = url.rstrip("/").split("://", 1)[1]
+
+    def listing() -> dict[str, int]:
+        if not fs.exists(root):
+            return {}
+        return {name[len(root) + 1 :]: int(info["size"]) for name, info in fs.find(root, detail=True).items()}
+
+    return _remote(listing, url, "list the output")
+
+
+def pull(url: str, folder: Path) -> None:
+    """Bring the bucket's output into the staging folder: every object the folder lacks at that size. The
+    markers among them then decide, as on local disk, which tasks a rerun skips."""
+    folder.mkdir(parents=True, exist_ok=True)
+    local = _local_files(folder)
+    fs = _filesystem(url)
+    published = {}
+    for rel, size in _remote_files(url).items():
+        target = folder / rel
+        if rel not in local or local[rel].st_size != size:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _remote(lambda rel=rel, target=target: fs.get(_key(url, rel), str(target)), _key(url, rel), "download")
+        published[rel] = _version(target.stat())
+    _save_published(folder, published)
+
+
+def publish(folder: Path, url: str) -> int:
+    """Make the bucket hold the staging folder: delete what the folder no longer has (completion files first),
+    upload what changed (data first, completion files last). Returns the number of files uploaded."""
+    fs = _filesystem(url)
+    local = _local_files(folder)
+    published = _load_published(folder)
+    remote = _remote_files(url)
+    gone = [rel for rel in remote if rel not in local]
+    changed = [rel for rel, st in local.items() if rel not in remote or published.get(rel) != _version(st)]
+    stale = [rel for rel in changed if is_completion_file(rel) and rel in remote]
+    for rel in sorted(gone, key=lambda r: not is_completion_file(r)) + stale:
+        _remote(lambda rel=rel: fs.rm(_key(url, rel)), _key(url, rel), "delete")
+        published.pop(rel, None)
+    for rel in sorted(changed, key=is_completion_file):
+        _remote(lambda rel=rel: fs.put_file(str(folder / rel), _key(url, rel)), _key(url, rel), "upload")
+        published[rel] = _version(local[rel])
+        _save_published(folder, published)
+    return len(changed)
+
+
+def _key(url: str, rel: str) -> str:
+    return f"{url.rstrip('/')}/{rel}"
+
+
+def _version(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _load_published(folder: Path) -> dict[str, list[int]]:
+    path = folder / PUBLISHED
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _save_published(folder: Path, published: dict[str, list[int]]) -> None:
+    (folder / PUBLISHED).parent.mkdir(parents=True, exist_ok=True)
+    write_text(folder / PUBLISHED, json.dumps(published, sort_keys=True))
+
+
+@contextlib.contextmanager
+def output_folder(comm: Comm, output: str) -> Iterator[Path]:
+    """The local folder the stages write: `output` itself, or the staging folder of an output URL, pulled
+    before (rank 0; the other ranks wait) and published after the block, only when the block succeeded.
+
+    Collective: two on_root calls (every rank enters and leaves the block together).
+    """
+    if not is_url(output):
+        yield Path(output)
+        return
+    folder = staging_folder(output)
+    on_root(comm, f"pulling {output} into {folder}", lambda: pull(output, folder))
+    yield folder
+    on_root(comm, f"publishing {folder} to {output}", lambda: publish(folder, output))
