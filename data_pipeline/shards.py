@@ -9,7 +9,11 @@ The list column's values buffer *is* the document-concatenated token stream and 
 index (Megatron's .bin/.idx in one standard file). Memory-mapped, the stream is a zero-copy numpy view.
 Schema metadata records dtype, vocab size, EOS id and the tokenizer checksum.
 
-`manifest.json` lists the shards of each split with token/doc counts and sha256. `TokenStream` concatenates a
+Next to each shard, `<shard>.index.parquet` is its per-document index: one row per document, in shard order, with
+`doc_id`, `shard` (the shard's file name), `offset` and `length` (the document's tokens, EOS included, in the
+shard's token stream), `source` and `url` (null where the document had none). It traces a trained token back to
+its page (decontamination, audits); the trainer never reads it. `manifest.json` lists the shards of each split
+with token/doc counts and sha256, and each shard's index with its sha256. `TokenStream` concatenates a
 split's shards and returns any token window [i, i+L) in O(log shards) (a binary search over shard boundaries).
 
 This module imports neither torch nor the pipeline stages: both halves import it.
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from data_pipeline.errors import PipelineError
 from infra.files import atomic_write, file_sha256, write_text
@@ -32,6 +37,12 @@ from infra.files import atomic_write, file_sha256, write_text
 FORMAT = "arrow-token-shards/v1"
 MANIFEST = "manifest.json"
 DEFAULT_TARGET_BYTES = 256 * 1024 * 1024
+INDEX_SUFFIX = ".index.parquet"
+INDEX_FIELDS = ("source", "url")  # per-document metadata the index carries besides the id and token range
+INDEX_SCHEMA = pa.schema(
+    [("doc_id", pa.string()), ("shard", pa.string()), ("offset", pa.int64()), ("length", pa.int64()),
+     ("source", pa.string()), ("url", pa.string())]
+)  # fmt: skip
 
 
 class ShardError(PipelineError):
@@ -55,6 +66,14 @@ class ShardInfo:
     num_tokens: int
     num_docs: int
     sha256: str
+    index: str  # the per-document index file, relative like `path`
+    index_sha256: str
+
+
+def index_path(shard_path: str | os.PathLike) -> Path:
+    """The per-document index next to a shard: train-r00000-00000.arrow -> train-r00000-00000.index.parquet."""
+    shard_path = Path(shard_path)
+    return shard_path.with_name(shard_path.stem + INDEX_SUFFIX)
 
 
 def write_shard(
@@ -65,8 +84,10 @@ def write_shard(
     vocab_size: int,
     eos_id: int,
     tokenizer_sha256: str,
+    doc_metadata: list[dict] | None = None,
 ) -> ShardInfo:
-    """Write one shard with `atomic_write` and return its manifest row."""
+    """Write one shard and its per-document index (each with `atomic_write`; `doc_metadata[i]` holds document i's
+    INDEX_FIELDS, absent ones null) and return its manifest row."""
     path = Path(path)
     dtype = token_dtype(vocab_size)
     lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
@@ -87,11 +108,57 @@ def write_shard(
     try:  # disk full, quota, I/O error: atomic_write leaves no partial file behind; the error names the shard
         with atomic_write(path, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
             writer.write_batch(batch)
+        index = write_index(path, doc_ids, offsets, doc_metadata or [{}] * len(doc_ids))
     except OSError as err:
         raise OSError(
             err.errno, f"{path}: cannot write shard ({err.strerror or err}); free space or use another --output"
         ) from err
-    return ShardInfo(path.name, int(offsets[-1]), len(doc_ids), file_sha256(path))
+    return ShardInfo(path.name, int(offsets[-1]), len(doc_ids), file_sha256(path), index.name, file_sha256(index))
+
+
+def write_index(shard_path: Path, doc_ids: list[str], offsets: np.ndarray, metadata: list[dict]) -> Path:
+    """The shard's per-document index (INDEX_SCHEMA), written atomically next to it."""
+    offsets = np.asarray(offsets, np.int64)
+    columns = {
+        "doc_id": doc_ids,
+        "shard": [shard_path.name] * len(doc_ids),
+        "offset": offsets[:-1],
+        "length": np.diff(offsets),
+        **{name: [_text_or_none(m.get(name)) for m in metadata] for name in INDEX_FIELDS},
+    }
+    path = index_path(shard_path)
+    with atomic_write(path, "wb") as sink:
+        pq.write_table(pa.table(columns, schema=INDEX_SCHEMA), sink)
+    return path
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def read_index(data_dir: str | os.PathLike, split: str | None = None) -> pa.Table:
+    """Every shard's per-document index of the dataset (or of one split), in manifest order, as one table with
+    a `split` column. A document's tokens are `offset` to `offset + length` of its shard's token stream."""
+    manifest = read_manifest(data_dir)
+    tables = []
+    for name, entry in manifest["splits"].items():
+        for row in entry["shards"] if split in (None, name) else []:
+            if "index" not in row:
+                raise ShardError(
+                    f"{Path(data_dir) / row['path']}: no per-document index (written by an older pipeline)"
+                )
+            table = pq.read_table(Path(data_dir) / row["index"], schema=INDEX_SCHEMA)
+            tables.append(table.append_column("split", pa.array([name] * len(table), pa.string())))
+    return pa.concat_tables(tables) if tables else INDEX_SCHEMA.append(pa.field("split", pa.string())).empty_table()
+
+
+def find_document(data_dir: str | os.PathLike, doc_id: str) -> dict | None:
+    """The index row of one document id (split, shard, offset, length, source, url), or None."""
+    import pyarrow.compute as pc
+
+    table = read_index(data_dir)
+    rows = table.filter(pc.equal(table["doc_id"], doc_id)).to_pylist()
+    return rows[0] if rows else None
 
 
 class ShardWriter:
@@ -116,11 +183,14 @@ class ShardWriter:
         self.shards: list[ShardInfo] = []
         self._ids: list[str] = []
         self._tokens: list[np.ndarray] = []
+        self._metadata: list[dict] = []
         self._buffered = 0
 
-    def add(self, doc_id: str, tokens: np.ndarray) -> None:
+    def add(self, doc_id: str, tokens: np.ndarray, metadata: dict | None = None) -> None:
+        """Buffer one document; `metadata` holds its INDEX_FIELDS (source, url) for the shard's index."""
         self._ids.append(doc_id)
         self._tokens.append(tokens)
+        self._metadata.append(metadata or {})
         self._buffered += len(tokens)
         if self._buffered >= self.target_tokens:
             self.flush()
@@ -129,8 +199,10 @@ class ShardWriter:
         if not self._ids:
             return
         name = f"{self.prefix}-{len(self.shards):05d}.arrow"
-        self.shards.append(write_shard(self.out_dir / name, self._ids, self._tokens, **self.meta))
-        self._ids, self._tokens, self._buffered = [], [], 0
+        self.shards.append(
+            write_shard(self.out_dir / name, self._ids, self._tokens, doc_metadata=self._metadata, **self.meta)
+        )
+        self._ids, self._tokens, self._metadata, self._buffered = [], [], [], 0
 
     def close(self) -> list[ShardInfo]:
         self.flush()
@@ -144,7 +216,7 @@ def write_manifest(data_dir: str | os.PathLike, manifest: dict) -> Path:
 
 def split_entry(shards: list[ShardInfo], shard_dir: str = "shards") -> dict:
     """The manifest's description of one split; shard paths are relative to the dataset directory."""
-    rows = [asdict(s) | {"path": f"{shard_dir}/{s.path}"} for s in shards]
+    rows = [asdict(s) | {"path": f"{shard_dir}/{s.path}", "index": f"{shard_dir}/{s.index}"} for s in shards]
     return {
         "num_tokens": sum(s.num_tokens for s in shards),
         "num_docs": sum(s.num_docs for s in shards),

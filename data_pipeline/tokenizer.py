@@ -83,9 +83,10 @@ def document_fraction(files: list[Path], input_sentence_size: int) -> float:
 
 
 def iter_documents(
-    files: list[Path], fraction: float = 1.0, fields: tuple[str, ...] = ("text",)
+    files: list[Path], fraction: float = 1.0, fields: tuple[str, ...] = ("text",), optional: tuple[str, ...] = ()
 ) -> Iterator[tuple[dict, int]]:
-    """`fields` of every document line (or of a hashed `fraction` of them) and the line's size, in file order.
+    """`fields` of every document line (or of a hashed `fraction` of them), its `optional` fields (None where
+    absent) and the line's size, in file order.
 
     A line that is not such a document raises TokenizerError naming its file and line.
     """
@@ -97,7 +98,7 @@ def iter_documents(
                     continue
                 try:
                     doc = json.loads(line)
-                    doc = {k: doc[k] for k in fields}
+                    doc = {k: doc[k] for k in fields} | {k: doc.get(k) for k in optional}
                 except (ValueError, KeyError, TypeError) as err:
                     names = " and ".join(repr(k) for k in fields)
                     raise TokenizerError(f"{path}:{line_no}: not a document line with {names} ({err})") from err

@@ -40,6 +40,8 @@ from data_pipeline.executor import workers_for_rank
 from data_pipeline.progress import stage_progress, summary
 from data_pipeline.shards import (
     FORMAT,
+    INDEX_FIELDS,
+    INDEX_SUFFIX,
     MANIFEST,
     ShardInfo,
     ShardWriter,
@@ -66,6 +68,7 @@ from infra.files import file_sha256
 SHARD_DIR = "shards"
 SAMPLE_DIR = "tokenizer/sample"
 SPLITS = ("train", "validation")
+SHARD_FILES = (("path", "sha256"), ("index", "index_sha256"))  # a manifest row's files and their hashes
 ENCODE_BATCH_BYTES = 4 << 20
 
 
@@ -86,12 +89,15 @@ def run_tokenize_stage(comm: Comm, output_dir: Path, recipe: PipelineConfig, qui
     if comm.rank == 0:
         (output_dir / MANIFEST).unlink(missing_ok=True)
     timings: dict[str, float] = {}
-    kept = identify_inputs(comm, output_dir, [str(p) for p in kept_files(output_dir)])
+    found = identify_inputs(comm, output_dir, [str(p) for p in kept_files(output_dir)])
+    # keyed inside the folder: its identity must not depend on where it lies (an output URL's staging folder on
+    # another machine, a moved folder)
+    kept = {str(Path(p).relative_to(output_dir)): digest for p, digest in found.items()}
     tokenizer_identity = markers.stage_identity("tokenizer", dataclasses.asdict(recipe.tokenizer), kept)
     with timed(timings, "tokenizer"):
         reused = on_root(comm, "checking the tokenizer", lambda: _tokenizer_intact(output_dir, tokenizer_identity))
         if not reused:
-            _sample_in_parallel(comm, output_dir, recipe.tokenizer, list(kept))
+            _sample_in_parallel(comm, output_dir, recipe.tokenizer, [str(output_dir / p) for p in kept])
         info = on_root(
             comm,
             "tokenizer training",
@@ -204,10 +210,12 @@ def _tokenize_rank(
 
     def encode() -> dict[str, str]:
         processor, _ = load_tokenizer(output_dir)
-        paths = [Path(p) for p in inputs]
+        paths = [output_dir / p for p in inputs]
         rows = encode_to_shards(processor, info, paths, output_dir / SHARD_DIR, settings, comm.rank, quiet)
         index_sha = write_json_atomic(index_path, rows)
-        shards = {f"{SHARD_DIR}/{r['path']}": r["sha256"] for split in SPLITS for r in rows[split]}
+        shards = {
+            f"{SHARD_DIR}/{r[name]}": r[sha] for split in SPLITS for r in rows[split] for name, sha in SHARD_FILES
+        }
         return {f"{SHARD_DIR}/{index_path.name}": index_sha, **shards}
 
     run_once(output_dir, stage, identity, encode)
@@ -231,18 +239,21 @@ def encode_to_shards(
     }
     threads = workers_for_rank(settings.encode_threads)  # the output never depends on it
     dtype = token_dtype(info["vocab_size"])
-    for ids, texts in _batches(inputs, quiet):
-        for doc_id, tokens in zip(ids, encode_batch(processor, texts, info["eos_id"], dtype, threads), strict=True):
-            writers["validation" if is_validation(doc_id, settings.validation_fraction) else "train"].add(
-                doc_id, tokens
-            )
+    for ids, texts, metadata in _batches(inputs, quiet):
+        encoded = encode_batch(processor, texts, info["eos_id"], dtype, threads)
+        for doc_id, tokens, meta in zip(ids, encoded, metadata, strict=True):
+            split = "validation" if is_validation(doc_id, settings.validation_fraction) else "train"
+            writers[split].add(doc_id, tokens, meta)
     return {split: [dataclasses.asdict(s) for s in writer.close()] for split, writer in writers.items()}
 
 
 def _remove_rank_shards(shard_dir: Path, rank: int) -> None:
     """Shards of an earlier attempt by this rank would otherwise linger next to the new ones."""
     for split in SPLITS:
-        for old in shard_dir.glob(f"{split}-r{rank:05d}-*.arrow"):
+        for old in [
+            *shard_dir.glob(f"{split}-r{rank:05d}-*.arrow"),
+            *shard_dir.glob(f"{split}-r{rank:05d}-*{INDEX_SUFFIX}"),
+        ]:
             old.unlink()
 
 
@@ -259,21 +270,23 @@ def encode_batch(
     return out
 
 
-def _batches(inputs: list[Path], quiet: bool) -> Iterator[tuple[list[str], list[str]]]:
-    """(ids, texts) batches of about ENCODE_BATCH_BYTES of text: big enough to keep all threads busy."""
+def _batches(inputs: list[Path], quiet: bool) -> Iterator[tuple[list[str], list[str], list[dict]]]:
+    """(ids, texts, index metadata) batches of about ENCODE_BATCH_BYTES of text: big enough to keep all threads
+    busy. A kept document without a source or url (older outputs, inputs without them) gets null."""
     total = sum(p.stat().st_size for p in inputs)
     with stage_progress("tokenize", total, quiet) as bar:
-        ids, texts, size = [], [], 0
-        for doc, nbytes in iter_documents(inputs, fields=("id", "text")):
+        ids, texts, metadata, size = [], [], [], 0
+        for doc, nbytes in iter_documents(inputs, fields=("id", "text"), optional=INDEX_FIELDS):
             ids.append(str(doc["id"]))
             texts.append(doc["text"])
+            metadata.append({name: doc[name] for name in INDEX_FIELDS})
             size += nbytes
             if size >= ENCODE_BATCH_BYTES:
-                yield ids, texts
+                yield ids, texts, metadata
                 bar.update(len(ids), size)
-                ids, texts, size = [], [], 0
+                ids, texts, metadata, size = [], [], [], 0
         if ids:
-            yield ids, texts
+            yield ids, texts, metadata
             bar.update(len(ids), size)
 
 
@@ -316,9 +329,9 @@ def dataset_manifest(info: dict, splits: dict, **extra: Any) -> dict:
 
 def _remove_unlisted_shards(shard_dir: Path, per_rank: list[dict]) -> None:
     """Shards of an earlier run with more ranks are not in the manifest; remove them so the folder is unambiguous."""
-    listed = {row["path"] for rows in per_rank for split in SPLITS for row in rows[split]}
+    listed = {row[name] for rows in per_rank for split in SPLITS for row in rows[split] for name, _ in SHARD_FILES}
     listed |= {f"index-r{rank:05d}.json" for rank in range(len(per_rank))}
-    for path in [*shard_dir.glob("*.arrow"), *shard_dir.glob("index-r*.json")]:
+    for path in [*shard_dir.glob("*.arrow"), *shard_dir.glob(f"*{INDEX_SUFFIX}"), *shard_dir.glob("index-r*.json")]:
         if path.name not in listed:
             path.unlink()
 
