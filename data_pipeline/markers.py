@@ -54,13 +54,15 @@ def digest_files(paths: list[str], cache: dict[str, dict]) -> dict[str, dict]:
     """{path: {"size", "xxh3", "mtime_ns", "inode"}} for these files, reading only those the cache does not hold
     with the same size, mtime_ns and inode. Call it on a rank's own share of the inputs.
 
-    An object in a bucket is never read: its ETag (the store's own content identity) stands for the digest."""
+    An object in a bucket is never read: its ETag (the store's own content identity) stands for the digest; an
+    object without one is read every time (no mtime or inode to cache it by)."""
     found = {}
     for path in paths:
         where = storage.stat(path)
         cached = cache.get(path)
         if "etag" in where:
-            found[path] = {"size": where["size"], "xxh3": f"etag:{where['etag']}"}
+            digest = f"etag:{where['etag']}" if where["etag"] else file_digest(path)
+            found[path] = {"size": where["size"], "xxh3": digest}
         elif cached and all(cached.get(k) == v for k, v in where.items()):
             found[path] = cached
         else:

@@ -51,15 +51,15 @@ def is_url(path: str | os.PathLike) -> bool:
 
 
 def _filesystem(url: str):
+    """The fsspec file system of a URL and the URL's path on it (the protocol stripped)."""
     import fsspec
 
     try:
-        fs, _ = fsspec.core.url_to_fs(url)
+        return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as err:  # no backend for the scheme, or an unknown scheme
         raise StorageError(
             f"{url}: {err}; for s3:// install the extra: pip install 'dspretrain[s3]' (gcsfs for gs://, adlfs for az://)"
         ) from err
-    return fs
 
 
 def _remote(fn, url: str, what: str):
@@ -80,39 +80,41 @@ def open_binary(path: str) -> IO[bytes]:
     """A seekable binary file of a local path or URL (ranged reads on object storage)."""
     if not is_url(path):
         return open(path, "rb")
-    return _remote(lambda: _filesystem(path).open(path, "rb"), path, "open for reading")
+    fs, key = _filesystem(path)
+    return _remote(lambda: fs.open(key, "rb"), path, "open for reading")
 
 
 def file_size(path: str) -> int:
-    return os.path.getsize(path) if not is_url(path) else int(stat(path)["size"])
+    if not is_url(path):
+        return os.path.getsize(path)
+    fs, key = _filesystem(path)
+    return int(_remote(lambda: fs.size(key), path, "read the object's size"))
 
 
 def stat(path: str) -> dict:
-    """{"size", "mtime_ns", "inode"} of a local file; {"size", "etag"} of an object (its content identity)."""
+    """{"size", "mtime_ns", "inode"} of a local file; {"size", "etag"} of an object (its content identity; None
+    where the store reports none, as plain https:// servers may)."""
     if not is_url(path):
         st = os.stat(path)
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
-    info = _remote(lambda: _filesystem(path).info(path), path, "read the object's size and ETag")
-    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("checksum")
-    if etag is None:
-        raise StorageError(f"{path}: the store reports no ETag, so a rerun could not tell a changed object")
-    return {"size": int(info["size"]), "etag": str(etag).strip('"')}
+    fs, key = _filesystem(path)
+    info = _remote(lambda: fs.info(key), path, "read the object's size and ETag")
+    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+    return {"size": int(info["size"]), "etag": str(etag).strip('"') if etag else None}
 
 
 def expand_url(pattern: str) -> list[str]:
     """The objects a URL names, sorted: one object, every object under a prefix, or a glob's matches."""
-    fs = _filesystem(pattern)
-    protocol = pattern.split("://", 1)[0]
+    fs, path = _filesystem(pattern)
 
     def found() -> list[str]:
-        if any(c in pattern for c in "*?["):
-            return [p for p in fs.glob(pattern) if fs.isfile(p)]
-        if fs.isdir(pattern):
-            return fs.find(pattern)
-        return [pattern] if fs.exists(pattern) else []
+        if any(c in path for c in "*?["):
+            return [p for p in fs.glob(path) if fs.isfile(p)]
+        if fs.isdir(path):
+            return fs.find(path)
+        return [path] if fs.exists(path) else []
 
-    names = _remote(found, pattern, "list")
-    return sorted(n if "://" in n else f"{protocol}://{n}" for n in names)
+    return sorted(fs.unstrip_protocol(name) for name in _remote(found, pattern, "list"))
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
@@ -142,8 +144,7 @@ def _local_files(folder: Path) -> dict[str, os.stat_result]:
 
 def _remote_files(url: str) -> dict[str, int]:
     """{key relative to the URL: size} of every object under it."""
-    fs = _filesystem(url)
-    root = url.rstrip("/").split("://", 1)[1]
+    fs, root = _filesystem(url.rstrip("/"))
 
     def listing() -> dict[str, int]:
         if not fs.exists(root):
@@ -158,7 +159,7 @@ def pull(url: str, folder: Path) -> None:
     markers among them then decide, as on local disk, which tasks a rerun skips."""
     folder.mkdir(parents=True, exist_ok=True)
     local = _local_files(folder)
-    fs = _filesystem(url)
+    fs, _ = _filesystem(url)
     published = {}
     for rel, size in _remote_files(url).items():
         target = folder / rel
@@ -172,7 +173,7 @@ def pull(url: str, folder: Path) -> None:
 def publish(folder: Path, url: str) -> int:
     """Make the bucket hold the staging folder: delete what the folder no longer has (completion files first),
     upload what changed (data first, completion files last). Returns the number of files uploaded."""
-    fs = _filesystem(url)
+    fs, _ = _filesystem(url)
     local = _local_files(folder)
     published = _load_published(folder)
     remote = _remote_files(url)
