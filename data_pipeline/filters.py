@@ -15,7 +15,9 @@ The rules read the document's language (data_pipeline/language.py). For scripts 
 between stays one word): segmenting needs a dictionary and a tokenizer per language (jieba, MeCab, PyThaiNLP)
 at many times the cost of all the rules together, while characters are a fixed unit that every such script has.
 A Chinese word is about 1.5 characters, so the word-count limits become slightly more lenient in characters,
-never stricter; the mean-word-length rule, which means nothing for one-character words, is off for them.
+never stricter; the mean-word-length rule, which means nothing for one-character words, is off for them, and
+the n-gram repetition rules take two characters for a word (an n-gram is a phrase of n words in any language;
+as n characters, the Japanese tutorial's list methods page failed dup_ngrams at 0.20 under the web profile).
 Stop words are counted from a per-language list (`language.STOP_WORDS`); without a list the rule is off.
 Sentences also end at the full stops of CJK, Devanagari, Arabic, Myanmar, Khmer and Tibetan; Thai and Lao mark
 no sentence end, so min_sentences and terminal_punctuation are off for them.
@@ -73,6 +75,12 @@ class TextStats:
     @cached_property
     def unspaced(self) -> bool:
         return is_unspaced(self.language)
+
+    @property
+    def tokens_per_word(self) -> int:
+        """Word tokens per word in the n-gram rules: 2 characters for unspaced scripts (a Chinese or Japanese
+        word is 1.5-2 characters), so an n-gram is a phrase of n words there too, not of n characters."""
+        return 2 if self.unspaced else 1
 
     @cached_property
     def lines(self) -> list[str]:
@@ -194,7 +202,7 @@ def top_ngrams(s: TextStats, cfg: FiltersConfig) -> float | None:
     total = sum(len(w) for w in words)
     limits = {2: cfg.max_top_2gram_char_ratio, 3: cfg.max_top_3gram_char_ratio, 4: cfg.max_top_4gram_char_ratio}
     for n, limit in limits.items():
-        counts = Counter(_ngrams(words, n))
+        counts = Counter(_ngrams(words, n * s.tokens_per_word))
         if counts:
             gram, freq = counts.most_common(1)[0]
             share = _ratio(sum(len(w) for w in gram) * freq, total)
@@ -226,13 +234,14 @@ def dup_ngrams(s: TextStats, cfg: FiltersConfig) -> float | None:
     """
     words = s.lower_words
     step = (cfg.max_dup_5gram_char_ratio - cfg.max_dup_10gram_char_ratio) / 5
-    first = _dup_ngram_char_ratio(words, 5)
+    scale = s.tokens_per_word
+    first = _dup_ngram_char_ratio(words, 5 * scale)
     if first <= min(cfg.max_dup_5gram_char_ratio, cfg.max_dup_10gram_char_ratio):
         return None
     if first > cfg.max_dup_5gram_char_ratio:
         return first
     for n in range(6, 11):
-        share = _dup_ngram_char_ratio(words, n)
+        share = _dup_ngram_char_ratio(words, n * scale)
         if share > cfg.max_dup_5gram_char_ratio - step * (n - 5):
             return share
     return None
