@@ -156,3 +156,16 @@ def test_http_payloads_are_unchunked_and_decompressed() -> None:
     zipped = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n" + gzip.compress(body)
     assert http_response(zipped)[2] == body
     assert "no HTTP status line" in http_response(b"garbage\r\n\r\nbody")
+
+
+def test_a_warc_file_is_one_task_and_a_crawl_balances_by_count() -> None:
+    """Common Crawl's ~1 GB files are never cut (gzip has no byte ranges); many alike files balance anyway."""
+    import numpy as np
+
+    from data_pipeline.tasks import assign_tasks, load_balance, plan_tasks
+
+    sizes = [int(s) for s in np.random.default_rng(0).uniform(0.9e9, 1.1e9, 9000)]
+    tasks = plan_tasks([f"CC-MAIN-{i:05d}.warc.gz" for i in range(len(sizes))], sizes, task_bytes=128 << 20)
+    assert [(t.start, t.end) for t in tasks] == [(0, None)] * len(sizes)
+    assert load_balance(sizes, assign_tasks(sizes, 64), 64) < 1.005
+    assert load_balance(sizes[:100], assign_tasks(sizes[:100], 64), 64) > 1.2  # 1 or 2 files a rank
