@@ -92,9 +92,15 @@ def _member_at(f, offset: int, max_bytes: int) -> tuple[Member, int]:
 
 
 def gzip_members(path: str, max_bytes: int) -> Iterator[Member]:
-    """Every gzip member of `path` in order; a broken one is a Member with `error`, and reading goes on after it."""
+    """Every gzip member of `path` in order; a broken one is a Member with `error`, and reading goes on after it.
+
+    After a broken member, reading resumes at the next gzip header; compressed bytes can hold a header's three
+    bytes by chance, so a resumed start that does not decompress is passed over silently: one broken member is
+    one reject.
+    """
     with open(path, "rb") as f:
         offset: int | None = 0
+        resuming = False
         while offset is not None:
             f.seek(offset)
             if not f.read(1):
@@ -102,7 +108,12 @@ def gzip_members(path: str, max_bytes: int) -> Iterator[Member]:
             try:
                 member, offset = _member_at(f, offset, max_bytes)
             except (zlib.error, EOFError, gzip.BadGzipFile) as e:
-                member, offset = Member(offset, error=f"corrupt gzip member: {e}"), _next_member_start(f, offset + 1)
+                broken, offset = Member(offset, error=f"corrupt gzip member: {e}"), _next_member_start(f, offset + 1)
+                if not resuming:
+                    yield broken
+                resuming = True
+                continue
+            resuming = False
             yield member
 
 

@@ -278,8 +278,8 @@ def test_a_large_file_split_into_byte_ranges_gives_the_same_documents(tmp_path: 
 
 def test_scan_in_worker_processes_decides_like_one_process() -> None:
     from data_pipeline.config import FiltersConfig, load_recipe
-    from data_pipeline.executor import ordered_map, worker_pool
     from data_pipeline.documents import Document
+    from data_pipeline.executor import ordered_map, worker_pool
     from data_pipeline.steps import Steps, init_steps, scan_batch
 
     texts = [article(i) for i in range(60)] + ["short text {"] * 30 + ["Lorem ipsum " + article(i) for i in range(30)]

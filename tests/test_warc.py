@@ -169,3 +169,18 @@ def test_a_warc_file_is_one_task_and_a_crawl_balances_by_count() -> None:
     assert [(t.start, t.end) for t in tasks] == [(0, None)] * len(sizes)
     assert load_balance(sizes, assign_tasks(sizes, 64), 64) < 1.005
     assert load_balance(sizes[:100], assign_tasks(sizes[:100], 64), 64) > 1.2  # 1 or 2 files a rank
+
+
+def test_a_false_gzip_header_inside_a_broken_member_is_not_a_second_reject(tmp_path: Path) -> None:
+    path = tmp_path / "crawl.warc.gz"
+    archive = ArchiveWriter(path)
+    archive.response("https://example.org/1", page_html().encode())
+    broken = archive.response("https://example.org/2", page_html(title="Broken").encode())
+    archive.response("https://example.org/3", page_html(title="Last").encode())
+    archive.close()
+    data = bytearray(path.read_bytes())
+    data[broken + 30 : broken + 60] = b"\x1f\x8b\x08" + bytes(27)  # garbage holding a gzip header's bytes
+    path.write_bytes(bytes(data))
+    docs, rejects = read(path)
+    assert [d.meta["url"] for d in docs] == ["https://example.org/1", "https://example.org/3"]
+    assert [(r.reason, r.offset) for r in rejects] == [("corrupt_record", broken)]
