@@ -9,6 +9,7 @@ trainer's run config; the `__post_init__` checks here are what only the pipeline
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,9 +150,10 @@ class FiltersConfig:
             else:
                 _check(_is_number(value) and value >= 0, key, f"must be a number >= 0, got {value!r}")
         _check(
-            isinstance(self.languages, list) or self.languages == "all",
+            self.languages == "all"
+            or (isinstance(self.languages, list) and all(re.fullmatch(r"[a-z]{2,3}", c) for c in self.languages)),
             "filters.languages",
-            f"must be all or a list of language codes such as [en, de], got {self.languages!r}",
+            f"must be all or a list of fastText lid.176 codes such as [en, de, zh], got {self.languages!r}",
         )
         _check(self.min_language_score <= 1, "filters.min_language_score", "must be in [0, 1]")
         _check(

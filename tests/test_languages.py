@@ -159,3 +159,13 @@ def test_a_long_line_inside_a_byte_range_is_rejected_without_being_held(tmp_path
     assert isinstance(items[2], Reject) and items[2].reason == "too_long"
     assert peak < 2 << 20  # the 8 MiB line was never held whole (plain readline() held all of it)
     assert count_range_lines(task) == 5
+
+
+def test_the_recipe_refuses_language_names_that_are_not_codes() -> None:
+    from data_pipeline.config import RecipeError, load_recipe
+
+    assert load_recipe(overrides=["filters.languages=[en, de, wuu]"]).filters.languages == ["en", "de", "wuu"]
+    assert load_recipe().filters.languages == "all"
+    for wrong in ("[English]", "[en-US]", "en"):
+        with pytest.raises(RecipeError, match="filters.languages"):
+            load_recipe(overrides=[f"filters.languages={wrong}"])
