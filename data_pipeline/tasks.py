@@ -25,7 +25,6 @@ is rejected as `too_long` from its size alone in both, and costs one chunk of me
 from __future__ import annotations
 
 import heapq
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -166,7 +165,3 @@ def read_task(
         yield from read_file(task.path, cfg, position)
         return
     yield from strict_items(_read_range(task, cfg, first_line, position), cfg)
-
-
-def file_sizes(files: list[str]) -> list[int]:
-    return [os.path.getsize(f) for f in files]
