@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import http.server
+import io
 import json
 import os
 import socket
@@ -21,8 +22,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+from multilingual_docs import PASSAGES
 from test_tokenizer import stdlib_docs
+from warc_support import ArchiveWriter, page_html
 
 pytestmark = pytest.mark.slow
 boto3 = pytest.importorskip("boto3")
@@ -30,6 +34,7 @@ pytest.importorskip("moto")
 pytest.importorskip("s3fs")
 
 REPO = Path(__file__).resolve().parents[1]
+PAGE_URL = "https://docs.example.org/page/"
 RECIPE = ["workers=1", "filters.profile=docs", "dedup.num_perm=32", "tokenizer.vocab_size=600",
           "shards.validation_fraction=0.1", "read.task_bytes=20000"]  # fmt: skip
 
@@ -129,7 +134,8 @@ def client(env: dict[str, str]):
 
 @pytest.fixture(scope="module")
 def corpus(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two jsonl files (one cut into byte-range tasks) in s3://corpus/crawl/ and the same files locally."""
+    """Two jsonl files (one cut into byte-range tasks) and a WARC file of two pages in s3://corpus/crawl/, and the same
+    files locally."""
     folder = tmp_path_factory.mktemp("corpus")
     docs = stdlib_docs(60)
     s3 = client(env)
@@ -139,6 +145,11 @@ def corpus(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Pat
         path = folder / f"part{k}.jsonl"
         path.write_text("".join(json.dumps({"id": f"p{k}-{i}", "text": t}) + "\n" for i, t in enumerate(half)))
         s3.upload_file(str(path), "corpus", f"crawl/{path.name}")
+    archive = ArchiveWriter(folder / "pages.warc.gz")
+    for i, passage in enumerate(PASSAGES["en"]):
+        archive.response(f"{PAGE_URL}{i}", page_html([s + "." for s in passage.split(". ") if s.strip()]).encode())
+    archive.close()
+    s3.upload_file(str(folder / "pages.warc.gz"), "corpus", "crawl/pages.warc.gz")
     return folder
 
 
@@ -161,7 +172,7 @@ def read_json(env: dict[str, str], bucket: str, key: str) -> dict:
 @pytest.fixture(scope="module")
 def local_run(env: dict[str, str], corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("local") / "out"
-    result = pipeline_run(env, str(corpus / "*.jsonl"), str(out))
+    result = pipeline_run(env, str(corpus / "*"), str(out))
     assert result.returncode == 0, result.stderr
     return out
 
@@ -174,7 +185,7 @@ def test_bucket_to_bucket_matches_a_local_run_and_reads_ranges(
     env: dict[str, str], s3: FaultyProxy, corpus: Path, local_run: Path
 ) -> None:
     s3.requests.clear()
-    result = pipeline_run(env, "s3://corpus/crawl/*.jsonl", "s3://datasets/v1")
+    result = pipeline_run(env, "s3://corpus/crawl/", "s3://datasets/v1")
     assert result.returncode == 0, result.stderr
     manifest = read_json(env, "datasets", "v1/manifest.json")
     local = json.loads((local_run / "manifest.json").read_text())
@@ -185,6 +196,17 @@ def test_bucket_to_bucket_matches_a_local_run_and_reads_ranges(
     assert {f"v1/{row['path']}" for split in manifest["splits"].values() for row in split["shards"]} <= set(keys)
     ranged = [r for m, p, r in s3.requests if m == "GET" and p.startswith("/corpus/crawl/") and r]
     assert ranged, "inputs were not read with ranged GETs"
+    index = [
+        row for split in manifest["splits"].values() for shard in split["shards"] for row in shard_index(env, shard)
+    ]
+    assert len(index) == sum(split["num_docs"] for split in manifest["splits"].values())
+    pages = [row for row in index if row["source"] == "s3://corpus/crawl/pages.warc.gz"]
+    assert pages and all(row["url"].startswith(PAGE_URL) for row in pages)  # a kept token traces back to its page
+
+
+def shard_index(env: dict[str, str], shard: dict) -> list[dict]:
+    body = client(env).get_object(Bucket="datasets", Key=f"v1/{shard['index']}")["Body"].read()
+    return pq.read_table(io.BytesIO(body)).to_pylist()
 
 
 def test_a_rerun_from_another_machine_skips_every_task_and_uploads_only_the_manifest(
@@ -193,7 +215,7 @@ def test_a_rerun_from_another_machine_skips_every_task_and_uploads_only_the_mani
     before = bucket_state(env, "datasets", "v1/")
     assert "v1/manifest.json" in before  # the run of the test above
     s3.requests.clear()
-    result = pipeline_run(env, "s3://corpus/crawl/*.jsonl", "s3://datasets/v1", PIPELINE_STAGING_DIR=str(tmp_path))
+    result = pipeline_run(env, "s3://corpus/crawl/", "s3://datasets/v1", PIPELINE_STAGING_DIR=str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "already complete" in result.stderr + result.stdout
     after = bucket_state(env, "datasets", "v1/")
@@ -207,7 +229,7 @@ def test_a_server_failing_mid_run_fails_loudly_and_the_rerun_completes(
 ) -> None:
     s3.fail_after_puts, s3.puts = 5, 0
     try:
-        failed = pipeline_run(env, "s3://corpus/crawl/*.jsonl", "s3://datasets/v2")
+        failed = pipeline_run(env, "s3://corpus/crawl/", "s3://datasets/v2")
     finally:
         s3.fail_after_puts = None
     assert failed.returncode != 0
@@ -215,7 +237,7 @@ def test_a_server_failing_mid_run_fails_loudly_and_the_rerun_completes(
     half = bucket_state(env, "datasets", "v2/")
     assert 0 < len(half) <= 5
     assert not [k for k in half if "/.stages/" in k or k.endswith("manifest.json")]  # nothing vouches for them
-    rerun = pipeline_run(env, "s3://corpus/crawl/*.jsonl", "s3://datasets/v2", PIPELINE_STAGING_DIR=str(tmp_path))
+    rerun = pipeline_run(env, "s3://corpus/crawl/", "s3://datasets/v2", PIPELINE_STAGING_DIR=str(tmp_path))
     assert rerun.returncode == 0, rerun.stderr
     manifest = read_json(env, "datasets", "v2/manifest.json")
     assert splits(manifest) == splits(json.loads((local_run / "manifest.json").read_text()))
