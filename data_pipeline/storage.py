@@ -11,7 +11,8 @@ An output URL is mirrored by a local staging folder (`staging_folder`): the stag
 (atomic renames, pwrite, memory maps), and the folder is pulled before a stage and published after it. Object
 stores have no rename, so publishing relies on write-once keys and order instead: every data file is uploaded
 first (one PUT: a key is either absent or whole), and the completion files (stage and task markers under
-.stages/, manifest.json) last; a stale completion file is deleted from the bucket before anything it vouches
+.stages/, manifest.json) last; each task's outputs and then its marker are also uploaded as soon as the task
+finishes (`publish_task`, from stages/execution.run_once), so a job that dies keeps its finished tasks; a stale completion file is deleted from the bucket before anything it vouches
 for is replaced. A job that dies mid-publish therefore leaves data keys without their marker, which a rerun
 (here or on another machine, after its pull) redoes, never takes as done: markers also record every output's
 sha256, and a task whose outputs do not hash to it is redone.
@@ -23,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,8 +36,10 @@ from infra.files import write_text
 
 STAGING_ENV = "PIPELINE_STAGING_DIR"
 PUBLISHED = ".stages/published.json"  # what the bucket already holds
+TASKS_PUBLISHED = ".stages/published/"  # ... per task uploaded by publish_task (one writer each: its rank)
+ORIGIN = ".stages/origin-url"  # the URL a staging folder mirrors
 # files that describe this machine's copy, not the output: never published
-LOCAL_ONLY = {PUBLISHED, ".stages/input-digests.json"}
+LOCAL_ONLY = (PUBLISHED, TASKS_PUBLISHED, ORIGIN, ".stages/input-digests.json")
 COMPLETION_NAMES = ("manifest.json",)
 COMPLETION_DIR = ".stages/"
 
@@ -76,12 +80,35 @@ def _remote(fn, url: str, what: str):
 # ---------------------------------------------------------------------------------------------------- inputs
 
 
-def open_binary(path: str) -> IO[bytes]:
+def open_binary(path: str) -> IO[bytes] | RemoteFile:
     """A seekable binary file of a local path or URL (ranged reads on object storage)."""
     if not is_url(path):
         return open(path, "rb")
     fs, key = _filesystem(path)
-    return _remote(lambda: fs.open(key, "rb"), path, "open for reading")
+    return RemoteFile(_remote(lambda: fs.open(key, "rb"), path, "open for reading"), path)
+
+
+class RemoteFile:
+    """An fsspec file whose failed reads and seeks name the URL (a store's 503 alone reads "[Errno 16] Service
+    Unavailable", with no object named)."""
+
+    def __init__(self, file: IO[bytes], url: str) -> None:
+        self.file, self.url = file, url
+
+    def read(self, size: int = -1) -> bytes:
+        return _remote(lambda: self.file.read(size), self.url, "read")
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return _remote(lambda: self.file.seek(offset, whence), self.url, "seek")
+
+    def __getattr__(self, name: str):  # tell, close, closed, readable, seekable, size: as the file has them
+        return getattr(self.file, name)
+
+    def __enter__(self) -> RemoteFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
 
 
 def file_size(path: str) -> int:
@@ -137,7 +164,7 @@ def _local_files(folder: Path) -> dict[str, os.stat_result]:
     files = {}
     for path in folder.rglob("*"):
         rel = path.relative_to(folder).as_posix()
-        if path.is_file() and rel not in LOCAL_ONLY and not path.name.endswith(".tmp"):
+        if path.is_file() and not rel.startswith(LOCAL_ONLY) and not path.name.endswith(".tmp"):
             files[rel] = path.stat()
     return files
 
@@ -168,6 +195,7 @@ def pull(url: str, folder: Path) -> None:
             _remote(lambda rel=rel, target=target: fs.get(_key(url, rel), str(target)), _key(url, rel), "download")
         published[rel] = _version(target.stat())
     _save_published(folder, published)
+    write_text(folder / ORIGIN, url)
 
 
 def publish(folder: Path, url: str) -> int:
@@ -175,7 +203,7 @@ def publish(folder: Path, url: str) -> int:
     upload what changed (data first, completion files last). Returns the number of files uploaded."""
     fs, _ = _filesystem(url)
     local = _local_files(folder)
-    published = _load_published(folder)
+    published = _load_published(folder) | _tasks_published(folder)
     remote = _remote_files(url)
     gone = [rel for rel in remote if rel not in local]
     changed = [rel for rel, st in local.items() if rel not in remote or published.get(rel) != _version(st)]
@@ -187,7 +215,34 @@ def publish(folder: Path, url: str) -> int:
         _remote(lambda rel=rel: fs.put_file(str(folder / rel), _key(url, rel)), _key(url, rel), "upload")
         published[rel] = _version(local[rel])
         _save_published(folder, published)
+    _save_published(folder, published)
+    shutil.rmtree(folder / TASKS_PUBLISHED, ignore_errors=True)  # merged into PUBLISHED
     return len(changed)
+
+
+def publish_task(folder: Path, outputs: list[str], marker: str) -> None:
+    """Upload a finished task's outputs, then its marker, when `folder` stages an output URL (a no-op for a
+    local output folder), so a job that dies later keeps the task: a rerun elsewhere pulls it and skips it.
+
+    A stale marker of the task in the bucket may meet new outputs until this marker lands; the marker's sha256
+    of every output is what makes such a pair a redo, never a skip.
+    """
+    origin = folder / ORIGIN
+    if not origin.is_file():
+        return
+    url = origin.read_text()
+    fs, _ = _filesystem(url)
+    for rel in [*outputs, marker]:
+        _remote(lambda rel=rel: fs.put_file(str(folder / rel), _key(url, rel)), _key(url, rel), "upload")
+    versions = {rel: _version((folder / rel).stat()) for rel in [*outputs, marker]}
+    ledger = folder / TASKS_PUBLISHED / Path(marker).name
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    write_text(ledger, json.dumps(versions))
+
+
+def _tasks_published(folder: Path) -> dict[str, list[int]]:
+    ledgers = sorted((folder / TASKS_PUBLISHED).glob("*.json"))
+    return {rel: version for path in ledgers for rel, version in json.loads(path.read_text()).items()}
 
 
 def _key(url: str, rel: str) -> str:

@@ -14,6 +14,7 @@ import http.server
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -46,15 +47,15 @@ def free_port() -> int:
 
 
 class FaultyProxy(http.server.ThreadingHTTPServer):
-    """Forwards every request to the S3 server; records (method, path, Range); after `fail_after_puts` uploads
-    answers everything with 503 until `fail_after_puts` is None again."""
+    """Forwards every request to the S3 server; records (method, path, Range); once `fail_after_markers` marker
+    files (keys under .stages/) were uploaded, answers everything with 503 until it is None again."""
 
     def __init__(self, upstream_port: int) -> None:
         super().__init__(("127.0.0.1", 0), _Forward)
         self.upstream_port = upstream_port
         self.requests: list[tuple[str, str, str | None]] = []
-        self.fail_after_puts: int | None = None
-        self.puts = 0
+        self.fail_after_markers: int | None = None
+        self.markers_put = 0
 
 
 class _Forward(http.server.BaseHTTPRequestHandler):
@@ -67,8 +68,9 @@ class _Forward(http.server.BaseHTTPRequestHandler):
         proxy: FaultyProxy = self.server  # type: ignore[assignment]
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         proxy.requests.append((self.command, self.path, self.headers.get("Range")))
-        proxy.puts += self.command == "PUT"
-        if proxy.fail_after_puts is not None and proxy.puts > proxy.fail_after_puts:
+        failing = proxy.fail_after_markers is not None and proxy.markers_put >= proxy.fail_after_markers
+        proxy.markers_put += self.command == "PUT" and "/.stages/" in self.path
+        if failing:
             self.send_response(503)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -227,18 +229,25 @@ def test_a_rerun_from_another_machine_skips_every_task_and_uploads_only_the_mani
 def test_a_server_failing_mid_run_fails_loudly_and_the_rerun_completes(
     env: dict[str, str], tmp_path: Path, s3: FaultyProxy, local_run: Path
 ) -> None:
-    s3.fail_after_puts, s3.puts = 5, 0
+    s3.fail_after_markers, s3.markers_put = 2, 0
     try:
         failed = pipeline_run(env, "s3://corpus/crawl/", "s3://datasets/v2")
     finally:
-        s3.fail_after_puts = None
+        s3.fail_after_markers = None
     assert failed.returncode != 0
-    assert "s3://datasets/v2/" in failed.stderr and "cannot upload" in failed.stderr
+    error = failed.stderr.strip().splitlines()[-1]  # one line naming the object and what to check
+    assert error.startswith("pipeline run: error: s3://") and "check the URL, the credentials" in error
     half = bucket_state(env, "datasets", "v2/")
-    assert 0 < len(half) <= 5
-    assert not [k for k in half if "/.stages/" in k or k.endswith("manifest.json")]  # nothing vouches for them
+    marker_keys = [k for k in half if "/.stages/" in k]
+    assert len(marker_keys) == 2 and "v2/manifest.json" not in half and "v2/.stages/dedup.json" not in half
+    for key in marker_keys:  # a marker in the bucket vouches only for outputs that are there, whole
+        for rel, sha in read_json(env, "datasets", key)["outputs"].items():
+            body = client(env).get_object(Bucket="datasets", Key=f"v2/{rel}")["Body"].read()
+            assert hashlib.sha256(body).hexdigest() == sha
     rerun = pipeline_run(env, "s3://corpus/crawl/", "s3://datasets/v2", PIPELINE_STAGING_DIR=str(tmp_path))
     assert rerun.returncode == 0, rerun.stderr
+    reused = re.search(r"scan: \d+ of \d+ tasks scanned, (\d+) reused", rerun.stderr)
+    assert reused and int(reused.group(1)) == 2  # the tasks whose markers reached the bucket, on a fresh machine
     manifest = read_json(env, "datasets", "v2/manifest.json")
     assert splits(manifest) == splits(json.loads((local_run / "manifest.json").read_text()))
     for split in manifest["splits"].values():

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from data_pipeline import markers
+from data_pipeline import markers, storage
 from data_pipeline.comm import Comm
 
 
@@ -24,7 +24,8 @@ def run_once(output_dir: Path, stage: str, identity: dict, produce: Callable[[],
     markers.invalidate(output_dir, stage)
     written = produce()
     known = {output_dir / p: sha for p, sha in written.items()}
-    markers.mark_complete(output_dir, stage, identity, list(known), known=known)
+    marker = markers.mark_complete(output_dir, stage, identity, list(known), known=known)
+    storage.publish_task(output_dir, list(written), str(marker.relative_to(output_dir)))
     return written, True
 
 
