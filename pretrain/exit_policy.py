@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from infra.cli import stdout_closed
+from infra.cli import stdout_closed, stdout_reader_gone
 from infra.errors import EXIT_USER_ERROR, UserError, one_line
 from pretrain.errors import EXIT_BAD_STEPS, EXIT_LOCKED
 from pretrain.run_lock import RunLocked
@@ -60,7 +60,7 @@ def after_return(status: int, rank: int) -> Ending:
 
 def after_error(err: Exception, rank: int) -> Ending:
     """`main()` raised `err` (an Exception: Ctrl-C and SystemExit are not this policy's to handle)."""
-    if isinstance(err, BrokenPipeError):
+    if isinstance(err, BrokenPipeError) and stdout_reader_gone():
         return Ending(0, stdout_closed=True)
     if isinstance(err, RunLocked):
         return Ending(EXIT_LOCKED, f"{PROG}: rank {rank}: error: {err}")

@@ -35,8 +35,11 @@ def test_a_held_run_folder_is_exit_locked_on_the_rank_that_met_it() -> None:
     assert EXIT_LOCKED == 5  # launch/restart.sh retries exactly this status
 
 
-def test_a_closed_stdout_is_a_quiet_success_but_a_peer_s_broken_pipe_is_not() -> None:
+def test_a_closed_stdout_is_a_quiet_success_but_a_peer_s_broken_pipe_is_not(monkeypatch) -> None:
+    monkeypatch.setattr(exit_policy, "stdout_reader_gone", lambda: True)
     assert after_error(BrokenPipeError(32, "Broken pipe"), rank=0) == Ending(0, stdout_closed=True)
+    monkeypatch.setattr(exit_policy, "stdout_reader_gone", lambda: False)  # a socket's broken pipe, stdout open
+    assert after_error(BrokenPipeError(32, "Broken pipe"), rank=0).status == 1
     lost = after_error(RuntimeError("[gloo] Broken pipe"), rank=1)  # what gloo raises when a peer died
     assert lost == Ending(
         1,
@@ -98,7 +101,8 @@ def test_run_ends_with_the_status_and_line_of_the_policy(exits: list[str], capsy
     assert capsys.readouterr().err == ""
 
 
-def test_run_quiet_on_a_closed_stdout(exits: list[str], capsys: pytest.CaptureFixture) -> None:
+def test_run_quiet_on_a_closed_stdout(exits: list[str], capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    monkeypatch.setattr(exit_policy, "stdout_reader_gone", lambda: True)
     with pytest.raises(Exited) as done:
         exit_policy.run(raising(BrokenPipeError(32, "Broken pipe")), rank=0)
     assert (done.value.how, done.value.status, exits) == ("os._exit", 0, ["stdout -> /dev/null"])
