@@ -1,0 +1,277 @@
+"""The run folder (pretrain/run_folder.py): its lock, the check of a relaunch against its checkpoints, the launch
+records; and, for real with 2 CPU ranks, Ctrl-C, a refused relaunch that changes no file, a compatible one that is
+recorded instead of rewriting RUN/config.yaml.
+
+Lock staleness is tested with lock files written by hand (an old mtime, a dead pid), never by waiting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra.errors import EXIT_INTERRUPTED
+from pretrain import run_folder
+from pretrain.config import load_config
+from pretrain.run_folder import RunFolderError, RunLocked
+
+TOKENIZER = {"path": "tokenizer/spm.model", "sha256": "a" * 64, "vocab_size": 256}
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+def write_lock(run: Path, host: str, pid: int, age_s: float = 0.0, attempt: dict | None = None) -> Path:
+    """A lock file as another job would have left it, its heartbeat `age_s` seconds old."""
+    run.mkdir(parents=True, exist_ok=True)
+    path = run / run_folder.LOCK
+    started = "2026-01-01T00:00:00+00:00"
+    holder = {"host": host, "pid": pid, "started": started, "token": "theirs", "attempt": attempt}
+    path.write_text(json.dumps(holder))
+    stamp = time.time() - age_s
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_live_holder_is_refused_by_name(tmp_path: Path) -> None:
+    lock = run_folder.acquire_lock(tmp_path, stale_s=3600)
+    holder = json.loads((tmp_path / "LOCK").read_text())
+    with pytest.raises(RunLocked) as refused:
+        run_folder.acquire_lock(tmp_path, stale_s=3600)
+    message = str(refused.value)
+    assert f"host {socket.gethostname()}, pid {os.getpid()}, started {holder['started']}" in message
+    assert "another job is using this run folder" in message
+    lock.release()
+    assert not (tmp_path / "LOCK").exists()
+    run_folder.acquire_lock(tmp_path, stale_s=60).release()  # free again
+
+
+def test_a_fresh_lock_of_another_node_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = write_lock(tmp_path, "gpu-node-07", 4242, age_s=5)
+    before = path.read_bytes()
+    with pytest.raises(RunLocked, match="host gpu-node-07, pid 4242"):
+        run_folder.acquire_lock(tmp_path, stale_s=3600)
+    assert path.read_bytes() == before
+
+
+def test_a_stale_heartbeat_is_taken_over_with_a_warning(tmp_path: Path) -> None:
+    write_lock(tmp_path, "gpu-node-07", 4242, age_s=600)
+    with pytest.warns(UserWarning, match=r"taking over the lock of a dead job \(host gpu-node-07, pid 4242.*600 s old"):
+        lock = run_folder.acquire_lock(tmp_path, stale_s=60)
+    assert json.loads((tmp_path / "LOCK").read_text())["pid"] == os.getpid() and lock.still_ours()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LOCK"]  # the dead lock moved aside and removed
+
+
+def test_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path: Path) -> None:
+    pid = dead_pid()
+    write_lock(tmp_path, socket.gethostname(), pid, age_s=0)  # fresh heartbeat, but its process is gone
+    with pytest.warns(UserWarning, match=f"process {pid} no longer runs on this host"):
+        run_folder.acquire_lock(tmp_path, stale_s=3600).release()
+
+
+def test_an_earlier_attempt_of_the_same_slurm_job_is_taken_over(tmp_path: Path, monkeypatch) -> None:
+    """A requeued job (SLURM_RESTART_COUNT 1) on another first node finds the lock its attempt 0 left, fresh."""
+    monkeypatch.delenv("PRETRAIN_RESTART_ID", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    write_lock(tmp_path, "gpu-node-07", 4242, attempt={"of": "SLURM_JOB_ID=77", "number": 0})
+    with pytest.raises(RunLocked):  # the same attempt: a live twin, refused
+        run_folder.acquire_lock(tmp_path, stale_s=3600)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with pytest.warns(UserWarning, match="it was attempt 0 of SLURM_JOB_ID=77, this is attempt 1"):
+        run_folder.acquire_lock(tmp_path, stale_s=3600).release()
+
+
+def test_release_never_removes_a_lock_that_is_no_longer_ours(tmp_path: Path) -> None:
+    lock = run_folder.acquire_lock(tmp_path, stale_s=60)
+    write_lock(tmp_path, "gpu-node-07", 4242)  # taken over by another job after ours looked dead
+    assert not lock.still_ours()
+    lock.release()
+    assert json.loads((tmp_path / "LOCK").read_text())["host"] == "gpu-node-07"
+
+
+# --------------------------------------------------------------------------- the relaunch check
+
+
+def debug_config(*sets: str) -> dict:
+    return load_config("debug", None, ["model.vocab_size=256", *sets]).to_dict()
+
+
+def fake_run(run: Path, config: dict, step: int = 4) -> Path:
+    """A run folder as the trainer leaves it: config.yaml, one complete checkpoint with its client_state.json."""
+    tag = run / "checkpoints" / f"step{step:08d}"
+    tag.mkdir(parents=True)
+    (tag / "COMPLETE").write_text("{}")
+    client = {"step": step, "config": config, "tokenizer": TOKENIZER}
+    (tag / "client_state.json").write_text(json.dumps(client))
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return tag
+
+
+def manifest(sha: str = TOKENIZER["sha256"]) -> dict:
+    return {"vocab_size": 256, "tokenizer": {**TOKENIZER, "sha256": sha}}
+
+
+@pytest.mark.filterwarnings("ignore:.*MANIFEST")  # a hand-made checkpoint has no checksum file
+def test_a_relaunch_that_does_not_fit_the_checkpoint_names_every_difference(tmp_path: Path) -> None:
+    fake_run(tmp_path, debug_config())
+    changed = debug_config("model.seq_len=64", "model.vocab_size=512", "data.seed=7", "train.max_steps=99")
+    with pytest.raises(RunFolderError) as refused:
+        run_folder.check_launch(tmp_path, changed, manifest("b" * 64), "auto")
+    message = str(refused.value)
+    for difference in ("model.seq_len: 128 -> 64", "model.vocab_size: 256 -> 512", "data.seed: 1234 -> 7"):
+        assert difference in message
+    assert f"tokenizer sha256: {'a' * 12}… -> {'b' * 12}…" in message
+    assert "train.max_steps" not in message and "Nothing in" in message and "another --output" in message
+
+
+@pytest.mark.filterwarnings("ignore:.*MANIFEST")
+def test_a_compatible_relaunch_is_recorded_and_config_yaml_kept(tmp_path: Path) -> None:
+    tag = fake_run(tmp_path, debug_config())
+    config_yaml = (tmp_path / "config.yaml").read_bytes()
+    more = debug_config("train.max_steps=40", "train.eval_interval=5")
+    assert run_folder.check_launch(tmp_path, more, manifest(), "auto") == (tag.parent, tag.name)
+    path, changed = run_folder.record_launch(tmp_path, more, (tag.parent, tag.name))
+    assert changed == {"train.eval_interval": [10, 5], "train.max_steps": [20, 40]}
+    assert (tmp_path / "config.yaml").read_bytes() == config_yaml
+    record = yaml.safe_load(path.read_text())
+    assert path.name == "001.yaml" and record["resumes"] == str(tag) and record["config"] == more
+    assert run_folder.record_launch(tmp_path, more, None)[0].name == "002.yaml"
+
+
+@pytest.mark.filterwarnings("ignore:.*MANIFEST")
+def test_resume_none_over_checkpoints_is_refused(tmp_path: Path) -> None:
+    fake_run(tmp_path, debug_config())
+    with pytest.raises(RunFolderError, match=r"holds checkpoints up to step00000004; --resume none would train"):
+        run_folder.check_launch(tmp_path, debug_config(), manifest(), "none")
+
+
+def test_a_folder_without_checkpoints_takes_the_new_config(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(debug_config("model.seq_len=64")))  # a launch that died
+    assert run_folder.check_launch(tmp_path, debug_config(), manifest(), "auto") is None
+    run_folder.record_launch(tmp_path, debug_config(), None)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == debug_config()
+
+
+def test_claim_that_fails_its_check_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
+    fake_run(tmp_path, debug_config())
+    before = folder_hashes(tmp_path)
+    with pytest.raises(RunFolderError), pytest.warns(UserWarning, match="MANIFEST"):
+        run_folder.claim(tmp_path, debug_config("model.n_layer=3"), manifest(), "auto", stale_s=60)
+    assert folder_hashes(tmp_path) == before
+
+
+def folder_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`, by relative path."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+def test_first_ctrl_c_requests_a_save_a_second_one_aborts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pretrain import signals
+
+    now = [100.0]
+    flag = signals.PreemptionFlag(rank=0, clock=lambda: now[0])
+    exits: list[int] = []
+    monkeypatch.setattr(signals.os, "_exit", exits.append)
+    flag._interrupt(signal.SIGINT, None)
+    assert flag.requested and flag.reason == "Ctrl-C" and exits == []
+    now[0] += 0.01
+    flag._interrupt(signal.SIGINT, None)  # the same key press, relayed by the launcher
+    assert exits == []
+    flag._handle(signal.SIGTERM, None)  # the launcher's SIGTERM after Ctrl-C never aborts
+    assert exits == [] and flag.reason == "Ctrl-C"
+    now[0] += 3.0
+    flag._interrupt(signal.SIGINT, None)
+    assert exits == [EXIT_INTERRUPTED]
+
+
+# --------------------------------------------------------------------------- for real: 2 CPU ranks
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_then_a_wrong_relaunch_changes_nothing_and_a_compatible_one_is_recorded(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    from support.fault_support import CPU_ENV, logged_steps, wait_for
+    from support.launch import ROOT, run_train, step_losses, train_command
+
+    run = tmp_path / "run"
+    sets = ("train.micro_batch_size=2", "train.global_batch_tokens=256", "train.max_steps=10000")
+    # a terminal's Ctrl-C: SIGINT to every process of the job's process group (launcher and ranks)
+    log = open(tmp_path / "first.log", "w")  # noqa: SIM115 - closed below
+    job = subprocess.Popen(
+        train_command(2, tiny_dataset, run, sets),
+        cwd=ROOT,
+        env={**os.environ, **CPU_ENV},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: logged_steps(run) >= 2, 300, "two logged steps")
+        os.killpg(job.pid, signal.SIGINT)
+        job.wait(timeout=120)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        log.close()
+    out = (tmp_path / "first.log").read_text()
+    last = max(step_losses(run))
+    assert (run / "checkpoints" / "latest").read_text() == f"step{last:08d}", out[-3000:]
+    assert (run / "checkpoints" / f"step{last:08d}" / "COMPLETE").is_file()
+    assert out.count("Ctrl-C: saving a checkpoint at the end of this step") == 1
+    assert "KeyboardInterrupt" not in out and "pretrain/train.py" not in out  # no rank traceback (torchrun's own may)
+    assert not (run / "LOCK").exists()
+
+    # the tokenizer of the data and seq_len changed: refused in one line, every file as it was
+    other_data = tmp_path / "other_data"
+    other_data.mkdir()
+    for name in ("shards", "tokenizer"):
+        (other_data / name).symlink_to(tiny_dataset / name)
+    data_manifest = json.loads((tiny_dataset / "manifest.json").read_text())
+    data_manifest["tokenizer"]["sha256"] = "f" * 64
+    (other_data / "manifest.json").write_text(json.dumps(data_manifest))
+    before = folder_hashes(run)
+    cmd = [sys.executable, "-m", "pretrain.train", "--data", str(other_data), "--preset", "debug"]
+    cmd += ["--output", str(run), "--set", "model.seq_len=64", "--set", "train.ds_config=ds_configs/zero3_cpu.json"]
+    wrong = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **CPU_ENV}, capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2, wrong.stderr[-3000:]
+    assert wrong.stderr.count("\n") == 1 and wrong.stderr.startswith("pretrain.train: rank 0: ")
+    assert "model.seq_len: 32 -> 64" in wrong.stderr
+    assert f"-> {'f' * 12}…" in wrong.stderr
+    assert folder_hashes(run) == before
+
+    # more steps: resumes, RUN/config.yaml untouched, the change recorded as launch 2
+    config_yaml = (run / "config.yaml").read_bytes()
+    more = run_train(2, tiny_dataset, run, (*sets[:2], f"train.max_steps={last + 1}"))
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert f"resumed from {run / 'checkpoints' / f'step{last:08d}'}" in more.stdout
+    assert (run / "config.yaml").read_bytes() == config_yaml
+    record = yaml.safe_load((run / "launches" / "002.yaml").read_text())
+    assert record["changes_from_config_yaml"] == {"train.max_steps": [10000, last + 1]}
+    assert sorted(p.name for p in (run / "launches").iterdir()) == ["001.yaml", "002.yaml"]
+    assert max(step_losses(run)) == last + 1
