@@ -5,14 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
 from support.corpus import write_jsonl
 from support.documents import GOOD, python_file, stdlib_docs, write_kept
 
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import load_recipe
 from data_pipeline.dedup.stage import run_dedup
-from data_pipeline.inspect_dataset import doc_lengths, text_histogram
+from data_pipeline.inspect_dataset import doc_lengths
 from data_pipeline.tokenize_stage import run_tokenize_stage
 from data_pipeline.tokenizer import load_tokenizer
 
@@ -37,13 +36,6 @@ def test_inspect_reports_counts_sample_and_histograms(tmp_path):
     lengths = doc_lengths(out, "train")
     assert len(lengths) == stats["train_num_docs"] and lengths.sum() == stats["train_num_tokens"]
     assert lengths[0] == len(processor.encode(first_train)) + 1  # EOS counted
-
-
-def test_text_histogram_counts_every_document():
-    lengths = np.array([1, 2, 3, 10, 100, 1000, 1000, 5000])
-    rows = text_histogram(lengths, bins=6)
-    assert sum(int(row.split()[1]) for row in rows) == len(lengths)
-    assert text_histogram(np.zeros(0, np.int64)) == ["(no documents)"]
 
 
 def test_inspect_of_a_folder_without_manifest_is_one_line_error(tmp_path):

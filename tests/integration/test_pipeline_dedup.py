@@ -236,46 +236,6 @@ def test_dedup_never_imports_torch(corpus: Path, tmp_path: Path) -> None:
     assert result.stdout.split() == ["0", "False"], result.stderr
 
 
-def test_a_run_killed_after_writing_kept_reruns_to_the_same_outputs(corpus: Path, tmp_path: Path, monkeypatch) -> None:
-    from data_pipeline.comm import LocalComm
-    from data_pipeline.config import load_recipe
-    from data_pipeline.dedup.stage import DedupRun, run_dedup
-
-    recipe = load_recipe(overrides=["workers=1"])
-    clean, crashed = tmp_path / "clean", tmp_path / "crashed"
-    run_dedup(LocalComm(), [str(corpus)], clean, recipe, quiet=True)
-    with monkeypatch.context() as patch:
-        patch.setattr(DedupRun, "write_stats", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt("killed")))
-        with pytest.raises(KeyboardInterrupt):
-            run_dedup(LocalComm(), [str(corpus)], crashed, recipe, quiet=True)
-    assert (crashed / "kept" / "part-00000.jsonl").exists() and not (crashed / ".stages" / "dedup.json").exists()
-    run_dedup(LocalComm(), [str(corpus)], crashed, recipe, quiet=True)
-    same_outputs(clean, crashed)
-
-
-def test_a_large_file_split_into_byte_ranges_gives_the_same_documents(tmp_path: Path) -> None:
-    """Ranges cut mid-line: every line read once, ids and reject lines as if the file were read whole."""
-    from data_pipeline.comm import LocalComm
-    from data_pipeline.config import load_recipe
-    from data_pipeline.dedup.stage import run_dedup
-
-    data = tmp_path / "in"
-    data.mkdir()
-    texts = [article(i) for i in range(40)]
-    lines = [json.dumps({"text": t}) for t in texts[:20]] + ["", "{broken"] + [json.dumps({"text": t}) for t in texts]
-    (data / "big.jsonl").write_text("\n".join(lines) + "\n")
-    whole, split = tmp_path / "whole", tmp_path / "split"
-    base = ["workers=1", "dedup.num_perm=32"]
-    run_dedup(LocalComm(), [str(data)], whole, load_recipe(overrides=base), quiet=True)
-    stats = run_dedup(LocalComm(), [str(data)], split, load_recipe(overrides=[*base, "read.task_bytes=3000"]), True)
-    assert stats["tasks"] > 10
-    assert read_parts(split / "kept") == read_parts(whole / "kept") and len(read_parts(whole / "kept")) == 40
-    assert read_parts(split / "rejects") == read_parts(whole / "rejects")
-    assert [r["line"] for r in read_parts(whole / "rejects")] == [22]
-    assert stats["dropped"] == {"bad_input:malformed_json": 1, "exact_dup": 20}
-    assert (split / "dedup/clusters.jsonl").read_bytes() == (whole / "dedup/clusters.jsonl").read_bytes()
-
-
 def test_scan_in_worker_processes_decides_like_one_process() -> None:
     from data_pipeline.config import FiltersConfig, load_recipe
     from data_pipeline.executor import ordered_map, worker_pool

@@ -1,14 +1,14 @@
-"""`pretrain plan` through the installed console script (and in-process for the all-presets sweep): batch
-arithmetic, exit codes, ZeRO-3 memory, time to train, default world size, vocabulary from --data."""
+"""`pretrain plan` in-process (the console script's `main`, DeepSpeed imported once): batch arithmetic, exit codes,
+ZeRO-3 memory, time to train, default world size, vocabulary from --data. The installed console script itself is
+tests/integration/test_plan_command.py."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import re
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -18,18 +18,22 @@ from pretrain.flops import count_params
 from pretrain.metrics import PEAK_TFLOPS
 from pretrain.presets import PRESETS
 
-PRETRAIN = shutil.which("pretrain", path=str(Path(sys.executable).parent)) or shutil.which("pretrain")
 BATCH_LINE = re.compile(r"^batch\s+(\d+) x (\d+) x (\d+) x (\d+) = ([\d,]+) tokens per step", re.MULTILINE)
 ZERO3_LINE = re.compile(r"^zero3 per GPU\s+([\d.]+) GiB", re.MULTILINE)
 PARAMS_LINE = re.compile(r"^parameters\s+([\d,]+) total, ([\d,]+) non-embedding", re.MULTILINE)
 
-pytestmark = pytest.mark.skipif(PRETRAIN is None, reason="the `pretrain` console script is not installed")
-
 
 @functools.cache
 def plan(preset: str, world_size: int, *extra: str) -> subprocess.CompletedProcess:
-    command = [PRETRAIN, "plan", "--preset", preset, "--world-size", str(world_size), *extra]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    """`pretrain plan` run as the console script runs it, in this process: exit status, stdout, stderr."""
+    argv = ["plan", "--preset", preset, "--world-size", str(world_size), *extra]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            status = cli.main(argv)
+        except SystemExit as exit_:  # argparse's refusals
+            status = exit_.code
+    return subprocess.CompletedProcess(["pretrain", *argv], status, stdout.getvalue(), stderr.getvalue())
 
 
 DURATION = r"[\d.,]+ (?:days|hours|minutes|seconds)"
@@ -143,10 +147,3 @@ def test_plan_takes_the_vocabulary_from_the_dataset(tiny_dataset, capsys):
     assert "vocab 256 (padded 256)" in out  # not the preset's 50257
     cfg = load_config("gpt2-124m", None, ["model.vocab_size=256"])
     assert numbers(PARAMS_LINE.search(out).group(1)) == count_params(cfg.model)
-
-
-def test_plan_data_without_manifest_exits_2_naming_it(tmp_path):
-    result = subprocess.run(
-        [PRETRAIN, "plan", "--preset", "debug", "--data", str(tmp_path)], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 2 and f"--data: {tmp_path}" in result.stderr and "manifest.json" in result.stderr
