@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import json
 import os
-import random
 import subprocess
 from pathlib import Path
 
@@ -20,86 +19,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.corpus import near_copy, story
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / ".venv" / "bin" / "pipeline"
 MPIEXEC = REPO / ".venv" / "bin" / "mpiexec"
-VOCAB = tuple(
-    [
-        "river",
-        "town",
-        "morning",
-        "market",
-        "bridge",
-        "harbor",
-        "farmer",
-        "basket",
-        "window",
-        "garden",
-        "teacher",
-        "letter",
-        "summer",
-        "winter",
-        "story",
-        "kitchen",
-        "lantern",
-        "meadow",
-        "orchard",
-        "village",
-        "painter",
-        "station",
-        "journey",
-        "evening",
-        "forest",
-        "mountain",
-        "candle",
-        "blanket",
-        "the",
-        "of",
-        "and",
-        "to",
-        "with",
-        "that",
-        "have",
-        "be",
-        "in",
-        "on",
-        "at",
-        "for",
-        "from",
-        "by",
-    ]
-)
-
-
-def sentence(rng: random.Random) -> str:
-    words = [rng.choice(VOCAB) for _ in range(rng.randint(9, 14))]
-    return " ".join(words).capitalize() + "."
-
-
-def article(seed: int) -> str:
-    rng = random.Random(seed)
-    return "\n".join(" ".join(sentence(rng) for _ in range(3)) for _ in range(6))
-
-
-def near_copy(text: str) -> str:
-    words = text.split(" ")
-    words[len(words) // 2] = "zeppelin"
-    return " ".join(words)
 
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     data = tmp_path / "corpus"
     data.mkdir()
-    texts = [article(i) for i in range(12)]
+    texts = [story(i) for i in range(12)]
     a = [{"id": f"doc-{i}", "text": texts[i]} for i in range(6)]
     (data / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in a) + '{"id": "broken", "text": \n')
     b = [{"id": f"doc-{i}", "text": texts[i]} for i in range(6, 10)]
     b += [{"id": "copy-of-3", "text": texts[3]}, {"id": "near-5", "text": near_copy(texts[5])}]
     b += [{"id": "lorem", "text": "Lorem ipsum dolor sit amet. " + texts[11]}, {"text": texts[10]}]
     (data / "b.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in b).encode()))
-    pq.write_table(pa.table({"id": ["doc-11", "empty"], "text": [article(111), "   "]}), data / "c.parquet")
+    pq.write_table(pa.table({"id": ["doc-11", "empty"], "text": [story(111), "   "]}), data / "c.parquet")
     return data
 
 
@@ -189,7 +127,7 @@ def test_damaged_output_is_rebuilt_and_changed_input_refused(corpus: Path, tmp_p
     rebuilt = dedup(corpus, out)
     assert rebuilt.returncode == 0 and "skipped" not in rebuilt.stderr
     assert kept_part.read_bytes() == good
-    (corpus / "a.jsonl").write_text((corpus / "a.jsonl").read_text() + json.dumps({"text": article(99)}) + "\n")
+    (corpus / "a.jsonl").write_text((corpus / "a.jsonl").read_text() + json.dumps({"text": story(99)}) + "\n")
     changed = dedup(corpus, out)
     assert changed.returncode != 0
     assert "other inputs or another recipe" in changed.stderr and len(changed.stderr.strip().splitlines()) == 1
@@ -241,7 +179,7 @@ def test_scan_in_worker_processes_decides_like_one_process() -> None:
     from data_pipeline.executor import ordered_map, worker_pool
     from data_pipeline.steps import Steps, init_steps, scan_batch
 
-    texts = [article(i) for i in range(60)] + ["short text {"] * 30 + ["Lorem ipsum " + article(i) for i in range(30)]
+    texts = [story(i) for i in range(60)] + ["short text {"] * 30 + ["Lorem ipsum " + story(i) for i in range(30)]
     dedup_cfg = load_recipe(overrides=["dedup.num_perm=32"]).dedup
     one = Steps(FiltersConfig(), dedup_cfg).scan(texts)
     batches = [texts[i : i + 7] for i in range(0, len(texts), 7)]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.corpus import FUNCTION_WORDS, prose
 
 from data_pipeline.shards import TokenStream, read_manifest
 from infra.files import temp_path
@@ -28,33 +29,15 @@ RECIPE = [
     "shards.target_bytes=20000",
     "read.task_bytes=8000",
 ]
-WORD_TEXT = (
-    "the of and to in is that it was for on are with as his they be at one have this from or had by word "
-    "but what some we can out other were all there when up use your how said an each she which do their "
-    "time if will way about many then them write would like so these her long make thing see him two has "
-    "look more day could go come did number sound no most people my over know water than call first who "
-    "may down side been now find any new work part take get place made live where after back little only "
-    "round man year came show every good me give our under name very through just form sentence great "
-    "think say help low line differ turn cause much mean before move right boy old too same tell does "
-    "set three want air well also play small end put home read hand port large spell add even land here "
-    "must big high such follow act why ask men change went light kind"
-)
-WORDS = WORD_TEXT.split()
 
 pytestmark = [pytest.mark.slow, pytest.mark.mpi]
-
-
-def article(rng: random.Random) -> str:
-    """Prose that passes the quality filters: paragraphs of capitalised sentences of common words."""
-    sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 18))).capitalize() + "." for _ in range(12)]
-    return "\n\n".join(" ".join(sentences[i : i + 4]) for i in range(0, len(sentences), 4))
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """150 articles, 10 exact copies and 10 near copies, over 5 files so every rank owns some."""
     rng = random.Random(0)
-    docs = [article(rng) for _ in range(150)]
+    docs = [prose(rng, FUNCTION_WORDS, 12, 8, 18, per_paragraph=4) for _ in range(150)]
     docs += docs[:10] + [d.replace(".", "!", 1) for d in docs[10:20]]
     folder = tmp_path_factory.mktemp("corpus")
     for f in range(5):

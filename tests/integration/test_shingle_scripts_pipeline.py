@@ -10,35 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-
-SCRIPTS = {  # letters, clause punctuation
-    "chinese": (np.arange(0x4E00, 0x4E00 + 3000), "，。、"),
-    "japanese": (
-        np.r_[np.tile(np.arange(0x3041, 0x3094), 6), np.arange(0x30A1, 0x30F7), np.arange(0x4E00, 0x5600)],
-        "、。",
-    ),
-    "thai": (np.r_[np.arange(0x0E01, 0x0E2F), np.arange(0x0E30, 0x0E3A), np.arange(0x0E40, 0x0E4D)], " "),
-}
-
-
-def script_text(rng: np.random.Generator, script: str, chars: int = 525, punctuate: bool = True) -> str:
-    letters, marks = SCRIPTS[script]
-    weights = 1.0 / np.arange(1, len(letters) + 1)
-    out = [chr(c) for c in rng.choice(letters, chars, p=weights / weights.sum())]
-    if punctuate:
-        for position in sorted(rng.choice(chars, chars // 13, replace=False), reverse=True):
-            out.insert(position, marks[rng.integers(len(marks))])
-    return "".join(out)
-
-
-def plant_edits(rng: np.random.Generator, text: str, script: str, edits: int) -> str:
-    """`edits` letters replaced by a different letter of the same script."""
-    letters = SCRIPTS[script][0]
-    alphabet = set(map(chr, letters))
-    chars = list(text)
-    for i in rng.choice([i for i, c in enumerate(chars) if c in alphabet], edits, replace=False):
-        chars[i] = chr(letters[(np.flatnonzero(letters == ord(chars[i]))[0] + 1 + rng.integers(50)) % len(letters)])
-    return "".join(chars)
+from support.corpus import plant_edits, script_text
 
 
 @pytest.mark.slow

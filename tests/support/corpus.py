@@ -279,6 +279,53 @@ FUNCTION_WORDS = tuple(
     ]
 )
 
+STORY_WORDS = tuple(
+    [
+        "river",
+        "town",
+        "morning",
+        "market",
+        "bridge",
+        "harbor",
+        "farmer",
+        "basket",
+        "window",
+        "garden",
+        "teacher",
+        "letter",
+        "summer",
+        "winter",
+        "story",
+        "kitchen",
+        "lantern",
+        "meadow",
+        "orchard",
+        "village",
+        "painter",
+        "station",
+        "journey",
+        "evening",
+        "forest",
+        "mountain",
+        "candle",
+        "blanket",
+        "the",
+        "of",
+        "and",
+        "to",
+        "with",
+        "that",
+        "have",
+        "be",
+        "in",
+        "on",
+        "at",
+        "for",
+        "from",
+        "by",
+    ]
+)
+
 Lexicon = tuple[list[str], list[float]]  # pseudo-words and their cumulative Zipf weights
 
 
@@ -299,16 +346,42 @@ def pseudo_lexicon(rng: random.Random, size: int = 30000) -> Lexicon:
     return words, cumulative
 
 
-def zipf_sentence(rng: random.Random, lexicon: Lexicon, end: str = ".") -> str:
-    """8-18 words; every other one a function word, so the quality filters keep the text."""
+def zipf_sentence(rng: random.Random, lexicon: Lexicon, ends: str = ".") -> str:
+    """8-18 words, every other one a function word (so the quality filters keep it), ending in one of `ends`."""
     words, cumulative = lexicon
     content = rng.choices(words, cum_weights=cumulative, k=rng.randint(8, 18))
-    return " ".join(w if i % 2 else rng.choice(FUNCTION_WORDS) for i, w in enumerate(content)).capitalize() + end
+    text = " ".join(w if i % 2 else rng.choice(FUNCTION_WORDS) for i, w in enumerate(content)).capitalize()
+    return text + (rng.choice(ends) if len(ends) > 1 else ends)
 
 
 def paragraphs(sentences: list[str], per_paragraph: int, separator: str = "\n\n") -> str:
     """Sentences joined by spaces into paragraphs of `per_paragraph`, the paragraphs by `separator`."""
     return separator.join(" ".join(sentences[i : i + per_paragraph]) for i in range(0, len(sentences), per_paragraph))
+
+
+def prose(
+    rng: random.Random,
+    words: Sequence[str],
+    sentences: int,
+    shortest: int,
+    longest: int,
+    per_paragraph: int,
+    separator: str = "\n\n",
+) -> str:
+    """`sentences` sentences of `shortest`..`longest` words from `words`, in paragraphs of `per_paragraph`."""
+    return paragraphs([sentence(rng, words, shortest, longest) for _ in range(sentences)], per_paragraph, separator)
+
+
+def story(seed: int) -> str:
+    """Six lines of three 9-14 word sentences of `STORY_WORDS`: an article the quality filters keep."""
+    return prose(random.Random(seed), STORY_WORDS, 18, 9, 14, per_paragraph=3, separator="\n")
+
+
+def near_copy(text: str) -> str:
+    """`text` with its middle word replaced by one no generator draws: a near duplicate (Jaccard well above 0.8)."""
+    words = text.split(" ")
+    words[len(words) // 2] = "zeppelin"
+    return " ".join(words)
 
 
 def synthetic_docs(n_docs: int, seed: int = 0) -> list[str]:

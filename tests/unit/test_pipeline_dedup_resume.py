@@ -8,92 +8,30 @@ import gzip
 import hashlib
 import json
 import os
-import random
 import subprocess
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.corpus import near_copy, story
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / ".venv" / "bin" / "pipeline"
-VOCAB = tuple(
-    [
-        "river",
-        "town",
-        "morning",
-        "market",
-        "bridge",
-        "harbor",
-        "farmer",
-        "basket",
-        "window",
-        "garden",
-        "teacher",
-        "letter",
-        "summer",
-        "winter",
-        "story",
-        "kitchen",
-        "lantern",
-        "meadow",
-        "orchard",
-        "village",
-        "painter",
-        "station",
-        "journey",
-        "evening",
-        "forest",
-        "mountain",
-        "candle",
-        "blanket",
-        "the",
-        "of",
-        "and",
-        "to",
-        "with",
-        "that",
-        "have",
-        "be",
-        "in",
-        "on",
-        "at",
-        "for",
-        "from",
-        "by",
-    ]
-)
-
-
-def sentence(rng: random.Random) -> str:
-    words = [rng.choice(VOCAB) for _ in range(rng.randint(9, 14))]
-    return " ".join(words).capitalize() + "."
-
-
-def article(seed: int) -> str:
-    rng = random.Random(seed)
-    return "\n".join(" ".join(sentence(rng) for _ in range(3)) for _ in range(6))
-
-
-def near_copy(text: str) -> str:
-    words = text.split(" ")
-    words[len(words) // 2] = "zeppelin"
-    return " ".join(words)
 
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     data = tmp_path / "corpus"
     data.mkdir()
-    texts = [article(i) for i in range(12)]
+    texts = [story(i) for i in range(12)]
     a = [{"id": f"doc-{i}", "text": texts[i]} for i in range(6)]
     (data / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in a) + '{"id": "broken", "text": \n')
     b = [{"id": f"doc-{i}", "text": texts[i]} for i in range(6, 10)]
     b += [{"id": "copy-of-3", "text": texts[3]}, {"id": "near-5", "text": near_copy(texts[5])}]
     b += [{"id": "lorem", "text": "Lorem ipsum dolor sit amet. " + texts[11]}, {"text": texts[10]}]
     (data / "b.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in b).encode()))
-    pq.write_table(pa.table({"id": ["doc-11", "empty"], "text": [article(111), "   "]}), data / "c.parquet")
+    pq.write_table(pa.table({"id": ["doc-11", "empty"], "text": [story(111), "   "]}), data / "c.parquet")
     return data
 
 
@@ -156,7 +94,7 @@ def test_a_large_file_split_into_byte_ranges_gives_the_same_documents(tmp_path: 
 
     data = tmp_path / "in"
     data.mkdir()
-    texts = [article(i) for i in range(40)]
+    texts = [story(i) for i in range(40)]
     lines = [json.dumps({"text": t}) for t in texts[:20]] + ["", "{broken"] + [json.dumps({"text": t}) for t in texts]
     (data / "big.jsonl").write_text("\n".join(lines) + "\n")
     whole, split = tmp_path / "whole", tmp_path / "split"
