@@ -37,7 +37,7 @@ setup(
     ],
     extras_require={
         "wandb": ["wandb"],  # `log.wandb`: Weights & Biases next to TensorBoard and CSV
-        # lm-eval (+ accelerate, which its hf model imports): tests/test_lm_eval.py reads an export; wandb: the offline logger test
+        # lm-eval (+ accelerate, which its hf model imports): tests/integration/test_lm_eval.py reads an export; wandb: the offline logger test
         "dev": ["pytest", "pytest-timeout", "ruff", "hypothesis", "lm-eval", "accelerate", "wandb"],
     },
     entry_points={

@@ -1,6 +1,6 @@
 """On CUDA: GPT-2 and Llama logits in bf16 against fp32 and against transformers, at 2048 positions.
 
-The CPU tests (tests/test_hf.py) check fp32 parity on CPU; these run the kernels users train with (SDPA's flash
+The CPU tests (tests/unit/test_hf.py) check fp32 parity on CPU; these run the kernels users train with (SDPA's flash
 path, bf16 tensor cores) and the full 2048-position tables. Skipped without CUDA; benchmarks/gpu_run.sh runs
 them with `pytest -m cuda`. Errors are relative norms ||ours - theirs|| / ||theirs|| over all logits.
 """

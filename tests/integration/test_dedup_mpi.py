@@ -1,6 +1,6 @@
 """Exact and near dedup under mpiexec with 1, 2 and 3 ranks give identical removals and clusters.
 
-Run as a script (`mpiexec -n N python tests/test_dedup_mpi.py OUT.json`) each rank takes an interleaved share of
+Run as a script (`mpiexec -n N python tests/integration/test_dedup_mpi.py OUT.json`) each rank takes an interleaved share of
 a planted corpus (global indices not contiguous per rank), runs both dedup steps over MPI collectives, and
 rank 0 writes everything the ranks decided.
 """

@@ -1,6 +1,6 @@
 """Checkpoint faults: a rank killed inside save_checkpoint, and checkpoint files that rot after the save.
 
-Kill points are reached for real: tests/fault_inject_train.py runs the trainer with one function patched from
+Kill points are reached for real: tests/support/fault_inject_train.py runs the trainer with one function patched from
 outside to SIGKILL its rank at that point of the save of step 4 (after step 2 was saved). Whatever the point,
 step 2 must stay the checkpoint that `--resume auto` picks, `latest` must never name step 4, and a resumed run
 must reproduce the uninterrupted run's losses exactly.

@@ -1,7 +1,7 @@
 """Pipeline faults: SIGKILL at points spread over a `pipeline run` (every stage: read, filter, dedup, tokenizer,
 shards, manifest), disk full while writing outputs, inputs changed between a run and its rerun.
 
-The kill points are counted, not timed: tests/pipeline_faults/sitecustomize.py counts the command's atomic writes
+The kill points are counted, not timed: tests/support/pipeline_faults/sitecustomize.py counts the command's atomic writes
 and SIGKILLs it inside the first, the last and three between (bytes in the temporary file, not yet renamed), so
 every machine, loaded or not, kills the same runs at the same points.
 

@@ -1,7 +1,7 @@
 """A rank SIGKILLed mid-step: the launcher fails the job naming the rank, launch/restart.sh relaunches it with
 `--resume auto`, and the resumed run's losses equal an uninterrupted run's, step for step.
 
-The kill is real (SIGKILL, sent by the rank to itself from tests/fault_inject_train.py just before step 5's
+The kill is real (SIGKILL, sent by the rank to itself from tests/support/fault_inject_train.py just before step 5's
 loss all-reduce, so the other rank is left blocked inside a collective); only the first launch
 is affected, so the relaunch runs clean from the newest complete checkpoint (step 4).
 """

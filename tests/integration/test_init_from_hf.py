@@ -50,7 +50,7 @@ def source_model(run_dir: Path):
 
 @pytest.fixture(scope="module")
 def engine_contents(exports, tiny_dataset, tmp_path_factory) -> dict:
-    """tests/init_from_hf_engine.py on 2 ranks over both exports, fp32 and bf16."""
+    """tests/support/init_from_hf_engine.py on 2 ranks over both exports, fp32 and bf16."""
     out = tmp_path_factory.mktemp("init-engine") / "engine.pt"
     cmd = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
     cmd += [str(ROOT / "tests" / "support" / "init_from_hf_engine.py"), str(tiny_dataset), str(out)]

@@ -1,6 +1,6 @@
 """One rank fails, the whole job ends loudly; Ctrl-C and SIGTERM leave no worker behind; a killed run resumes.
 
-The faults come from outside the product: tests/pipeline_faults/sitecustomize.py (on PYTHONPATH) replaces one
+The faults come from outside the product: tests/support/pipeline_faults/sitecustomize.py (on PYTHONPATH) replaces one
 function on rank 1 only, or limits rank 1's file sizes (RLIMIT_FSIZE). Under `mpiexec -n 2` the job must end
 non-zero well within 60 s, print rank 1's error with its rank number, and leave no stage completion marker.
 """

@@ -51,7 +51,7 @@ def reference_run_dir(data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 def injected_command(data: Path, run: Path, sets: tuple[str, ...] = FAULT_SETS) -> list[str]:
-    """The 2-rank launch command with tests/fault_inject_train.py in place of `-m pretrain.train`."""
+    """The 2-rank launch command with tests/support/fault_inject_train.py in place of `-m pretrain.train`."""
     cmd = train_command(2, data, run, sets)
     at = cmd.index("-m", cmd.index("torch.distributed.run") + 1)
     cmd[at : at + 2] = [INJECT]
@@ -116,6 +116,6 @@ PIPELINE_FAULTS = ROOT / "tests" / "support" / "pipeline_faults"  # its sitecust
 
 
 def pipeline_fault_env(**variables: str) -> dict[str, str]:
-    """This environment with tests/pipeline_faults first on PYTHONPATH and the given PIPELINE_* variables."""
+    """This environment with tests/support/pipeline_faults first on PYTHONPATH and the given PIPELINE_* variables."""
     path = os.pathsep.join(p for p in (str(PIPELINE_FAULTS), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "PYTHONPATH": path, **variables}

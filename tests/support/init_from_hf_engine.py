@@ -1,8 +1,8 @@
 """Build the trainer's ZeRO-3 engine from Hugging Face folders, as `pretrain.train --init-from-hf` does, and save
 what it holds: its logits on fixed tokens and every parameter's fp32 master copy, in fp32 and in bf16.
 
-Run on 2 ranks: `python -m torch.distributed.run --nproc_per_node 2 tests/init_from_hf_engine.py DATA OUT.pt HF...`
-with DS_ACCELERATOR=cpu. tests/test_init_from_hf.py compares the results with transformers and the source run.
+Run on 2 ranks: `python -m torch.distributed.run --nproc_per_node 2 tests/support/init_from_hf_engine.py DATA OUT.pt HF...`
+with DS_ACCELERATOR=cpu. tests/integration/test_init_from_hf.py compares the results with transformers and the source run.
 """
 
 from __future__ import annotations

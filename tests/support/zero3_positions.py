@@ -7,7 +7,7 @@ seq_len 2048 where a table computed in bf16 is visibly wrong, and prints one JSO
 with every floating buffer's dtype and its largest difference from the plain fp32 build.
 
 Run in a fresh process (zero.Init needs a process group of its own): `DS_ACCELERATOR=cpu python
-tests/zero3_positions.py` on CPU, or as is on a CUDA machine. tests/test_model.py asserts on its output.
+tests/support/zero3_positions.py` on CPU, or as is on a CUDA machine. tests/unit/test_model.py asserts on its output.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Which document a cluster keeps, no chaining, rank-count invariance, and no rank hearing about others' documents.
 
-Multi-rank cases run on simulated ranks (threads meeting in every collective, tests/sim_comm.py); the real
-mpiexec runs are tests/test_dedup_mpi.py and tests/test_pipeline_mpi.py.
+Multi-rank cases run on simulated ranks (threads meeting in every collective, tests/support/sim_comm.py); the real
+mpiexec runs are tests/integration/test_dedup_mpi.py and tests/integration/test_pipeline_mpi.py.
 """
 
 from __future__ import annotations

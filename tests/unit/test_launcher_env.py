@@ -1,6 +1,6 @@
 """infra/launcher_env.py against the environments each launcher really sets.
 
-The SLURM and Hydra tables are what a job printed on the test SLURM cluster (tests/slurm_cluster.py, slurm 23
+The SLURM and Hydra tables are what a job printed on the test SLURM cluster (tests/support/slurm_cluster.py, slurm 23
 with the mpich wheel): the batch script's own shell, `srun` (with and without --mpi=pmi2), and mpiexec inside the
 job, whose ranks inherit the srun-started proxy's SLURM_PROCID/SLURM_NTASKS. The torch tables are what
 deepspeed's launch.py and torchrun export; Open MPI's are those of its mpirun. Two launches are checked for real:
