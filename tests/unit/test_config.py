@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
+from pretrain import cli
 from pretrain.config import ModelConfig, RunConfig, check_batch_arithmetic, load_config
 from pretrain.errors import ConfigError
 from pretrain.presets import PRESETS
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "pretrain" / "configs" / "example.yaml"
 
 
 def test_unknown_key_names_it_and_suggests_the_closest():
@@ -199,3 +204,17 @@ def test_a_wrong_type_in_a_yaml_file_names_the_file(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(None, path)
     assert str(err.value) == f"optim.betas: expected a list of 2 values [number, number], got [0.9] ({path})"
+
+
+# The one config mechanism (infra/config_schema.py): both halves read and check values alike.
+
+
+def test_example_yaml_loads_through_the_real_entry_point(capsys):
+    cfg = load_config(None, EXAMPLE)
+    written = yaml.safe_load(EXAMPLE.read_text())
+    assert cfg.preset == written["preset"]
+    assert cfg.train.max_steps == written["train"]["max_steps"]
+    assert cfg.log.peak_tflops == written["log"]["peak_tflops"]
+    assert cli.main(["plan", "--config", str(EXAMPLE), "--world-size", "32"]) == 0  # the `pretrain` console script
+    out = capsys.readouterr().out
+    assert f"tokens per run   {cfg.train.tokens_per_run:,} ({written['train']['max_steps']:,} steps" in out
