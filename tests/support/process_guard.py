@@ -42,7 +42,7 @@ def no_process_starts(test: str, refused: list[str]) -> Iterator[None]:
         def start(*args, **kwargs):
             message = (
                 f"{test} started a process ({call}); the unit tier runs in-process only: "
-                "move the test to tests/integration/ and mark it slow"
+                "move the test to tests/integration/"
             )
             refused.append(message)
             raise ProcessStartInUnitTest(message)

@@ -2,7 +2,7 @@
 
 A unit test that starts a process (directly, or through a library: deepspeed compiling an op, a process pool,
 a CLI run as a child) fails here, so the tier cannot slowly fill with tests that need processes, MPI, SLURM or
-CUDA. Those live in tests/integration/ and carry the `slow` marker.
+CUDA. Those live in tests/integration/, where every test is marked `slow`.
 """
 
 from __future__ import annotations
@@ -13,14 +13,11 @@ import pytest
 from support.process_guard import no_process_starts
 
 HERE = Path(__file__).parent
+_REFUSED = pytest.StashKey[list]()  # the process starts a unit test attempted, kept on the test item
 
 
 def _guarded(item: pytest.Item):
-    refused = item.stash.setdefault(_REFUSED, [])
-    return no_process_starts(item.nodeid, refused)
-
-
-_REFUSED = pytest.StashKey[list]()
+    return no_process_starts(item.nodeid, item.stash.setdefault(_REFUSED, []))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -45,7 +42,7 @@ def pytest_runtest_teardown(item: pytest.Item):
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The `slow` marker means "starts processes": no unit test may carry it."""
+    """`slow` marks the integration tier (pyproject.toml): no unit test may carry it."""
     for item in items:
         if HERE in item.path.parents and item.get_closest_marker("slow"):
             raise pytest.UsageError(f"{item.nodeid} is marked slow but lives in the unit tier (tests/unit/)")
