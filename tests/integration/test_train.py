@@ -17,6 +17,7 @@ import pytest
 import torch
 from deepspeed.runtime.lr_schedules import WarmupCosineLR
 from support.launch import TINY_TRAIN_SETTINGS, run_train, step_losses
+from support.runs import DEEPSPEED_LAUNCHER_SETS
 
 from data_pipeline.shards import TokenStream
 from pretrain.config import load_config
@@ -238,21 +239,11 @@ def test_non_finite_steps_are_skipped_then_abort_after_max_bad_steps(tiny_datase
     assert (run / "checkpoints" / "latest").read_text() == "step00000006"
 
 
-def test_deepspeed_launcher_on_cpu_matches_reference(tiny_dataset: Path, tmp_path: Path) -> None:
-    """`deepspeed --num_gpus 2 --module pretrain.train` (DS_ACCELERATOR=cpu): 2 ranks, same numbers as torchrun."""
-    import os
-    import subprocess
-
-    from support.launch import PYTHON, ROOT, free_port
-
-    sets = ("train.micro_batch_size=2", "train.global_batch_tokens=256", "train.max_steps=3")
-    cmd = [str(Path(PYTHON).parent / "deepspeed"), "--num_gpus", "2", "--master_port", str(free_port())]
-    cmd += ["--module", "pretrain.train", "--data", str(tiny_dataset), "--preset", "debug"]
-    cmd += ["--output", str(tmp_path / "run")]
-    for item in (*TINY_TRAIN_SETTINGS, *sets):
-        cmd += ["--set", item]
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+def test_deepspeed_launcher_on_cpu_matches_reference(tiny_dataset: Path, deepspeed_launcher_launch) -> None:
+    """`deepspeed --num_gpus 2 --module pretrain.train` (DS_ACCELERATOR=cpu): 2 ranks, same numbers as torchrun.
+    The launch also logs to an offline W&B run, which tests/integration/test_wandb_run.py reads."""
+    proc, run = deepspeed_launcher_launch
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((tmp_path / "run" / "ds_config.json").read_text())["gradient_accumulation_steps"] == 2
-    assert_close(step_losses(tmp_path / "run"), reference_losses(tiny_dataset, sets, 3), 2e-5, (1, 2, 3))
+    assert json.loads((run / "ds_config.json").read_text())["gradient_accumulation_steps"] == 2
+    want = reference_losses(tiny_dataset, DEEPSPEED_LAUNCHER_SETS, 3)
+    assert_close(step_losses(run), want, 2e-5, (1, 2, 3))

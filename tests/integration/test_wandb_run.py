@@ -8,8 +8,6 @@ import json
 import struct
 from pathlib import Path
 
-from support.launch import run_train
-
 from pretrain.metrics import read_metrics
 
 BLOCK = 32 << 10  # W&B's run file: a 7-byte header, then LevelDB-log blocks of records (crc, length, type)
@@ -55,28 +53,24 @@ def nine_digits(values: dict[int, float]) -> dict[int, str]:
     return {key: f"{value:.9g}" for key, value in values.items()}
 
 
-def test_offline_run_holds_the_csv_losses_under_the_run_name(tmp_path: Path, tiny_dataset: Path) -> None:
-    run = tmp_path / "my-run"
-    wandb_home = {f"WANDB_{name}_DIR": str(tmp_path / name.lower()) for name in ("CONFIG", "CACHE", "DATA")}
-    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", **wandb_home}
-    sets = ("train.max_steps=4", "log.wandb=true", "log.wandb_group=tests", "log.wandb_project=launch-tests")
-    proc = run_train(2, tiny_dataset, run, sets, env=env)
+def test_offline_run_holds_the_csv_losses_under_the_run_name(deepspeed_launcher_launch) -> None:
+    """The deepspeed launcher's 2-rank, 3-step run (shared with test_train.py) with log.wandb=true, offline."""
+    proc, run = deepspeed_launcher_launch
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
     run_files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(run_files) == 1, f"one W&B run (rank 0's) expected, found {run_files}"
     records = wandb_records(run_files[0])
     rows = history(records)
     csv_losses = {int(r["step"]): r["loss"] for r in read_metrics(run) if "loss" in r and "val_loss" not in r}
-    assert sorted(csv_losses) == [1, 2, 3, 4]
+    assert sorted(csv_losses) == [1, 2, 3]
     assert nine_digits({step: rows[step]["Train/loss"] for step in csv_losses}) == nine_digits(csv_losses)
     val_rows = [r for r in read_metrics(run) if "val_loss" in r]
-    assert f"{rows[4]['Train/val_loss']:.9g}" == f"{val_rows[-1]['val_loss']:.9g}"  # the last eval joins step 4
+    assert f"{rows[3]['Train/val_loss']:.9g}" == f"{val_rows[-1]['val_loss']:.9g}"  # the last eval joins step 3
 
     (started,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert (started.display_name, started.run_group, started.project) == ("my-run", "tests", "launch-tests")
     config = {item.key: json.loads(item.value_json) for item in started.config.update}
-    assert config["train"]["max_steps"] == 4 and config["log"]["wandb"] is True
+    assert config["train"]["max_steps"] == 3 and config["log"]["wandb"] is True
     assert config["world_size"] == 2
     (ended,) = [r.exit for r in records if r.WhichOneof("record_type") == "exit"]
     assert ended.exit_code == 0
