@@ -22,7 +22,7 @@ MFU, memory), the validation loss at each evaluation, and a summary at the end; 
 rank that has it, with its rank (pretrain/exit_policy.py: which exception gives which exit status and line).
 
 Test hook: PRETRAIN_FAULT_NAN_STEPS="3,4" makes rank 0's loss NaN on those (1-based) steps, so the skip path
-is exercised for real by tests/test_train.py.
+is exercised for real by tests/integration/test_train.py.
 """
 
 from __future__ import annotations

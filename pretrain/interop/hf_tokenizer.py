@@ -6,7 +6,7 @@ byte fallback, so the `tokenizers` pipeline is assembled here from the .model's 
 every option sentencepiece applies at encode time is either reproduced or refused with a message.
 The result is a `tokenizer.json` + `tokenizer_config.json` that `AutoTokenizer.from_pretrained` loads offline.
 
-tests/test_export.py checks the ids against sentencepiece for both model types (bpe, unigram) on varied text.
+tests/unit/test_export_tokenizer.py checks the ids against sentencepiece for both model types (bpe, unigram) on varied text.
 """
 
 from __future__ import annotations
