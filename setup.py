@@ -48,9 +48,9 @@ setup(
         # `pipeline --input/--output s3://` (fsspec's S3 backend). An extra, not a requirement: it pins
         # python-dateutil < 3 through botocore, and local corpora need none of it; gcsfs / adlfs for gs:// / az://
         "s3": ["s3fs", "boto3"],
-        # lm-eval (+ accelerate, which its hf model imports): tests/test_lm_eval.py reads an export; wandb: the offline logger test
-        # warcio: the tests write their web archives with it (tests/warc_support.py)
-        # s3fs, boto3 and moto's standalone S3 server: tests/test_object_storage.py
+        # lm-eval (+ accelerate, which its hf model imports): tests/integration/test_lm_eval.py reads an export; wandb: the offline logger test
+        # warcio: the tests write their web archives with it (tests/support/warc_support.py)
+        # s3fs, boto3 and moto's standalone S3 server: tests/integration/test_object_storage.py
         "dev": [
             "pytest",
             "pytest-timeout",
