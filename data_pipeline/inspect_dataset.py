@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from data_pipeline import drop_log
 from data_pipeline.errors import PipelineError
-from data_pipeline.shards import MANIFEST, ShardError, read_manifest
+from data_pipeline.shards import MANIFEST, ShardError, document_tokens, find_document, read_manifest
 from data_pipeline.tokenizer import load_tokenizer
 
 HISTOGRAM_BINS = 12
@@ -218,15 +218,38 @@ def dataset_report(data_dir: str | os.PathLike, max_chars: int) -> tuple[list[st
     return lines, png
 
 
+def document_lines(data_dir: str | os.PathLike, doc_id: str, max_chars: int) -> list[str]:
+    """Where one document's tokens lie (split, shard, offset, length), its source and url, and its text decoded
+    from the shard: a trained token traced back to its page (the shards' per-document index)."""
+    row = find_document(data_dir, doc_id)
+    if row is None:
+        raise PipelineError(
+            f"{data_dir}: no document {doc_id!r} in the shards' index (dropped by a filter or dedup, or another id)"
+        )
+    processor, _ = load_tokenizer(data_dir)
+    tokens = document_tokens(data_dir, row).tolist()
+    return [
+        f"document: {doc_id}",
+        f"{row['split']}: {row['shard']} tokens {row['offset']}-{row['offset'] + row['length']} ({row['length']} with EOS)",
+        f"source: {row['source']}  url: {row['url']}",
+        f"text: {processor.decode(tokens[:-1])[:max_chars]!r}",
+    ]
+
+
 def add_arguments(parser: Any) -> None:
     parser.add_argument("data_dir", metavar="DIR", help="output folder of `pipeline run` or `pipeline dedup`")
     parser.add_argument("--sample-chars", type=int, default=300, help="characters of the decoded sample to show")
+    parser.add_argument("--doc", metavar="ID", help="only this document: its shard, token range, source, url and text")
 
 
 def run(args: Any) -> int:
     """Print the report for DIR."""
     try:
-        lines, _ = report(args.data_dir, args.sample_chars)
+        lines = (
+            document_lines(args.data_dir, args.doc, args.sample_chars)
+            if args.doc
+            else report(args.data_dir, args.sample_chars)[0]
+        )
     except ShardError as err:
         raise PipelineError(str(err)) from err
     print("\n".join(lines))

@@ -161,6 +161,15 @@ def find_document(data_dir: str | os.PathLike, doc_id: str) -> dict | None:
     return rows[0] if rows else None
 
 
+def document_tokens(data_dir: str | os.PathLike, row: dict) -> np.ndarray:
+    """The tokens (EOS included) an index row points at, read from its shard."""
+    shards = read_manifest(data_dir)["splits"][row["split"]]["shards"]
+    path = next(Path(data_dir) / s["path"] for s in shards if Path(s["path"]).name == row["shard"])
+    with pa.memory_map(str(path), "r") as source:
+        values = pa.ipc.open_file(source).get_batch(0).column("tokens").values
+        return values.slice(row["offset"], row["length"]).to_numpy(zero_copy_only=False)
+
+
 class ShardWriter:
     """Accumulates documents of one split and cuts a shard whenever `target_bytes` of tokens are buffered."""
 

@@ -11,8 +11,10 @@ import pyarrow as pa
 import pytest
 from support.documents import stdlib_docs
 
+from data_pipeline import inspect_dataset
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import load_recipe
+from data_pipeline.errors import PipelineError
 from data_pipeline.shards import INDEX_SCHEMA, ShardError, find_document, read_index, read_manifest
 from data_pipeline.stages.tokenize import run_tokenize_stage
 from data_pipeline.tokenizer import load_tokenizer
@@ -89,6 +91,17 @@ def test_a_document_id_is_found_and_an_unknown_one_is_not(dataset: tuple[Path, d
     assert found is not None and found["url"] == "https://example.org/page/3"
     assert found["split"] in ("train", "validation") and found["shard"].endswith(".arrow")
     assert find_document(out, "no-such-doc") is None
+
+
+def test_pipeline_inspect_doc_traces_an_id_to_its_page_and_text(dataset: tuple[Path, dict[str, dict]]) -> None:
+    out, records = dataset
+    processor, _ = load_tokenizer(out)
+    lines = inspect_dataset.document_lines(out, "doc-0003", max_chars=10_000)
+    record = records["doc-0003"]
+    assert lines[2] == f"source: {record['source']}  url: {record['url']}"
+    assert lines[3] == f"text: {processor.decode(processor.encode(record['text']))!r}"
+    with pytest.raises(PipelineError, match="no document 'gone'"):
+        inspect_dataset.document_lines(out, "gone", 80)
 
 
 def test_a_dataset_without_indexes_is_named(tmp_path: Path, dataset: tuple[Path, dict[str, dict]]) -> None:
