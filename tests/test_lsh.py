@@ -102,19 +102,19 @@ def test_kept_is_lowest_global_index_and_removed_are_local():
 
 
 def test_verification_stops_low_similarity_candidates():
-    """Two signatures sharing only band 0 are candidates, but their estimated Jaccard is 10/128."""
+    """Three signatures sharing only band 0 are candidates (all three pairs), but their estimated Jaccard is 10/128."""
     params = LSHParams.from_threshold(0.8, 128)
     rng = np.random.default_rng(0)
     sigs = rng.integers(0, 1 << 32, size=(3, 128), dtype=np.uint64).astype(np.uint32)
     sigs[1, : params.rows] = sigs[0, : params.rows]
     sigs[2, : params.rows] = sigs[0, : params.rows]
     verified = find_near_duplicates(LocalComm(), np.arange(3), sigs, params)
-    assert (verified.candidate_pairs, verified.verified_pairs, len(verified.removed)) == (2, 0, 0)
+    assert (verified.candidate_pairs, verified.verified_pairs, len(verified.removed)) == (3, 0, 0)
     assert verified.clusters == [] and verified.largest_cluster == 0
     unverified = find_near_duplicates(LocalComm(), np.arange(3), sigs, params, verify_threshold=0.0)
     assert unverified.removed.tolist() == [1, 2] and unverified.largest_cluster == 3
     # an explicit verify threshold replaces the default bound (10/128 = 0.078)
-    assert find_near_duplicates(LocalComm(), np.arange(3), sigs, params, 0.078).verified_pairs == 2
+    assert find_near_duplicates(LocalComm(), np.arange(3), sigs, params, 0.078).verified_pairs == 3
     assert find_near_duplicates(LocalComm(), np.arange(3), sigs, params, 0.079).verified_pairs == 0
 
 
