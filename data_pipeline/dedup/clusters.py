@@ -19,6 +19,7 @@ connected components in a bounded number of rounds and walks each on one rank (`
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -172,3 +173,16 @@ def cluster_records_with_ids(
         i: doc_id for ask, answer in zip(asks, answers, strict=True) for i, doc_id in zip(ask, answer, strict=True)
     }
     return [{**c, "kept": id_of[int(c["kept"])], "removed": [id_of[int(i)] for i in c["removed"]]} for c in clusters]
+
+
+def cluster_summary(records: list[dict], shown: int = 3) -> dict:
+    """What rank 0 needs of one rank's cluster records for stats.json and the report, and no more: the largest
+    cluster's (size, {"kept", "kind"}) and the first `shown` records of each kind cut to `shown` members. A whole
+    record of a template copied a million times is a million ids; it stays on its rank (clusters.jsonl)."""
+    largest = max(((1 + len(r["removed"]), r) for r in records), key=lambda x: x[0], default=None)
+    examples = {}
+    for kind in ("exact", "near"):
+        first = itertools.islice((r for r in records if r["kind"] == kind), shown)
+        examples[kind] = [{**r, "removed": r["removed"][:shown], "similarity": r["similarity"][:shown]} for r in first]
+    return {"largest": largest and (largest[0], {"kept": largest[1]["kept"], "kind": largest[1]["kind"]}),
+            "examples": examples}  # fmt: skip

@@ -677,10 +677,8 @@ class DedupRun:
     def finish(self, removed: dict[str, np.ndarray], records: list[dict]) -> dict:
         comm = self.comm
         ledgers = comm.gather(self.task_ledger(), root=0)
-        largest = max(((1 + len(r["removed"]), r) for r in records), key=lambda x: x[0], default=None)
-        examples = {k: [r for r in records if r["kind"] == k][:3] for k in ("exact", "near")}
         clusters = {k: comm.allreduce_sum(sum(r["kind"] == k for r in records)) for k in ("exact", "near")}
-        shared = comm.gather({"largest": largest, "examples": examples, "hashes": self.hashes,
+        shared = comm.gather({**dedup_clusters.cluster_summary(records), "hashes": self.hashes,
                               "timings": self.timings, "dropped": self.drop_examples()}, root=0)  # fmt: skip
         resources = comm.gather(self.resources(), root=0)
         stats = on_root(comm, "writing stats", lambda: self.write_stats(ledgers, shared, clusters, resources))
