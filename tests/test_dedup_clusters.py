@@ -19,7 +19,7 @@ from data_pipeline.dedup.exact import exact_text_hashes, find_exact_duplicates
 from data_pipeline.dedup.lsh import LSHParams, find_near_duplicates, planted_corpus, verify_bound
 from data_pipeline.dedup.minhash import compute_signatures, shingle_hashes
 
-PARAMS = LSHParams.from_threshold(0.8, 128)  # 12 bands x 10 rows
+PARAMS = LSHParams.from_threshold(0.8, 128)  # 16 bands x 8 rows
 
 
 def chain_signatures() -> np.ndarray:
@@ -34,7 +34,7 @@ def chain_signatures() -> np.ndarray:
 
 def test_chain_keeps_its_far_end():
     sigs = chain_signatures()
-    assert PARAMS.rows == 10 and verify_bound(PARAMS) == pytest.approx(0.6939, abs=1e-4)
+    assert PARAMS.rows == 8 and verify_bound(PARAMS) == pytest.approx(0.6939, abs=1e-4)
     result = find_near_duplicates(LocalComm(), np.arange(3), sigs, PARAMS)
     assert (result.candidate_pairs, result.verified_pairs) == (3, 2)  # A-C is a candidate, not verified (0.6875)
     assert result.removed.tolist() == [1]  # B goes with A; C is unlike A and stays

@@ -21,7 +21,7 @@ from data_pipeline.dedup.clusters import Exchange, rank_key
 from data_pipeline.dedup.components import component_labels, round_bound, select_keepers
 from data_pipeline.dedup.lsh import LSHParams, find_near_duplicates
 
-PARAMS = LSHParams.from_threshold(0.8, 128)  # 12 bands x 10 rows
+PARAMS = LSHParams.from_threshold(0.8, 128, bands=12, rows=10)  # the decoy signatures are built for 10-row bands
 RANK_COUNTS = (1, 2, 4, 16)
 
 
