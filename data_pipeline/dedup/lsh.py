@@ -7,7 +7,7 @@
 2. Verification where the pair is owned: each pair goes to the rank holding its lower-ranked document, which
    fetches the other document's signature from its holder (alltoallv: only candidates' signatures travel) and
    keeps the pair when its estimated Jaccard reaches the verify bound: `dedup.verify_threshold`, by default the
-   threshold less three standard deviations of the estimate at the threshold (`verify_bound`). Pairs are verified
+   threshold less two standard deviations of the estimate at the threshold (`verify_bound`). Pairs are verified
    in batches, so the fetched signatures stay bounded on a rank owning a template's huge star of pairs.
 3. Keepers (`components.select_keepers`): the greedy independent set of the verified-pair graph in rank
    order, so a document is removed only as a verified near duplicate of the very document kept for it; the rest
@@ -73,7 +73,8 @@ BUCKET_PIVOTS = 4
 # duplicate trained on. 0.95 gives 16x8 bands at 0.8/128 (0.8 gave 12x10, 0.5 9x13): P(candidate) at Jaccard
 # 0.8 is 0.947 (12x10: 0.744). Edited copies of text without spaces (character 5-grams: each edited letter
 # breaks 5 shingles) sit just above the threshold, where 12x10 found 0.908 of the Chinese pairs at J >= 0.8 and
-# 16x8 finds 0.991, with 18% more candidate pairs and the same verify bound (bench_dedup_cjk_recall.py).
+# 16x8 finds 0.991, with 18% more candidate pairs (bench_dedup_cjk_recall.py); `verify_bound` keeps those extra
+# near-threshold candidates from raising the removals below Jaccard 0.7.
 DEFAULT_FALSE_NEGATIVE_WEIGHT = 0.95
 
 
@@ -141,11 +142,14 @@ def band_keys(signatures: np.ndarray, params: LSHParams, band: int) -> np.ndarra
     return keys
 
 
-def verify_bound(params: LSHParams, deviations: float = 3.0) -> float:
+def verify_bound(params: LSHParams, deviations: float = 2.0) -> float:
     """Default verify threshold: dedup.threshold less `deviations` standard deviations of the MinHash estimate of a
-    pair exactly at the threshold (sqrt(t(1-t)/num_perm)); 0.694 at 0.8 and 128 permutations.
+    pair exactly at the threshold (sqrt(t(1-t)/num_perm)); 0.729 at 0.8 and 128 permutations.
 
-    A pair at the threshold passes with probability ~0.999, one at Jaccard 0.5 with ~1e-5."""
+    A pair at the threshold passes with probability ~0.977, at 0.82 with ~0.996, at 0.65 with ~0.03. Three
+    deviations (0.694) let the 16x8 bands' extra near-threshold candidates through: 8.5% of the removed documents
+    of bench_dedup_quality's families had a true Jaccard below 0.7 with their kept one; 3.1% now (4.6% with 12x10
+    bands and three deviations), at the same recall on edited Chinese and Japanese paragraphs."""
     t = params.threshold
     return max(0.0, t - deviations * math.sqrt(t * (1.0 - t) / params.num_perm))
 
