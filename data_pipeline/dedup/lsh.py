@@ -59,7 +59,7 @@ __all__ = [
     "verify_bound",
 ]
 
-_PAIR_CHUNK = 1 << 16
+_PAIR_CHUNK = 1 << 13  # pairs compared at once: two 4 MiB blocks of gathered 128-value signatures
 VERIFY_BATCH_PAIRS = 1 << 18  # pairs verified per batch: at most 128 MiB of fetched 128-value signatures
 # Members of a bucket that propose pairs to the members ranked after them. With one (a star from the lowest-ranked
 # member), two documents v, w alike were never compared when every bucket they share also held a lower-ranked u
