@@ -14,7 +14,7 @@ from sim_comm import run_ranks
 
 from data_pipeline.config import load_recipe
 from data_pipeline.dedup.lsh import planted_corpus
-from data_pipeline.dedup.stage import run_dedup
+from data_pipeline.stages.dedup import run_dedup
 
 RANKS = 4
 
