@@ -66,6 +66,12 @@ def run_starts(sorted_keys: np.ndarray) -> np.ndarray:
     return np.r_[True, change]
 
 
+def unique_rows(rows: np.ndarray) -> np.ndarray:
+    """(a, b) int64 rows sorted by (a, b) without repeats."""
+    rows = rows[np.lexsort((rows[:, 1], rows[:, 0]))]
+    return rows[run_starts(rows)] if len(rows) else rows.reshape(0, 2)
+
+
 def owner_of_blocks(counts: Sequence[int]) -> OwnerOf:
     """`owner_of` when rank r holds the contiguous global indices [sum(counts[:r]), sum(counts[:r+1]))."""
     starts = np.cumsum([0, *counts])[:-1]

@@ -30,18 +30,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_pipeline.dedup.clusters import Exchange, OwnerOf, positions_of, run_starts
+from data_pipeline.dedup.clusters import Exchange, OwnerOf, positions_of, run_starts, unique_rows
 
 
 def round_bound(nodes: int) -> int:
     """Rounds `component_labels` may take on a graph of `nodes` nodes before it is declared broken."""
     return 2 * math.ceil(math.log2(max(nodes, 2))) + 2
-
-
-def unique_rows(rows: np.ndarray) -> np.ndarray:
-    """(a, b) int64 rows sorted by (a, b) without repeats."""
-    rows = rows[np.lexsort((rows[:, 1], rows[:, 0]))]
-    return rows[run_starts(rows)] if len(rows) else rows.reshape(0, 2)
 
 
 def _groups(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -45,6 +45,7 @@ from data_pipeline.dedup.clusters import (
     positions_of,
     rank_key,
     run_starts,
+    unique_rows,
 )
 from data_pipeline.dedup.components import select_keepers
 from data_pipeline.dedup.exact import DedupResult, check_inputs, largest_cluster
@@ -173,24 +174,21 @@ def _pivot_pairs(received: np.ndarray) -> np.ndarray:
     return np.concatenate(pairs).astype(np.int64)
 
 
-def unique_pairs(pairs: np.ndarray) -> np.ndarray:
-    """Sorted (u, v) rows without repeats."""
-    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
-    return pairs[run_starts(pairs)] if len(pairs) else pairs.reshape(0, 2)
-
-
 def candidate_pairs(
     ex: Exchange, doc_index: np.ndarray, keys: np.ndarray, signatures: np.ndarray, params: LSHParams, owner_of: OwnerOf
 ) -> np.ndarray:
     """The candidate pairs (u, v) whose lower-ranked document u this rank holds, each once: u ranks below v."""
-    pairs = np.zeros((0, 2), np.int64)
+    pairs, fresh = np.zeros((0, 2), np.int64), []
     for band in range(params.bands):
         band_key = band_keys(signatures, params, band)
         rows = np.column_stack([band_key, keys, doc_index.astype(np.uint64)])
         received = ex.route(rows, key_owner(band_key, ex.comm.size), "band keys")
         del rows, band_key
-        pairs = unique_pairs(np.concatenate([pairs, _pivot_pairs(received)]))
-    return unique_pairs(ex.route(pairs, owner_of(pairs[:, 0]), "candidate pairs").reshape(-1, 2))
+        fresh.append(_pivot_pairs(received))
+        if sum(len(f) for f in fresh) >= len(pairs):  # merged when the new rows reach the merged ones: O(P log P)
+            pairs, fresh = unique_rows(np.concatenate([pairs, *fresh])), []
+    pairs = unique_rows(np.concatenate([pairs, *fresh]))
+    return unique_rows(ex.route(pairs, owner_of(pairs[:, 0]), "candidate pairs").reshape(-1, 2))
 
 
 def _pair_similarity(signatures: np.ndarray, pos_u: np.ndarray, other: np.ndarray, pos_v: np.ndarray) -> np.ndarray:
