@@ -51,8 +51,18 @@ def rounds_on(size: int, pairs: np.ndarray, n: int) -> tuple[int, int]:
 def rounds_table(nodes: int) -> None:
     print(f"component rounds, documents dealt round-robin (log2 n = {math.log2(nodes):.1f}; guard round_bound)")
     print(f"{'graph':<16} {'n':>6} " + " ".join(f"{'N=' + str(s):>6}" for s in RANK_COUNTS) + "  removed  before")
-    for family in ("chain", "zigzag", "shuffled_chain", "star", "clique", "tree", "random"):
-        n = 60 if family == "clique" else nodes
+    for family in (
+        "chain",
+        "zigzag",
+        "bit_reversed_chain",
+        "shuffled_chain",
+        "star",
+        "clique",
+        "tree",
+        "grid",
+        "random",
+    ):
+        n = {"clique": 60, "bit_reversed_chain": 2048}.get(family, nodes)
         pairs = graph(family, n)
         runs = [rounds_on(size, pairs, n) for size in RANK_COUNTS]
         assert len({r[1] for r in runs}) == 1, f"{family}: the kept set depends on N"

@@ -34,6 +34,15 @@ def graph(family: str, n: int, seed: int = 0) -> np.ndarray:
         order = np.empty(n, np.int64)
         order[0::2], order[1::2] = np.arange((n + 1) // 2), np.arange(n - 1, (n + 1) // 2 - 1, -1)
         pairs = np.column_stack([order[:-1], order[1:]])
+    elif family == "bit_reversed_chain":  # n a power of 2: each index's bits reversed
+        bits = n.bit_length() - 1
+        order = np.array([int(format(i, f"0{bits}b")[::-1], 2) for i in range(n)])
+        pairs = np.column_stack([order[:-1], order[1:]])
+    elif family == "grid":  # a square grid, rows in index order
+        side = math.isqrt(n)
+        cells = np.arange(side * side).reshape(side, side)
+        pairs = np.concatenate([np.column_stack([cells[:, :-1].ravel(), cells[:, 1:].ravel()]),
+                                np.column_stack([cells[:-1].ravel(), cells[1:].ravel()])])  # fmt: skip
     elif family == "shuffled_chain":
         order = rng.permutation(n)
         pairs = np.column_stack([order[:-1], order[1:]])
@@ -52,8 +61,8 @@ def graph(family: str, n: int, seed: int = 0) -> np.ndarray:
     return np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0)
 
 
-FAMILIES = {"chain": 2000, "zigzag": 1500, "shuffled_chain": 1500, "star": 1500, "clique": 60, "tree": 1500,
-            "random": 1500}  # fmt: skip
+FAMILIES = {"chain": 2000, "zigzag": 1500, "bit_reversed_chain": 2048, "shuffled_chain": 1500, "star": 1500,
+            "clique": 60, "tree": 1500, "grid": 1600, "random": 1500}  # fmt: skip
 
 
 def smallest_of_component(n: int, pairs: np.ndarray) -> dict[int, int]:
