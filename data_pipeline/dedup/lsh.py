@@ -185,8 +185,8 @@ def candidate_pairs(
         received = ex.route(rows, key_owner(band_key, ex.comm.size), "band keys")
         del rows, band_key
         fresh.append(_pivot_pairs(received))
-        if sum(len(f) for f in fresh) >= len(pairs):  # merged when the new rows reach the merged ones: O(P log P)
-            pairs, fresh = unique_rows(np.concatenate([pairs, *fresh])), []
+        if 4 * sum(len(f) for f in fresh) >= len(pairs):  # merging when new rows reach a quarter of the merged ones
+            pairs, fresh = unique_rows(np.concatenate([pairs, *fresh])), []  # bounds both the sorts and the copies
     pairs = unique_rows(np.concatenate([pairs, *fresh]))
     return unique_rows(ex.route(pairs, owner_of(pairs[:, 0]), "candidate pairs").reshape(-1, 2))
 
