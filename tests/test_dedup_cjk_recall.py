@@ -2,7 +2,8 @@
 
 Each letter edited breaks 5 character shingles, so paragraphs with 1-3% of their letters replaced have a true
 Jaccard of ~0.75-0.9: on the slope of the LSH S-curve just above the 0.8 threshold. The default band layout must
-find >= 95% of the pairs at J >= 0.8 (12 x 10 bands found 0.908), and remove nothing but the edited copies.
+find >= 95% of the pairs at J >= 0.8 (the code before 16 x 8 bands: 0.939 and 0.886 here), and remove nothing
+but the edited copies.
 """
 
 from __future__ import annotations

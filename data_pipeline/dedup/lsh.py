@@ -73,8 +73,8 @@ BUCKET_PIVOTS = 4
 # verified by estimated Jaccard afterwards, so a false positive costs a comparison while a false negative is a
 # duplicate trained on. 0.95 gives 16x8 bands at 0.8/128 (0.8 gave 12x10, 0.5 9x13): P(candidate) at Jaccard
 # 0.8 is 0.947 (12x10: 0.744). Edited copies of text without spaces (character 5-grams: each edited letter
-# breaks 5 shingles) sit just above the threshold, where 12x10 found 0.908 of the Chinese pairs at J >= 0.8 and
-# 16x8 finds 0.991, with 18% more candidate pairs (bench_dedup_cjk_recall.py); `verify_bound` keeps those extra
+# breaks 5 shingles) sit just above the threshold, where 12x10 finds 0.930 of the Chinese pairs at J >= 0.8 and
+# 16x8 0.988, with 21% more candidate pairs (bench_dedup_cjk_recall.py); `verify_bound` keeps those extra
 # near-threshold candidates from raising the removals below Jaccard 0.7.
 DEFAULT_FALSE_NEGATIVE_WEIGHT = 0.95
 
