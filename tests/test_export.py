@@ -155,7 +155,8 @@ def test_deepspeed_zero_to_fp32_script_agrees_with_our_consolidation(exported, t
     from pretrain.interop.consolidated import load_consolidated
 
     run_dir, _ = exported
-    root, tag = resolve_checkpoint(run_dir)
+    found = resolve_checkpoint(run_dir)
+    root, tag = found.folder, found.tag
     script = root / "zero_to_fp32.py"  # placed there by engine.save_checkpoint
     # pickle output: the script's --safe_serialization refuses the tied embedding/head (shared memory)
     cmd = [sys.executable, str(script), str(root), str(tmp_path), "--tag", tag]
@@ -185,7 +186,8 @@ def test_export_refuses_an_incomplete_checkpoint(exported, tmp_path, damage: str
     from pretrain.checkpoint import resolve_checkpoint
 
     run_dir, _ = exported
-    root, tag = resolve_checkpoint(run_dir)
+    found = resolve_checkpoint(run_dir)
+    root, tag = found.folder, found.tag
     copy = tmp_path / "run"
     shutil.copytree(root / tag, copy / "checkpoints" / tag)
     shutil.copy(run_dir / "config.yaml", copy / "config.yaml")

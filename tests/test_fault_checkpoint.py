@@ -20,6 +20,7 @@ from conftest import PYTHON, ROOT, run_train, step_losses
 from fault_support import CPU_ENV, FAULT_SETS, injected_command, reference_run_dir
 
 from pretrain import checkpoint
+from pretrain.checkpoint import CheckpointRef
 from pretrain.ckpt_integrity import CHECKSUM_FILE, CheckpointCorrupt
 
 pytestmark = pytest.mark.slow
@@ -56,7 +57,7 @@ def test_kill_inside_save_keeps_previous_checkpoint(
     assert not (ckpts / "step00000004" / "COMPLETE").exists()
     assert (ckpts / "latest").read_text() == "step00000002"
     with pytest.warns(UserWarning, match="step00000004: no COMPLETE marker"):
-        assert checkpoint.find_resumable(run) == (ckpts, "step00000002")
+        assert checkpoint.find_resumable(run) == CheckpointRef(ckpts, "step00000002")
     if point == "deepspeed_file":  # resume for real once: same losses as if nothing had happened
         resumed = run_train(2, tiny_dataset, run, FAULT_SETS)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -86,7 +87,7 @@ def test_corrupt_checkpoint_is_refused_by_name_and_resume_falls_back(
     ckpts = run / "checkpoints"
     assert (ckpts / "step00000006" / CHECKSUM_FILE).is_file()
     with pytest.warns(UserWarning, match=victim.name):
-        assert checkpoint.find_resumable(run) == (ckpts, "step00000004")
+        assert checkpoint.find_resumable(run) == CheckpointRef(ckpts, "step00000004")
     with pytest.raises(CheckpointCorrupt, match=victim.name):
         checkpoint.resolve_checkpoint(ckpts / "step00000006")
     export = subprocess.run(

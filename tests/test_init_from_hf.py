@@ -203,7 +203,8 @@ def test_relaunch_from_another_folder_is_refused(continued, exports, tiny_datase
 def run_config_for(folder: Path, data: Path, *extra: str):
     """pretrain.train's run config for `--init-from-hf folder` (what every rank builds before the launch)."""
     from data_pipeline.shards import read_manifest
-    from pretrain.train import build_run_config, parse_args
+    from pretrain.resolve import build_run_config
+    from pretrain.train import parse_args
 
     argv = ["--data", str(data), "--output", "unused", "--preset", "debug", "--init-from-hf", str(folder), *extra]
     return build_run_config(parse_args(argv), read_manifest(data), "cpu")

@@ -9,8 +9,8 @@ import pytest
 
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import load_recipe
-from data_pipeline.stages.dedup import run_dedup
 from data_pipeline.ledger import Ledger, LedgerError
+from data_pipeline.stages.dedup import run_dedup
 
 
 def test_merge_sums_counts_and_checks() -> None:

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import ReadConfig, load_recipe
-from data_pipeline.stages.dedup import run_dedup
 from data_pipeline.documents import Document, Reject
 from data_pipeline.readers import InputError, LineSplitter, OverlongLine, read_file
+from data_pipeline.stages.dedup import run_dedup
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),

@@ -15,6 +15,7 @@ import torch
 from conftest import ROOT, run_train, step_losses, train_command
 
 from pretrain import checkpoint
+from pretrain.checkpoint import CheckpointRef
 from pretrain.errors import PretrainError
 
 
@@ -34,7 +35,7 @@ def test_incomplete_newest_checkpoint_is_skipped_with_a_warning(tmp_path: Path) 
     _fake_ckpt(root, 30, complete=False)  # a save interrupted mid-write: no marker, `latest` not moved
     assert (root / "latest").read_text() == "step00000020"
     with pytest.warns(UserWarning, match="step00000030.*no COMPLETE"):
-        assert checkpoint.find_resumable(tmp_path) == (root, "step00000020")
+        assert checkpoint.find_resumable(tmp_path) == CheckpointRef(root, "step00000020")
     with pytest.raises(PretrainError, match="COMPLETE"):
         checkpoint.resolve_checkpoint(root / "step00000030")
 
@@ -44,8 +45,8 @@ def test_resolve_checkpoint_accepts_run_checkpoints_or_tag_folder(tmp_path: Path
     _fake_ckpt(root, 5)
     _fake_ckpt(root, 7)
     for form in (tmp_path, root, root / "step00000007"):
-        assert checkpoint.resolve_checkpoint(form) == (root, "step00000007")
-    assert checkpoint.resolve_checkpoint(root / "step00000005") == (root, "step00000005")
+        assert checkpoint.resolve_checkpoint(form) == CheckpointRef(root, "step00000007")
+    assert checkpoint.resolve_checkpoint(root / "step00000005") == CheckpointRef(root, "step00000005")
     with pytest.raises(PretrainError, match="no complete checkpoint"):
         checkpoint.resolve_checkpoint(tmp_path / "elsewhere")
     assert checkpoint.find_resumable(tmp_path / "elsewhere") is None
@@ -116,13 +117,13 @@ def test_sigterm_checkpoints_exits_0_and_resume_is_exact(tiny_dataset: Path, tmp
     _worker(proc, 1).send_signal(signal.SIGTERM)  # rank 1 only: both ranks must agree to stop and save
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, out[-3000:]
-    root, tag = checkpoint.find_resumable(run)
-    stopped = int(tag.removeprefix("step"))
+    stopped_at = checkpoint.find_resumable(run)
+    stopped = int(stopped_at.tag.removeprefix("step"))
     assert 3 <= stopped < 20 and "preemption signal" in out
 
     resumed = run_train(2, tiny_dataset, run, sets)  # --resume auto is the default
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resumed from {root / tag}" in resumed.stdout
+    assert f"resumed from {stopped_at.path}" in resumed.stdout
     got = step_losses(run)
     assert sorted(got) == list(range(1, steps + 1))
     assert [got[s] for s in range(stopped + 1, steps + 1)] == [want[s] for s in range(stopped + 1, steps + 1)]

@@ -21,9 +21,11 @@ import pytest
 import yaml
 
 from infra.errors import EXIT_INTERRUPTED
-from pretrain import run_folder
+from pretrain import run_folder, run_lock
+from pretrain.checkpoint import CheckpointRef
 from pretrain.config import load_config
-from pretrain.run_folder import RunFolderError, RunLocked
+from pretrain.run_folder import RunFolderError
+from pretrain.run_lock import RunLocked
 
 TOKENIZER = {"path": "tokenizer/spm.model", "sha256": "a" * 64, "vocab_size": 256}
 
@@ -34,7 +36,7 @@ TOKENIZER = {"path": "tokenizer/spm.model", "sha256": "a" * 64, "vocab_size": 25
 def write_lock(run: Path, host: str, pid: int, age_s: float = 0.0, attempt: dict | None = None) -> Path:
     """A lock file as another job would have left it, its heartbeat `age_s` seconds old."""
     run.mkdir(parents=True, exist_ok=True)
-    path = run / run_folder.LOCK
+    path = run / run_lock.LOCK
     started = "2026-01-01T00:00:00+00:00"
     holder = {"host": host, "pid": pid, "started": started, "token": "theirs", "attempt": attempt}
     path.write_text(json.dumps(holder))
@@ -51,30 +53,30 @@ def dead_pid() -> int:
 
 
 def test_a_live_holder_is_refused_by_name(tmp_path: Path) -> None:
-    lock = run_folder.acquire_lock(tmp_path, stale_s=3600)
+    lock = run_lock.acquire_lock(tmp_path, stale_s=3600)
     holder = json.loads((tmp_path / "LOCK").read_text())
     with pytest.raises(RunLocked) as refused:
-        run_folder.acquire_lock(tmp_path, stale_s=3600)
+        run_lock.acquire_lock(tmp_path, stale_s=3600)
     message = str(refused.value)
     assert f"host {socket.gethostname()}, pid {os.getpid()}, started {holder['started']}" in message
     assert "another job is using this run folder" in message
     lock.release()
     assert not (tmp_path / "LOCK").exists()
-    run_folder.acquire_lock(tmp_path, stale_s=60).release()  # free again
+    run_lock.acquire_lock(tmp_path, stale_s=60).release()  # free again
 
 
 def test_a_fresh_lock_of_another_node_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = write_lock(tmp_path, "gpu-node-07", 4242, age_s=5)
     before = path.read_bytes()
     with pytest.raises(RunLocked, match="host gpu-node-07, pid 4242"):
-        run_folder.acquire_lock(tmp_path, stale_s=3600)
+        run_lock.acquire_lock(tmp_path, stale_s=3600)
     assert path.read_bytes() == before
 
 
 def test_a_stale_heartbeat_is_taken_over_with_a_warning(tmp_path: Path) -> None:
     write_lock(tmp_path, "gpu-node-07", 4242, age_s=600)
     with pytest.warns(UserWarning, match=r"taking over the lock of a dead job \(host gpu-node-07, pid 4242.*600 s old"):
-        lock = run_folder.acquire_lock(tmp_path, stale_s=60)
+        lock = run_lock.acquire_lock(tmp_path, stale_s=60)
     assert json.loads((tmp_path / "LOCK").read_text())["pid"] == os.getpid() and lock.still_ours()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["LOCK"]  # the dead lock moved aside and removed
 
@@ -83,7 +85,7 @@ def test_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path: Path) -> No
     pid = dead_pid()
     write_lock(tmp_path, socket.gethostname(), pid, age_s=0)  # fresh heartbeat, but its process is gone
     with pytest.warns(UserWarning, match=f"process {pid} no longer runs on this host"):
-        run_folder.acquire_lock(tmp_path, stale_s=3600).release()
+        run_lock.acquire_lock(tmp_path, stale_s=3600).release()
 
 
 def test_an_earlier_attempt_of_the_same_slurm_job_is_taken_over(tmp_path: Path, monkeypatch) -> None:
@@ -93,14 +95,14 @@ def test_an_earlier_attempt_of_the_same_slurm_job_is_taken_over(tmp_path: Path, 
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
     write_lock(tmp_path, "gpu-node-07", 4242, attempt={"of": "SLURM_JOB_ID=77", "number": 0})
     with pytest.raises(RunLocked):  # the same attempt: a live twin, refused
-        run_folder.acquire_lock(tmp_path, stale_s=3600)
+        run_lock.acquire_lock(tmp_path, stale_s=3600)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     with pytest.warns(UserWarning, match="it was attempt 0 of SLURM_JOB_ID=77, this is attempt 1"):
-        run_folder.acquire_lock(tmp_path, stale_s=3600).release()
+        run_lock.acquire_lock(tmp_path, stale_s=3600).release()
 
 
 def test_release_never_removes_a_lock_that_is_no_longer_ours(tmp_path: Path) -> None:
-    lock = run_folder.acquire_lock(tmp_path, stale_s=60)
+    lock = run_lock.acquire_lock(tmp_path, stale_s=60)
     write_lock(tmp_path, "gpu-node-07", 4242)  # taken over by another job after ours looked dead
     assert not lock.still_ours()
     lock.release()
@@ -147,8 +149,8 @@ def test_a_compatible_relaunch_is_recorded_and_config_yaml_kept(tmp_path: Path) 
     tag = fake_run(tmp_path, debug_config())
     config_yaml = (tmp_path / "config.yaml").read_bytes()
     more = debug_config("train.max_steps=40", "train.eval_interval=5")
-    assert run_folder.check_launch(tmp_path, more, manifest(), "auto") == (tag.parent, tag.name)
-    path, changed = run_folder.record_launch(tmp_path, more, (tag.parent, tag.name))
+    assert run_folder.check_launch(tmp_path, more, manifest(), "auto") == CheckpointRef(tag.parent, tag.name)
+    path, changed = run_folder.record_launch(tmp_path, more, CheckpointRef(tag.parent, tag.name))
     assert changed == {"train.eval_interval": [10, 5], "train.max_steps": [20, 40]}
     assert (tmp_path / "config.yaml").read_bytes() == config_yaml
     record = yaml.safe_load(path.read_text())

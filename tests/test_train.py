@@ -120,10 +120,10 @@ def assert_partitioned(run: Path, world: int) -> None:
     """ZeRO-3: each rank's checkpoint holds ~1/world of the fp32 master weights, together all of them."""
     from pretrain.checkpoint import find_resumable
 
-    root, tag = find_resumable(run)
+    found = find_resumable(run)
     sizes = [
         sum(t.numel() for t in torch.load(f, weights_only=False)["optimizer_state_dict"]["fp32_flat_groups"])
-        for f in sorted((root / tag).glob("zero_pp_rank_*_optim_states.pt"))
+        for f in sorted(found.path.glob("zero_pp_rank_*_optim_states.pt"))
     ]
     cfg = load_config("debug", None, [*TINY_TRAIN_SETTINGS, "model.vocab_size=256"])
     total = sum(p.numel() for p in GPT(cfg.model).parameters())
