@@ -182,19 +182,23 @@ def _remote_files(url: str) -> dict[str, int]:
 
 
 def pull(url: str, folder: Path) -> None:
-    """Bring the bucket's output into the staging folder: every object the folder lacks at that size. The
-    markers among them then decide, as on local disk, which tasks a rerun skips."""
+    """Make the staging folder hold the bucket's output: every object is downloaded unless the folder's file is
+    the one uploaded from here (same size and mtime as when it was published). The markers then decide, as on
+    local disk, which tasks a rerun skips; a local file the bucket never got is replaced by the bucket's, and a
+    local marker that vouched for it no longer matches its hash, so that task is redone."""
     folder.mkdir(parents=True, exist_ok=True)
     local = _local_files(folder)
+    uploaded = _load_published(folder) | _tasks_published(folder)
     fs, _ = _filesystem(url)
     published = {}
-    for rel, size in _remote_files(url).items():
+    for rel in _remote_files(url):
         target = folder / rel
-        if rel not in local or local[rel].st_size != size:
+        if rel not in local or uploaded.get(rel) != _version(local[rel]):
             target.parent.mkdir(parents=True, exist_ok=True)
             _remote(lambda rel=rel, target=target: fs.get(_key(url, rel), str(target)), _key(url, rel), "download")
         published[rel] = _version(target.stat())
     _save_published(folder, published)
+    shutil.rmtree(folder / TASKS_PUBLISHED, ignore_errors=True)  # merged into PUBLISHED
     write_text(folder / ORIGIN, url)
 
 

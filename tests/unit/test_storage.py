@@ -109,6 +109,15 @@ def test_pull_brings_the_published_folder_to_another_staging_folder(
     assert memory.cat("memory://out/v1/kept/part-00001.jsonl") == b"more\n"  # published when the block ended
 
 
+def test_pull_replaces_a_local_file_the_bucket_never_got(tmp_path: Path, memory: fsspec.AbstractFileSystem) -> None:
+    make_output(tmp_path)
+    storage.publish(tmp_path, "memory://out/v1")
+    (tmp_path / "kept/part-00000.jsonl").write_text("K\n")  # same size, never published (the job died)
+    storage.pull("memory://out/v1", tmp_path)
+    assert (tmp_path / "kept/part-00000.jsonl").read_text() == "k\n"
+    assert storage.publish(tmp_path, "memory://out/v1") == 0  # the folder and the bucket agree again
+
+
 def test_a_failed_block_publishes_nothing(tmp_path: Path, memory: fsspec.AbstractFileSystem, monkeypatch) -> None:
     monkeypatch.setenv(storage.STAGING_ENV, str(tmp_path))
     with pytest.raises(RuntimeError), storage.output_folder(LocalComm(), "memory://out/v2") as folder:
