@@ -3,8 +3,9 @@
 Documents flow read → normalize → quality filter → exact key → MinHash signature (data_pipeline/steps.py) in
 bounded batches over this rank's local worker processes; what later phases need goes to disk per task under
 DIR/dedup/work/t-NNNNN/ (each document's filter verdict and id; for documents that pass, the exact key, the
-signature and the length), and the task's bad records to rejects/part-NNNNN.jsonl. Each task has its own
-completion marker: a rerun redoes only the tasks without one.
+signature and the length; the documents themselves, for the write pass: stages/task_documents.py), and the task's
+bad records to rejects/part-NNNNN.jsonl. Each task has its own completion marker: a rerun redoes only the tasks
+without one. The input is read here only, once: a web page's main text is extracted once.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from data_pipeline.readers import ReadPosition, text_field_error
 from data_pipeline.stages.execution import run_once
 from data_pipeline.stages.outputs import REJECTS_DIR, WORK_DIR, HashedFile, jsonl_bytes, part_name, write_json_atomic
 from data_pipeline.stages.plan import DedupJob, Plan, task_stage
+from data_pipeline.stages.task_documents import DOCS, TaskDocumentsWriter
 from data_pipeline.steps import init_steps, scan_batch
 from data_pipeline.tasks import Task, read_task
 
@@ -36,7 +38,7 @@ BATCH_BYTES = 4 << 20
 class TaskWork:
     """The per-task files later phases read: DIR/dedup/work/t-NNNNN/."""
 
-    NAMES = ("verdict.u8", "value.f64", "keys.u64", "signatures.u32", "lengths.i64", "ids.jsonl", "meta.json")
+    NAMES = ("verdict.u8", "value.f64", "keys.u64", "signatures.u32", "lengths.i64", "ids.jsonl", DOCS, "meta.json")
 
     def __init__(self, output_dir: Path, task: Task) -> None:
         self.folder = output_dir / WORK_DIR / f"t-{task.index:05d}"
@@ -79,7 +81,7 @@ def scan_tasks(job: DedupJob, plan: Plan) -> dict[str, str]:
             worker_pool(workers, init_steps, (job.recipe.filters, job.recipe.dedup)) as pool:  # fmt: skip
         scanner = TaskScanner(job.out, job.recipe, pool, 2 * workers, bar)
         for task in plan.mine:
-            identity = plan.task_identity(job, "scan", task)
+            identity = plan.task_identity(job, "scan", task, TaskWork.NAMES)  # a folder of other work files: rescan
             scan_one = functools.partial(scanner.scan, task, plan.first_lines[task.index])
             written, ran = run_once(job.out, task_stage("scan", task), identity, scan_one)
             scanned += ran
@@ -115,18 +117,20 @@ class TaskScanner:
         """Returns {output path inside DIR: sha256} of the files it wrote."""
         work = TaskWork(self.out, task)
         work.folder.mkdir(parents=True, exist_ok=True)
-        files = {n: HashedFile(work.path(n)) for n in TaskWork.NAMES if n != "meta.json"}
+        files = {n: HashedFile(work.path(n)) for n in TaskWork.NAMES if n not in (DOCS, "meta.json")}
+        documents = TaskDocumentsWriter(work.path(DOCS))
         rejects = HashedFile(self.out / REJECTS_DIR / part_name(task.index))
         reasons: dict[str, int] = {}
         counts = {"records": 0, "docs": 0, "bad_input": Counter(), "filter": Counter()}
-        pending_ids: deque[list[str]] = deque()
+        pending: deque[list[Document]] = deque()  # the batches in the pool, for the documents file
         with rejects, files["verdict.u8"], files["value.f64"], files["keys.u64"], files["signatures.u32"], \
-                files["lengths.i64"], files["ids.jsonl"]:  # fmt: skip
+                files["lengths.i64"], files["ids.jsonl"], documents:  # fmt: skip
             position, shown = ReadPosition(), 0
-            batches = self._batches(read_task(task, self.recipe.read, first_line, position), rejects, counts,
-                                    pending_ids)  # fmt: skip
+            batches = self._batches(read_task(task, self.recipe.read, first_line, position), rejects, counts, pending)
             for scanned in ordered_map(self.pool, scan_batch, batches, self.ahead):
-                ids = pending_ids.popleft()
+                docs = pending.popleft()
+                ids = [d.id for d in docs]
+                documents.add(docs, [v is None for v in scanned.verdicts])
                 codes = [0 if v is None else reasons.setdefault(v[0], len(reasons) + 1) for v in scanned.verdicts]
                 counts["filter"].update(v[0] for v in scanned.verdicts if v is not None)
                 files["verdict.u8"].write(np.asarray(codes, np.uint8).tobytes())
@@ -147,16 +151,16 @@ class TaskScanner:
             "filter_reasons": sorted(reasons, key=reasons.get),
             "fields_without_text": sorted(position.fields_without_text),
         }
-        written = {f.path: f.sha256 for f in [*files.values(), rejects]}
+        written = {f.path: f.sha256 for f in [*files.values(), documents, rejects]}
         written[work.path("meta.json")] = write_json_atomic(work.path("meta.json"), meta)
         self.bar.update(0, max(0, task.size - shown))
         return {str(p.relative_to(self.out)): sha for p, sha in written.items()}
 
     def _batches(self, items: Iterator[Document | Reject], rejects: HashedFile, counts: dict,
-                 pending_ids: deque) -> Iterator[list[str]]:  # fmt: skip
-        """Texts in batches of at most BATCH_DOCS documents / BATCH_BYTES characters; rejects written in order."""
-        texts: list[str] = []
-        ids: list[str] = []
+                 pending: deque) -> Iterator[list[Document]]:  # fmt: skip
+        """Documents in batches of at most BATCH_DOCS documents / BATCH_BYTES characters, each also appended to
+        `pending`; rejects written in order."""
+        batch: list[Document] = []
         size = 0
         for item in items:
             counts["records"] += 1
@@ -165,13 +169,12 @@ class TaskScanner:
                 rejects.write(jsonl_bytes([item.to_record()], ensure_ascii=True))
                 continue
             counts["docs"] += 1
-            texts.append(item)  # the whole document: the filters read its url (block list) too
-            ids.append(item.id)
+            batch.append(item)  # the whole document: the filters read its url (block list) too
             size += len(item.text)
-            if len(texts) >= BATCH_DOCS or size >= BATCH_BYTES:
-                pending_ids.append(ids)
-                yield texts
-                texts, ids, size = [], [], 0
-        if texts:
-            pending_ids.append(ids)
-            yield texts
+            if len(batch) >= BATCH_DOCS or size >= BATCH_BYTES:
+                pending.append(batch)
+                yield batch
+                batch, size = [], 0
+        if batch:
+            pending.append(batch)
+            yield batch

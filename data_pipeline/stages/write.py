@@ -1,7 +1,8 @@
 """Phase 4 of the dedup stage: kept/ per task, streaming, and this rank's clusters into dedup/clusters.jsonl.
 
-Each task is read again and its documents that passed and were not removed go to kept/part-NNNNN.jsonl; each task
-has its own marker, which records the removals it applied. The clusters a rank owns are written by that rank
+Each task's documents are streamed from the file its scan wrote (stages/task_documents.py: the input is not read
+again, a web page not extracted again) and those that passed and were not removed go to kept/part-NNNNN.jsonl;
+each task has its own marker, which records the removals it applied. The clusters a rank owns are written by that rank
 into its byte ranges of dedup/clusters.jsonl (task order, then exact before near, then kept index).
 """
 
@@ -17,7 +18,6 @@ import numpy as np
 
 from data_pipeline import drop_log
 from data_pipeline.dedup import clusters as dedup_clusters
-from data_pipeline.documents import Document
 from data_pipeline.errors import PipelineError
 from data_pipeline.progress import stage_progress
 from data_pipeline.stages.duplicates import GlobalIndex, Removals
@@ -34,7 +34,8 @@ from data_pipeline.stages.outputs import (
 )
 from data_pipeline.stages.plan import DedupJob, Plan, task_stage
 from data_pipeline.stages.scan import BATCH_DOCS, TaskWork
-from data_pipeline.tasks import Task, read_task
+from data_pipeline.stages.task_documents import DOCS, read_task_documents
+from data_pipeline.tasks import Task
 from infra.files import atomic_write, file_sha256, temp_path
 
 
@@ -47,23 +48,23 @@ def write_kept(job: DedupJob, plan: Plan, removed: dict[int, dict[str, np.ndarra
             dropped = removed[task.index]
             applied = {reason: hashlib.sha256(o.tobytes()).hexdigest() for reason, o in dropped.items()}
             identity = plan.task_identity(job, "write", task, applied)
-            write_one = functools.partial(write_task, job, plan, task, np.concatenate(list(dropped.values())))
+            write_one = functools.partial(write_task, job, task, np.concatenate(list(dropped.values())))
             written, _ = run_once(job.out, task_stage("write", task), identity, write_one)
             hashes.update({k: v for k, v in written.items() if k.startswith((KEPT_DIR, DROPPED_DIR))})
             bar.update(0, task.size)
     return hashes
 
 
-def write_task(job: DedupJob, plan: Plan, task: Task, removed: np.ndarray) -> dict[str, str]:
-    """Read the task again; its documents that passed the filters and were not removed go to its kept part,
-    and those a filter dropped to its drop log (id, source, rule, measured value: DIR/dropped/)."""
+def write_task(job: DedupJob, task: Task, removed: np.ndarray) -> dict[str, str]:
+    """Stream the task's scanned documents; those that passed the filters and were not removed go to its kept
+    part, and those a filter dropped to its drop log (id, source, rule, measured value: DIR/dropped/)."""
     out = job.out
     work = TaskWork(out, task)
     verdicts, removed_set = work.verdicts(), set(np.asarray(removed).tolist())
     values, rules = np.fromfile(work.path("value.f64"), np.float64), work.meta()["filter_reasons"]
     kept_file, kept = HashedFile(out / KEPT_DIR / part_name(task.index)), 0
     dropped_path = drop_log.part_path(out, f"part-{task.index:05d}")
-    docs = (i for i in read_task(task, job.recipe.read, plan.first_lines[task.index]) if isinstance(i, Document))
+    docs = read_task_documents(work.path(DOCS))
     read = 0
     with kept_file, drop_log.DropLog(dropped_path) as dropped:
         batch: list[dict] = []
@@ -82,8 +83,8 @@ def write_task(job: DedupJob, plan: Plan, task: Task, removed: np.ndarray) -> di
         kept += len(batch)
         if read != len(verdicts):  # inside the block: the half-written part is removed, no marker follows
             raise PipelineError(
-                f"{task.describe()}: read {read} documents now but {len(verdicts)} when scanned; the input "
-                "changed during the run: rerun in a new --output folder"
+                f"{work.path(DOCS)}: holds {read} documents but the scan of {task.describe()} judged "
+                f"{len(verdicts)}; the work folder was changed during the run: rerun in a new --output folder"
             )
     written = {kept_file.path: kept_file.sha256, dropped_path: file_sha256(dropped_path)}
     summary_file = work.path("kept.json")
