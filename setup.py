@@ -34,6 +34,7 @@ setup(
         "safetensors",
         "transformers",  # `pretrain export` (pretrain/interop/)
         "tokenizers",
+        "torchao",  # train.precision: fp8 (pretrain/fp8.py): torchao's float8 training, emulated on CPU
     ],
     extras_require={
         "wandb": ["wandb"],  # `log.wandb`: Weights & Biases next to TensorBoard and CSV
