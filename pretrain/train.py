@@ -206,7 +206,7 @@ class Trainer:
         boundary = self.layout.grad_accum_steps - 1  # the micro-batch whose engine.step updates the weights
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # on device: no sync per micro-batch
         for micro_step, (x, y) in enumerate(self.sampler.global_batch()):
-            _, loss = self.engine(self.to_device(x), self.to_device(y))
+            loss = self.engine(self.to_device(x), self.to_device(y))[1]  # the logits die here, before backward
             if inject:
                 loss = loss * float("nan")
             loss_sum += loss.detach().double()
