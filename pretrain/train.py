@@ -38,7 +38,7 @@ import yaml
 
 from infra import launcher_env
 from infra.errors import EXIT_USER_ERROR, UserError, one_line
-from pretrain import checkpoint, metrics, run_folder, signals, spikes, watchdog
+from pretrain import checkpoint, ckpt_integrity, metrics, run_folder, signals, spikes, watchdog
 from pretrain.errors import EXIT_BAD_STEPS, EXIT_LOCKED
 from pretrain.signals import LauncherWatch, PreemptionFlag, any_rank_requested
 
@@ -119,11 +119,15 @@ class Trainer:
         from data_pipeline.shards import TokenStream
         from pretrain import engine as eng
         from pretrain.data import BatchLayout, TrainSampler, epoch_plan, validation_indices
+        from pretrain.data_verify import ShardVerifier
 
         self.cfg, self.run_dir, self.rank, self.world_size = cfg, run_dir, rank, world_size
-        verify = cfg.data.verify_checksums and rank == 0  # one rank hashes the shared files (and reports a mismatch)
-        self.train_stream = TokenStream(data_dir, "train", verify=verify)
-        self.val_stream = TokenStream(data_dir, "validation", verify=verify) if _has_val(self.train_stream) else None
+        self.train_stream = TokenStream(data_dir, "train", verify=False)  # sha256: self.shard_check, in background
+        self.val_stream = TokenStream(data_dir, "validation", verify=False) if _has_val(self.train_stream) else None
+        self.shard_check = None
+        if cfg.data.verify_checksums:
+            self.shard_check = ShardVerifier(run_dir, data_dir, self.train_stream.manifest, rank, world_size)
+            log0(self.shard_check.describe())
         self.ds_config = eng.ds_config_for_run(cfg, world_size, run_dir)
         if rank == 0:
             (run_dir / "ds_config.json").write_text(_json(self.ds_config))
@@ -182,6 +186,8 @@ class Trainer:
         log0(f"resumed from {root / tag}: step {self.step}, {self.sampler.consumed_samples} samples consumed")
 
     def save(self) -> None:
+        if self.shard_check is not None:  # no checkpoint counts before the data it was trained on verified
+            self.shard_check.finish()
         client_state = {
             "step": self.step,
             "sampler": self.sampler.state_dict(),
@@ -413,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     finally:
         if claim is not None:
+            ckpt_integrity.wait_for_commit()  # the last save's checksum file and COMPLETE marker
             claim.lock.release()
 
 
