@@ -9,7 +9,7 @@ lower bound of a real dataset's).
 Run it against another checkout's trainer with PYTHONPATH (the script itself uses only the shard contract and
 the trainer's command line):
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_launch_verify.py [--gb 20] [--ranks 2]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_launch_verify.py [--gb 20] [--ranks 2] [--data DIR]
 """
 
 from __future__ import annotations
@@ -106,21 +106,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=int, default=20, help="GiB of sparse token shards (default 20)")
     parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--data", help="dataset folder: built there if it has no manifest.json, else reused")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
-        root = Path(tmp)
-        started = time.perf_counter()
-        build(root / "data", args.gb)
-        size = sum(
-            (root / "data" / r["path"]).stat().st_size
-            for r in read_manifest(root / "data")["splits"]["train"]["shards"]
-        )
-        print(
-            f"dataset: {size / 2**30:.1f} GiB of train shards (sparse), built and hashed once in {time.perf_counter() - started:.0f} s"
-        )
-        anchor = seconds_to_step(root / "data", root / "anchor", 1, args.ranks, "data.verify_checksums=false")
-        first = seconds_to_step(root / "data", root / "run", 1, args.ranks)
-        again = seconds_to_step(root / "data", root / "run", 2, args.ranks)  # resumes step 1, checksums cached
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(args.data) if args.data else Path(tmp) / "data"
+        if not (data / "manifest.json").is_file():
+            started = time.perf_counter()
+            build(data, args.gb)
+            print(f"dataset built and hashed once in {time.perf_counter() - started:.0f} s")
+        rows = read_manifest(data)["splits"]["train"]["shards"]
+        print(f"dataset: {sum((data / r['path']).stat().st_size for r in rows) / 2**30:.1f} GiB of train shards")
+        runs = Path(tmp)
+        anchor = seconds_to_step(data, runs / "anchor", 1, args.ranks, "data.verify_checksums=false")
+        first = seconds_to_step(data, runs / "run", 1, args.ranks)
+        again = seconds_to_step(data, runs / "run", 2, args.ranks)  # resumes step 1; checksums cached (if any)
     print(f"anchor, checksums off:        {anchor:6.1f} s launch -> step 1")
     print(f"checksums on, first launch:   {first:6.1f} s launch -> step 1  ({first / anchor:.2f}x the anchor)")
     print(f"checksums on, relaunch:       {again:6.1f} s launch -> step 2  ({again / anchor:.2f}x the anchor)")
