@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import codecs
 import heapq
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -128,7 +127,3 @@ def read_task(
         yield from read_file(task.path, cfg, position)
         return
     yield from strict_items(_read_range(task, cfg, first_line, position), cfg)
-
-
-def file_sizes(files: list[str]) -> list[int]:
-    return [os.path.getsize(f) for f in files]

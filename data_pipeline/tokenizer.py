@@ -140,7 +140,7 @@ def sample_documents(files: list[Path], fraction: float, sample_dir: Path) -> li
     """Write the document lines of each file that the hashed `fraction` picks to sample_dir/<file name>.
 
     The same pick as `iter_documents(files, fraction)`, so training on the samples with fraction 1 sees the
-    same documents in the same order. Ranks each sample their share of kept/ in parallel (tokenize_stage.py).
+    same documents in the same order. Ranks each sample their share of kept/ in parallel (stages/tokenize.py).
     """
     sample_dir.mkdir(parents=True, exist_ok=True)
     cutoff, written = fraction * 2.0**64, []

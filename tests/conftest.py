@@ -116,7 +116,7 @@ def build_tiny_dataset(out: Path, n_train: int = 400, n_val: int = 40, seed: int
 
     from data_pipeline.config import TokenizerConfig
     from data_pipeline.shards import split_entry, write_manifest, write_shard
-    from data_pipeline.tokenize_stage import dataset_manifest
+    from data_pipeline.stages.tokenize import dataset_manifest
     from data_pipeline.tokenizer import load_tokenizer, train_tokenizer
 
     out.mkdir(parents=True, exist_ok=True)

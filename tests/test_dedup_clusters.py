@@ -274,7 +274,7 @@ def test_dedup_keep_in_the_stage_on_one_and_two_ranks(tmp_path):
     import json
 
     from data_pipeline.config import RecipeError, load_recipe
-    from data_pipeline.dedup.stage import run_dedup
+    from data_pipeline.stages.dedup import run_dedup
 
     base, _ = planted_corpus(3, 0, words=120, seed=9)
     texts = [base[0], base[1], base[0] + " and a longer ending", base[2], base[1], base[0] + " end"]

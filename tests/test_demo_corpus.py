@@ -11,7 +11,7 @@ import pytest
 
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import load_recipe
-from data_pipeline.dedup.stage import run_dedup
+from data_pipeline.stages.dedup import run_dedup
 from data_pipeline.demo_corpus import recipe_path, write_demo_corpus
 
 REPO = Path(__file__).resolve().parents[1]

@@ -208,7 +208,7 @@ def test_disk_full_names_the_file_and_leaves_nothing_taken_as_complete(
 
 TOKENIZE = (
     "import sys; from pathlib import Path; from data_pipeline.comm import LocalComm; "
-    "from data_pipeline.config import load_recipe; from data_pipeline.tokenize_stage import run_tokenize_stage; "
+    "from data_pipeline.config import load_recipe; from data_pipeline.stages.tokenize import run_tokenize_stage; "
     "run_tokenize_stage(LocalComm(), Path(sys.argv[1]), load_recipe(None, ['tokenizer.vocab_size=500', "
     "'shards.target_bytes=20000', 'shards.validation_fraction=0.1']))"
 )

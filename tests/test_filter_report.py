@@ -10,7 +10,7 @@ from test_filters import GOOD, MAN_PAGE, PYTHON_SOURCE
 
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import load_recipe
-from data_pipeline.dedup.stage import run_dedup
+from data_pipeline.stages.dedup import run_dedup
 from data_pipeline.drop_log import DropLog, filter_warnings, merge_examples, read_dropped
 from data_pipeline.ledger import Ledger, LedgerError
 

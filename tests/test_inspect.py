@@ -11,7 +11,7 @@ from test_tokenizer import stdlib_docs, write_kept
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import load_recipe
 from data_pipeline.inspect_dataset import doc_lengths, text_histogram
-from data_pipeline.tokenize_stage import run_tokenize_stage
+from data_pipeline.stages.tokenize import run_tokenize_stage
 from data_pipeline.tokenizer import load_tokenizer
 
 
@@ -74,7 +74,7 @@ def test_inspect_of_a_dedup_output_shows_drop_reasons_and_plots_them(tmp_path):
 
 def test_tokenizer_stage_and_inspect_never_import_torch():
     code = (
-        "import sys, data_pipeline.tokenizer, data_pipeline.tokenize_stage, data_pipeline.inspect_dataset, matplotlib;"
+        "import sys, data_pipeline.tokenizer, data_pipeline.stages.tokenize, data_pipeline.inspect_dataset, matplotlib;"
         "matplotlib.use('Agg'); import matplotlib.pyplot;"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )

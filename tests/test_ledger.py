@@ -9,7 +9,7 @@ import pytest
 
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import load_recipe
-from data_pipeline.dedup.stage import run_dedup
+from data_pipeline.stages.dedup import run_dedup
 from data_pipeline.ledger import Ledger, LedgerError
 
 

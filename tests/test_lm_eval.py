@@ -56,7 +56,7 @@ def documents_of_seq_len(spm_path: Path, count: int) -> tuple[list[str], list[li
 def aligned_dataset(tiny_dataset: Path, out: Path, tokens: list[list[int]]) -> Path:
     """A validation split whose windows 0, 2, ..., 2K-2 are [EOS, document k] (see the module docstring)."""
     from data_pipeline.shards import read_manifest, split_entry, write_shard
-    from data_pipeline.tokenize_stage import dataset_manifest
+    from data_pipeline.stages.tokenize import dataset_manifest
 
     manifest = read_manifest(tiny_dataset)
     eos = int(manifest["eos_id"])

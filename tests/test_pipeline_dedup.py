@@ -239,13 +239,14 @@ def test_dedup_never_imports_torch(corpus: Path, tmp_path: Path) -> None:
 def test_a_run_killed_after_writing_kept_reruns_to_the_same_outputs(corpus: Path, tmp_path: Path, monkeypatch) -> None:
     from data_pipeline.comm import LocalComm
     from data_pipeline.config import load_recipe
-    from data_pipeline.dedup.stage import DedupRun, run_dedup
+    from data_pipeline.stages import finish
+    from data_pipeline.stages.dedup import run_dedup
 
     recipe = load_recipe(overrides=["workers=1"])
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
     run_dedup(LocalComm(), [str(corpus)], clean, recipe, quiet=True)
     with monkeypatch.context() as patch:
-        patch.setattr(DedupRun, "write_stats", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt("killed")))
+        patch.setattr(finish, "write_stats", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt("killed")))
         with pytest.raises(KeyboardInterrupt):
             run_dedup(LocalComm(), [str(corpus)], crashed, recipe, quiet=True)
     assert (crashed / "kept" / "part-00000.jsonl").exists() and not (crashed / ".stages" / "dedup.json").exists()
@@ -257,7 +258,7 @@ def test_a_large_file_split_into_byte_ranges_gives_the_same_documents(tmp_path: 
     """Ranges cut mid-line: every line read once, ids and reject lines as if the file were read whole."""
     from data_pipeline.comm import LocalComm
     from data_pipeline.config import load_recipe
-    from data_pipeline.dedup.stage import run_dedup
+    from data_pipeline.stages.dedup import run_dedup
 
     data = tmp_path / "in"
     data.mkdir()

@@ -159,7 +159,7 @@ from pathlib import Path
 from data_pipeline.comm import get_comm
 from data_pipeline.config import load_recipe
 from data_pipeline.executor import job_failed
-from data_pipeline.tokenize_stage import run_tokenize_stage
+from data_pipeline.stages.tokenize import run_tokenize_stage
 try:
     run_tokenize_stage(get_comm(), Path(sys.argv[1]), load_recipe(None, sys.argv[2:]), True)
 except BaseException as err:  # as the CLI: the failing rank prints its error and aborts the job

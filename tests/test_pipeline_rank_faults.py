@@ -48,7 +48,7 @@ PHASES = {
     "exact dedup": {"PIPELINE_FAULT": "data_pipeline.dedup.exact:find_exact_duplicates"},
     "near dedup": {"PIPELINE_FAULT": "data_pipeline.dedup.lsh:find_near_duplicates"},
     "clusters": {"PIPELINE_FAULT": "data_pipeline.dedup.clusters:cluster_records_with_ids"},
-    "ledger and stats": {"PIPELINE_FAULT": "data_pipeline.dedup.stage:DedupRun.task_ledger"},
+    "ledger and stats": {"PIPELINE_FAULT": "data_pipeline.stages.finish:task_ledger"},
 }
 
 
@@ -88,12 +88,12 @@ def test_a_fault_in_the_tokenize_stage_ends_the_job(corpus: Path, tmp_path: Path
     out = tmp_path / "out"
     cmd = [MPIEXEC, "-n", "2", PIPELINE, "run", "--input", str(corpus), "--output", str(out), "--quiet", *SMALL,
            "--set", "tokenizer.vocab_size=500"]  # fmt: skip
-    env = pipeline_fault_env(PIPELINE_FAULT="data_pipeline.tokenize_stage:encode_batch")
+    env = pipeline_fault_env(PIPELINE_FAULT="data_pipeline.stages.tokenize:encode_batch")
     started = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert time.monotonic() - started < 60
     assert proc.returncode != 0 and not (out / "manifest.json").exists()
-    target = "data_pipeline.tokenize_stage:encode_batch"
+    target = "data_pipeline.stages.tokenize:encode_batch"
     assert f"pipeline run: rank 1 of 2: error: MemoryError: injected fault in {target}" in proc.stderr, proc.stderr
 
 

@@ -163,7 +163,7 @@ def test_every_bad_input_reason_reaches_stats_and_rejects(tmp_path: Path) -> Non
     """Through the stage: each reason counted as bad_input:<reason> and written to rejects/ with file and line."""
     from data_pipeline.comm import LocalComm
     from data_pipeline.config import load_recipe
-    from data_pipeline.dedup.stage import run_dedup
+    from data_pipeline.stages.dedup import run_dedup
 
     data = tmp_path / "in"
     data.mkdir()

@@ -14,7 +14,7 @@ import zstandard
 
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import ReadConfig, load_recipe
-from data_pipeline.dedup.stage import run_dedup
+from data_pipeline.stages.dedup import run_dedup
 from data_pipeline.documents import Document
 from data_pipeline.readers import InputError, LineSplitter, OverlongLine, line_byte_limit, read_file
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import ReadConfig, load_recipe
-from data_pipeline.dedup.stage import run_dedup
+from data_pipeline.stages.dedup import run_dedup
 from data_pipeline.documents import Document, Reject
 from data_pipeline.readers import InputError, LineSplitter, OverlongLine, read_file
 

@@ -13,7 +13,7 @@ from data_pipeline.config import load_recipe
 from data_pipeline.errors import PipelineError, RankFailed
 from data_pipeline.markers import StageMismatch
 from data_pipeline.shards import TokenStream, read_manifest
-from data_pipeline.tokenize_stage import is_validation, rank_share, run_tokenize_stage
+from data_pipeline.stages.tokenize import is_validation, rank_share, run_tokenize_stage
 from data_pipeline.tokenizer import load_tokenizer
 
 RECIPE = ["tokenizer.vocab_size=700", "shards.target_bytes=20000", "shards.validation_fraction=0.1"]
@@ -148,7 +148,7 @@ def test_rank_share_is_contiguous_and_covers_every_part():
 
 def test_uint32_shards_for_a_large_vocabulary(tmp_path):
     from data_pipeline.shards import ShardWriter, token_dtype
-    from data_pipeline.tokenize_stage import encode_batch
+    from data_pipeline.stages.tokenize import encode_batch
 
     class Fake:  # encode_batch only needs .encode; the token ids exceed uint16
         def encode(self, texts, num_threads):

@@ -9,7 +9,7 @@ from test_tokenizer import write_kept
 
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import load_recipe
-from data_pipeline.tokenize_stage import rank_share, run_tokenize_stage
+from data_pipeline.stages.tokenize import rank_share, run_tokenize_stage
 from data_pipeline.tokenizer import document_fraction, kept_files, sample_documents, train_tokenizer
 
 

@@ -22,17 +22,17 @@ _rank = os.environ.get("PIPELINE_FAULT_RANK", "1")
 _mine = os.environ.get("PMI_RANK", "0") == _rank
 
 if _mine and os.environ.get("PIPELINE_FSIZE_LIMIT"):
-    from data_pipeline.dedup.stage import DedupRun
+    from data_pipeline.stages import scan
 
     _limit = int(os.environ["PIPELINE_FSIZE_LIMIT"])
-    _scan = DedupRun.scan
+    _scan_tasks = scan.scan_tasks
 
-    def _limited_scan(self):
+    def _limited_scan_tasks(*args):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (_limit, _limit))
-        return _scan(self)
+        return _scan_tasks(*args)
 
-    DedupRun.scan = _limited_scan
+    scan.scan_tasks = _limited_scan_tasks
 
 if _mine and _target:
     _module_name, _, _path = _target.partition(":")

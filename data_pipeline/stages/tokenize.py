@@ -1,7 +1,5 @@
-"""Run the whole pipeline: filter and dedup, train SentencePiece, write Arrow token shards and manifest.json.
-
-This module is the last stage of `pipeline run` (train the tokenizer, encode the kept documents, write shards
-and the manifest) and the `run` subcommand itself (the dedup flow of dedup/stage.py, then this stage).
+"""The tokenize stage, the last of `pipeline run` (stages/run.py): train SentencePiece on kept/, encode the kept
+documents into Arrow token shards, write manifest.json.
 
 On N ranks (mpiexec/srun) rank 0 trains the tokenizer on the kept parts in part order, so the model does not
 depend on N. Above the trainer's parse budget (tokenizer.document_fraction) the ranks first draw the hashed
@@ -28,7 +26,6 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +35,7 @@ import xxhash
 
 from data_pipeline import markers
 from data_pipeline.comm import Comm, on_root
-from data_pipeline.config import ShardsConfig, TokenizerConfig
+from data_pipeline.config import PipelineConfig, ShardsConfig, TokenizerConfig
 from data_pipeline.executor import workers_for_rank
 from data_pipeline.progress import stage_progress, summary
 from data_pipeline.shards import (
@@ -50,6 +47,8 @@ from data_pipeline.shards import (
     token_dtype,
     write_manifest,
 )
+from data_pipeline.stages.execution import identify_inputs, run_once, timed
+from data_pipeline.stages.outputs import write_json_atomic
 from data_pipeline.tokenizer import (
     INFO_FILE,
     MODEL_FILE,
@@ -62,7 +61,7 @@ from data_pipeline.tokenizer import (
     sample_documents,
     train_tokenizer,
 )
-from infra.files import write_text
+from infra.files import file_sha256
 
 SHARD_DIR = "shards"
 SAMPLE_DIR = "tokenizer/sample"
@@ -75,19 +74,31 @@ def is_validation(doc_id: str, fraction: float) -> bool:
     return xxhash.xxh64_intdigest(doc_id.encode("utf-8")) < fraction * 2.0**64
 
 
-def run_tokenize_stage(comm: Comm, output_dir: Path, recipe: Any, quiet: bool = True) -> dict:
-    """Tokenizer → shards → manifest for the kept/ folder under output_dir; returns counts and timings."""
+def run_tokenize_stage(comm: Comm, output_dir: Path, recipe: PipelineConfig, quiet: bool = True) -> dict:
+    """Tokenizer → shards → manifest for the kept/ folder under output_dir; returns counts and timings.
+
+    Collective: the settings check, the kept parts' identities, the parallel sample, the tokenizer's outcome,
+    the gather of shard rows and the manifest's outcome (an error while a rank encodes aborts the job).
+    """
     output_dir = Path(output_dir)
     quiet = quiet or comm.rank != 0
     on_root(comm, "checking the dataset's settings", lambda: refuse_changed_settings(output_dir, recipe))
     if comm.rank == 0:
         (output_dir / MANIFEST).unlink(missing_ok=True)
     timings: dict[str, float] = {}
-    with _timed(timings, "tokenizer"):
-        _sample_in_parallel(comm, output_dir, recipe.tokenizer)
-        info = on_root(comm, "tokenizer training", lambda: _train_or_reuse_tokenizer(output_dir, recipe.tokenizer))
-    with _timed(timings, "tokenize"):
-        rows = _tokenize_rank(comm, output_dir, recipe.shards, info, quiet)  # an error here aborts the job
+    kept = identify_inputs(comm, output_dir, [str(p) for p in kept_files(output_dir)])
+    tokenizer_identity = markers.stage_identity("tokenizer", dataclasses.asdict(recipe.tokenizer), kept)
+    with timed(timings, "tokenizer"):
+        reused = on_root(comm, "checking the tokenizer", lambda: _tokenizer_intact(output_dir, tokenizer_identity))
+        if not reused:
+            _sample_in_parallel(comm, output_dir, recipe.tokenizer, list(kept))
+        info = on_root(
+            comm,
+            "tokenizer training",
+            lambda: _train_or_reuse_tokenizer(output_dir, recipe.tokenizer, tokenizer_identity),
+        )
+    with timed(timings, "tokenize"):
+        rows = _tokenize_rank(comm, output_dir, recipe.shards, info, kept, quiet)  # an error here aborts the job
         gathered = comm.gather(rows, root=0)
     stats = on_root(comm, "manifest", lambda: _write_dataset_manifest(output_dir, gathered, info, recipe, timings))
     summary(
@@ -103,7 +114,7 @@ def run_tokenize_stage(comm: Comm, output_dir: Path, recipe: Any, quiet: bool = 
 OUTPUT_NEUTRAL = {("shards", "encode_threads")}
 
 
-def changed_settings(recorded: dict, recipe: Any) -> list[str]:
+def changed_settings(recorded: dict, recipe: PipelineConfig) -> list[str]:
     """`section.key: old -> new` for every tokenizer/shards setting that differs from the recorded recipe."""
     changes = []
     for section in ("tokenizer", "shards"):
@@ -114,7 +125,7 @@ def changed_settings(recorded: dict, recipe: Any) -> list[str]:
     return changes
 
 
-def refuse_changed_settings(output_dir: Path, recipe: Any) -> None:
+def refuse_changed_settings(output_dir: Path, recipe: PipelineConfig) -> None:
     """Raise StageMismatch when output_dir holds a complete dataset made with other tokenizer or shard settings."""
     path = output_dir / MANIFEST
     if not path.is_file():
@@ -128,53 +139,50 @@ def refuse_changed_settings(output_dir: Path, recipe: Any) -> None:
         )
 
 
-@contextmanager
-def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    started = time.perf_counter()
-    yield
-    timings[name] = round(time.perf_counter() - started, 3)
+def _tokenizer_intact(output_dir: Path, identity: dict) -> bool:
+    """The tokenizer's marker records these kept parts and settings, and its files are intact."""
+    return markers.task_outputs(output_dir, "tokenizer", identity) is not None
 
 
-def _train_or_reuse_tokenizer(output_dir: Path, settings: TokenizerConfig) -> dict:
-    """Train the tokenizer (rank 0 only), or reuse a completed, unchanged one."""
-    inputs = kept_files(output_dir)
-    stage_fp = markers.fingerprint("tokenizer", dataclasses.asdict(settings), inputs)
+def _train_or_reuse_tokenizer(output_dir: Path, settings: TokenizerConfig, identity: dict) -> dict:
+    """Train the tokenizer (rank 0 only), or reuse a completed, unchanged one (a marker from other kept parts
+    means retrain, not error: upstream stages of the same run rewrote kept/)."""
     folder = output_dir / TOKENIZER_DIR
-    if _complete(output_dir, "tokenizer", stage_fp):
-        return json.loads((folder / INFO_FILE).read_text())
-    markers.invalidate(output_dir, "tokenizer")
+    run_once(output_dir, "tokenizer", identity, lambda: _train(output_dir, settings))
+    return json.loads((folder / INFO_FILE).read_text())
+
+
+def _train(output_dir: Path, settings: TokenizerConfig) -> dict[str, str]:
+    """Train on the ranks' sample when they drew one (_sample_in_parallel), else on kept/; returns the outputs."""
+    inputs = kept_files(output_dir)
     sampled = output_dir / SAMPLE_DIR
-    if sampled.is_dir():  # the ranks drew the training sample in parallel (_sample_in_parallel)
+    if sampled.is_dir():
         info = train_tokenizer([sampled / p.name for p in inputs], output_dir, settings, fraction=1.0)
         shutil.rmtree(sampled)
     else:
         info = train_tokenizer(inputs, output_dir, settings)
-    outputs = [folder / MODEL_FILE, folder / VOCAB_FILE, folder / INFO_FILE]
-    markers.mark_complete(output_dir, "tokenizer", stage_fp, outputs, known={folder / MODEL_FILE: info["sha256"]})
-    return info
+    folder = output_dir / TOKENIZER_DIR
+    return {
+        f"{TOKENIZER_DIR}/{MODEL_FILE}": info["sha256"],
+        **{f"{TOKENIZER_DIR}/{name}": file_sha256(folder / name) for name in (VOCAB_FILE, INFO_FILE)},
+    }
 
 
-def _sample_in_parallel(comm: Comm, output_dir: Path, settings: TokenizerConfig) -> None:
+def _sample_in_parallel(comm: Comm, output_dir: Path, settings: TokenizerConfig, inputs: list[str]) -> None:
     """Above the parse budget, every rank draws the hashed training sample from its share of kept/ (no serial
-    scan of the corpus on rank 0); rank 0 then trains on the samples, the same documents in the same order."""
-    inputs = kept_files(output_dir)
-    fraction = document_fraction(inputs, settings.input_sentence_size)
-    stage_fp = markers.fingerprint("tokenizer", dataclasses.asdict(settings), inputs)
-    if fraction >= 1.0 or on_root(comm, "checking the tokenizer", lambda: _complete(output_dir, "tokenizer", stage_fp)):
+    scan of the corpus on rank 0); rank 0 then trains on the samples, the same documents in the same order.
+
+    Collective: two barriers (the old sample is gone; every rank's sample is written).
+    """
+    paths = [Path(p) for p in inputs]
+    fraction = document_fraction(paths, settings.input_sentence_size)
+    if fraction >= 1.0:
         return
     if comm.rank == 0:
         shutil.rmtree(output_dir / SAMPLE_DIR, ignore_errors=True)  # of a killed run: drawn again
     comm.barrier()
-    sample_documents(rank_share(inputs, comm.rank, comm.size), fraction, output_dir / SAMPLE_DIR)
+    sample_documents(rank_share(paths, comm.rank, comm.size), fraction, output_dir / SAMPLE_DIR)
     comm.barrier()
-
-
-def _complete(output_dir: Path, stage: str, stage_fp: str) -> bool:
-    """A marker from other inputs (upstream stages rewrote kept/) means redo, not error: it is the same run."""
-    try:
-        return markers.is_complete(output_dir, stage, stage_fp)
-    except markers.StageMismatch:
-        return False
 
 
 def rank_share(files: list[Path], rank: int, size: int) -> list[Path]:
@@ -182,24 +190,28 @@ def rank_share(files: list[Path], rank: int, size: int) -> list[Path]:
     return files[rank * len(files) // size : (rank + 1) * len(files) // size]
 
 
-def _tokenize_rank(comm: Comm, output_dir: Path, settings: ShardsConfig, info: dict, quiet: bool) -> dict:
+def _tokenize_rank(
+    comm: Comm, output_dir: Path, settings: ShardsConfig, info: dict, kept: dict[str, dict], quiet: bool
+) -> dict:
     """Encode this rank's kept parts into its shards; reuse them when the rank's marker is intact."""
-    inputs = rank_share(kept_files(output_dir), comm.rank, comm.size)
+    inputs = rank_share(list(kept), comm.rank, comm.size)
     stage = f"tokenize-r{comm.rank:05d}-of-{comm.size:05d}"
     neutral = {key for section, key in OUTPUT_NEUTRAL if section == "shards"}
     config = {k: v for k, v in dataclasses.asdict(settings).items() if k not in neutral}
     config |= {"tokenizer_sha256": info["sha256"]}
-    stage_fp = markers.fingerprint(stage, config, inputs)
+    identity = markers.stage_identity(stage, config, {p: kept[p] for p in inputs})
     index_path = output_dir / SHARD_DIR / f"index-r{comm.rank:05d}.json"
-    if _complete(output_dir, stage, stage_fp):
-        return json.loads(index_path.read_text())
-    markers.invalidate(output_dir, stage)
-    processor, _ = load_tokenizer(output_dir)
-    rows = encode_to_shards(processor, info, inputs, output_dir / SHARD_DIR, settings, comm.rank, quiet)
-    write_text(index_path, json.dumps(rows, indent=1) + "\n")
-    shards = {output_dir / SHARD_DIR / r["path"]: r["sha256"] for split in SPLITS for r in rows[split]}
-    markers.mark_complete(output_dir, stage, stage_fp, [index_path, *shards], known=shards)
-    return rows
+
+    def encode() -> dict[str, str]:
+        processor, _ = load_tokenizer(output_dir)
+        paths = [Path(p) for p in inputs]
+        rows = encode_to_shards(processor, info, paths, output_dir / SHARD_DIR, settings, comm.rank, quiet)
+        index_sha = write_json_atomic(index_path, rows)
+        shards = {f"{SHARD_DIR}/{r['path']}": r["sha256"] for split in SPLITS for r in rows[split]}
+        return {f"{SHARD_DIR}/{index_path.name}": index_sha, **shards}
+
+    run_once(output_dir, stage, identity, encode)
+    return json.loads(index_path.read_text())
 
 
 def encode_to_shards(
@@ -265,7 +277,9 @@ def _batches(inputs: list[Path], quiet: bool) -> Iterator[tuple[list[str], list[
             bar.update(len(ids), size)
 
 
-def _write_dataset_manifest(output_dir: Path, per_rank: list[dict], info: dict, recipe: Any, timings: dict) -> dict:
+def _write_dataset_manifest(
+    output_dir: Path, per_rank: list[dict], info: dict, recipe: PipelineConfig, timings: dict
+) -> dict:
     """Rank 0: one manifest over every rank's shards, in rank order; returns the split counts."""
     splits = {s: split_entry([ShardInfo(**row) for rows in per_rank for row in rows[s]], SHARD_DIR) for s in SPLITS}
     counts = {f"{s}_{k}": splits[s][k] for s in SPLITS for k in ("num_docs", "num_tokens")}
@@ -309,29 +323,7 @@ def _remove_unlisted_shards(shard_dir: Path, per_rank: list[dict]) -> None:
             path.unlink()
 
 
-def _jsonable(recipe: Any) -> Any:
+def _jsonable(recipe: PipelineConfig) -> Any:
     if dataclasses.is_dataclass(recipe):
         recipe = dataclasses.asdict(recipe)
     return json.loads(json.dumps(recipe, default=str))
-
-
-# --- `pipeline run`: the dedup flow, then this stage, on every rank -------------------------------------------
-
-
-def add_arguments(parser: Any) -> None:
-    """The same corpus arguments as `pipeline dedup`."""
-    from data_pipeline.dedup.stage import add_arguments as corpus_arguments
-
-    corpus_arguments(parser)
-
-
-def run(args: Any) -> int:
-    """`pipeline run`: read → filter → exact + near dedup → SentencePiece → Arrow shards + manifest.json."""
-    from data_pipeline.comm import get_comm
-    from data_pipeline.dedup.stage import recipe_from_args, run_dedup
-
-    comm = get_comm()
-    recipe = recipe_from_args(args)
-    run_dedup(comm, args.input, args.output, recipe, args.quiet)
-    run_tokenize_stage(comm, args.output, recipe, args.quiet)
-    return 0
