@@ -279,10 +279,12 @@ def test_a_large_file_split_into_byte_ranges_gives_the_same_documents(tmp_path: 
 
 def test_scan_in_worker_processes_decides_like_one_process() -> None:
     from data_pipeline.config import FiltersConfig, load_recipe
+    from data_pipeline.documents import Document
     from data_pipeline.executor import ordered_map, worker_pool
     from data_pipeline.steps import Steps, init_steps, scan_batch
 
     texts = [article(i) for i in range(60)] + ["short text {"] * 30 + ["Lorem ipsum " + article(i) for i in range(30)]
+    texts = [Document(f"d{i}", text, "in.jsonl", i + 1) for i, text in enumerate(texts)]
     dedup_cfg = load_recipe(overrides=["dedup.num_perm=32"]).dedup
     one = Steps(FiltersConfig(), dedup_cfg).scan(texts)
     batches = [texts[i : i + 7] for i in range(0, len(texts), 7)]

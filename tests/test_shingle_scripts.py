@@ -95,17 +95,21 @@ def test_unpunctuated_document_is_one_word_but_many_character_shingles(script):
     assert exact_jaccard(text, copy, "auto") >= 0.96
 
 
-def test_auto_picks_characters_by_the_share_of_unspaced_letters():
+def test_auto_decides_letter_by_letter_so_a_pair_across_any_han_share_stays_alike():
+    """A per-document choice at a 25% Han share gave J 0.000 to copies on either side of the line."""
     chinese = script_text(np.random.default_rng(1), "chinese", 200, punctuate=False)
     english = " ".join(f"word{i}" for i in range(60))
-    assert len(shingle_hashes(english, 5, "auto")) == 60 - 4  # words
-    assert len(shingle_hashes(chinese + " " + english[:100], 5, "auto")) == len(
-        shingle_hashes(chinese + " " + english[:100], 5, "chars")
-    )
-    assert np.array_equal(
-        shingle_hashes(english + chinese[:20], 5, "auto"), shingle_hashes(english + chinese[:20], 5, "words")
-    )
-    # the two modes never share a shingle hash, even for one-token documents
+    assert np.array_equal(shingle_hashes(english, 5, "auto"), shingle_hashes(english, 5, "words"))
+    assert len(shingle_hashes(chinese, 5, "auto")) == len(chinese) - 4  # characters
+    assert len(shingle_hashes(chinese[:20] + " " + english, 5, "auto")) == 20 + 60 - 4  # both kinds of token
+    # a page at 28% Han letters and its copy at 23% (25 Han letters dropped): most shingles still shared,
+    # where characters for one and words for the other share none
+    latin = sum(c.isalnum() for c in english[:300])
+    page, copy = english[:300] + chinese[:100], english[:300] + chinese[:75]
+    assert 100 / (100 + latin) > 0.25 > 75 / (75 + latin)
+    assert exact_jaccard(page, copy, "auto") > 0.8
+    assert not set(shingle_hashes(page, 5, "chars").tolist()) & set(shingle_hashes(copy, 5, "words").tolist())
+    # the two forced modes never share a shingle hash, even for one-token documents
     assert shingle_hashes("中", 5, "words")[0] != shingle_hashes("中", 5, "chars")[0]
 
 

@@ -165,7 +165,7 @@ class TaskScanner:
                 rejects.write(jsonl_bytes([item.to_record()], ensure_ascii=True))
                 continue
             counts["docs"] += 1
-            texts.append(item.text)
+            texts.append(item)  # the whole document: the filters read its url (block list) too
             ids.append(item.id)
             size += len(item.text)
             if len(texts) >= BATCH_DOCS or size >= BATCH_BYTES:
