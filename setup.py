@@ -46,8 +46,8 @@ setup(
     ],
     extras_require={
         "wandb": ["wandb"],  # `log.wandb`: Weights & Biases next to TensorBoard and CSV
-        # lm-eval (+ accelerate, which its hf model imports): tests/test_lm_eval.py reads an export; wandb: the offline logger test
-        # warcio: the tests write their web archives with it (tests/warc_support.py)
+        # lm-eval (+ accelerate, which its hf model imports): tests/integration/test_lm_eval.py reads an export; wandb: the offline logger test
+        # warcio: the tests write their web archives with it (tests/support/warc_support.py)
         "dev": ["pytest", "pytest-timeout", "ruff", "hypothesis", "lm-eval", "accelerate", "wandb", "warcio"],
     },
     entry_points={

@@ -24,7 +24,7 @@
 # ends says "finished" (or "failed", with its exit status); one with under 15 s left, "skipped".
 #   stage                                                          budget  expected  why
 #   env         nvidia-smi, versions, GPU count                      10 s      3 s
-#   cuda_tests  pytest -m cuda tests/test_cuda_*.py                 170 s   ~150 s   FusedAdam JIT build ~45 s (once)
+#   cuda_tests  pytest -m cuda tests/integration/test_cuda_*.py     170 s   ~150 s   FusedAdam JIT build ~45 s (once)
 #   mfu         gpt3-1.3b s2048 mb8: plain PyTorch + the preset      50 s    ~35 s   ~15 s per side (own process)
 #   fp8_compile gpt3-1.3b: fp8 (tensorwise), per-block compile       90 s    ~70 s   compile ~30 s, cached after
 #   llama       llama-1b s2048 mb8: preset, fp8, per-block compile  110 s    ~90 s
@@ -127,7 +127,7 @@ if [[ ${GPU_RUN_ONLY:-first} == first ]]; then
   PYTEST_MODE="-m cuda"
   [[ $CHECK_ONLY == 1 ]] && PYTEST_MODE="-m cuda --collect-only"
   stage cuda_tests 170 "$PYTHON" -m pytest $PYTEST_MODE -q -p no:cacheprovider -o addopts=-ra --timeout 90 \
-    --junitxml="$RESULTS/cuda_tests.xml" tests/test_cuda_model.py tests/test_cuda_engine.py
+    --junitxml="$RESULTS/cuda_tests.xml" tests/integration/test_cuda_model.py tests/integration/test_cuda_engine.py
   # gpt3-1.3b MFU: plain PyTorch and the preset's trainer (the number the project is judged by)
   throughput mfu 50 --preset "$BIG" $COMMON --micro-batch $MB --variant-timeout-s $((25 * SLOW)) --variants preset
   # fp8 and per-block compile against the same reference (already measured: not again)
@@ -138,10 +138,10 @@ if [[ ${GPU_RUN_ONLY:-first} == first ]]; then
   largest largest_zero3 90 ds_configs/zero3_bf16.json 45
 else
   # 2 processes on 2 GPUs: NCCL reduce-scatter in fp32 with overlap_comm, grad-norm parity with one GPU, resume
-  # across world sizes (tests/test_two_rank_zero3.py; needs a machine with >= 2 GPUs, rehearsed on CPU with gloo)
+  # across world sizes (tests/integration/test_two_rank_zero3.py; needs a machine with >= 2 GPUs, rehearsed on CPU with gloo)
   if ((GPUS >= 2)) || [[ $REHEARSE == 1 ]]; then
     stage two_gpu 150 "$PYTHON" -m pytest -q -p no:cacheprovider -o addopts=-ra --timeout 140 \
-      --junitxml="$RESULTS/two_gpu_tests.xml" tests/test_two_rank_zero3.py $([[ $CHECK_ONLY == 1 ]] && echo --collect-only)
+      --junitxml="$RESULTS/two_gpu_tests.xml" tests/integration/test_two_rank_zero3.py $([[ $CHECK_ONLY == 1 ]] && echo --collect-only)
   else
     log "SKIP two_gpu: $GPUS GPU(s) on this machine; the 2-process checks need 2"
   fi

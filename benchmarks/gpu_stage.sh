@@ -1,4 +1,4 @@
-# Sourced by gpu_run.sh (and tests/test_gpu_stage.py): one stage = one command under a time limit that ends with
+# Sourced by gpu_run.sh (and tests/integration/test_gpu_stage.py): one stage = one command under a time limit that ends with
 # every process the command started, and a JSON record saying whether it finished or was cut.
 #
 # Why not `timeout` alone: it signals its own process group, and train_throughput.py starts each measurement in a

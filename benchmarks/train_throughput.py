@@ -25,7 +25,7 @@ DIR/<group>__<name>.json (--json-dir; a temporary folder otherwise), and a side 
 measured again. A side that runs out of memory or raises is recorded with status oom/error, one that outlives
 --variant-timeout-s is killed and recorded as "timeout", and the next side runs; if this process is stopped
 (SIGTERM), the side being measured is killed with it. World size 1 only: the reference has no data parallelism to
-compare a multi-rank trainer with (tests/test_two_rank_zero3.py checks 2 ranks).
+compare a multi-rank trainer with (tests/integration/test_two_rank_zero3.py checks 2 ranks).
 
 `--largest DS_JSON` prints, largest first, the presets whose ZeRO-3 model states (DeepSpeed's estimator) plus a
 rough activation allowance fit this machine with that JSON, for gpu_run.sh to try in turn.

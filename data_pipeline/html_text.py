@@ -43,7 +43,7 @@ def decode_html(payload: bytes, content_type: str = "") -> str | None:
     """The page as text: its declared charset, else UTF-8, else what chardet detects; None if none decodes it.
 
     chardet, not charset_normalizer: on a Western page with a few accented letters in ASCII markup,
-    charset_normalizer picked hp_roman8 and chardet windows-1252 (tests/test_warc.py).
+    charset_normalizer picked hp_roman8 and chardet windows-1252 (tests/unit/test_warc.py).
 
     A declared charset that does not decode the bytes is ignored (pages lie about their charset), never
     decoded with replacement characters.

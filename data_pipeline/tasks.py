@@ -11,7 +11,7 @@ The task list depends only on the inputs and the recipe, never on the number of 
 output (kept/part-NNNNN.jsonl is task NNNNN) and the global document order (task order, then file order inside
 a task) are the same on any N. Tasks are spread over ranks by size, largest first onto the least loaded rank
 (`assign_tasks`): with tasks of at most `read.task_bytes`, the most loaded rank carries at most the mean plus
-one task (tests/test_tasks.py simulates 2,048 ranks on log-normal file sizes). Compressed files and parquet are
+one task (tests/unit/test_tasks.py simulates 2,048 ranks on log-normal file sizes). Compressed files and parquet are
 whole-file tasks: one 50 GB .zst file is one task, and it bounds the balance (docs/SCALING.md). So are web
 archives (gzip has no byte ranges). A Common Crawl crawl is ~90,000 WARC files of ~1 GB (~45,000 pages) each,
 files many and alike, so largest-first placement balances by count: max/mean load 1.0005 on 64 ranks and 1.0011

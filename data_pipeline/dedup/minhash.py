@@ -78,7 +78,7 @@ _UNSPACED_RANGES = (  # Unicode blocks of scripts that do not separate words wit
     (0x20000, 0x3FFFF),  # CJK extensions B-H
 )
 # Letters, digits and combining marks exist only below 0x40000 and in 0xE0100-0xE01EF (variation selectors);
-# tests/test_minhash.py checks this against the running Python's Unicode database.
+# tests/unit/test_minhash.py checks this against the running Python's Unicode database.
 _WORD_CHAR_SPANS = ((0, 0x40000), (0xE0000, 0xE1000))
 
 # fmix64 / token-hash constants (uint64 scalars so numba keeps all arithmetic in uint64)
