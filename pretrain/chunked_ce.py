@@ -95,3 +95,48 @@ def enable_chunked_loss(model: nn.Module, chunk_tokens: int) -> None:
         import deepspeed
 
         deepspeed.zero.register_external_parameter(model, weight)
+
+
+# --------------------------------------------------------------------------- when to chunk (train.loss_chunk_tokens)
+
+# Bytes per logit the plain path holds at its peak, in backward: the fp32 log-softmax saved by forward, the fp32
+# gradient of the loss w.r.t. it and the fp32 gradient of the logits (the bf16 logits themselves are gone by then
+# once the trainer keeps only the loss). 12 x 16,384 tokens x 50,257 = 9.9 GB at gpt3-1.3b, micro batch 8.
+PLAIN_BYTES_PER_LOGIT = 12
+# Bytes per logit of one chunk: fp32 logits, their fp32 softmax (the gradient) and its bf16 copy.
+CHUNK_BYTES_PER_LOGIT = 10
+# Auto chunks where the plain path's loss temporaries reach 1 GiB. Below it the saving is under a GiB, a small
+# part of any GPU; above it the chunked path's own cost, an fp32 copy of the head gradient (4 x V x C bytes:
+# 0.4 GB at gpt3-1.3b) plus one chunk, is a fraction of what it saves, and the chunks are still matmuls of
+# thousands of rows. gpt2-124m at micro batch 16 (9.9 GB) and every larger preset chunk; the debug presets
+# (1.5 MB) and the test models stay plain.
+AUTO_CHUNK_LINE_BYTES = 2**30
+CHUNK_LOGITS_BYTES = 2**28  # auto's chunk: the largest power-of-two rows whose fp32 logits fit 256 MiB
+
+
+def plain_loss_bytes(tokens: int, vocab: int) -> int:
+    """Peak bytes of the plain cross-entropy's temporaries for `tokens` rows of `vocab` logits."""
+    return PLAIN_BYTES_PER_LOGIT * tokens * vocab
+
+
+def chunked_loss_bytes(tokens: int, vocab: int, padded_vocab: int, d_model: int, chunk: int) -> int:
+    """Peak bytes of the chunked path: fp32 head gradient, its padded bf16 copy, bf16 dh, one chunk's logits."""
+    return (
+        4 * vocab * d_model
+        + 2 * padded_vocab * d_model
+        + 2 * tokens * d_model
+        + (CHUNK_BYTES_PER_LOGIT * min(chunk, tokens) * vocab)
+    )
+
+
+def auto_chunk_tokens(vocab: int) -> int:
+    """Rows per chunk: the largest power of two whose fp32 logits fit CHUNK_LOGITS_BYTES (1024 at vocab 50k)."""
+    rows = max(1, CHUNK_LOGITS_BYTES // (4 * vocab))
+    return 1 << (rows.bit_length() - 1)
+
+
+def loss_chunk_tokens(setting: int | None, tokens: int, vocab: int) -> int:
+    """train.loss_chunk_tokens resolved for a micro-batch of `tokens` rows: None (auto) chunks past the line."""
+    if setting is not None:
+        return setting
+    return auto_chunk_tokens(vocab) if plain_loss_bytes(tokens, vocab) >= AUTO_CHUNK_LINE_BYTES else 0

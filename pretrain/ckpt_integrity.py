@@ -2,7 +2,12 @@
 
 Why: the COMPLETE marker proves a save *finished*; it cannot prove the bytes are still the ones written (a disk
 error, a truncated copy, a file rewritten by hand). Rank 0 hashes every file of the tag folder after the
-barrier that ends a save and writes the checksum file `MANIFEST.sha256.json` (atomically) before COMPLETE. Resume verifies the
+barrier that ends a save and writes the checksum file `MANIFEST.sha256.json` (atomically) before COMPLETE.
+
+The hashing is off the training's critical path (`commit_in_background`): rank 0 hashes and commits in a thread
+while every rank trains on. Nothing counts early: COMPLETE (what resume, export and pruning look for) is written
+only after the checksum file, so a checkpoint whose hashing was cut short is an incomplete one, skipped with a
+warning. The next save, and the end of the launch, wait for the commit before them. Resume verifies the
 newest complete checkpoint and falls back to the previous one, naming the bad file; export and an explicit
 `--resume PATH` refuse a checkpoint that does not verify.
 
@@ -17,7 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from infra.files import file_sha256, temp_path, write_text
@@ -85,3 +92,37 @@ def newest_intact(root: Path, tags: list[str]) -> str | None:
         except CheckpointCorrupt as err:
             warnings.warn(f"skipping corrupt checkpoint {root / tag}: {err}", stacklevel=2)
     return None
+
+
+# --------------------------------------------------------------------------- the commit, in the background
+
+
+class _Commit:
+    """The one commit (checksum file, COMPLETE, `latest`, pruning) that may be running in rank 0's background."""
+
+    thread: threading.Thread | None = None
+    error: BaseException | None = None
+
+
+def commit_in_background(commit: Callable[[], None]) -> None:
+    """Run `commit` in a thread after the previous one finished (checkpoints complete in save order)."""
+    wait_for_commit()
+
+    def run() -> None:
+        try:
+            commit()
+        except BaseException as err:  # re-raised by the next wait, on the main thread
+            _Commit.error = err
+
+    _Commit.thread = threading.Thread(target=run, name="checkpoint-commit", daemon=False)
+    _Commit.thread.start()
+
+
+def wait_for_commit() -> None:
+    """Block until the background commit finished; raise its error if it failed."""
+    thread, _Commit.thread = _Commit.thread, None
+    if thread is not None:
+        thread.join()
+    error, _Commit.error = _Commit.error, None
+    if error is not None:
+        raise error

@@ -132,7 +132,8 @@ class DataConfig:
         _require(self.val_samples >= 0, "data.val_samples", f"must be >= 0, got {self.val_samples}")
 
 
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp32", "fp8")
+FP8_RECIPES = ("tensorwise", "rowwise")
 CHECKPOINTING_MODES = ("every", "every_k", "off")
 
 
@@ -147,15 +148,20 @@ class TrainConfig:
     save_interval: int
     keep_last: int = 3  # checkpoints kept on disk; older ones are deleted after a successful save
     ds_config: str = "ds_configs/zero3_bf16.json"
-    # bf16 | fp32 | auto: auto keeps the DeepSpeed JSON's explicit bf16.enabled, or (JSON "auto") bf16 on CUDA only
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # bf16 | fp32 | fp8 | auto: auto keeps the DeepSpeed JSON's explicit bf16.enabled, or (JSON "auto") bf16 on CUDA
+    # only; fp8 trains the blocks' linear layers in float8 and the rest in bf16 (pretrain/fp8.py)
+    precision: Literal["auto", "bf16", "fp32", "fp8"] = "auto"
+    fp8_recipe: Literal["tensorwise", "rowwise"] = "tensorwise"  # torchao's float8 scaling: per tensor, or per row
+    fp8_emulate: bool = False  # float8 casts with high-precision matmuls: fp8 numerics on a CPU or a pre-Ada GPU
+    compile: bool = False  # torch.compile every transformer block (pretrain/compile.py)
     # dtype gradients are reduce-scattered across ranks and accumulated over micro-batches in, under bf16 (an fp32
     # model always uses fp32); fp32 as Megatron and torchtitan. Fills the JSON's communication_data_type and
     # data_types.grad_accum_dtype; pretrain/engine.py checks the running engine uses it
     grad_dtype: Literal["fp32", "bf16"] = "fp32"
     # > 0: the training loss in chunks of this many tokens (pretrain/chunked_ce.py), so the fp32 logits of the
-    # whole micro-batch (micro x seq x vocab) never exist at once; 0: the plain cross-entropy
-    loss_chunk_tokens: int = 0
+    # whole micro-batch (micro x seq x vocab) never exist at once; 0: the plain cross-entropy; null (default):
+    # chunked where the plain path's temporaries would reach 1 GiB (chunked_ce.loss_chunk_tokens)
+    loss_chunk_tokens: int | None = None
     activation_checkpointing: Literal["every", "every_k", "off"] = "every"
     checkpoint_every_k: int = 1  # with activation_checkpointing=every_k: recompute every k-th block
     partition_activations: bool = False
@@ -173,10 +179,13 @@ class TrainConfig:
         for name in ("global_batch_tokens", "micro_batch_size", "max_steps", "eval_interval", "save_interval"):
             _require(getattr(self, name) > 0, f"train.{name}", f"must be positive, got {getattr(self, name)}")
         _require(self.keep_last >= 1, "train.keep_last", f"must be >= 1, got {self.keep_last}")
-        _require(self.precision in PRECISIONS, "train.precision", f"got {self.precision!r}; use auto|bf16|fp32")
+        _require(self.precision in PRECISIONS, "train.precision", f"got {self.precision!r}; use {'|'.join(PRECISIONS)}")
+        _require(self.fp8_recipe in FP8_RECIPES, "train.fp8_recipe", f"got {self.fp8_recipe!r}; use tensorwise|rowwise")
         _require(self.grad_dtype in ("fp32", "bf16"), "train.grad_dtype", f"got {self.grad_dtype!r}; use fp32|bf16")
         _require(
-            self.loss_chunk_tokens >= 0, "train.loss_chunk_tokens", f"got {self.loss_chunk_tokens}; use 0 (off) or > 0"
+            self.loss_chunk_tokens is None or self.loss_chunk_tokens >= 0,
+            "train.loss_chunk_tokens",
+            f"got {self.loss_chunk_tokens}; use null (auto), 0 (off) or > 0",
         )
         _require(
             self.activation_checkpointing in CHECKPOINTING_MODES,

@@ -4,6 +4,8 @@ The model file knows nothing of DeepSpeed; everything distributed is applied her
 - the process group (deepspeed launcher, mpirun/mpiexec, srun, or torchrun-style env),
 - the DeepSpeed JSON, whose "auto" values are filled from the run config and whose explicit values must agree,
 - construction under `deepspeed.zero.Init` so a model larger than one rank's memory is never whole on one rank,
+- float8 training of the blocks' linear layers (`train.precision: fp8`, pretrain/fp8.py) and torch.compile per
+  block (`train.compile`, pretrain/compile.py), both applied to the partitioned model before DeepSpeed hooks it,
 - activation checkpointing of the transformer blocks through `deepspeed.checkpointing`,
 - AdamW parameter groups with weight decay on matrices only,
 - gradients reduced and accumulated in train.grad_dtype (fp32 by default), checked on the running engine.
@@ -24,9 +26,11 @@ from deepspeed.accelerator import get_accelerator
 from deepspeed.runtime.base_optimizer import ZeROOptimizer
 
 from infra import launcher_env
-from pretrain.chunked_ce import enable_chunked_loss
+from pretrain.chunked_ce import enable_chunked_loss, loss_chunk_tokens
+from pretrain.compile import compile_blocks
 from pretrain.config import ModelConfig, RunConfig
 from pretrain.errors import ConfigError
+from pretrain.fp8 import check_fp8_hardware, convert_to_fp8, fp8_summary
 from pretrain.model import GPT
 
 # builds the single-device model from its config (GPT, or a test's variant of it)
@@ -134,6 +138,8 @@ def _same(a: JsonValue, b: JsonValue) -> bool:
 def ds_config_for_run(cfg: RunConfig, world_size: int, run_dir: str | os.PathLike) -> dict:
     """Load train.ds_config, fill and check it; the trainer writes the result to RUN/ds_config.json (rank 0)."""
     cfg.grad_accum_steps(world_size)  # ConfigError for batch arithmetic before any JSON problem
+    if cfg.train.precision == "fp8":
+        check_fp8_hardware(cfg.train.fp8_emulate, get_accelerator().device_name())
     path = cfg.train.ds_config
     template = load_ds_json(path)
     precision = precision_values(cfg.train.precision, template)
@@ -144,9 +150,10 @@ def ds_config_for_run(cfg: RunConfig, world_size: int, run_dir: str | os.PathLik
 
 
 def precision_values(precision: str, template: dict) -> dict[str, JsonValue]:
-    """`bf16.enabled` from train.precision; "auto" keeps the JSON's explicit choice, or picks bf16 exactly on CUDA."""
+    """`bf16.enabled` from train.precision (fp8 is bf16 outside the float8 matmuls); "auto" keeps the JSON's
+    explicit choice, or picks bf16 exactly on CUDA."""
     if precision != "auto":
-        return {"bf16.enabled": precision == "bf16"}
+        return {"bf16.enabled": precision in ("bf16", "fp8")}
     if template.get("bf16", {}).get("enabled", "auto") != "auto":
         return {}
     return {"bf16.enabled": get_accelerator().device_name() == "cuda"}
@@ -171,10 +178,16 @@ def zero_stage(ds_config: dict) -> int:
 
 def build_model(cfg: RunConfig, ds_config: dict, model_factory: ModelFactory = GPT) -> torch.nn.Module:
     """The GPT, built partitioned under ZeRO-3 (`zero.Init`) so no rank ever holds the whole model."""
+    tokens = cfg.train.micro_batch_size * cfg.model.seq_len
+    chunk = loss_chunk_tokens(cfg.train.loss_chunk_tokens, tokens, cfg.model.vocab_size)
     with deepspeed.zero.Init(config_dict_or_path=ds_config, enabled=zero_stage(ds_config) == 3):
         model = model_factory(cfg.model)
-        if cfg.train.loss_chunk_tokens:  # inside zero.Init: ZeRO-3 must learn that the loss reads the head weight
-            enable_chunked_loss(model, cfg.train.loss_chunk_tokens)
+        if chunk:  # inside zero.Init: ZeRO-3 must learn that the loss reads the head weight
+            enable_chunked_loss(model, chunk)
+    if cfg.train.precision == "fp8":
+        convert_to_fp8(model, cfg.train.fp8_recipe, cfg.train.fp8_emulate)
+    if cfg.train.compile:
+        compile_blocks(model, zero3=zero_stage(ds_config) == 3)
     configure_activation_checkpointing(model, cfg)
     return model
 
@@ -229,9 +242,11 @@ def build_engine(
         load_weights(model)
     groups = decay_groups(model, cfg.optim.weight_decay)
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=ds_config)
-    line = check_gradient_dtypes(engine.optimizer, ds_config)
+    lines = [check_gradient_dtypes(engine.optimizer, ds_config)]
+    if cfg.train.precision == "fp8":
+        lines.append(fp8_summary(model))
     if engine.global_rank == 0:
-        print(line, flush=True)
+        print("\n".join(lines), flush=True)
     return engine
 
 

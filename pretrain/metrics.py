@@ -33,7 +33,8 @@ Row = dict[str, float | None]
 # Peak dense bf16 tensor-core TFLOP/s per device (vendor datasheets, no sparsity).
 PEAK_TFLOPS = {
     "H200": 989.0,
-    "H100": 989.0,
+    "H100": 989.0,  # SXM (and NVL); "H100 PCIE" is matched first: the longest name that fits wins
+    "H100 PCIE": 756.0,  # PCIe card: lower clocks and power (NVIDIA H100 datasheet, bf16 dense)
     "H800": 989.0,
     "GH200": 989.0,
     "A100": 312.0,

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 
 from data_pipeline.shards import ShardError, read_manifest
+from pretrain.chunked_ce import chunked_loss_bytes, loss_chunk_tokens, plain_loss_bytes
 from pretrain.config import ModelConfig, RunConfig, load_config
 from pretrain.errors import ConfigError, UsageError
 from pretrain.flops import attention_params, count_params, flops_per_token
@@ -160,7 +161,44 @@ def plan_lines(cfg: RunConfig, cluster: Cluster, grad_accum: int) -> list[tuple[
         ("tokens per run", f"{t.tokens_per_run:,} ({t.max_steps:,} steps x {t.global_batch_tokens:,})"),
         ("flops per run", f"{per_token * t.tokens_per_run:.4g}"),
         ("zero3 per GPU", zero3_headline(m, cluster)),
+        ("loss path", loss_path_line(cfg)),
+        *([("fp8", fp8_line(cfg))] if t.precision == "fp8" else []),
     ]
+
+
+def loss_path_line(cfg: RunConfig) -> str:
+    """What the loss holds per GPU at its peak: the plain cross-entropy's fp32 temporaries, or the chunked path's."""
+    m, t = cfg.model, cfg.train
+    tokens = t.micro_batch_size * m.seq_len
+    chunk = loss_chunk_tokens(t.loss_chunk_tokens, tokens, m.vocab_size)
+    plain = plain_loss_bytes(tokens, m.vocab_size)
+    how = "train.loss_chunk_tokens" if t.loss_chunk_tokens is not None else "auto: chunked from 1 GiB of plain"
+    if not chunk:
+        return f"plain cross-entropy ({how}): {_size(plain)} of fp32 temporaries per micro-batch"
+    held = chunked_loss_bytes(tokens, m.vocab_size, m.padded_vocab_size, m.d_model, chunk)
+    return f"chunked, {chunk} tokens a chunk ({how}): {_size(held)} per micro-batch (plain: {_size(plain)})"
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / GIB:.2f} GiB" if n_bytes >= GIB / 10 else f"{n_bytes / 2**20:.1f} MiB"
+
+
+def fp8_line(cfg: RunConfig) -> str:
+    """What float8 training changes in memory: model states nothing, transient casts a little, and without
+    activation checkpointing the gathered weights that torchao's saved transposes keep alive under ZeRO-3."""
+    m, t = cfg.model, cfg.train
+    tokens = t.micro_batch_size * m.seq_len
+    widest = max(m.d_model + 2 * m.n_kv_head * m.head_dim, m.d_ff)
+    casts = tokens * widest + m.d_model * widest  # 1-byte copies of the widest linear's input and weight
+    line = (
+        f"weights, gradients and optimizer states unchanged (bf16/fp32 master); + {_size(casts)} of float8 "
+        "casts while the widest linear runs"
+    )
+    if t.activation_checkpointing == "off":
+        kept = 2 * count_params(m, exclude_embeddings=True)
+        line += f"; + {_size(kept)}: with no activation checkpointing every block's gathered bf16 weights "
+        line += "stay alive until backward (torchao saves a transposed view)"
+    return line
 
 
 def time_to_train(cfg: RunConfig, cluster: Cluster, mfu: float, peak_tflops: float, gpus: str = "") -> str:

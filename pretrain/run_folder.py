@@ -203,6 +203,7 @@ def claim(
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = acquire_lock(run_dir, stale_s)
+    lock.heartbeat()  # before check_launch, which hashes the checkpoint it resumes (minutes for a large one)
     try:
         found = check_launch(run_dir, config, manifest, resume, init_from_hf)
         record, changed = record_launch(run_dir, config, found, init_from_hf)
@@ -211,5 +212,4 @@ def claim(
         if created and not any(run_dir.iterdir()):
             run_dir.rmdir()
         raise
-    lock.heartbeat()
     return Claim(lock, found, record, changed)

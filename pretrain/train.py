@@ -42,10 +42,11 @@ from deepspeed.accelerator import get_accelerator
 
 from data_pipeline.shards import TokenStream, read_manifest
 from infra import launcher_env
-from pretrain import checkpoint, exit_policy, metrics, run_folder, signals, spikes, watchdog
+from pretrain import checkpoint, ckpt_integrity, exit_policy, metrics, run_folder, signals, spikes, watchdog
 from pretrain.checkpoint import CheckpointRef
 from pretrain.config import RunConfig
 from pretrain.data import BatchLayout, TrainSampler, epoch_plan, validation_batches, validation_indices
+from pretrain.data_verify import ShardVerifier
 from pretrain.engine import build_engine, ds_config_for_run, init_distributed
 from pretrain.errors import EXIT_BAD_STEPS
 from pretrain.flops import flops_per_token
@@ -106,6 +107,7 @@ class Trainer:
     device: torch.device
     train_stream: TokenStream
     val_stream: TokenStream | None  # None: the dataset has no validation split
+    shard_check: ShardVerifier | None  # the shards' sha256, in the background (None: data.verify_checksums off)
     layout: BatchLayout
     sampler: TrainSampler
     val_indices: list[int]  # the fixed validation windows every evaluation reads
@@ -135,9 +137,12 @@ class Trainer:
         init_from_hf: dict | None = None,
     ) -> None:
         self.cfg, self.run_dir, self.rank, self.world_size = cfg, run_dir, rank, world_size
-        verify = cfg.data.verify_checksums and rank == 0  # one rank hashes the shared files (and reports a mismatch)
-        self.train_stream = TokenStream(data_dir, "train", verify=verify)
-        self.val_stream = TokenStream(data_dir, "validation", verify=verify) if _has_val(self.train_stream) else None
+        self.train_stream = TokenStream(data_dir, "train", verify=False)  # sha256: self.shard_check, in background
+        self.val_stream = TokenStream(data_dir, "validation", verify=False) if _has_val(self.train_stream) else None
+        self.shard_check = None
+        if cfg.data.verify_checksums:
+            self.shard_check = ShardVerifier(run_dir, data_dir, self.train_stream.manifest, rank, world_size)
+            log0(self.shard_check.describe())
         self.ds_config = ds_config_for_run(cfg, world_size, run_dir)
         if rank == 0:
             (run_dir / "ds_config.json").write_text(json.dumps(self.ds_config, indent=2) + "\n")
@@ -197,6 +202,8 @@ class Trainer:
         log0(f"resumed from {found.path}: step {self.step}, {self.sampler.consumed_samples} samples consumed")
 
     def save(self) -> None:
+        if self.shard_check is not None:  # no checkpoint counts before the data it was trained on verified
+            self.shard_check.finish()
         client_state = {
             "step": self.step,
             "sampler": self.sampler.state_dict(),
@@ -221,7 +228,7 @@ class Trainer:
         boundary = self.layout.grad_accum_steps - 1  # the micro-batch whose engine.step updates the weights
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # on device: no sync per micro-batch
         for micro_step, (x, y) in enumerate(self.sampler.global_batch()):
-            _, loss = self.engine(self.to_device(x), self.to_device(y))
+            loss = self.engine(self.to_device(x), self.to_device(y))[1]  # the logits die here, before backward
             if inject:
                 loss = loss * float("nan")
             loss_sum += loss.detach().double()
@@ -409,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     finally:
         if claim is not None:
+            ckpt_integrity.wait_for_commit()  # the last save's checksum file and COMPLETE marker
             claim.lock.release()
 
 

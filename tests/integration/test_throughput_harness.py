@@ -22,7 +22,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT / "benchmarks" / "train_throughput.py"
 GPU_RUN = ROOT / "benchmarks" / "gpu_run.sh"
-STAGES = ("env", "cuda_tests", "levers_mb2", "checkpointing_mb4", "llama", "largest_zero3", "largest_offload")
+STAGES = {  # GPU_RUN_ONLY: the stages of that call, in order
+    "first": ("env", "cuda_tests", "mfu", "fp8_compile", "llama", "largest_zero3"),
+    "second": ("env", "two_gpu", "levers_mb2", "checkpointing_mb4", "largest_offload"),
+}
 
 
 def fields(stdout: str) -> dict[str, str]:
@@ -71,34 +74,42 @@ def test_harness_measures_levers_against_the_reference_and_writes_one_json_each(
     assert fields(again.stdout)["preset_tokens_per_s"] == got["preset_tokens_per_s"]
 
 
-def test_gpu_run_rehearsal_runs_every_stage_command(tmp_path: Path) -> None:
-    """Each stage of gpu_run.sh, with its real arguments, on CPU: exit 0, a record per stage, the export bundle;
-    a stage named in GPU_RUN_SKIP (what a rerun uses for stages that already came back) is skipped."""
+@pytest.mark.parametrize("call", ["first", "second"])
+def test_gpu_run_rehearsal_runs_every_stage_command(call: str, tmp_path: Path) -> None:
+    """Each stage of gpu_run.sh's two calls, with its real arguments, on CPU: finished, a record per stage, the
+    export bundle; a stage named in GPU_RUN_SKIP (what a rerun uses for stages that already came back) is skipped."""
     out, export = tmp_path / "gpu", tmp_path / "export"
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "GPU_RUN_SKIP": "compile_mb2"}
     proc = subprocess.run(
         ["bash", str(GPU_RUN), "--rehearse", "--check-only", str(out), str(export)],
         cwd=ROOT,
-        env=env,
+        env={**env, "GPU_RUN_ONLY": call},
         capture_output=True,
         text=True,
         timeout=600,
     )
     log = (out / "gpu_run.log").read_text()
     assert proc.returncode == 0, log[-4000:]
-    for stage in STAGES:
+    records = {p.name.removeprefix("stage__").removesuffix(".json") for p in (out / "results").glob("stage__*.json")}
+    assert records == set(STAGES[call])
+    for stage in STAGES[call]:
         record = json.loads((out / "results" / f"stage__{stage}.json").read_text())
-        assert record["rc"] == 0, (stage, log[-4000:])
-    assert (
-        "SKIP compile_mb2: named in GPU_RUN_SKIP" in log and not (out / "results" / "stage__compile_mb2.json").exists()
-    )
-    assert len(re.findall(r"^check-only: .* configurations resolve$", log, re.MULTILINE)) == 5
-    assert "check-only: debug ['reference', 'preset', 'ckpt_off'" in log
-    candidates = (out / "results" / "largest_zero3_candidates.txt").read_text().split()
-    assert candidates[0] == "llama-debug" and "gpt2-124m" not in candidates  # largest first; 0.5 GiB excludes 124M
+        assert (record["status"], record["rc"]) == ("finished", 0), (stage, log[-4000:])
+    resolved = re.findall(r"^check-only: (.*) configurations resolve$", log, re.MULTILINE)
+    if call == "first":
+        assert resolved[:3] == [
+            "debug ['reference', 'preset']",
+            "debug ['reference', 'fp8', 'block_compile']",
+            "llama-debug ['reference', 'preset', 'fp8', 'block_compile']",
+        ]
+        candidates = (out / "results" / "largest_zero3_candidates.txt").read_text().split()
+        assert candidates[0] == "llama-debug" and "gpt2-124m" not in candidates  # largest first; 0.5 GiB excludes 124M
+    else:
+        assert "SKIP compile_mb2: named in GPU_RUN_SKIP" in log
+        assert resolved[0].startswith("debug ['reference', 'ckpt_off', 'zero2'") and len(resolved) == 3
     assert sorted(p.name for p in export.iterdir()) == ["gpu_run.log", "results.tar.gz", "summary.json", "summary.md"]
     with tarfile.open(export / "results.tar.gz") as bundle:
-        assert "results/stage__largest_offload.json" in bundle.getnames()
+        assert f"results/stage__{STAGES[call][-1]}.json" in bundle.getnames()
     assert "done in" in log and (out / "summary.md").read_text().startswith("| group | side |")
 
 

@@ -115,7 +115,7 @@ def test_time_to_train_is_consistent_with_flops_and_peak():
     assert seconds(duration) == pytest.approx(run_flops / (64 * 0.5 * 989e12), rel=0.05)
     # no peak given: one line per distinct peak of the table (H100 among them), each self-consistent
     table = re.findall(
-        rf"^time to train\s+({DURATION}) on .* of ([\d.]+) TFLOP/s \((\S+)\)", plan("gpt3-1.3b", 64).stdout, re.M
+        rf"^time to train\s+({DURATION}) on .* of ([\d.]+) TFLOP/s \(([^)]+)\)", plan("gpt3-1.3b", 64).stdout, re.M
     )
     assert len(table) == len(set(PEAK_TFLOPS.values()))
     assert any("H100" in gpus.split("/") and float(peak) == 989 for _, peak, gpus in table)
