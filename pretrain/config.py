@@ -19,6 +19,7 @@ import yaml
 
 from infra.config_schema import ConfigSchema
 from pretrain.errors import ConfigError
+from pretrain.mixture import check_mix_entries
 from pretrain.presets import preset_dict
 
 
@@ -94,11 +95,15 @@ def _llama_ffn_width(d_model: int, multiple_of: int = 256) -> int:
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warmup then cosine decay to `min_lr_ratio * lr` (DeepSpeed's WarmupCosineLR)."""
+    """AdamW with linear warmup, then cosine decay to `min_lr_ratio * lr` at train.max_steps, or warmup-stable-decay
+    (pretrain/schedule.py)."""
 
     lr: float
     warmup_steps: int
     min_lr_ratio: float = 0.1
+    schedule: Literal["cosine", "wsd"] = "cosine"
+    decay_fraction: float = 0.2  # wsd: the last fraction of train.max_steps decays to min_lr_ratio
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = "1-sqrt"  # wsd: the decay's curve
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     weight_decay: float = 0.1
@@ -109,6 +114,15 @@ class OptimConfig:
         _require(self.lr > 0, "optim.lr", f"must be positive, got {self.lr}")
         _require(self.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         _require(0.0 <= self.min_lr_ratio <= 1.0, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        _require(self.schedule in ("cosine", "wsd"), "optim.schedule", f"got {self.schedule!r}; use cosine|wsd")
+        _require(
+            0.0 < self.decay_fraction <= 1.0, "optim.decay_fraction", f"must be in (0, 1], got {self.decay_fraction}"
+        )
+        _require(
+            self.decay_shape in ("linear", "cosine", "1-sqrt"),
+            "optim.decay_shape",
+            f"got {self.decay_shape!r}; use linear|cosine|1-sqrt",
+        )
         _require(
             len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
             "optim.betas",
@@ -124,12 +138,23 @@ class DataConfig:
     """Where the token shards are and how samples are drawn from them."""
 
     path: str | None = None  # dataset dir written by `pipeline run` (holds manifest.json)
+    # a weighted mixture instead of `path`: [{path, weight, name}], weights normalised (pretrain/mixture.py)
+    mix: list[dict] | None = None
     seed: int = 1234  # shuffles the sample order; the same seed and data give the same batches
-    val_samples: int = 64  # fixed validation windows, evaluated every train.eval_interval steps
+    val_samples: int = 64  # fixed validation windows (per mixture source), evaluated every train.eval_interval steps
     verify_checksums: bool = True  # hash each shard against manifest.json before training
 
     def __post_init__(self) -> None:
         _require(self.val_samples >= 0, "data.val_samples", f"must be >= 0, got {self.val_samples}")
+        _require(not (self.path and self.mix), "data.mix", "set either data.path or data.mix, not both")
+        if self.mix is not None:
+            _require(len(self.mix) > 0, "data.mix", "is empty; list at least one {path, weight, name}")
+            self.mix = check_mix_entries(self.mix)
+
+    @property
+    def tokenizer_dataset(self) -> str | None:
+        """The dataset whose tokenizer the run uses (every mixture source shares it): data.path or the first source."""
+        return self.mix[0]["path"] if self.mix else self.path
 
 
 PRECISIONS = ("auto", "bf16", "fp32")

@@ -291,11 +291,34 @@ def _client_state(found: tuple[Path, str]) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+@dataclass
+class DataLaunch:
+    """This launch's datasets as checkpoints record them (pretrain/mixture.py: identity), and whether a change
+    from the checkpoint's is meant (--allow-data-change)."""
+
+    identity: list[dict]
+    allow_change: bool = False
+
+
+def data_changes(client: dict | None, data: DataLaunch | None) -> list[str]:
+    """How this launch's datasets differ from the resumed checkpoint's (none recorded before mixtures: none)."""
+    from pretrain.mixture import identity_changes
+
+    if not client or "data" not in client or data is None:
+        return []
+    return identity_changes(client["data"], data.identity)
+
+
 def check_launch(
-    run_dir: Path, config: dict, manifest: dict, resume: str, init_from_hf: dict | None = None
+    run_dir: Path,
+    config: dict,
+    manifest: dict,
+    resume: str,
+    init_from_hf: dict | None = None,
+    data: DataLaunch | None = None,
 ) -> tuple[Path, str] | None:
     """Refuse (RunFolderError) a launch that would damage or misuse the folder's checkpoints; return the one to
-    resume. Reads only."""
+    resume. Reads only. A changed dataset or mixture is refused unless `data.allow_change`."""
     saved = checkpoint.complete_tags(run_dir / checkpoint.CHECKPOINTS)
     if resume == "none" and saved:
         raise RunFolderError(
@@ -311,6 +334,8 @@ def check_launch(
             f"{d} (vs {where})" for d in incompatible(client["config"], client.get("tokenizer"), config, manifest)
         ]
         problems += [f"{d} (vs {where})" for d in other_start(client.get("init_from_hf"), init_from_hf)]
+        if not (data and data.allow_change):
+            problems += [f"{d} (vs {where}; --allow-data-change if meant)" for d in data_changes(client, data)]
     if saved and (run_dir / CONFIG).is_file():
         folder_config = yaml.safe_load((run_dir / CONFIG).read_text())
         problems += [f"{d} (vs {run_dir / CONFIG})" for d in incompatible(folder_config, None, config, manifest)]
@@ -340,7 +365,11 @@ def other_start(recorded: dict | None, launch: dict | None) -> list[str]:
 
 
 def record_launch(
-    run_dir: Path, config: dict, resumed: tuple[Path, str] | None, init_from_hf: dict | None = None
+    run_dir: Path,
+    config: dict,
+    resumed: tuple[Path, str] | None,
+    init_from_hf: dict | None = None,
+    data: DataLaunch | None = None,
 ) -> tuple[Path, dict]:
     """Write RUN/config.yaml if the folder has no checkpoint yet, and RUN/launches/NNN.yaml; return that record's
     path and its changes relative to RUN/config.yaml."""
@@ -361,6 +390,8 @@ def record_launch(
         "resumes": str(resumed[0] / resumed[1]) if resumed else None,
         "init_from_hf": None if resumed else init_from_hf,  # where a run that starts here takes its weights
         "changes_from_config_yaml": changed,
+        "data": data.identity if data else None,
+        "data_changes_allowed": data_changes(_client_state(resumed), data) if resumed and data else [],
         "config": config,
     }
     path = launches / f"{number:03d}.yaml"
@@ -382,7 +413,13 @@ class Claim:
 
 
 def claim(
-    run_dir: Path, config: dict, manifest: dict, resume: str, stale_s: float, init_from_hf: dict | None = None
+    run_dir: Path,
+    config: dict,
+    manifest: dict,
+    resume: str,
+    stale_s: float,
+    init_from_hf: dict | None = None,
+    data: DataLaunch | None = None,
 ) -> Claim:
     """Lock, check, record (rank 0, before anything else is written); on a failed check the folder is unchanged
     (a folder this launch created is removed again)."""
@@ -390,8 +427,8 @@ def claim(
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = acquire_lock(run_dir, stale_s)
     try:
-        found = check_launch(run_dir, config, manifest, resume, init_from_hf)
-        record, changed = record_launch(run_dir, config, found, init_from_hf)
+        found = check_launch(run_dir, config, manifest, resume, init_from_hf, data)
+        record, changed = record_launch(run_dir, config, found, init_from_hf, data)
     except BaseException:
         lock.release()
         if created and not any(run_dir.iterdir()):
