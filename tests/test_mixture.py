@@ -160,3 +160,19 @@ def test_the_order_of_a_large_mixture_needs_no_table_per_sample() -> None:
     tracemalloc.stop()
     assert peak < 2 * 1024 * 1024, peak  # the per-block tables (BLOCK slots), not anything per sample
     assert set(sources.tolist()) == {0, 1} and samples.max() < 146_000_000
+
+
+def test_pretrain_plan_prints_the_per_source_table(two_sources, capsys) -> None:
+    from pretrain import cli
+
+    big, small = two_sources
+    argv = ["plan", "--preset", "debug", "--data", f"{big}=0.7", "--data", f"{small}=0.3"]
+    assert cli.main([*argv, "--set", "model.seq_len=16", "--set", "train.max_steps=100"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    header = out.index("data")
+    samples = [TokenStream(p, "train").num_samples(16) for p in two_sources]
+    big_row, small_row = out[header + 2].split(), out[header + 3].split()
+    drawn = [70 * 64 * 16, 30 * 64 * 16]  # 100 steps x 64 samples of 16 tokens, 70% and 30%
+    assert big_row[:4] == [big.name, "0.700", f"{samples[0] * 16:,}", f"{drawn[0]:,}"]
+    assert small_row[:4] == ["small", "0.300", f"{samples[1] * 16:,}", f"{drawn[1]:,}"]
+    assert float(small_row[4]) == pytest.approx(30 * 64 / samples[1], rel=1e-2)
