@@ -49,6 +49,13 @@ class ModelConfig:
     tie_embeddings: bool = True
     init_std: float = 0.02
     pad_vocab_multiple: int = 64
+    # packed sequences: a token attends only to earlier tokens of its own document (documents end with eos_id,
+    # which the trainer takes from the dataset); doc_positions_reset restarts positions at each document start
+    doc_mask: bool = False
+    doc_positions_reset: bool = False
+    eos_id: int | None = None
+    qk_norm: bool = False  # RMSNorm on the query and key projections (OLMo 2)
+    z_loss: float = 0.0  # > 0: training loss += z_loss * mean(logsumexp(logits)^2) (PaLM: 1e-4)
 
     def __post_init__(self) -> None:
         if self.n_kv_head is None:
@@ -75,6 +82,17 @@ class ModelConfig:
         _require(self.norm in ("layernorm", "rmsnorm"), "model.norm", "use layernorm|rmsnorm")
         _require(self.mlp in ("gelu", "swiglu"), "model.mlp", "use gelu|swiglu")
         _require(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
+        _require(
+            not self.doc_mask or self.eos_id is not None,
+            "model.eos_id",
+            "model.doc_mask needs the EOS id that ends documents (the trainer takes it from the dataset's manifest)",
+        )
+        _require(
+            self.doc_mask or not self.doc_positions_reset,
+            "model.doc_positions_reset",
+            "needs model.doc_mask=true (positions restart where attention stops crossing documents)",
+        )
+        _require(self.z_loss >= 0, "model.z_loss", f"must be >= 0 (0 disables), got {self.z_loss}")
 
     @property
     def head_dim(self) -> int:
@@ -270,6 +288,13 @@ class RunConfig:
     data: DataConfig
     train: TrainConfig
     log: LogConfig
+
+    def __post_init__(self) -> None:
+        _require(
+            not (self.model.z_loss and self.train.loss_chunk_tokens),
+            "model.z_loss",
+            "the chunked loss (train.loss_chunk_tokens > 0) does not compute it; set one of them to 0",
+        )
 
     def grad_accum_steps(self, world_size: int) -> int:
         """global_batch_tokens / (micro_batch_size * seq_len * world_size); ConfigError unless a whole number >= 1."""

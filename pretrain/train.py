@@ -81,6 +81,8 @@ def build_run_config(args: argparse.Namespace, manifest: dict, accelerator: str)
     from pretrain.mixture import data_overrides
 
     overrides = [*data_overrides(args.data), f"model.vocab_size={int(manifest['vocab_size'])}", *args.overrides]
+    if "eos_id" in manifest:  # the document boundaries model.doc_mask keeps apart
+        overrides.insert(2, f"model.eos_id={int(manifest['eos_id'])}")
     cfg = load_config(args.preset, args.config, overrides)
     if args.init_from_hf:
         cfg.model = model_from_hf_folder(args, cfg.model, manifest)
