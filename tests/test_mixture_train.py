@@ -80,3 +80,21 @@ def test_raising_max_steps_at_relaunch_uses_the_new_schedule_from_the_first_step
     for step in range(7, 13):
         assert lr[step] == pytest.approx(cfg.optim.lr * schedule.lr_ratio(step - 1, cfg.optim, 12), rel=1e-9), step
     assert lr[7] == pytest.approx(6.28e-4, rel=1e-3)  # the old 6-step schedule's would be 1.0e-4
+
+
+def test_documents_apart_qk_norm_z_loss_and_wsd_train_under_zero3(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The new model options under the real engine (ZeRO-3, activation checkpointing of every block, 2 ranks):
+    the EOS id comes from the dataset, the loss falls, and the WSD schedule's rates are the ones logged."""
+    run = tmp_path / "run"
+    sets = ("model.doc_mask=true", "model.doc_positions_reset=true", "model.qk_norm=true", "model.z_loss=1e-4")
+    sets += ("optim.schedule=wsd", "optim.decay_fraction=0.5", "optim.warmup_steps=2", "train.max_steps=8")
+    proc = run_train(2, tiny_dataset, run, sets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["eos_id"] == json.loads((tiny_dataset / "manifest.json").read_text())["eos_id"]
+    cfg = load_config(None, run / "config.yaml")
+    rows = [r for r in read_metrics(run) if "lr" in r]
+    assert [r["lr"] for r in rows] == pytest.approx(
+        [cfg.optim.lr * schedule.lr_ratio(step, cfg.optim, 8) for step in range(8)], rel=1e-9
+    )
+    assert rows[-1]["loss"] < rows[0]["loss"]
