@@ -9,6 +9,10 @@ order does not depend on the world size, and a run resumes (on any number of ran
 `perm` is evaluated per position, never materialised: a seeded Feistel network over [0, 4^h) ⊇ [0, N), restricted
 to [0, N) by cycle-walking (see SampleOrder). A rank holds no per-sample state, where a materialised permutation
 is an N-entry table per rank and epoch (146M samples: 1.2 GB of int64).
+
+A weighted mixture of datasets (pretrain/mixture.py) maps each global position to (source, that source's own
+position) first, and each source has its own SampleOrder; one dataset is the mixture of one source, in the order
+above.
 """
 
 from __future__ import annotations

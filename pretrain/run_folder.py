@@ -21,7 +21,8 @@ Before anything is written, rank 0 (before the process group exists, so a refusa
    launch is refused with every difference named and the folder is left exactly as it was (the lock it took is
    removed again). `--resume none` into a folder with checkpoints is refused too (it would overwrite them).
    So is an `--init-from-hf` folder other than the one the checkpoints started from (they continue from
-   themselves; its weights would be ignored).
+   themselves; its weights would be ignored), and, unless `--allow-data-change`, datasets other than the
+   checkpoint's: each source's manifest sha256, training-sample count and mixture weight (pretrain/mixture.py).
 3. records the launch: RUN/config.yaml is written only when the folder has no checkpoint yet, so it always
    describes the checkpoints in it; every launch writes RUN/launches/NNN.yaml (time, host, command, the checkpoint
    it resumes, its full config, and what it changes relative to RUN/config.yaml, e.g. train.max_steps 6 -> 8).

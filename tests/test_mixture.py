@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from mixture_support import derived_dataset
 
-from data_pipeline.shards import TokenStream
+from data_pipeline.shards import TokenStream, read_manifest
 from pretrain import mixture
 from pretrain.config import load_config
 from pretrain.data import BatchLayout, SampleOrder, TrainSampler
@@ -176,3 +177,29 @@ def test_pretrain_plan_prints_the_per_source_table(two_sources, capsys) -> None:
     assert big_row[:4] == [big.name, "0.700", f"{samples[0] * 16:,}", f"{drawn[0]:,}"]
     assert small_row[:4] == ["small", "0.300", f"{samples[1] * 16:,}", f"{drawn[1]:,}"]
     assert float(small_row[4]) == pytest.approx(30 * 64 / samples[1], rel=1e-2)
+
+
+@pytest.mark.filterwarnings("ignore:.*MANIFEST")  # a hand-made checkpoint has no checksum file
+def test_a_resume_on_a_grown_dataset_is_refused_unless_allowed(two_sources, tmp_path: Path) -> None:
+    """The single-dataset case the issue measured: a grown dataset used to re-permute the order silently."""
+    from pretrain import run_folder
+
+    big, small = two_sources
+    grown = derived_dataset(big, tmp_path / "small", keep_docs=150)  # the same name, more samples
+    config = load_config("debug", None, ["model.vocab_size=256", f"data.path={small}"]).to_dict()
+    saved = mixture.identity([mixture.Source("small", str(small), 1.0)], [read_manifest(small)], 128)
+    tag = tmp_path / "run" / "checkpoints" / "step00000004"
+    tag.mkdir(parents=True)
+    (tag / "COMPLETE").write_text("{}")
+    (tag / "client_state.json").write_text(json.dumps({"step": 4, "config": config, "data": saved}))
+    now = mixture.identity([mixture.Source("small", str(grown), 1.0)], [read_manifest(grown)], 128)
+    run_dir, manifest = tmp_path / "run", read_manifest(grown)
+    with pytest.raises(run_folder.RunFolderError, match="data source 'small' train_samples: .*--allow-data-change"):
+        run_folder.check_launch(run_dir, config, manifest, "auto", data=run_folder.DataLaunch(now))
+    found = run_folder.check_launch(run_dir, config, manifest, "auto", data=run_folder.DataLaunch(now, True))
+    record, _ = run_folder.record_launch(run_dir, config, found, data=run_folder.DataLaunch(now, True))
+    changes = yaml.safe_load(record.read_text())["data_changes_allowed"]
+    assert [c.split(":")[0] for c in changes] == [
+        "data source 'small' manifest_sha256",
+        "data source 'small' train_samples",
+    ]
