@@ -184,7 +184,7 @@ def families(args: argparse.Namespace, params: LSHParams) -> None:
 def on_ranks(size: int, texts: list[str], signatures: np.ndarray, params: LSHParams, expected: np.ndarray) -> None:
     """The families on `size` simulated ranks holding contiguous blocks, keep=first and keep=longest."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from sim_comm import run_ranks
+    from support.sim_comm import run_ranks
 
     from data_pipeline.dedup.clusters import keep_priority, owner_of_blocks
 

@@ -7,9 +7,11 @@ One step = one global batch: `grad_accum` micro-batches per rank, each `engine.b
 steps the optimizer at the accumulation boundary). A step whose gradient norm is not finite is skipped by ZeRO-3
 (no parameter, optimizer or LR-schedule update) and logged; `train.max_bad_steps` in a row save and abort.
 
-Before anything is written into RUN, rank 0 locks the folder and checks the launch against its checkpoints
-(pretrain/run_folder.py). SIGTERM/SIGUSR1, the first Ctrl-C, and the death of the launcher process that started
-the ranks all mean: checkpoint at the next step boundary and exit 0 (pretrain/signals.py); a second Ctrl-C aborts.
+The run config is the preset, --config and --set, resolved against the dataset (pretrain/resolve.py). Before
+anything is written into RUN, rank 0 locks the folder (pretrain/run_lock.py) and checks the launch against its
+checkpoints (pretrain/run_folder.py). SIGTERM/SIGUSR1, the first Ctrl-C, and the death of the launcher process
+that started the ranks all mean: checkpoint at the next step boundary and exit 0 (pretrain/signals.py); a second
+Ctrl-C aborts.
 
 `--init-from-hf DIR` starts a new run from a local Hugging Face GPT-2/Llama folder: the folder sets model.*, its
 tokenizer must be the dataset's, and its weights fill the ZeRO-3 engine (pretrain/interop/hf_init.py). A relaunch
@@ -17,33 +19,41 @@ resumes its own checkpoints; an --init-from-hf other than the one they started f
 
 The console gets one plain line per `log.interval` steps (step, loss, lr, grad norm, tokens/s, TFLOP/s per GPU,
 MFU, memory), the validation loss at each evaluation, and a summary at the end; an error is printed once, by the
-rank that has it, with its rank.
+rank that has it, with its rank (pretrain/exit_policy.py: which exception gives which exit status and line).
 
 Test hook: PRETRAIN_FAULT_NAN_STEPS="3,4" makes rank 0's loss NaN on those (1-based) steps, so the skip path
-is exercised for real by tests/test_train.py.
+is exercised for real by tests/integration/test_train.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
+import torch.distributed as dist
 import yaml
+from deepspeed import DeepSpeedEngine
+from deepspeed.accelerator import get_accelerator
 
+from data_pipeline.shards import TokenStream, read_manifest
 from infra import launcher_env
-from infra.errors import EXIT_USER_ERROR, UserError, one_line
-from pretrain import checkpoint, metrics, run_folder, signals, spikes, watchdog
-from pretrain.errors import EXIT_BAD_STEPS, EXIT_LOCKED
+from pretrain import checkpoint, exit_policy, metrics, mixture, run_folder, signals, spikes, watchdog
+from pretrain.checkpoint import CheckpointRef
+from pretrain.config import RunConfig
+from pretrain.data import BatchLayout, TrainSampler, validation_batches
+from pretrain.engine import build_engine, ds_config_for_run, init_distributed
+from pretrain.errors import EXIT_BAD_STEPS
+from pretrain.flops import flops_per_token
+from pretrain.interop.hf_init import build_engine_from_hf
+from pretrain.metrics import log0
+from pretrain.resolve import build_run_config, checked_data_identity, configured_data, hf_start_record
 from pretrain.signals import LauncherWatch, PreemptionFlag, any_rank_requested
-
-GPU_DS_CONFIGS = ("zero3_bf16.json", "zero3_offload.json")
-CPU_DS_CONFIG = "ds_configs/zero3_cpu.json"
+from pretrain.spikes import SpikeDetector
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,45 +85,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_run_config(args: argparse.Namespace, manifest: dict, accelerator: str) -> Any:
-    """Preset + YAML + overrides, with the data path and the vocabulary taken from the dataset."""
-    from pretrain.config import load_config
-    from pretrain.mixture import data_overrides
-
-    overrides = [*data_overrides(args.data), f"model.vocab_size={int(manifest['vocab_size'])}", *args.overrides]
-    if "eos_id" in manifest:  # the document boundaries model.doc_mask keeps apart
-        overrides.insert(2, f"model.eos_id={int(manifest['eos_id'])}")
-    cfg = load_config(args.preset, args.config, overrides)
-    if args.init_from_hf:
-        cfg.model = model_from_hf_folder(args, cfg.model, manifest)
-    if accelerator == "cpu" and Path(cfg.train.ds_config).name in GPU_DS_CONFIGS:
-        log0(f"note: CPU accelerator; using {CPU_DS_CONFIG} instead of {cfg.train.ds_config} (FusedAdam needs CUDA)")
-        cfg.train.ds_config = CPU_DS_CONFIG
-    return cfg
-
-
-def model_from_hf_folder(args: argparse.Namespace, configured: Any, manifest: dict) -> Any:
-    """--init-from-hf: the folder's model config, checked against this launch's model.* and the dataset's tokenizer."""
-    from pretrain.interop import hf_init
-
-    explicit = hf_init.explicit_model_keys(args.config, args.overrides)
-    model = hf_init.model_from_folder(args.init_from_hf, configured, explicit)
-    compared = hf_init.check_tokenizer(args.init_from_hf, model.vocab_size, manifest, configured_data(args))
-    log0(f"--init-from-hf {args.init_from_hf}: model.* from its config.json; tokenizer: {compared}")
-    return model
-
-
-def configured_data(args: argparse.Namespace) -> str:
-    """The dataset whose manifest sets the vocabulary: --data, or a mixture's first source (all share it)."""
-    return args.data[0].rpartition("=")[0] if "=" in args.data[0] else args.data[0]
-
-
-def log0(message: str) -> None:
-    """Print on rank 0 only (also before init: the launcher's variables name the rank)."""
-    if launcher_env.global_rank() == 0:
-        print(message, flush=True)
-
-
 def fault_steps() -> set[int]:
     raw = os.environ.get("PRETRAIN_FAULT_NAN_STEPS", "")
     return {int(s) for s in raw.split(",") if s.strip()}
@@ -121,8 +92,6 @@ def fault_steps() -> set[int]:
 
 def all_reduce_sum(values: list[float] | torch.Tensor, device: torch.device) -> list[float]:
     """Sum over ranks in float64 (one host sync): a list of floats or a float64 tensor already on `device`."""
-    import torch.distributed as dist
-
     t = torch.as_tensor(values, dtype=torch.float64, device=device).reshape(-1)
     if dist.is_initialized():
         dist.all_reduce(t)
@@ -130,24 +99,59 @@ def all_reduce_sum(values: list[float] | torch.Tensor, device: torch.device) -> 
 
 
 class Trainer:
-    """The loop: steps, logging, evaluation, checkpoints, preemption."""
+    """The loop: steps, logging, evaluation, checkpoints, preemption.
 
-    def __init__(self, cfg: Any, run_dir: Path, rank: int, world_size: int, init_from_hf: dict | None = None) -> None:
-        from pretrain import engine as eng
-        from pretrain import mixture
-        from pretrain.data import BatchLayout, TrainSampler
+    Everything it holds is declared here, grouped: what configures it, the components it drives, and the state a
+    launch changes (saved in every checkpoint, or about this launch only).
+    """
 
+    # configs
+    cfg: RunConfig
+    ds_config: dict  # the resolved DeepSpeed JSON (RUN/ds_config.json)
+    run_dir: Path
+    rank: int
+    world_size: int
+
+    # components
+    engine: DeepSpeedEngine
+    device: torch.device
+    sources: list[mixture.Source]  # the datasets, weights normalised (one dataset: one source of weight 1)
+    train_streams: list[TokenStream]
+    val_streams: list[TokenStream | None]  # None: that dataset has no validation split
+    layout: BatchLayout
+    sampler: TrainSampler
+    val_indices: list[list[int]]  # per source, the fixed validation windows every evaluation reads
+    spikes: SpikeDetector  # loss-spike statistics (train.spike_*)
+    writer: metrics.MetricsWriter
+    flops_per_token: float
+    peak: float | None  # the device's peak TFLOP/s (None: no MFU)
+    nan_steps: set[int]  # test hook PRETRAIN_FAULT_NAN_STEPS (rank 0)
+
+    # training state (in every checkpoint, with the sampler's and the spike detector's)
+    step: int
+    init_from_hf: dict | None  # where the run started (hf_init.start_record)
+    data_identity: list[dict]  # each source's manifest sha256, samples and weight (pretrain/mixture.py)
+
+    # this launch's state
+    bad_in_a_row: int  # consecutive non-finite steps (train.max_bad_steps)
+    started: float  # the launch's wall time, for the summary
+    clock: metrics.TrainClock  # training-step time only: evaluation and checkpoints are not counted
+    last_checkpoint: Path | None
+
+    def __init__(
+        self, cfg: RunConfig, run_dir: Path, rank: int, world_size: int, init_from_hf: dict | None = None
+    ) -> None:
         self.cfg, self.run_dir, self.rank, self.world_size = cfg, run_dir, rank, world_size
         verify = cfg.data.verify_checksums and rank == 0  # one rank hashes the shared files (and reports a mismatch)
         self.sources = mixture.sources(cfg.data)
         self.train_streams, self.val_streams = mixture.open_streams(self.sources, verify)
         self.data_identity = mixture.identity(self.sources, [s.manifest for s in self.train_streams], cfg.model.seq_len)
-        self.ds_config = eng.ds_config_for_run(cfg, world_size, run_dir)
+        self.ds_config = ds_config_for_run(cfg, world_size, run_dir)
         if rank == 0:
-            (run_dir / "ds_config.json").write_text(_json(self.ds_config))
+            (run_dir / "ds_config.json").write_text(json.dumps(self.ds_config, indent=2) + "\n")
         torch.manual_seed(cfg.train.seed)
         self.engine = self._engine(init_from_hf)
-        self.init_from_hf = init_from_hf  # where the run started (hf_init.start_record), kept in every checkpoint
+        self.init_from_hf = init_from_hf
         self.device = self.engine.device
         seq = cfg.model.seq_len
         self.layout = BatchLayout(cfg.train.micro_batch_size, world_size, cfg.grad_accum_steps(world_size))
@@ -159,48 +163,49 @@ class Trainer:
         self.val_indices = mixture.validation_sets(self.val_streams, seq, cfg.data.val_samples)
         self.step = 0
         self.bad_in_a_row = 0
-        self.spikes = spikes.from_config(cfg.train)  # loss-spike statistics (train.spike_*)
-        self.nan_steps = fault_steps() if rank == 0 else set()  # test hook PRETRAIN_FAULT_NAN_STEPS
-        self.flops_per_token = _flops_per_token(cfg)
+        self.spikes = spikes.from_config(cfg.train)
+        self.nan_steps = fault_steps() if rank == 0 else set()
+        self.flops_per_token = flops_per_token(cfg.model, cfg.model.seq_len)
         self.peak = metrics.peak_tflops(cfg.log.peak_tflops)
-        wandb_run = None
-        if rank == 0 and cfg.log.wandb:
-            wandb_run = metrics.start_wandb(cfg.log, run_dir, {**cfg.to_dict(), "world_size": world_size})
-        monitor = self.engine.monitor if rank == 0 else None
-        columns = metrics.source_columns([s.name for s in self.sources]) if len(self.sources) > 1 else []
-        self.writer = metrics.MetricsWriter(run_dir, monitor, rank == 0, wandb_run, extra_columns=columns)
-        self.started = time.perf_counter()  # the launch's wall time, for the summary
-        self.clock = metrics.TrainClock()  # training-step time only: evaluation and checkpoints are not counted
-        self.last_checkpoint: Path | None = None
+        self.writer = self._writer()
+        self.started = time.perf_counter()
+        self.clock = metrics.TrainClock()
+        self.last_checkpoint = None
 
-    def _engine(self, init_from_hf: dict | None) -> Any:
+    def _engine(self, init_from_hf: dict | None) -> DeepSpeedEngine:
         """The DeepSpeed engine: freshly initialised, or holding a Hugging Face folder's weights."""
-        from pretrain import engine as eng
-        from pretrain.interop.hf_init import build_engine_from_hf
-
         if init_from_hf is None:
-            return eng.build_engine(self.cfg, self.ds_config)
+            return build_engine(self.cfg, self.ds_config)
         engine = build_engine_from_hf(self.cfg, self.ds_config, init_from_hf["path"], self.rank)
         log0(f"initialized from the Hugging Face folder {init_from_hf['path']}")
         return engine
 
+    def _writer(self) -> metrics.MetricsWriter:
+        """Rank 0's metrics sinks (RUN/metrics.csv, DeepSpeed's monitor, a W&B run with log.wandb); others write none."""
+        cfg, rank = self.cfg, self.rank
+        wandb_run = None
+        if rank == 0 and cfg.log.wandb:
+            wandb_run = metrics.start_wandb(cfg.log, self.run_dir, {**cfg.to_dict(), "world_size": self.world_size})
+        monitor = self.engine.monitor if rank == 0 else None
+        columns = metrics.source_columns([s.name for s in self.sources]) if len(self.sources) > 1 else []
+        return metrics.MetricsWriter(self.run_dir, monitor, rank == 0, wandb_run, extra_columns=columns)
+
     # ------------------------------------------------------------------ resume / save
 
-    def resume(self, found: tuple[Path, str] | None) -> None:
+    def resume(self, found: CheckpointRef | None) -> None:
         """Load the checkpoint rank 0 chose and checked (pretrain/run_folder.py; every rank got it from
         `chosen_checkpoint`)."""
         if found is None:
             return
-        root, tag = found
-        client = checkpoint.load(self.engine, root, tag)
+        client = checkpoint.load(self.engine, found)
         self.engine.lr_scheduler.resume()  # this launch's schedule (a raised max_steps), not the saved groups' rate
         self.init_from_hf = client.get("init_from_hf")
         self.step = int(client["step"])
         self.sampler.load_state_dict(client["sampler"])
         if "spikes" in client:  # the spike statistics go on where they were, no new warmup
             self.spikes.load_state_dict(client["spikes"])
-        self.last_checkpoint = root / tag
-        log0(f"resumed from {root / tag}: step {self.step}, {self.sampler.consumed_samples} samples consumed")
+        self.last_checkpoint = found.path
+        log0(f"resumed from {found.path}: step {self.step}, {self.sampler.consumed_samples} samples consumed")
 
     def save(self) -> None:
         client_state = {
@@ -281,10 +286,8 @@ class Trainer:
         weighted = sum(source.weight * losses[source.name] for source in self.sources)
         return weighted, (losses if len(self.sources) > 1 else {})
 
-    def _source_val_loss(self, stream: Any, indices: list[int]) -> float:
+    def _source_val_loss(self, stream: TokenStream, indices: list[int]) -> float:
         """Mean token loss of one dataset's validation windows (nan without a validation split)."""
-        from pretrain.data import validation_batches
-
         if not indices:
             return float("nan")
         self.engine.eval()
@@ -397,24 +400,7 @@ class Trainer:
             log0(line)
 
 
-def _json(obj: dict) -> str:
-    import json
-
-    return json.dumps(obj, indent=2) + "\n"
-
-
-def _flops_per_token(cfg: Any) -> float:
-    from pretrain.flops import flops_per_token
-
-    return flops_per_token(cfg.model, cfg.model.seq_len)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from deepspeed.accelerator import get_accelerator
-
-    from data_pipeline.shards import read_manifest
-    from pretrain.engine import init_distributed
-
     args = parse_args(argv)
     signals.default_actions_until_the_loop()
     metrics.quiet_libraries()
@@ -447,27 +433,9 @@ def main(argv: list[str] | None = None) -> int:
             claim.lock.release()
 
 
-def checked_data_identity(cfg: Any) -> list[dict]:
-    """Every source's manifest (one tokenizer for all) and its identity, as checkpoints record it."""
-    from pretrain import mixture
-
-    sources = mixture.sources(cfg.data)
-    manifests = mixture.read_manifests(sources)
-    return mixture.identity(sources, manifests, cfg.model.seq_len)
-
-
-def hf_start_record(folder: str | None) -> dict | None:
-    """--init-from-hf's record (folder, config sha256, weight sizes): cheap, so every rank makes its own."""
-    from pretrain.interop.hf_init import start_record
-
-    return start_record(folder) if folder else None
-
-
-def chosen_checkpoint(claim: run_folder.Claim | None) -> tuple[Path, str] | None:
+def chosen_checkpoint(claim: run_folder.Claim | None) -> CheckpointRef | None:
     """The checkpoint rank 0 chose and checked, on every rank (None: the run starts at step 0)."""
-    import torch.distributed as dist
-
-    chosen: list[Any] = [claim.resume_from if claim else None]
+    chosen: list[CheckpointRef | None] = [claim.resume_from if claim else None]
     if dist.is_initialized():
         dist.broadcast_object_list(chosen, src=0)
     return chosen[0]
@@ -481,48 +449,10 @@ def _report_launch(claim: run_folder.Claim, run_dir: Path) -> None:
         print(f"changes from {run_dir / run_folder.CONFIG}: {changed}", flush=True)
 
 
-RANK_0_REPORTS_S = 3.0  # how long the other ranks wait before exiting on an error every rank meets
-# what gloo/NCCL raise on the ranks that were waiting for a rank that died
-PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
-
-
 def cli() -> None:
-    """Console entry: exit status 0 on success, else a one-line reason on stderr, printed once."""
-    rank = launcher_env.global_rank()
-    try:
-        code = main()
-    except run_folder.RunLocked as err:
-        print(f"pretrain.train: rank {rank}: error: {err}", file=sys.stderr)
-        code = EXIT_LOCKED
-    except Exception as err:
-        if not isinstance(err, UserError):
-            # a normal interpreter exit from here on: atexit gives the watchdog's last heartbeat, so the rank that
-            # stopped first stays the oldest one (launch/restart.sh names it)
-            if any(marker in str(err) for marker in PEER_LOST):  # a consequence: the failed rank reports the cause
-                lost = f"pretrain.train: rank {rank}: another rank stopped during a collective (its error is above)"
-                sys.exit(lost)  # printed on stderr, exit status 1
-            print(f"pretrain.train: rank {rank} failed:", file=sys.stderr)
-            raise
-        if rank == 0:  # every rank meets the same one (same argv, same files): rank 0 alone reports it
-            print(f"pretrain.train: rank {rank}: error: {one_line(err)}", file=sys.stderr)
-        else:  # the launcher stops every rank once one exits: give rank 0 the time to say why
-            time.sleep(RANK_0_REPORTS_S)
-        code = EXIT_USER_ERROR
-    if code == EXIT_BAD_STEPS and rank == 0:
-        print("pretrain.train: train.max_bad_steps non-finite steps in a row; last good weights saved", file=sys.stderr)
-    _exit(code)
-
-
-def _exit(code: int) -> None:
-    """Exit without running C++ static destructors: a gloo/DeepSpeed thread still joinable at interpreter teardown
-    makes std::terminate abort a rank that finished cleanly ("terminate called without an active exception",
-    about 1 launch in 20 on CPU). Everything the run wrote is closed or flushed by now."""
-    import logging
-
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    """Console entry: exit status 0 on success, else a one-line reason on stderr, printed once
+    (pretrain/exit_policy.py says which rank prints what)."""
+    exit_policy.run(main, launcher_env.global_rank())
 
 
 if __name__ == "__main__":
