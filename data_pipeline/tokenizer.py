@@ -58,13 +58,19 @@ def trainer_threads(num_threads: int) -> int:
     return num_threads if num_threads > 0 else TRAINER_THREADS
 
 
+def part_order(path: Path) -> tuple[int, str]:
+    """Sort key of kept/ parts: by task number, which names part-NNNNN with at least 5 digits (past 100,000 tasks
+    a longer number sorts before a shorter one by name); longer numbers are larger, equal lengths sort by name."""
+    return len(path.name), path.name
+
+
 def kept_files(path: str | os.PathLike) -> list[Path]:
-    """The kept/ parts in rank order (= global document order), or the single jsonl file given."""
+    """The kept/ parts in task order (= global document order, `part_order`), or the single jsonl file given."""
     path = Path(path)
     if path.is_file():
         return [path]
     folder = path / "kept" if (path / "kept").is_dir() else path
-    files = sorted(folder.glob("*.jsonl"))
+    files = sorted(folder.glob("*.jsonl"), key=part_order)
     if not files:
         raise TokenizerError(f"{path}: no *.jsonl documents; pass a kept/ folder, a `pipeline dedup` output or a jsonl")
     return files

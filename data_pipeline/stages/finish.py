@@ -16,6 +16,7 @@ import numpy as np
 from data_pipeline import drop_log, markers
 from data_pipeline.comm import on_root
 from data_pipeline.config import save_recipe
+from data_pipeline.dedup.clusters import cluster_summary
 from data_pipeline.executor import peak_rss_bytes
 from data_pipeline.ledger import Ledger
 from data_pipeline.progress import summary
@@ -46,15 +47,13 @@ def finish(
 ) -> dict:
     """Rank 0 writes the stats and the marker from what every rank gathered to it; returns the stats (every rank).
 
-    Collective: gathers of ledgers, cluster examples, hashes and resources, allreduces of cluster counts, the
+    Collective: gathers of ledgers, cluster summaries (never whole records), hashes and resources, allreduces of cluster counts, the
     outcome of rank 0's writing, and a barrier before the work files go.
     """
     comm = job.comm
     ledgers = comm.gather(task_ledger(job, plan, removed), root=0)
-    largest = max(((1 + len(r["removed"]), r) for r in records), key=lambda x: x[0], default=None)
-    examples = {k: [r for r in records if r["kind"] == k][:3] for k in ("exact", "near")}
     clusters = {k: comm.allreduce_sum(sum(r["kind"] == k for r in records)) for k in ("exact", "near")}
-    shared = comm.gather({"largest": largest, "examples": examples, "hashes": hashes,
+    shared = comm.gather({**cluster_summary(records), "hashes": hashes,
                           "timings": timings, "dropped": drop_examples(job, plan)}, root=0)  # fmt: skip
     resources = comm.gather(rank_resources(job), root=0)
     stats = on_root(

@@ -39,12 +39,12 @@ def test_user_bands_rows_honoured_and_validated():
 
 def test_s_curve_numbers():
     params = LSHParams.from_threshold(0.8, 128)
-    assert (params.bands, params.rows) == (12, 10)
+    assert (params.bands, params.rows) == (16, 8)
     for s in (0.7, 0.8, 0.9):
-        assert params.detection_probability(s) == pytest.approx(1 - (1 - s**10) ** 12)
-    assert params.detection_probability(0.8) == pytest.approx(0.744, abs=1e-3)
+        assert params.detection_probability(s) == pytest.approx(1 - (1 - s**8) ** 16)
+    assert params.detection_probability(0.8) == pytest.approx(0.947, abs=1e-3)
     text = params.describe()
-    assert "12 bands x 10 rows" in text and "P(0.7)=0.291" in text and "P(0.9)=0.994" in text
+    assert "16 bands x 8 rows" in text and "P(0.7)=0.613" in text and "P(0.9)=1.000" in text
 
 
 def _components(n: int, pairs: set[tuple[int, int]]) -> set[frozenset[int]]:
@@ -102,20 +102,21 @@ def test_kept_is_lowest_global_index_and_removed_are_local():
 
 
 def test_verification_stops_low_similarity_candidates():
-    """Two signatures sharing only band 0 are candidates, but their estimated Jaccard is 10/128."""
+    """Three signatures sharing only band 0 are candidates (all three pairs), but their estimated Jaccard is 8/128."""
     params = LSHParams.from_threshold(0.8, 128)
     rng = np.random.default_rng(0)
     sigs = rng.integers(0, 1 << 32, size=(3, 128), dtype=np.uint64).astype(np.uint32)
     sigs[1, : params.rows] = sigs[0, : params.rows]
     sigs[2, : params.rows] = sigs[0, : params.rows]
     verified = find_near_duplicates(LocalComm(), np.arange(3), sigs, params)
-    assert (verified.candidate_pairs, verified.verified_pairs, len(verified.removed)) == (2, 0, 0)
+    assert (verified.candidate_pairs, verified.verified_pairs, len(verified.removed)) == (3, 0, 0)
     assert verified.clusters == [] and verified.largest_cluster == 0
     unverified = find_near_duplicates(LocalComm(), np.arange(3), sigs, params, verify_threshold=0.0)
     assert unverified.removed.tolist() == [1, 2] and unverified.largest_cluster == 3
-    # an explicit verify threshold replaces the default bound (10/128 = 0.078)
-    assert find_near_duplicates(LocalComm(), np.arange(3), sigs, params, 0.078).verified_pairs == 2
-    assert find_near_duplicates(LocalComm(), np.arange(3), sigs, params, 0.079).verified_pairs == 0
+    # an explicit verify threshold replaces the default bound (8/128 = 0.0625)
+    assert params.rows == 8
+    assert find_near_duplicates(LocalComm(), np.arange(3), sigs, params, 0.0625).verified_pairs == 3
+    assert find_near_duplicates(LocalComm(), np.arange(3), sigs, params, 0.063).verified_pairs == 0
 
 
 def test_owner_of_is_required_on_several_ranks():
