@@ -94,7 +94,7 @@ def launch_path_seconds(data: Path, run: Path) -> dict[str, float]:
 
     def new_path() -> ShardVerifier:
         streams = [TokenStream(data, split, verify=False) for split in ("train", "validation")]
-        return ShardVerifier(run, data, streams[0].manifest, rank=0, world_size=1)
+        return ShardVerifier(run, [(data, streams[0].manifest)], rank=0, world_size=1)
 
     old = timed(lambda: [TokenStream(data, split, verify=True) for split in ("train", "validation")])
     cold = timed(new_path)

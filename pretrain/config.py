@@ -19,6 +19,7 @@ import yaml
 
 from infra.config_schema import ConfigSchema
 from pretrain.errors import ConfigError
+from pretrain.mixture import check_mix_entries
 from pretrain.presets import preset_dict
 
 
@@ -48,6 +49,13 @@ class ModelConfig:
     tie_embeddings: bool = True
     init_std: float = 0.02
     pad_vocab_multiple: int = 64
+    # packed sequences: a token attends only to earlier tokens of its own document (documents end with eos_id,
+    # which the trainer takes from the dataset); doc_positions_reset restarts positions at each document start
+    doc_mask: bool = False
+    doc_positions_reset: bool = False
+    eos_id: int | None = None
+    qk_norm: bool = False  # RMSNorm on the query and key projections (OLMo 2)
+    z_loss: float = 0.0  # > 0: training loss += z_loss * mean(logsumexp(logits)^2) (PaLM: 1e-4)
 
     def __post_init__(self) -> None:
         if self.n_kv_head is None:
@@ -74,6 +82,17 @@ class ModelConfig:
         _require(self.norm in ("layernorm", "rmsnorm"), "model.norm", "use layernorm|rmsnorm")
         _require(self.mlp in ("gelu", "swiglu"), "model.mlp", "use gelu|swiglu")
         _require(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
+        _require(
+            not self.doc_mask or self.eos_id is not None,
+            "model.eos_id",
+            "model.doc_mask needs the EOS id that ends documents (the trainer takes it from the dataset's manifest)",
+        )
+        _require(
+            self.doc_mask or not self.doc_positions_reset,
+            "model.doc_positions_reset",
+            "needs model.doc_mask=true (positions restart where attention stops crossing documents)",
+        )
+        _require(self.z_loss >= 0, "model.z_loss", f"must be >= 0 (0 disables), got {self.z_loss}")
 
     @property
     def head_dim(self) -> int:
@@ -94,11 +113,15 @@ def _llama_ffn_width(d_model: int, multiple_of: int = 256) -> int:
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warmup then cosine decay to `min_lr_ratio * lr` (DeepSpeed's WarmupCosineLR)."""
+    """AdamW with linear warmup, then cosine decay to `min_lr_ratio * lr` at train.max_steps, or warmup-stable-decay
+    (pretrain/schedule.py)."""
 
     lr: float
     warmup_steps: int
     min_lr_ratio: float = 0.1
+    schedule: Literal["cosine", "wsd"] = "cosine"
+    decay_fraction: float = 0.2  # wsd: the last fraction of train.max_steps decays to min_lr_ratio
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = "1-sqrt"  # wsd: the decay's curve
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     weight_decay: float = 0.1
@@ -109,6 +132,15 @@ class OptimConfig:
         _require(self.lr > 0, "optim.lr", f"must be positive, got {self.lr}")
         _require(self.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         _require(0.0 <= self.min_lr_ratio <= 1.0, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        _require(self.schedule in ("cosine", "wsd"), "optim.schedule", f"got {self.schedule!r}; use cosine|wsd")
+        _require(
+            0.0 < self.decay_fraction <= 1.0, "optim.decay_fraction", f"must be in (0, 1], got {self.decay_fraction}"
+        )
+        _require(
+            self.decay_shape in ("linear", "cosine", "1-sqrt"),
+            "optim.decay_shape",
+            f"got {self.decay_shape!r}; use linear|cosine|1-sqrt",
+        )
         _require(
             len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
             "optim.betas",
@@ -124,12 +156,23 @@ class DataConfig:
     """Where the token shards are and how samples are drawn from them."""
 
     path: str | None = None  # dataset dir written by `pipeline run` (holds manifest.json)
+    # a weighted mixture instead of `path`: [{path, weight, name}], weights normalised (pretrain/mixture.py)
+    mix: list[dict] | None = None
     seed: int = 1234  # shuffles the sample order; the same seed and data give the same batches
-    val_samples: int = 64  # fixed validation windows, evaluated every train.eval_interval steps
+    val_samples: int = 64  # fixed validation windows (per mixture source), evaluated every train.eval_interval steps
     verify_checksums: bool = True  # hash each shard against manifest.json before training
 
     def __post_init__(self) -> None:
         _require(self.val_samples >= 0, "data.val_samples", f"must be >= 0, got {self.val_samples}")
+        _require(not (self.path and self.mix), "data.mix", "set either data.path or data.mix, not both")
+        if self.mix is not None:
+            _require(len(self.mix) > 0, "data.mix", "is empty; list at least one {path, weight, name}")
+            self.mix = check_mix_entries(self.mix)
+
+    @property
+    def tokenizer_dataset(self) -> str | None:
+        """The dataset whose tokenizer the run uses (every mixture source shares it): data.path or the first source."""
+        return self.mix[0]["path"] if self.mix else self.path
 
 
 PRECISIONS = ("auto", "bf16", "fp32", "fp8")
@@ -254,6 +297,13 @@ class RunConfig:
     data: DataConfig
     train: TrainConfig
     log: LogConfig
+
+    def __post_init__(self) -> None:
+        _require(
+            not (self.model.z_loss and self.train.loss_chunk_tokens),
+            "model.z_loss",
+            "the chunked loss (train.loss_chunk_tokens > 0) does not compute it; set one of them to 0",
+        )
 
     def grad_accum_steps(self, world_size: int) -> int:
         """global_batch_tokens / (micro_batch_size * seq_len * world_size); ConfigError unless a whole number >= 1."""

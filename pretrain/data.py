@@ -9,6 +9,10 @@ order does not depend on the world size, and a run resumes (on any number of ran
 `perm` is evaluated per position, never materialised: a seeded Feistel network over [0, 4^h) ⊇ [0, N), restricted
 to [0, N) by cycle-walking (see SampleOrder). A rank holds no per-sample state, where a materialised permutation
 is an N-entry table per rank and epoch (146M samples: 1.2 GB of int64).
+
+A weighted mixture of datasets (pretrain/mixture.py) maps each global position to (source, that source's own
+position) first, and each source has its own SampleOrder; one dataset is the mixture of one source, in the order
+above.
 """
 
 from __future__ import annotations
@@ -129,27 +133,58 @@ class BatchLayout:
         return range(start, start + self.micro_batch_size)
 
 
+def source_seed(seed: int, source: int) -> int:
+    """The Feistel seed of mixture source `source`: source 0 keeps the run's seed, so a one-source mixture is the
+    single-dataset order; the others get their own shuffle."""
+    if source == 0:
+        return seed
+    return int(_mix64(np.array([(seed + source * int(_GOLDEN)) & (2**64 - 1)], dtype=np.uint64))[0])
+
+
 class TrainSampler:
-    """Yields this rank's micro-batches (inputs, targets) and counts consumed samples for checkpoints."""
+    """Yields this rank's micro-batches (inputs, targets) and counts consumed samples for checkpoints.
+
+    `streams` is one dataset or the sources of a mixture (`weights`, normalised; pretrain/mixture.py interleaves
+    them); positions are global either way, so everything below holds for a mixture too.
+    """
 
     def __init__(
-        self, stream: TokenStream, seq_len: int, seed: int, layout: BatchLayout, rank: int, consumed_samples: int = 0
+        self,
+        streams: TokenStream | Sequence[TokenStream],
+        seq_len: int,
+        seed: int,
+        layout: BatchLayout,
+        rank: int,
+        consumed_samples: int = 0,
+        weights: Sequence[float] = (1.0,),
     ) -> None:
+        from pretrain.mixture import MixtureOrder
+
         if consumed_samples % layout.global_batch_size:
             raise ValueError(
                 f"consumed_samples={consumed_samples} is not a multiple of the global batch "
                 f"{layout.global_batch_size}; resume with the same train.global_batch_tokens"
             )
-        self.stream, self.seq_len, self.layout, self.rank = stream, seq_len, layout, rank
-        self.order = SampleOrder(stream.num_samples(seq_len), seed)
+        self.streams = [streams] if isinstance(streams, TokenStream) else list(streams)
+        self.seq_len, self.layout, self.rank, self.seed = seq_len, layout, rank, seed
+        counts = [stream.num_samples(seq_len) for stream in self.streams]
+        self.order = MixtureOrder(counts, weights, seed)
         self.consumed_samples = consumed_samples
 
+    def sample_sources(self, micro_step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(source, sample index in that source) of each sample of this rank's micro-batch `micro_step`."""
+        return self.order.take(self.layout.positions(self.consumed_samples, micro_step, self.rank))
+
     def sample_indices(self, micro_step: int) -> list[int]:
-        return self.order.take(self.layout.positions(self.consumed_samples, micro_step, self.rank)).tolist()
+        """The sample indices (each in its own source) of this rank's micro-batch `micro_step`."""
+        return self.sample_sources(micro_step)[1].tolist()
 
     def micro_batch(self, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Micro-batch `micro_step` of the current global batch as int64 (B, T) inputs and targets."""
-        return _inputs_targets(self.stream, self.seq_len, self.sample_indices(micro_step))
+        sources, indices = self.sample_sources(micro_step)
+        pairs = zip(sources.tolist(), indices.tolist(), strict=True)
+        rows = [self.streams[source].sample(index, self.seq_len) for source, index in pairs]
+        return _stack_inputs_targets(rows)
 
     def global_batch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's micro-batches of the current global batch; call `advance()` after the optimizer step."""
@@ -158,26 +193,37 @@ class TrainSampler:
 
     @property
     def epoch(self) -> int:
-        """The 0-based epoch of the next sample to draw."""
-        return self.consumed_samples // self.order.num_samples
+        """The 0-based epoch of the next sample to draw (a mixture: of its most repeated source)."""
+        return max(self.order.epochs(self.consumed_samples))
 
-    def advance(self) -> bool:
-        """Count the global batch just trained; True when it finished an epoch (log `epoch_boundary_line`)."""
-        before = self.epoch
+    def consumed_per_source(self) -> list[int]:
+        """Samples drawn so far from each source."""
+        return self.order.consumed_per_source(self.consumed_samples)
+
+    def advance(self) -> list[int]:
+        """Count the global batch just trained; return the sources whose epoch it finished (log
+        `epoch_boundary_line` for each; empty, hence false, when none)."""
+        before = self.order.epochs(self.consumed_samples)
         self.consumed_samples += self.layout.global_batch_size
-        return self.epoch != before
+        after = self.order.epochs(self.consumed_samples)
+        return [s for s, (b, a) in enumerate(zip(before, after, strict=True)) if a != b]
 
-    def epoch_boundary_line(self, step: int) -> str:
-        """The log line for an epoch boundary crossed by the batch of `step` (several, for a tiny split)."""
+    def epoch_boundary_line(self, step: int, source: int = 0) -> str:
+        """The log line for an epoch boundary of `source` crossed by the batch of `step` (several, for a tiny split)."""
+        epoch = self.order.epochs(self.consumed_samples)[source]
+        consumed, per_epoch = self.consumed_per_source()[source], self.order.orders[source].num_samples
+        what = (
+            "the training data" if len(self.streams) == 1 else f"data source {source} ({self.streams[source].data_dir})"
+        )
         return (
-            f"step {step}: finished epoch {self.epoch} of the training data ({self.consumed_samples:,} samples "
-            f"consumed, {self.order.num_samples:,} per epoch); epoch {self.epoch + 1} draws them again, reshuffled"
+            f"step {step}: finished epoch {epoch} of {what} ({consumed:,} samples consumed, {per_epoch:,} per "
+            f"epoch); epoch {epoch + 1} draws them again, reshuffled"
         )
 
     def state_dict(self) -> dict:
         return {
             "consumed_samples": self.consumed_samples,
-            "seed": self.order.seed,
+            "seed": self.seed,
             "seq_len": self.seq_len,
             "order": ORDER_VERSION,
         }
@@ -221,5 +267,10 @@ def validation_batches(
 
 def _inputs_targets(stream: TokenStream, seq_len: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """The samples `indices` (seq_len + 1 tokens each) stacked as int64 (B, T) inputs and targets."""
-    tokens = torch.from_numpy(np.stack([stream.sample(i, seq_len) for i in indices]).astype(np.int64))
+    return _stack_inputs_targets([stream.sample(i, seq_len) for i in indices])
+
+
+def _stack_inputs_targets(rows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples of seq_len + 1 tokens as int64 (B, T) inputs and the same shifted by one, targets."""
+    tokens = torch.from_numpy(np.stack(rows).astype(np.int64))
     return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()

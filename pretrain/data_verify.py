@@ -69,10 +69,11 @@ def hash_share(rows: list[tuple[Path, str]], rank: int, world_size: int) -> dict
 class ShardVerifier:
     """This rank's background hashing of the shards the cache does not vouch for."""
 
-    def __init__(self, run_dir: Path, data_dir: Path, manifest: dict, rank: int, world_size: int) -> None:
+    def __init__(self, run_dir: Path, datasets: list[tuple[Path, dict]], rank: int, world_size: int) -> None:
+        """`datasets`: (folder, manifest) of every dataset the run reads (a mixture has several)."""
         self.run_dir, self.rank = run_dir, rank
         self.cache = load_cache(run_dir)
-        rows = shard_rows(data_dir, manifest)
+        rows = [row for data_dir, manifest in datasets for row in shard_rows(data_dir, manifest)]
         self.to_hash = [(path, sha) for path, sha in rows if not still_verified(self.cache, path, sha)]
         self.total, self.cached = len(rows), len(rows) - len(self.to_hash)
         self.result: dict[str, Any] = {"verified": {}, "bad": []}

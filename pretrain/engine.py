@@ -26,6 +26,7 @@ from deepspeed.accelerator import get_accelerator
 from deepspeed.runtime.base_optimizer import ZeROOptimizer
 
 from infra import launcher_env
+from pretrain import schedule
 from pretrain.chunked_ce import enable_chunked_loss, loss_chunk_tokens
 from pretrain.compile import compile_blocks
 from pretrain.config import ModelConfig, RunConfig
@@ -98,9 +99,6 @@ def computed_ds_values(cfg: RunConfig, world_size: int, run_dir: str | os.PathLi
         "optimizer.params.betas": list(opt.betas),
         "optimizer.params.eps": opt.eps,
         "optimizer.params.weight_decay": opt.weight_decay,
-        "scheduler.params.total_num_steps": train.max_steps,
-        "scheduler.params.warmup_num_steps": max(1, opt.warmup_steps),
-        "scheduler.params.cos_min_ratio": opt.min_lr_ratio,
         "tensorboard.enabled": bool(log.tensorboard),
         "tensorboard.output_path": str(run_dir),
         "csv_monitor.enabled": bool(log.csv),
@@ -142,11 +140,24 @@ def ds_config_for_run(cfg: RunConfig, world_size: int, run_dir: str | os.PathLik
         check_fp8_hardware(cfg.train.fp8_emulate, get_accelerator().device_name())
     path = cfg.train.ds_config
     template = load_ds_json(path)
+    refuse_json_scheduler(template, path)
     precision = precision_values(cfg.train.precision, template)
     bf16 = precision.get("bf16.enabled", template.get("bf16", {}).get("enabled") is True)
     gradients = gradient_values(cfg.train.grad_dtype, bf16)
     computed = computed_ds_values(cfg, world_size, run_dir) | precision | gradients
     return resolve_ds_config(template, computed, source=str(path))
+
+
+def refuse_json_scheduler(template: dict, path: str | os.PathLike) -> None:
+    """The learning-rate schedule is optim.* (pretrain/schedule.py); a JSON that names its own would be silently
+    replaced by it, so it is refused."""
+    if "scheduler" in template:
+        name = template["scheduler"].get("type", "?") if isinstance(template["scheduler"], dict) else "?"
+        raise ConfigError(
+            f"{path}: names its own scheduler ({name}); the trainer's learning-rate schedule is optim.schedule "
+            "(cosine or wsd, with optim.warmup_steps, optim.min_lr_ratio, optim.decay_fraction, optim.decay_shape): "
+            'remove the "scheduler" block from the JSON and set those keys instead'
+        )
 
 
 def precision_values(precision: str, template: dict) -> dict[str, JsonValue]:
@@ -235,13 +246,16 @@ def build_engine(
     model_factory: ModelFactory = GPT,
     load_weights: Callable[[torch.nn.Module], None] | None = None,
 ) -> DeepSpeedEngine:
-    """deepspeed.initialize with the JSON's optimizer and scheduler over our parameter groups. `load_weights` fills
-    the partitioned model before the optimizer takes its master copy (pretrain/interop/hf_init.py)."""
+    """deepspeed.initialize with the JSON's optimizer over our parameter groups and the run's learning-rate schedule
+    (pretrain/schedule.py). `load_weights` fills the partitioned model before the optimizer takes its master copy
+    (pretrain/interop/hf_init.py)."""
     model = build_model(cfg, ds_config, model_factory)
     if load_weights is not None:
         load_weights(model)
     groups = decay_groups(model, cfg.optim.weight_decay)
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=ds_config)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=groups, config=ds_config, lr_scheduler=schedule.for_run(cfg)
+    )
     lines = [check_gradient_dtypes(engine.optimizer, ds_config)]
     if cfg.train.precision == "fp8":
         lines.append(fp8_summary(model))

@@ -39,7 +39,9 @@ def validation_loss(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="run folder, its checkpoints/ folder, or one checkpoints/<tag> folder")
-    parser.add_argument("--data", default=None, help="dataset folder (default: the run's data.path)")
+    parser.add_argument(
+        "--data", default=None, help="dataset folder (default: the run's data.path, or a mixture's first source)"
+    )
     parser.add_argument("--samples", type=int, default=None, help="validation samples (default: data.val_samples)")
     parser.add_argument("--batch-size", type=int, default=None, help="samples per forward (default: micro batch)")
     parser.add_argument("--split", default="validation", help="manifest split to evaluate")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     consolidated = load_consolidated(args.checkpoint)
     cfg = consolidated.cfg
-    stream = TokenStream(Path(args.data or cfg.data.path), args.split)
+    stream = TokenStream(Path(args.data or cfg.data.tokenizer_dataset), args.split)
     if stream.vocab_size > cfg.model.vocab_size:
         raise PretrainError(
             f"{stream.data_dir}: vocab {stream.vocab_size} > the model's {cfg.model.vocab_size}; "

@@ -178,8 +178,6 @@ QUIET_WARNINGS = (
     r"torch\.distributed\.reduce_op is deprecated",
 )
 QUIET_DEEPSPEED_LOGS = (
-    # the engine reads the LR once at start, before pretrain.train starts the schedule (_start_schedule)
-    "Attempting to get learning rate from scheduler before it has started",
     # every skipped update; the trainer's own line says which step and why (non-finite, or a loss spike skipped)
     "OVERFLOW! Skipping step",
 )
@@ -203,9 +201,18 @@ def quiet_libraries() -> None:
     logging.getLogger("DeepSpeed").addFilter(_DropMessages(QUIET_DEEPSPEED_LOGS))  # deepspeed.utils.logger
 
 
+def source_columns(names: list[str]) -> list[str]:
+    """The per-source columns of a mixture run: tokens drawn and validation loss of each source."""
+    return [f"tokens/{name}" for name in names] + [f"val_loss/{name}" for name in names]
+
+
 class MetricsWriter:
     """Rank 0's sink: RUN/metrics.csv (appended across resumes), DeepSpeed's monitor (tensorboard/csv) and a
-    Weights & Biases run (`start_wandb`), each row under the same names (`Train/loss`, ...) at the same step."""
+    Weights & Biases run (`start_wandb`), each row under the same names (`Train/loss`, ...) at the same step.
+
+    `extra_columns` follow CSV_COLUMNS (a mixture's `source_columns`). A resumed run appends under the header the
+    file already has, so every row of one file has one shape (a source added by --allow-data-change is in
+    TensorBoard and W&B, not in the old file's columns)."""
 
     def __init__(
         self,
@@ -213,20 +220,25 @@ class MetricsWriter:
         monitor: MonitorMaster | None = None,
         enabled: bool = True,
         wandb_run: WandbRun | None = None,
+        extra_columns: list[str] | None = None,
     ) -> None:
         self.enabled = enabled
         self.monitor = monitor
         self.wandb_run = wandb_run
         self.path = Path(run_dir) / "metrics.csv"
-        if enabled and not self.path.exists():
+        self.columns = [*CSV_COLUMNS, *(extra_columns or [])]
+        if enabled and self.path.exists():
+            with open(self.path, newline="") as f:
+                self.columns = next(csv.reader(f), self.columns)
+        elif enabled:
             with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerow(CSV_COLUMNS)
+                csv.writer(f).writerow(self.columns)
 
     def write(self, step: int, values: Row) -> None:
         if not self.enabled:
             return
         with open(self.path, "a", newline="") as f:
-            csv.writer(f).writerow([_fmt(values.get(c, step if c == "step" else None)) for c in CSV_COLUMNS])
+            csv.writer(f).writerow([_fmt(values.get(c, step if c == "step" else None)) for c in self.columns])
         events = [(f"Train/{k}", float(v), step) for k, v in values.items() if _is_number(v) and k != "step"]
         if self.monitor is not None and getattr(self.monitor, "enabled", False):
             self.monitor.write_events(events)

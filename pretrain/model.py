@@ -10,8 +10,10 @@ Shapes in comments: B batch, T time, C d_model, nh heads, nkv key/value heads, h
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -104,11 +106,15 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        """Rotate x (B, nh, T, hs) as if its first position were `start`."""
+    def forward(self, x: torch.Tensor, start: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Rotate x (B, nh, T, hs) as if its first position were `start`, or by per-token `positions` (B, T)."""
         T = x.size(-2)
-        cos = self.cos[start : start + T].to(x.dtype)
-        sin = self.sin[start : start + T].to(x.dtype)
+        if positions is None:
+            cos = self.cos[start : start + T].to(x.dtype)  # (T, hs)
+            sin = self.sin[start : start + T].to(x.dtype)
+        else:
+            cos = self.cos[positions].to(x.dtype).unsqueeze(1)  # (B, 1, T, hs)
+            sin = self.sin[positions].to(x.dtype).unsqueeze(1)
         x1, x2 = x.chunk(2, dim=-1)
         return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
@@ -130,40 +136,120 @@ class KVCache:
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
 
+@dataclass
+class Documents:
+    """Where the documents of a packed batch are, from the EOS tokens that end them (model.doc_mask).
+
+    The shards end every document with EOS, so a token starts a document when it is first in the window or follows
+    an EOS; nothing else is read. `doc_ids` (B, T) numbers the documents of each row; `positions` (B, T) counts
+    from each document's start (model.doc_positions_reset); `block_mask` is FlexAttention's where it runs (CUDA).
+    """
+
+    doc_ids: torch.Tensor
+    positions: torch.Tensor | None
+    block_mask: object | None
+
+    def dense_mask(self) -> torch.Tensor:
+        """(B, 1, T, T) bool: query i sees key j when j <= i and both are in one document (SDPA's fallback)."""
+        same = self.doc_ids.unsqueeze(2) == self.doc_ids.unsqueeze(1)  # (B, T, T)
+        return same.tril().unsqueeze(1)
+
+
+def find_documents(idx: torch.Tensor, cfg: ModelConfig, use_flex: bool) -> Documents:
+    """The document layout of idx (B, T) from its EOS tokens (see Documents)."""
+    B, T = idx.shape
+    starts = torch.ones_like(idx, dtype=torch.bool)
+    starts[:, 1:] = idx[:, :-1] == cfg.eos_id
+    doc_ids = starts.long().cumsum(dim=1) - 1  # (B, T)
+    positions = None
+    if cfg.doc_positions_reset:
+        steps = torch.arange(T, device=idx.device).expand(B, T)
+        positions = steps - torch.where(starts, steps, 0).cummax(dim=1).values
+    return Documents(doc_ids, positions, _flex_block_mask(doc_ids) if use_flex else None)
+
+
+def _flex_block_mask(doc_ids: torch.Tensor) -> object:
+    """FlexAttention's block mask for causal attention within documents: blocks wholly outside are skipped."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def within_document(b, h, q, kv):
+        return (q >= kv) & (doc_ids[b, q] == doc_ids[b, kv])
+
+    B, T = doc_ids.shape
+    return create_block_mask(within_document, B, None, T, T, device=doc_ids.device)
+
+
+@functools.cache
+def _compiled_flex_attention() -> Callable[..., torch.Tensor]:
+    """flex_attention compiled once per process: eager FlexAttention materialises the scores."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_attention_runs(device: torch.device, dropout: float) -> bool:
+    """FlexAttention where its kernels run (CUDA) and no attention dropout is asked (it has none)."""
+    return device.type == "cuda" and dropout == 0.0
+
+
 class CausalSelfAttention(nn.Module):
-    """Multi-head (or grouped-query) causal attention through SDPA, which picks flash/efficient kernels on GPU."""
+    """Multi-head (or grouped-query) causal attention through SDPA, which picks flash/efficient kernels on GPU;
+    within documents (model.doc_mask) through FlexAttention's block masks on CUDA, SDPA with a dense mask elsewhere.
+    model.qk_norm: RMSNorm over the whole query and key projections before the heads split (OLMo 2)."""
 
     def __init__(self, cfg: ModelConfig, layer: int, rotary: Rotary | None) -> None:
         super().__init__()
         self.cfg, self.layer, self.rotary = cfg, layer, rotary
         kv_width = cfg.n_kv_head * cfg.head_dim
         self.qkv = InitLinear(cfg.d_model, cfg.d_model + 2 * kv_width, cfg.bias, cfg.init_std)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+            self.k_norm = RMSNorm(kv_width, cfg.norm_eps)
         self.proj = InitLinear(cfg.d_model, cfg.d_model, cfg.bias, residual_std(cfg))
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, kv_cache: KVCache | None = None, documents: Documents | None = None
+    ) -> torch.Tensor:
         cfg, (B, T, C) = self.cfg, x.shape
         kv_width = cfg.n_kv_head * cfg.head_dim
         q, k, v = self.qkv(x).split((C, kv_width, kv_width), dim=-1)
+        if cfg.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         q = q.view(B, T, cfg.n_head, cfg.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, cfg.n_kv_head, cfg.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
         v = v.view(B, T, cfg.n_kv_head, cfg.head_dim).transpose(1, 2)
         start = kv_cache.pos if kv_cache is not None else 0
         if self.rotary is not None:
-            q, k = self.rotary(q, start), self.rotary(k, start)
+            positions = documents.positions if documents is not None else None
+            q, k = self.rotary(q, start, positions), self.rotary(k, start, positions)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, k, v)  # (B, nkv, start+T, hs)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=_cached_mask(start, T, x.device),
-            dropout_p=cfg.dropout if self.training else 0.0,
-            is_causal=start == 0 and T > 1,
-            enable_gqa=cfg.n_kv_head != cfg.n_head,
-        )  # (B, nh, T, hs)
+        if documents is not None:
+            y = self._within_documents(q, k, v, documents)
+        else:
+            y = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=_cached_mask(start, T, x.device),
+                dropout_p=cfg.dropout if self.training else 0.0,
+                is_causal=start == 0 and T > 1,
+                enable_gqa=cfg.n_kv_head != cfg.n_head,
+            )  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.proj(y))
+
+    def _within_documents(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, documents: Documents
+    ) -> torch.Tensor:
+        """Causal attention that never crosses a document boundary. (B, nh, T, hs)"""
+        gqa = self.cfg.n_kv_head != self.cfg.n_head
+        if documents.block_mask is not None:
+            return _compiled_flex_attention()(q, k, v, block_mask=documents.block_mask, enable_gqa=gqa)
+        dropout = self.cfg.dropout if self.training else 0.0
+        mask = documents.dense_mask()
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa)
 
 
 def _cached_mask(start: int, T: int, device: torch.device) -> torch.Tensor | None:
@@ -171,6 +257,13 @@ def _cached_mask(start: int, T: int, device: torch.device) -> torch.Tensor | Non
     if start == 0 or T == 1:
         return None
     return torch.ones(T, start + T, dtype=torch.bool, device=device).tril(diagonal=start)
+
+
+def z_loss_term(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """PaLM's auxiliary loss: mean over scored tokens of logsumexp(logits)^2, which keeps the softmax normaliser
+    near 1 (log Z near 0) so bf16 logits do not drift. logits (N, V) fp32, targets (N,) with -100 ignored."""
+    scored = targets != -100
+    return (torch.logsumexp(logits, dim=-1).pow(2) * scored).sum() / scored.sum()
 
 
 def residual_std(cfg: ModelConfig) -> float:
@@ -205,8 +298,10 @@ class Block(nn.Module):
         self.norm2 = make_norm(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), kv_cache)
+    def forward(
+        self, x: torch.Tensor, kv_cache: KVCache | None = None, documents: Documents | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), kv_cache, documents)
         return x + self.mlp(self.norm2(x))
 
 
@@ -241,29 +336,42 @@ class GPT(nn.Module):
             raise ValueError(f"every_k must be >= 1, got {every_k}")
         self._checkpoint_fn, self._checkpoint_every_k = fn, every_k
 
-    def embed(self, idx: torch.Tensor, start: int) -> torch.Tensor:
-        """Token embeddings plus absolute positions start..start+T-1 (rotary is applied in attention)."""
+    def embed(self, idx: torch.Tensor, start: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings plus absolute positions start..start+T-1, or per-token `positions` (B, T) counted from
+        each document's start (rotary is applied in attention)."""
         T = idx.size(1)
         if start + T > self.cfg.seq_len:
             raise ValueError(
                 f"sequence of {start + T} tokens exceeds model.seq_len={self.cfg.seq_len}; "
                 "crop the input or build the model with a larger model.seq_len"
             )
+        if positions is None:
+            positions = torch.arange(start, start + T, device=idx.device)  # (T,)
         x = self.wte(idx)  # (B, T, C)
         if self.cfg.pos_emb == "learned":
-            x = x + self.wpe(torch.arange(start, start + T, device=idx.device))
+            x = x + self.wpe(positions)
         elif self.cfg.pos_emb == "sinusoidal":
-            x = x + self.pos_table[start : start + T].to(x.dtype)
+            x = x + self.pos_table[positions].to(x.dtype)
         return self.drop(x)
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, kv_cache: KVCache | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) -> logits (B, T, vocab_size) (None when loss_chunk_tokens and targets); loss if targets (shifted)."""
-        x = self.embed(idx, kv_cache.pos if kv_cache is not None else 0)
+        """idx (B, T) -> logits (B, T, vocab_size) (None when loss_chunk_tokens and targets); loss if targets (shifted).
+
+        With model.doc_mask (and no KV cache: generation sees one document) attention stays within documents."""
+        documents = None
+        if self.cfg.doc_mask and kv_cache is None:
+            documents = find_documents(idx, self.cfg, flex_attention_runs(idx.device, self._attention_dropout()))
+        x = self.embed(idx, kv_cache.pos if kv_cache is not None else 0, documents and documents.positions)
         for i, block in enumerate(self.blocks):
             checkpointed = kv_cache is None and self._checkpointed(i)
-            x = self._checkpoint_fn(block, x) if checkpointed else block(x, kv_cache)
+            if checkpointed:  # the checkpoint function passes tensors; a layout rides along in the function
+                x = self._checkpoint_fn(
+                    block if documents is None else functools.partial(block, documents=documents), x
+                )
+            else:
+                x = block(x, kv_cache, documents)
         if kv_cache is not None:
             kv_cache.pos += idx.size(1)
         h = self.norm_f(x)
@@ -275,7 +383,12 @@ class GPT(nn.Module):
         if targets is not None:
             flat = logits.float().reshape(-1, logits.size(-1))
             loss = F.cross_entropy(flat, targets.reshape(-1), ignore_index=-100)
+            if self.cfg.z_loss and self.training:
+                loss = loss + self.cfg.z_loss * z_loss_term(flat, targets.reshape(-1))
         return logits, loss
+
+    def _attention_dropout(self) -> float:
+        return self.cfg.dropout if self.training else 0.0
 
     def _checkpointed(self, layer: int) -> bool:
         return self._checkpoint_fn is not None and self.training and layer % self._checkpoint_every_k == 0

@@ -26,6 +26,7 @@ from pretrain.config import ModelConfig, RunConfig, load_config
 from pretrain.errors import ConfigError, UsageError
 from pretrain.flops import attention_params, count_params, flops_per_token
 from pretrain.metrics import PEAK_TFLOPS
+from pretrain.mixture import data_overrides
 
 GIB = 2**30
 
@@ -52,7 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "preset's batch divides (1..8 ranks for debug presets)",
     )
     parser.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node (default 8)")
-    parser.add_argument("--data", help="dataset folder (manifest.json): the vocabulary comes from it, as in training")
+    parser.add_argument(
+        "--data",
+        action="append",
+        metavar="PATH[=WEIGHT]",
+        help="dataset folder (manifest.json): the vocabulary comes from it, as in training; repeat for a mixture "
+        "(prints tokens and epochs per source)",
+    )
     parser.add_argument(
         "--mfu", type=float, default=0.4, help="model FLOPs utilization for the time estimate (default 0.4)"
     )
@@ -70,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--mfu: must be in (0, 1], got {args.mfu}")
     if args.peak_tflops is not None and args.peak_tflops <= 0:
         raise UsageError(f"--peak-tflops: must be positive, got {args.peak_tflops}")
-    cfg = load_config(args.preset, args.config, [*vocabulary_override(args.data), *args.overrides])
+    data = data_overrides(args.data) if args.data else []
+    cfg = load_config(
+        args.preset, args.config, [*data, *vocabulary_override(cfg_data_path(args.data)), *args.overrides]
+    )
     world_size = args.world_size if args.world_size is not None else default_world_size(cfg, args.gpus_per_node)
     cluster = cluster_for(world_size, args.gpus_per_node)
     grad_accum = cfg.grad_accum_steps(cluster.world_size)  # ConfigError (exit 2) before the slow DeepSpeed import
@@ -87,8 +97,35 @@ def run(args: argparse.Namespace) -> int:
         lines.append(("time to train", time_to_train(cfg, cluster, args.mfu, peak, gpus)))
     for label, value in lines:
         print(f"{label:<17}{value}")
+    if args.data:
+        for line in data_lines(cfg):
+            print(line)
     print(deepspeed_zero3_table(cfg.model, cluster), end="")
     return 0
+
+
+def cfg_data_path(flags: list[str] | None) -> str | None:
+    """The dataset the vocabulary comes from: the only --data, or a mixture's first source (all share it)."""
+    if not flags:
+        return None
+    return flags[0].rpartition("=")[0] if "=" in flags[0] else flags[0]
+
+
+def data_lines(cfg: RunConfig) -> list[str]:
+    """What the run will say about its data: epochs of one dataset, or the mixture's per-source table."""
+    from data_pipeline.shards import ShardError
+    from pretrain.data import epoch_plan
+    from pretrain.mixture import plan_table, read_manifests, sources, train_samples
+
+    mixture = sources(cfg.data)
+    try:
+        samples = [train_samples(m, cfg.model.seq_len) for m in read_manifests(mixture)]
+    except ShardError as err:
+        raise UsageError(f"--data: {err}") from err
+    batch = cfg.train.global_batch_tokens // cfg.model.seq_len
+    if len(mixture) == 1:
+        return epoch_plan(cfg.train.max_steps, batch, samples[0], cfg.model.seq_len)
+    return ["data", *plan_table(mixture, samples, cfg.model.seq_len, cfg.train.max_steps * batch)]
 
 
 def vocabulary_override(data_dir: str | None) -> list[str]:

@@ -13,7 +13,8 @@ Before anything is written, rank 0 (before the process group exists, so a refusa
    launch is refused with every difference named and the folder is left exactly as it was (the lock it took is
    removed again). `--resume none` into a folder with checkpoints is refused too (it would overwrite them).
    So is an `--init-from-hf` folder other than the one the checkpoints started from (they continue from
-   themselves; its weights would be ignored).
+   themselves; its weights would be ignored), and, unless `--allow-data-change`, datasets other than the
+   checkpoint's: each source's manifest sha256, training-sample count and mixture weight (pretrain/mixture.py).
 3. records the launch: RUN/config.yaml is written only when the folder has no checkpoint yet, so it always
    describes the checkpoints in it; every launch writes RUN/launches/NNN.yaml (time, host, command, the checkpoint
    it resumes, its full config, and what it changes relative to RUN/config.yaml, e.g. train.max_steps 6 -> 8).
@@ -105,11 +106,34 @@ def _client_state(found: CheckpointRef) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+@dataclass
+class DataLaunch:
+    """This launch's datasets as checkpoints record them (pretrain/mixture.py: identity), and whether a change
+    from the checkpoint's is meant (--allow-data-change)."""
+
+    identity: list[dict]
+    allow_change: bool = False
+
+
+def data_changes(client: dict | None, data: DataLaunch | None) -> list[str]:
+    """How this launch's datasets differ from the resumed checkpoint's (none recorded before mixtures: none)."""
+    from pretrain.mixture import identity_changes
+
+    if not client or "data" not in client or data is None:
+        return []
+    return identity_changes(client["data"], data.identity)
+
+
 def check_launch(
-    run_dir: Path, config: dict, manifest: dict, resume: str, init_from_hf: dict | None = None
+    run_dir: Path,
+    config: dict,
+    manifest: dict,
+    resume: str,
+    init_from_hf: dict | None = None,
+    data: DataLaunch | None = None,
 ) -> CheckpointRef | None:
     """Refuse (RunFolderError) a launch that would damage or misuse the folder's checkpoints; return the one to
-    resume. Reads only."""
+    resume. Reads only. A changed dataset or mixture is refused unless `data.allow_change`."""
     saved = checkpoint.complete_tags(run_dir / checkpoint.CHECKPOINTS)
     if resume == "none" and saved:
         raise RunFolderError(
@@ -125,6 +149,8 @@ def check_launch(
             f"{d} (vs {where})" for d in incompatible(client["config"], client.get("tokenizer"), config, manifest)
         ]
         problems += [f"{d} (vs {where})" for d in other_start(client.get("init_from_hf"), init_from_hf)]
+        if not (data and data.allow_change):
+            problems += [f"{d} (vs {where}; --allow-data-change if meant)" for d in data_changes(client, data)]
     if saved and (run_dir / CONFIG).is_file():
         folder_config = yaml.safe_load((run_dir / CONFIG).read_text())
         problems += [f"{d} (vs {run_dir / CONFIG})" for d in incompatible(folder_config, None, config, manifest)]
@@ -154,7 +180,11 @@ def other_start(recorded: dict | None, launch: dict | None) -> list[str]:
 
 
 def record_launch(
-    run_dir: Path, config: dict, resumed: CheckpointRef | None, init_from_hf: dict | None = None
+    run_dir: Path,
+    config: dict,
+    resumed: CheckpointRef | None,
+    init_from_hf: dict | None = None,
+    data: DataLaunch | None = None,
 ) -> tuple[Path, dict]:
     """Write RUN/config.yaml if the folder has no checkpoint yet, and RUN/launches/NNN.yaml; return that record's
     path and its changes relative to RUN/config.yaml."""
@@ -175,6 +205,8 @@ def record_launch(
         "resumes": str(resumed.path) if resumed else None,
         "init_from_hf": None if resumed else init_from_hf,  # where a run that starts here takes its weights
         "changes_from_config_yaml": changed,
+        "data": data.identity if data else None,
+        "data_changes_allowed": data_changes(_client_state(resumed), data) if resumed and data else [],
         "config": config,
     }
     path = launches / f"{number:03d}.yaml"
@@ -196,7 +228,13 @@ class Claim:
 
 
 def claim(
-    run_dir: Path, config: dict, manifest: dict, resume: str, stale_s: float, init_from_hf: dict | None = None
+    run_dir: Path,
+    config: dict,
+    manifest: dict,
+    resume: str,
+    stale_s: float,
+    init_from_hf: dict | None = None,
+    data: DataLaunch | None = None,
 ) -> Claim:
     """Lock, check, record (rank 0, before anything else is written); on a failed check the folder is unchanged
     (a folder this launch created is removed again)."""
@@ -205,8 +243,8 @@ def claim(
     lock = acquire_lock(run_dir, stale_s)
     lock.heartbeat()  # before check_launch, which hashes the checkpoint it resumes (minutes for a large one)
     try:
-        found = check_launch(run_dir, config, manifest, resume, init_from_hf)
-        record, changed = record_launch(run_dir, config, found, init_from_hf)
+        found = check_launch(run_dir, config, manifest, resume, init_from_hf, data)
+        record, changed = record_launch(run_dir, config, found, init_from_hf, data)
     except BaseException:
         lock.release()
         if created and not any(run_dir.iterdir()):

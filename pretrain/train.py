@@ -42,24 +42,30 @@ from deepspeed.accelerator import get_accelerator
 
 from data_pipeline.shards import TokenStream, read_manifest
 from infra import launcher_env
-from pretrain import checkpoint, ckpt_integrity, exit_policy, metrics, run_folder, signals, spikes, watchdog
+from pretrain import checkpoint, ckpt_integrity, exit_policy, metrics, mixture, run_folder, signals, spikes, watchdog
 from pretrain.checkpoint import CheckpointRef
 from pretrain.config import RunConfig
-from pretrain.data import BatchLayout, TrainSampler, epoch_plan, validation_batches, validation_indices
+from pretrain.data import BatchLayout, TrainSampler, validation_batches
 from pretrain.data_verify import ShardVerifier
 from pretrain.engine import build_engine, ds_config_for_run, init_distributed
 from pretrain.errors import EXIT_BAD_STEPS
 from pretrain.flops import flops_per_token
 from pretrain.interop.hf_init import build_engine_from_hf
 from pretrain.metrics import log0
-from pretrain.resolve import build_run_config, hf_start_record
+from pretrain.resolve import build_run_config, checked_data_identity, configured_data, hf_start_record
 from pretrain.signals import LauncherWatch, PreemptionFlag, any_rank_requested
 from pretrain.spikes import SpikeDetector
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="pretrain.train", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="dataset folder written by `pipeline run` (has manifest.json)")
+    p.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        metavar="PATH[=WEIGHT]",
+        help="dataset folder written by `pipeline run` (has manifest.json); repeat for a weighted mixture",
+    )
     p.add_argument("--preset", default=None, help="model/training preset, e.g. debug, gpt2-124m")
     p.add_argument("--output", required=True, help="run folder: config, checkpoints, metrics")
     p.add_argument("--config", default=None, help="YAML file with overrides of the preset")
@@ -70,6 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="DIR",
         help="start from a local Hugging Face GPT-2/Llama folder (config.json + safetensors); it sets model.*",
+    )
+    p.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="resume although the datasets or mixture weights differ from the checkpoint's (recorded in the launch)",
     )
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher's
     return p.parse_args(argv)
@@ -105,12 +116,13 @@ class Trainer:
     # components
     engine: DeepSpeedEngine
     device: torch.device
-    train_stream: TokenStream
-    val_stream: TokenStream | None  # None: the dataset has no validation split
+    sources: list[mixture.Source]  # the datasets, weights normalised (one dataset: one source of weight 1)
+    train_streams: list[TokenStream]
+    val_streams: list[TokenStream | None]  # None: that dataset has no validation split
     shard_check: ShardVerifier | None  # the shards' sha256, in the background (None: data.verify_checksums off)
     layout: BatchLayout
     sampler: TrainSampler
-    val_indices: list[int]  # the fixed validation windows every evaluation reads
+    val_indices: list[list[int]]  # per source, the fixed validation windows every evaluation reads
     spikes: SpikeDetector  # loss-spike statistics (train.spike_*)
     writer: metrics.MetricsWriter
     flops_per_token: float
@@ -120,6 +132,7 @@ class Trainer:
     # training state (in every checkpoint, with the sampler's and the spike detector's)
     step: int
     init_from_hf: dict | None  # where the run started (hf_init.start_record)
+    data_identity: list[dict]  # each source's manifest sha256, samples and weight (pretrain/mixture.py)
 
     # this launch's state
     bad_in_a_row: int  # consecutive non-finite steps (train.max_bad_steps)
@@ -128,20 +141,17 @@ class Trainer:
     last_checkpoint: Path | None
 
     def __init__(
-        self,
-        cfg: RunConfig,
-        run_dir: Path,
-        data_dir: Path,
-        rank: int,
-        world_size: int,
-        init_from_hf: dict | None = None,
+        self, cfg: RunConfig, run_dir: Path, rank: int, world_size: int, init_from_hf: dict | None = None
     ) -> None:
         self.cfg, self.run_dir, self.rank, self.world_size = cfg, run_dir, rank, world_size
-        self.train_stream = TokenStream(data_dir, "train", verify=False)  # sha256: self.shard_check, in background
-        self.val_stream = TokenStream(data_dir, "validation", verify=False) if _has_val(self.train_stream) else None
+        self.sources = mixture.sources(cfg.data)
+        # verify=False: the shards' sha256 is self.shard_check's, spread over the ranks in the background
+        self.train_streams, self.val_streams = mixture.open_streams(self.sources, verify=False)
+        self.data_identity = mixture.identity(self.sources, [s.manifest for s in self.train_streams], cfg.model.seq_len)
         self.shard_check = None
         if cfg.data.verify_checksums:
-            self.shard_check = ShardVerifier(run_dir, data_dir, self.train_stream.manifest, rank, world_size)
+            datasets = [(Path(s.path), t.manifest) for s, t in zip(self.sources, self.train_streams, strict=True)]
+            self.shard_check = ShardVerifier(run_dir, datasets, rank, world_size)
             log0(self.shard_check.describe())
         self.ds_config = ds_config_for_run(cfg, world_size, run_dir)
         if rank == 0:
@@ -149,14 +159,15 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.engine = self._engine(init_from_hf)
         self.init_from_hf = init_from_hf
-        _start_schedule(self.engine)
         self.device = self.engine.device
         seq = cfg.model.seq_len
         self.layout = BatchLayout(cfg.train.micro_batch_size, world_size, cfg.grad_accum_steps(world_size))
-        self.sampler = TrainSampler(self.train_stream, seq, cfg.data.seed, self.layout, rank)
-        for line in epoch_plan(cfg.train.max_steps, self.layout.global_batch_size, self.sampler.order.num_samples, seq):
+        weights = [s.weight for s in self.sources]
+        self.sampler = TrainSampler(self.train_streams, seq, cfg.data.seed, self.layout, rank, weights=weights)
+        batch = self.layout.global_batch_size
+        for line in mixture.start_lines(self.sources, self.train_streams, seq, cfg.train.max_steps, batch):
             log0(line)
-        self.val_indices = validation_indices(self.val_stream, seq, cfg.data.val_samples) if self.val_stream else []
+        self.val_indices = mixture.validation_sets(self.val_streams, seq, cfg.data.val_samples)
         self.step = 0
         self.bad_in_a_row = 0
         self.spikes = spikes.from_config(cfg.train)
@@ -183,7 +194,8 @@ class Trainer:
         if rank == 0 and cfg.log.wandb:
             wandb_run = metrics.start_wandb(cfg.log, self.run_dir, {**cfg.to_dict(), "world_size": self.world_size})
         monitor = self.engine.monitor if rank == 0 else None
-        return metrics.MetricsWriter(self.run_dir, monitor, enabled=rank == 0, wandb_run=wandb_run)
+        columns = metrics.source_columns([s.name for s in self.sources]) if len(self.sources) > 1 else []
+        return metrics.MetricsWriter(self.run_dir, monitor, rank == 0, wandb_run, extra_columns=columns)
 
     # ------------------------------------------------------------------ resume / save
 
@@ -193,6 +205,7 @@ class Trainer:
         if found is None:
             return
         client = checkpoint.load(self.engine, found)
+        self.engine.lr_scheduler.resume()  # this launch's schedule (a raised max_steps), not the saved groups' rate
         self.init_from_hf = client.get("init_from_hf")
         self.step = int(client["step"])
         self.sampler.load_state_dict(client["sampler"])
@@ -208,7 +221,8 @@ class Trainer:
             "step": self.step,
             "sampler": self.sampler.state_dict(),
             "config": self.cfg.to_dict(),
-            "tokenizer": checkpoint.tokenizer_reference(self.train_stream.manifest),
+            "tokenizer": checkpoint.tokenizer_reference(self.train_streams[0].manifest),
+            "data": self.data_identity,
             "world_size": self.world_size,
             "spikes": self.spikes.state_dict(),
             "init_from_hf": self.init_from_hf,
@@ -238,10 +252,10 @@ class Trainer:
                 loss, spike_skipped = self._guard_spike(loss, mean_loss)
             self.engine.backward(loss)
             self.engine.step()
-        finished_epoch = self.sampler.advance()
+        finished_epochs = self.sampler.advance()
         self.step += 1
-        if finished_epoch:
-            log0(self.sampler.epoch_boundary_line(self.step))
+        for source in finished_epochs:
+            log0(self.sampler.epoch_boundary_line(self.step, source))
         skipped = self.engine.skipped_steps > skipped_before
         grad_norm = self.engine.get_global_grad_norm()
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
@@ -271,14 +285,24 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
-    def evaluate(self) -> float:
-        """Mean token loss over the fixed validation windows (all ranks share the work)."""
-        if not self.val_indices:
+    def evaluate(self) -> tuple[float, dict[str, float]]:
+        """The validation loss (a mixture: its sources' losses weighted as in training) and, for a mixture, each
+        source's, over the fixed validation windows (all ranks share the work)."""
+        losses = {
+            source.name: self._source_val_loss(stream, indices)
+            for source, stream, indices in zip(self.sources, self.val_streams, self.val_indices, strict=True)
+        }
+        weighted = sum(source.weight * losses[source.name] for source in self.sources)
+        return weighted, (losses if len(self.sources) > 1 else {})
+
+    def _source_val_loss(self, stream: TokenStream, indices: list[int]) -> float:
+        """Mean token loss of one dataset's validation windows (nan without a validation split)."""
+        if not indices:
             return float("nan")
         self.engine.eval()
         seq, mb = self.cfg.model.seq_len, self.cfg.train.micro_batch_size
         loss_sum, tokens = 0.0, 0.0
-        for x, y, n_real in validation_batches(self.val_stream, seq, self.val_indices, mb, self.rank, self.world_size):
+        for x, y, n_real in validation_batches(stream, seq, indices, mb, self.rank, self.world_size):
             _, loss = self.engine(x.to(self.device), y.to(self.device))
             loss_sum += loss.item() * n_real * seq
             tokens += n_real * seq
@@ -291,7 +315,7 @@ class Trainer:
     def run(self, preempt: PreemptionFlag, launcher: LauncherWatch) -> int:
         cfg = self.cfg.train
         if self.step == 0:  # the untrained model's validation loss: the baseline every later eval is read against
-            self._log_eval(self.evaluate())
+            self._log_eval(*self.evaluate())
         first_step, window = self.step, metrics.TrainClock()
         while self.step < cfg.max_steps:
             with self.clock.timing(), window.timing():
@@ -302,7 +326,7 @@ class Trainer:
                 self._log(result, window)
                 window = metrics.TrainClock()
             if self.step % cfg.eval_interval == 0 and self.step < cfg.max_steps:
-                self._log_eval(self.evaluate())
+                self._log_eval(*self.evaluate())
             if self.step % cfg.save_interval == 0 and self.step < cfg.max_steps:
                 self.save()
             if launcher.gone():
@@ -314,8 +338,8 @@ class Trainer:
                 self._summary(first_step, None)
                 return 0
         self.save()
-        val_loss = self.evaluate()
-        self._log_eval(val_loss)
+        val_loss, per_source = self.evaluate()
+        self._log_eval(val_loss, per_source)
         self._summary(first_step, val_loss)
         return 0
 
@@ -347,6 +371,7 @@ class Trainer:
             "skipped_steps": self.engine.skipped_steps,
             "loss_spikes": self.spikes.count,
             **rates,
+            **self._source_tokens(),
         }
         self.writer.write(self.step, values)
         log0(metrics.console_line(self.step, self.cfg.train.max_steps, values))
@@ -355,9 +380,19 @@ class Trainer:
         tokens = clock.steps * self.cfg.train.global_batch_tokens
         return metrics.throughput(tokens, clock.seconds, self.flops_per_token, self.world_size, self.peak)
 
-    def _log_eval(self, val_loss: float) -> None:
-        self.writer.write(self.step, {"val_loss": val_loss, "val_perplexity": metrics.perplexity(val_loss)})
-        log0(f"step {self.step}: val_loss {val_loss:.4f}, val perplexity {metrics.perplexity(val_loss):.2f}")
+    def _source_tokens(self) -> dict[str, int]:
+        """`tokens/NAME`: tokens drawn so far from each source of a mixture (none for one dataset)."""
+        if len(self.sources) == 1:
+            return {}
+        drawn = self.sampler.consumed_per_source()
+        return {f"tokens/{s.name}": n * self.cfg.model.seq_len for s, n in zip(self.sources, drawn, strict=True)}
+
+    def _log_eval(self, val_loss: float, per_source: dict[str, float]) -> None:
+        per_source_values = {f"val_loss/{name}": loss for name, loss in per_source.items()}
+        values = {"val_loss": val_loss, "val_perplexity": metrics.perplexity(val_loss), **per_source_values}
+        self.writer.write(self.step, values)
+        sources = "".join(f", {name} {loss:.4f}" for name, loss in per_source.items())
+        log0(f"step {self.step}: val_loss {val_loss:.4f}, val perplexity {metrics.perplexity(val_loss):.2f}{sources}")
 
     def _summary(self, first_step: int, val_loss: float | None) -> None:
         """The end of a launch: what it did, how fast, how good, and where its last checkpoint is."""
@@ -374,31 +409,19 @@ class Trainer:
             log0(line)
 
 
-def _start_schedule(engine: DeepSpeedEngine) -> None:
-    """Move WarmupCosineLR from its 'not started' state (-1, lr 0) to iteration 0 before the first step.
-
-    DeepSpeed steps the schedule after each update, so without this the first *two* updates run at lr 0; with
-    it step k uses lr (k-1)/warmup_steps * peak during warmup. A resumed run then loads the saved iteration.
-    """
-    if engine.lr_scheduler is not None:
-        engine.lr_scheduler.step()
-
-
-def _has_val(stream: TokenStream) -> bool:
-    return "validation" in stream.manifest["splits"]
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signals.default_actions_until_the_loop()
     metrics.quiet_libraries()
-    manifest = read_manifest(args.data)
+    manifest = read_manifest(configured_data(args))
     cfg = build_run_config(args, manifest, get_accelerator().device_name())
+    data_identity = checked_data_identity(cfg)
     run_dir = Path(args.output)
     claim = None
     start = hf_start_record(args.init_from_hf)
     if launcher_env.global_rank() == 0:  # before the process group: a refused launch ends in seconds, writing nothing
-        claim = run_folder.claim(run_dir, cfg.to_dict(), manifest, args.resume, cfg.train.lock_stale_s, start)
+        data = run_folder.DataLaunch(data_identity, args.allow_data_change)
+        claim = run_folder.claim(run_dir, cfg.to_dict(), manifest, args.resume, cfg.train.lock_stale_s, start, data)
         _report_launch(claim, run_dir)
     try:
         rank, world_size = init_distributed(2 * cfg.train.collective_timeout_s)  # gloo/nccl: the watchdog's backstop
@@ -407,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), flush=True)
         found = chosen_checkpoint(claim)
-        trainer = Trainer(cfg, run_dir, Path(args.data), rank, world_size, init_from_hf=None if found else start)
+        trainer = Trainer(cfg, run_dir, rank, world_size, init_from_hf=None if found else start)
         trainer.resume(found)
         watchdog.install(cfg.train.collective_timeout_s, run_dir, rank, world_size)  # names a stuck collective
         code = trainer.run(PreemptionFlag(rank).install(), LauncherWatch.of_this_process())

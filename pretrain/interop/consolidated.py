@@ -122,14 +122,16 @@ class RunTokenizer:
 
 
 def run_tokenizer(cfg: RunConfig) -> RunTokenizer:
-    """The tokenizer of the run's dataset (data.path), from one read of its manifest."""
-    if not cfg.data.path:
+    """The tokenizer of the run's dataset (data.path, or a mixture's first source: all share it), from one read of
+    its manifest."""
+    dataset = cfg.data.tokenizer_dataset
+    if not dataset:
         raise PretrainError("data.path is empty in the run's config.yaml; cannot find the tokenizer")
-    manifest = read_manifest(cfg.data.path)
+    manifest = read_manifest(dataset)
     info = manifest.get("tokenizer", {})
-    path = Path(cfg.data.path) / info.get("path", "tokenizer/spm.model")
+    path = Path(dataset) / info.get("path", "tokenizer/spm.model")
     if not path.is_file():
-        raise PretrainError(f"{path}: tokenizer model missing (from data.path={cfg.data.path}); restore the dataset")
+        raise PretrainError(f"{path}: tokenizer model missing (from the run's dataset {dataset}); restore the dataset")
     ids = {k: info.get(f"{k}_id") for k in ("bos", "eos", "pad")}
     special = {f"{k}_token_id": (v if v is not None and v >= 0 else None) for k, v in ids.items()}
     return RunTokenizer(path, int(manifest["eos_id"]), special)

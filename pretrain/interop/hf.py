@@ -38,6 +38,8 @@ GPT2_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")  # both are the tanh approx
 
 def hf_family(cfg: ModelConfig) -> str:
     """'gpt2' or 'llama'; a ConfigError naming the offending fields for shapes neither family expresses."""
+    if cfg.qk_norm:  # its gains would be dropped: another function
+        _require_expressible(["model.qk_norm=true"], "each family", "model.qk_norm=false")
     if cfg.pos_emb == "rope":
         wrong = [
             f"model.{k}={getattr(cfg, k)}"

@@ -52,7 +52,7 @@ def reference_losses(
         cos_min_ratio=cfg.optim.min_lr_ratio,
         warmup_type="linear",
     )
-    sched.step()  # what the trainer does before step 1 (pretrain/train.py: _start_schedule)
+    sched.step()  # from "not started" to iteration 0, where the trainer's schedule (pretrain/schedule.py) starts
     global_batch = cfg.train.global_batch_tokens // cfg.model.seq_len
     sampler = TrainSampler(TokenStream(data), cfg.model.seq_len, cfg.data.seed, BatchLayout(global_batch, 1, 1), 0)
     losses = {}

@@ -26,7 +26,7 @@ def data(tiny_dataset: Path, tmp_path: Path) -> Path:
 
 def _verifier(run: Path, data: Path) -> ShardVerifier:
     run.mkdir(exist_ok=True)
-    return ShardVerifier(run, data, read_manifest(data), rank=0, world_size=1)
+    return ShardVerifier(run, [(data, read_manifest(data))], rank=0, world_size=1)
 
 
 def test_first_launch_hashes_every_shard_and_the_next_none(data: Path, tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ class StubTrainer(train.Trainer):
         self.rows: list[tuple[int, dict]] = []
         self.writer = type("W", (), {"write": lambda _, step, values: self.rows.append((step, values))})()
         self.sampler = type("S", (), {"consumed_samples": 0})()
+        self.sources = [None]  # one dataset: no per-source columns
         self.engine = type("E", (), {"skipped_steps": 0})()
         self.spikes = type("D", (), {"count": 0})()
 
@@ -51,9 +52,9 @@ class StubTrainer(train.Trainer):
         default = {"loss": 5.0 - 0.1 * self.step, "grad_norm": 0.5, "lr": 1e-3, "skipped": False}
         return {"spike_skipped": False, **default, **self.results.get(self.step, {})}
 
-    def evaluate(self) -> float:
+    def evaluate(self) -> tuple[float, dict[str, float]]:
         self.clock_source.now += self.EVAL_S
-        return 4.0
+        return 4.0, {}
 
     def save(self) -> None:
         self.clock_source.now += self.SAVE_S
