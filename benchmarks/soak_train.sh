@@ -28,8 +28,8 @@ cd "$ROOT"
 
 DATA=${DATA:-$OUT/data}
 if [[ ! -f $DATA/manifest.json ]]; then
-  "$PYTHON" -c "import sys; from data_pipeline.cli import main; sys.exit(main())" demo-corpus "$OUT/corpus.jsonl"
-  "$PYTHON" -c "import sys; from data_pipeline.cli import main; sys.exit(main())" run --input "$OUT/corpus.jsonl" --output "$DATA" \
+  "$PYTHON" -m data_pipeline.cli demo-corpus "$OUT/corpus.jsonl"
+  "$PYTHON" -m data_pipeline.cli run --input "$OUT/corpus.jsonl" --output "$DATA" \
     --config "$OUT/corpus.recipe.yaml" --set tokenizer.vocab_size=512 --set shards.validation_fraction=0.02
 fi
 
