@@ -36,8 +36,10 @@ import torch.nn as nn
 D_MODEL, D_FF, VOCAB, SEQ, MICRO, ACCUM = 64, 256, 128, 32, 2, 2
 
 
-def ds_config(bf16: bool) -> dict:
-    """ds_configs/zero3_cpu.json's ZeRO settings: tiny buckets, matrices partitioned (threshold 1000)."""
+def ds_config(bf16: bool, prefetch: bool) -> dict:
+    """ds_configs/zero3_cpu.json's ZeRO settings (tiny buckets, matrices partitioned: threshold 1000); without
+    prefetch every parameter is partitioned again right after its use, as after an evaluation pass."""
+    bucket, reuse = (500000, 10000000) if prefetch else (0, 0)
     return {
         "train_micro_batch_size_per_gpu": MICRO,
         "gradient_accumulation_steps": ACCUM,
@@ -47,10 +49,10 @@ def ds_config(bf16: bool) -> dict:
             "overlap_comm": False,
             "contiguous_gradients": True,
             "reduce_bucket_size": 500000,
-            "stage3_prefetch_bucket_size": 500000,
+            "stage3_prefetch_bucket_size": bucket,
             "stage3_param_persistence_threshold": 1000,
             "stage3_max_live_parameters": 10000000,
-            "stage3_max_reuse_distance": 10000000,
+            "stage3_max_reuse_distance": reuse,
         },
         "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
         "steps_per_print": 1000000,
@@ -106,13 +108,14 @@ def main() -> int:
     p.add_argument("--sampler", choices=("hold", "release", "off"), default="hold")
     p.add_argument("--sample-ms", type=float, default=2.0)
     p.add_argument("--bf16", action="store_true")
+    p.add_argument("--prefetch", choices=("on", "off"), default="on", help="off: the state after an evaluation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     deepspeed.init_distributed(dist_backend="gloo", verbose=False)
     rank = torch.distributed.get_rank()
     torch.manual_seed(args.seed)
-    config = ds_config(args.bf16)
+    config = ds_config(args.bf16, args.prefetch == "on")
     with deepspeed.zero.Init(config_dict_or_path=config):
         model = Net()
     deepspeed.checkpointing.configure(None, num_checkpoints=len(model.blocks))
@@ -135,7 +138,8 @@ def main() -> int:
                 engine(idx[:, :-1], idx[:, 1:])
             engine.train()
     report = {"aborted_at_step": aborted_at, "steps": args.steps, "rank": rank, "sampler": args.sampler}
-    report |= {"sample_ms": args.sample_ms, "bf16": args.bf16, "seed": args.seed, "error": error}
+    report |= {"sample_ms": args.sample_ms, "bf16": args.bf16, "prefetch": args.prefetch, "seed": args.seed}
+    report["error"] = error
     if aborted_at is not None or rank == 0:
         print(json.dumps(report), flush=True)
     if aborted_at is not None:

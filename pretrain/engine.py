@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from infra import launcher_env
+from pretrain import rendezvous
 from pretrain.errors import ConfigError
 
 DS_CONFIG_DIR = Path(__file__).resolve().parent.parent / "ds_configs"
@@ -44,9 +45,11 @@ def init_distributed(timeout_s: float | None = None) -> tuple[int, int]:
     backend = "nccl" if get_accelerator().device_name() == "cuda" else "gloo"
     timeout = {"timeout": timedelta(seconds=timeout_s)} if timeout_s else {}  # train.collective_timeout_s
     port = int(os.environ["MASTER_PORT"])  # MPI discovery would otherwise reset it to DeepSpeed's 29500
+    store = rendezvous.guard(port, timeout.get("timeout", timedelta(minutes=30)))  # never join another job's
     deepspeed.init_distributed(
         dist_backend=backend, auto_mpi_discovery=True, distributed_port=port, verbose=False, **timeout
     )
+    del store  # torch's rendezvous holds the server now
     if get_accelerator().device_name() == "cuda":
         torch.cuda.set_device(launcher_env.local_rank())
     return torch.distributed.get_rank(), torch.distributed.get_world_size()

@@ -37,8 +37,7 @@ import torch
 import yaml
 
 from infra import launcher_env
-from infra.errors import EXIT_USER_ERROR, UserError, one_line
-from pretrain import checkpoint, metrics, run_folder, signals, spikes, watchdog
+from pretrain import checkpoint, metrics, rank_errors, run_folder, signals, spikes, watchdog
 from pretrain.errors import EXIT_BAD_STEPS, EXIT_LOCKED
 from pretrain.signals import LauncherWatch, PreemptionFlag, any_rank_requested
 
@@ -441,11 +440,6 @@ def _report_launch(claim: run_folder.Claim, run_dir: Path) -> None:
         print(f"changes from {run_dir / run_folder.CONFIG}: {changed}", flush=True)
 
 
-RANK_0_REPORTS_S = 3.0  # how long the other ranks wait before exiting on an error every rank meets
-# what gloo/NCCL raise on the ranks that were waiting for a rank that died
-PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
-
-
 def cli() -> None:
     """Console entry: exit status 0 on success, else a one-line reason on stderr, printed once."""
     rank = launcher_env.global_rank()
@@ -454,20 +448,10 @@ def cli() -> None:
     except run_folder.RunLocked as err:
         print(f"pretrain.train: rank {rank}: error: {err}", file=sys.stderr)
         code = EXIT_LOCKED
-    except Exception as err:
-        if not isinstance(err, UserError):
-            # a normal interpreter exit from here on: atexit gives the watchdog's last heartbeat, so the rank that
-            # stopped first stays the oldest one (launch/restart.sh names it)
-            if any(marker in str(err) for marker in PEER_LOST):  # a consequence: the failed rank reports the cause
-                lost = f"pretrain.train: rank {rank}: another rank stopped during a collective (its error is above)"
-                sys.exit(lost)  # printed on stderr, exit status 1
-            print(f"pretrain.train: rank {rank} failed:", file=sys.stderr)
+    except Exception as err:  # on the console and in RUN/errors/, whichever rank and launcher (rank_errors)
+        code = rank_errors.report(err, rank, sys.argv[1:])
+        if code is None:  # a bug: the interpreter prints the traceback; atexit gives the last heartbeat
             raise
-        if rank == 0:  # every rank meets the same one (same argv, same files): rank 0 alone reports it
-            print(f"pretrain.train: rank {rank}: error: {one_line(err)}", file=sys.stderr)
-        else:  # the launcher stops every rank once one exits: give rank 0 the time to say why
-            time.sleep(RANK_0_REPORTS_S)
-        code = EXIT_USER_ERROR
     if code == EXIT_BAD_STEPS and rank == 0:
         print("pretrain.train: train.max_bad_steps non-finite steps in a row; last good weights saved", file=sys.stderr)
     _exit(code)

@@ -1,0 +1,128 @@
+"""Whatever rank fails, its error reaches the launching terminal and RUN/errors/, under every launcher.
+
+Why: a rank's stderr reaches the terminal only if its launcher passes it on. `launch/train.sh` (the deepspeed
+launcher with --enable_each_rank_log) writes it to per-rank files; the other ranks then die of the lost connection
+and say only that; a user error that only rank 3 meets (a path missing on its node) used to exit 2 in silence.
+
+What each rank does with an exception that ends it (`report`, called once by pretrain/train.py's `cli`):
+- records it, once training has started (the process group exists, so rank 0 holds the run folder), in
+  `RUN/errors/rank<r>.txt`: a header naming this launch (pretrain/rendezvous.py's job identity), host, pid and
+  time, then the one-line message of a user error or the whole traceback of a bug;
+- a user error: one line on stderr. Rank 0 prints at once; another rank first gives rank 0 `RANK_0_REPORTS_S`
+  to record the same message (every rank usually meets the same config error) and prints only a different one;
+- a bug: the traceback, printed by the interpreter (the caller re-raises);
+- the lost connection to a rank that stopped (gloo/NCCL's "Connection closed by peer"): a consequence, not a
+  cause. Rank 0 waits up to `PEER_REPORTS_S` for that rank's record and prints it, so the cause is on rank 0's
+  console even when the failed rank's own output went to a file; the other ranks print one line.
+`launch/train.sh` prints this launch's records when the job fails, since its ranks' output goes to files.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from infra import files, launcher_env
+from infra.errors import EXIT_USER_ERROR, UserError, one_line
+
+ERRORS = "errors"
+RANK_0_REPORTS_S = 3.0  # how long another rank waits for rank 0's record of a user error every rank may meet
+PEER_REPORTS_S = 10.0  # how long rank 0 waits for the record of the rank whose loss stopped it
+# what gloo/NCCL raise on the ranks that were waiting for a rank that died
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
+PREFIX = "pretrain.train"
+
+
+def report(err: Exception, rank: int, argv: list[str]) -> int | None:
+    """Print and record the error that ends this rank; the exit status, or None for a bug (the caller re-raises)."""
+    from pretrain.rendezvous import this_launch
+
+    run_dir, job = run_folder_of(argv), this_launch()
+    if isinstance(err, UserError):
+        return _user_error(one_line(err), rank, run_dir, job)
+    if any(marker in str(err) for marker in PEER_LOST):
+        print(peer_lost_message(rank, run_dir, job), file=sys.stderr, flush=True)
+        return 1
+    record(run_dir, rank, job, traceback.format_exc())
+    print(f"{PREFIX}: rank {rank} failed:", file=sys.stderr, flush=True)
+    return None
+
+
+def _user_error(message: str, rank: int, run_dir: Path | None, job: str) -> int:
+    record(run_dir, rank, job, message)
+    if rank != 0 and _rank_0_said(message, run_dir, job):
+        return EXIT_USER_ERROR
+    print(f"{PREFIX}: rank {rank}: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_USER_ERROR
+
+
+def _rank_0_said(message: str, run_dir: Path | None, job: str) -> bool:
+    """Whether rank 0 recorded the same message within RANK_0_REPORTS_S (without a record: after waiting, no)."""
+    deadline = time.monotonic() + RANK_0_REPORTS_S
+    while time.monotonic() < deadline:
+        said = recorded(run_dir, job).get(0)
+        if said is not None:
+            return said.strip() == message
+        time.sleep(0.1)
+    return False
+
+
+def record(run_dir: Path | None, rank: int, job: str, text: str) -> Path | None:
+    """RUN/errors/rank<r>.txt for an error during training (the folder is this launch's then); None before."""
+    if run_dir is None or not _training_started():
+        return None
+    header = f"launch {job} rank {rank} host {launcher_env.node_name()} pid {os.getpid()} at {time.ctime()}\n"
+    return files.write_text(run_dir / ERRORS / f"rank{rank}.txt", header + text.rstrip("\n") + "\n")
+
+
+def recorded(run_dir: Path | None, job: str) -> dict[int, str]:
+    """This launch's recorded errors by rank (records of earlier launches of the folder are left out)."""
+    folder = run_dir / ERRORS if run_dir is not None else None
+    if folder is None or not folder.is_dir():
+        return {}
+    found = {}
+    for path in folder.glob("rank*.txt"):
+        header, _, text = path.read_text(errors="replace").partition("\n")
+        if header.startswith(f"launch {job} ") and path.stem[4:].isdigit():
+            found[int(path.stem[4:])] = text
+    return found
+
+
+def peer_lost_message(rank: int, run_dir: Path | None, job: str) -> str:
+    """Rank 0: the failed rank's recorded error (waiting for it); another rank: one line."""
+    lost = f"{PREFIX}: rank {rank}: another rank stopped during a collective"
+    if rank != 0:
+        return f"{lost}; rank 0 reports its error"
+    deadline = time.monotonic() + PEER_REPORTS_S
+    while time.monotonic() < deadline:
+        failed = {r: text for r, text in recorded(run_dir, job).items() if r != rank}
+        if failed:
+            first = min(failed)
+            where = run_dir / ERRORS / f"rank{first}.txt"
+            return f"{lost}: rank {first} failed ({where}):\n{failed[first].rstrip()}"
+        time.sleep(0.2)
+    return (
+        f"{lost}, and none recorded an error in {run_dir / ERRORS if run_dir else 'RUN/errors'} within "
+        f"{PEER_REPORTS_S:g} s: it was killed (a signal, the out-of-memory killer: see the launcher's report and "
+        "`dmesg`) or its machine went down"
+    )
+
+
+def run_folder_of(argv: list[str]) -> Path | None:
+    """The trainer's --output in its arguments (the last one wins, as in argparse); None if absent."""
+    found = None
+    for i, arg in enumerate(argv):
+        if arg == "--output" and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif arg.startswith("--output="):
+            found = arg.split("=", 1)[1]
+    return Path(found) if found else None
+
+
+def _training_started() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
