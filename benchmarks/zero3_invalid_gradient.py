@@ -2,9 +2,10 @@
 
 Only torch and deepspeed: a 2-block MLP under ZeRO-3 with DeepSpeed's (reentrant) activation checkpointing, an
 evaluation pass every `--eval-every` steps, and a thread that looks at the main thread's stack every `--sample-ms`
-milliseconds, as a watchdog, sampling profiler or debugger does. With `--sampler hold` the thread keeps the frame it
-sampled until its next look (what pretrain/watchdog.py did); `release` drops it at once (what it does now); `off`
-starts no thread.
+milliseconds, as a watchdog, sampling profiler or debugger does. With `--sampler hold` the thread keeps the frames it
+sampled until its next look (what pretrain/watchdog.py did, for the main thread); `release` drops them at once
+(what it does now); `off` starts no thread. On CUDA (DS_ACCELERATOR unset) it runs the GPU path: NCCL, FusedAdam,
+overlap_comm (benchmarks/gpu_run.sh runs it there).
 
 Why it aborts (RELIABILITY.md has the whole story): ZeRO-3's gradient hook calls
 `deepspeed.runtime.utils.count_used_parameters_in_backward`, which asks torch for every parameter's gradient
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -36,9 +38,10 @@ import torch.nn as nn
 D_MODEL, D_FF, VOCAB, SEQ, MICRO, ACCUM = 64, 256, 128, 32, 2, 2
 
 
-def ds_config(bf16: bool, prefetch: bool) -> dict:
+def ds_config(bf16: bool, prefetch: bool, cuda: bool) -> dict:
     """ds_configs/zero3_cpu.json's ZeRO settings (tiny buckets, matrices partitioned: threshold 1000); without
-    prefetch every parameter is partitioned again right after its use, as after an evaluation pass."""
+    prefetch every parameter is partitioned again right after its use, as after an evaluation pass. On CUDA the
+    GPU path of ds_configs/zero3_bf16.json: FusedAdam and overlap_comm."""
     bucket, reuse = (500000, 10000000) if prefetch else (0, 0)
     return {
         "train_micro_batch_size_per_gpu": MICRO,
@@ -46,7 +49,7 @@ def ds_config(bf16: bool, prefetch: bool) -> dict:
         "bf16": {"enabled": bf16},
         "zero_optimization": {
             "stage": 3,
-            "overlap_comm": False,
+            "overlap_comm": cuda,
             "contiguous_gradients": True,
             "reduce_bucket_size": 500000,
             "stage3_prefetch_bucket_size": bucket,
@@ -54,7 +57,7 @@ def ds_config(bf16: bool, prefetch: bool) -> dict:
             "stage3_max_live_parameters": 10000000,
             "stage3_max_reuse_distance": reuse,
         },
-        "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": not cuda}},
         "steps_per_print": 1000000,
     }
 
@@ -83,18 +86,18 @@ class Net(nn.Module):
 
 
 def start_sampler(mode: str, interval_s: float) -> None:
-    """A daemon thread that samples the main thread's frame; `hold` keeps it until the next sample."""
-    main = threading.main_thread().ident
+    """A daemon thread that samples every thread's innermost frame; `hold` keeps them until the next sample. All
+    threads: on CUDA the autograd engine runs the backward, ZeRO-3's hooks included, on its own device thread."""
 
     def hold() -> None:
         while True:
-            frame = sys._current_frames().get(main)  # noqa: F841 (held across the sleep on purpose)
+            frames = sys._current_frames()  # noqa: F841 (held across the sleep on purpose)
             time.sleep(interval_s)
 
     def release() -> None:
         while True:
-            frame = sys._current_frames().get(main)
-            del frame
+            frames = sys._current_frames()
+            del frames
             time.sleep(interval_s)
 
     if mode != "off":
@@ -112,10 +115,15 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    deepspeed.init_distributed(dist_backend="gloo", verbose=False)
+    from deepspeed.accelerator import get_accelerator
+
+    cuda = get_accelerator().device_name() == "cuda"
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
     rank = torch.distributed.get_rank()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     torch.manual_seed(args.seed)
-    config = ds_config(args.bf16, args.prefetch == "on")
+    config = ds_config(args.bf16, args.prefetch == "on", cuda)
     with deepspeed.zero.Init(config_dict_or_path=config):
         model = Net()
     deepspeed.checkpointing.configure(None, num_checkpoints=len(model.blocks))
@@ -124,7 +132,7 @@ def main() -> int:
     data = torch.Generator().manual_seed(args.seed * 1000 + rank)
     aborted_at, error = None, None
     for step in range(1, args.steps + 1):
-        idx = torch.randint(0, VOCAB, (MICRO, SEQ + 1), generator=data)
+        idx = torch.randint(0, VOCAB, (MICRO, SEQ + 1), generator=data).to(engine.device)
         try:
             for _ in range(ACCUM):  # engine.step() updates at the last micro-batch
                 engine.backward(engine(idx[:, :-1], idx[:, 1:]))
@@ -139,12 +147,11 @@ def main() -> int:
             engine.train()
     report = {"aborted_at_step": aborted_at, "steps": args.steps, "rank": rank, "sampler": args.sampler}
     report |= {"sample_ms": args.sample_ms, "bf16": args.bf16, "prefetch": args.prefetch, "seed": args.seed}
+    report |= {"device": "cuda" if cuda else "cpu", "world_size": torch.distributed.get_world_size()}
     report["error"] = error
     if aborted_at is not None or rank == 0:
         print(json.dumps(report), flush=True)
     if aborted_at is not None:
-        import os
-
         os._exit(1)  # the other rank waits in a collective; the launcher ends it
     return 0
 

@@ -75,6 +75,7 @@ def record(run_dir: Path | None, rank: int, job: str, text: str) -> Path | None:
     if run_dir is None or not _training_started():
         return None
     header = f"launch {job} rank {rank} host {launcher_env.node_name()} pid {os.getpid()} at {time.ctime()}\n"
+    (run_dir / ERRORS).mkdir(parents=True, exist_ok=True)
     return files.write_text(run_dir / ERRORS / f"rank{rank}.txt", header + text.rstrip("\n") + "\n")
 
 

@@ -46,6 +46,7 @@ def launch(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 def assert_on_console_and_recorded(proc: subprocess.CompletedProcess, run: Path, kind: str) -> None:
     console = proc.stdout + proc.stderr
     assert proc.returncode != 0, console[-3000:]
+    assert "During handling of the above exception" not in console, console[-3000:]  # reporting did not fail
     message = "injected bug on rank 1 in step 2" if kind == "bug" else "missing on rank 1 in step 2"
     assert message in console, console[-3000:]
     if kind == "bug":
