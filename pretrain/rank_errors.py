@@ -9,7 +9,9 @@ What each rank does with an exception that ends it (`report`, called once by pre
   `RUN/errors/rank<r>.txt`: a header naming this launch (pretrain/rendezvous.py's job identity), host, pid and
   time, then the one-line message of a user error or the whole traceback of a bug;
 - a user error: one line on stderr. Rank 0 prints at once; another rank first gives rank 0 `RANK_0_REPORTS_S`
-  to record the same message (every rank usually meets the same config error) and prints only a different one;
+  to record the same message (every rank usually meets the same config error) and prints only a different one.
+  Before the process group there are no records, but a rank 0 that met the error too has exited by then and the
+  launcher has stopped this rank; a rank 0 that did not waits at the rendezvous for this rank's line;
 - a bug: the traceback, printed by the interpreter (the caller re-raises);
 - the lost connection to a rank that stopped (gloo/NCCL's "Connection closed by peer"): a consequence, not a
   cause. Rank 0 waits up to `PEER_REPORTS_S` for that rank's record and prints it, so the cause is on rank 0's
@@ -29,7 +31,7 @@ from infra import files, launcher_env
 from infra.errors import EXIT_USER_ERROR, UserError, one_line
 
 ERRORS = "errors"
-RANK_0_REPORTS_S = 3.0  # how long another rank waits for rank 0's record of a user error every rank may meet
+RANK_0_REPORTS_S = 10.0  # how long another rank waits for rank 0 to report a user error every rank may meet
 PEER_REPORTS_S = 10.0  # how long rank 0 waits for the record of the rank whose loss stopped it
 # what gloo/NCCL raise on the ranks that were waiting for a rank that died
 PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
