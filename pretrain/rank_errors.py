@@ -12,7 +12,9 @@ What each rank does with an exception that ends it (`report`, called once by pre
   to record the same message (every rank usually meets the same config error) and prints only a different one.
   Before the process group there are no records, but a rank 0 that met the error too has exited by then and the
   launcher has stopped this rank; a rank 0 that did not waits at the rendezvous for this rank's line;
-- a bug: the traceback, printed by the interpreter (the caller re-raises);
+- a bug: the traceback, printed by the interpreter (the caller re-raises); under mpirun/mpiexec printed here and
+  the rank exits at once (the caller's os._exit): an interpreter exit would run mpi4py's MPI_Finalize, which waits
+  for the other ranks, themselves waiting for this one in a collective, and the job would hang;
 - the lost connection to a rank that stopped (gloo/NCCL's "Connection closed by peer"): a consequence, not a
   cause. Rank 0 waits up to `PEER_REPORTS_S` for that rank's record and prints it, so the cause is on rank 0's
   console even when the failed rank's own output went to a file; the other ranks print one line.
@@ -39,7 +41,7 @@ PREFIX = "pretrain.train"
 
 
 def report(err: Exception, rank: int, argv: list[str]) -> int | None:
-    """Print and record the error that ends this rank; the exit status, or None for a bug (the caller re-raises)."""
+    """Print and record the error that ends this rank; the exit status, or None for a bug the caller re-raises."""
     from pretrain.rendezvous import this_launch
 
     run_dir, job = run_folder_of(argv), this_launch()
@@ -50,6 +52,9 @@ def report(err: Exception, rank: int, argv: list[str]) -> int | None:
         return 1
     record(run_dir, rank, job, traceback.format_exc())
     print(f"{PREFIX}: rank {rank} failed:", file=sys.stderr, flush=True)
+    if "mpi4py.MPI" in sys.modules:  # under mpirun: exiting would wait in MPI_Finalize for ranks in a collective
+        traceback.print_exc()
+        return 1
     return None
 
 
