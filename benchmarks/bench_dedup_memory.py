@@ -5,8 +5,11 @@ Each measurement runs in its own child process and reads that child's ru_maxrss:
   there are real candidate pairs and clusters) and the int64 document index;
 - measured: the same, then `find_near_duplicates` (band keys, routing, run finding, verification, keepers).
 The difference divided by n is what LSH costs per document on top of the signatures; the target is <= 300 B.
+`--clustered` makes 30% of the documents near copies (5% of values changed) in clusters of up to 100,000
+(sizes 100k, 30k, 10k, 3k, 1k, then 10 each), the issue's adversarial corpus.
 
     .venv/bin/python benchmarks/bench_dedup_memory.py [--docs 1000000] [--num-perm 128] [--threshold 0.8]
+                                                      [--clustered]
 """
 
 from __future__ import annotations
@@ -39,12 +42,33 @@ def synthetic_signatures(docs: int, num_perm: int, seed: int = 0) -> np.ndarray:
     return signatures
 
 
-def child(mode: str, docs: int, num_perm: int, threshold: float) -> None:
+def clustered_signatures(docs: int, num_perm: int, seed: int = 0) -> np.ndarray:
+    """Random signatures, then 30% of the documents made near copies (5% of values changed) of a cluster head, in
+    clusters of 100k, 30k, 10k, 3k, 1k and then 10 members; copies sit anywhere after their head."""
+    rng = np.random.default_rng(seed)
+    signatures = rng.integers(0, 1 << 32, size=(docs, num_perm), dtype=np.uint32)
+    copies_left, sizes = int(0.3 * docs), [100_000, 30_000, 10_000, 3_000, 1_000]
+    order = rng.permutation(docs)
+    at = 0
+    while copies_left > 0 and at < docs:
+        size = min(sizes.pop(0) if sizes else 10, copies_left, docs - at - 1)
+        head, members = order[at], order[at + 1 : at + 1 + size]
+        for start in range(0, len(members), 10_000):  # in slices: the anchor's peak stays the signatures
+            part = members[start : start + 10_000]
+            signatures[part] = signatures[head]
+            changed = rng.random((len(part), num_perm)) < 0.05
+            noise = rng.integers(1, 1 << 32, size=changed.shape, dtype=np.uint32)
+            signatures[part] ^= (changed * noise).astype(np.uint32)
+        at, copies_left = at + 1 + size, copies_left - size
+    return signatures
+
+
+def child(mode: str, docs: int, num_perm: int, threshold: float, clustered: bool) -> None:
     from data_pipeline.comm import LocalComm
     from data_pipeline.dedup.lsh import LSHParams, find_near_duplicates
 
     params = LSHParams.from_threshold(threshold, num_perm)  # both children import the same libraries
-    signatures = synthetic_signatures(docs, num_perm)
+    signatures = (clustered_signatures if clustered else synthetic_signatures)(docs, num_perm)
     doc_index = np.arange(docs, dtype=np.int64)
     report = {"removed": 0, "seconds": 0.0}
     if mode == "dedup":
@@ -61,7 +85,8 @@ def child(mode: str, docs: int, num_perm: int, threshold: float) -> None:
 
 def measure(mode: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--docs", str(args.docs), "--num-perm", str(args.num_perm)]
-    done = subprocess.run([*cmd, "--threshold", str(args.threshold)], capture_output=True, text=True, check=True)
+    cmd += ["--threshold", str(args.threshold), *(["--clustered"] if args.clustered else [])]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -70,16 +95,18 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=1_000_000)
     parser.add_argument("--num-perm", type=int, default=128)
     parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--clustered", action="store_true", help="30%% near copies in clusters up to 100k")
     parser.add_argument("--child", choices=["anchor", "dedup"])
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.docs, args.num_perm, args.threshold)
+        child(args.child, args.docs, args.num_perm, args.threshold, args.clustered)
         return
     anchor, dedup = measure("anchor", args), measure("dedup", args)
     per_doc = (dedup["max_rss_bytes"] - anchor["max_rss_bytes"]) / args.docs
     signature_bytes = 4 * args.num_perm
     print(
-        f"{args.docs} docs, num_perm={args.num_perm} (signatures {signature_bytes} B/doc), threshold {args.threshold}"
+        f"{args.docs} docs{' (30% near copies, clusters up to 100k)' if args.clustered else ''}, "
+        f"num_perm={args.num_perm} (signatures {signature_bytes} B/doc), threshold {args.threshold}"
     )
     print(f"anchor (signatures + index only) peak RSS {anchor['max_rss_bytes'] / 2**20:9.1f} MiB")
     print(

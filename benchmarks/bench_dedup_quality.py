@@ -10,8 +10,9 @@ Three corpora, true Jaccard always from the exact word 5-gram shingle sets:
   merging verified pairs transitively ("chaining") removed documents unlike anything that was kept.
 For every removed document the table gives the true Jaccard with the document kept for its cluster (the
 distribution, and the shares below 0.5 and 0.1); for the families, the J >= 0.9 (parent, edit) pairs of which
-both survived. With `--ranks` the families also run on simulated ranks (threads; contiguous blocks of
-documents, as the stage holds them): the removals must be identical, and the exchange rounds are printed.
+both survived. With `--ranks` the families also run on simulated ranks (threads; tasks of documents dealt
+round-robin, as the stage deals equal tasks): the removals must be identical, and the
+component rounds are printed.
 
     .venv/bin/python benchmarks/bench_dedup_quality.py [--base 3000] [--family-docs 50000] [--ranks 4 16]
 """
@@ -32,6 +33,7 @@ from data_pipeline.dedup.minhash import compute_signatures, shingle_hashes
 FRACTIONS = (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08, 0.12, 0.2, 0.35, 0.5)
 BUCKETS = (0.0, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0001)
 KEPT_BUCKETS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0001)
+TASK_DOCS = 250  # documents per task in the simulated-rank runs
 
 
 def chain_corpus(length: int, words: int, seed: int) -> list[str]:
@@ -182,19 +184,23 @@ def families(args: argparse.Namespace, params: LSHParams) -> None:
 
 
 def on_ranks(size: int, texts: list[str], signatures: np.ndarray, params: LSHParams, expected: np.ndarray) -> None:
-    """The families on `size` simulated ranks holding contiguous blocks, keep=first and keep=longest."""
+    """The families on `size` simulated ranks, keep=first and keep=longest, dealt as the stage deals them: tasks
+    of TASK_DOCS documents, round-robin over the ranks (so chains of edits cross ranks at every task)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from sim_comm import run_ranks
+    from support.sim_comm import run_ranks
 
-    from data_pipeline.dedup.clusters import keep_priority, owner_of_blocks
+    from data_pipeline.dedup.clusters import keep_priority
 
-    blocks = np.array_split(np.arange(len(texts)), size)
-    owner_of = owner_of_blocks([len(b) for b in blocks])
+    holder = np.arange(len(texts)) // TASK_DOCS % size
+
+    def owner_of(index: np.ndarray) -> np.ndarray:
+        return holder[np.asarray(index, np.int64)]
+
     lengths = np.array([len(t) for t in texts])
     for rule in ("first", "longest"):
 
         def rank(comm, rule=rule):
-            index = blocks[comm.rank]
+            index = np.flatnonzero(holder == comm.rank)
             priority = keep_priority(lengths[index], rule)
             return find_near_duplicates(comm, index, signatures[index], params, None, priority, owner_of)
 

@@ -28,23 +28,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_pipeline import WORDS, pseudo_lexicon
 from datasketch import MinHash, MinHashLSH
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' corpus: tests/support/corpus.py
+from support.corpus import Lexicon, pseudo_lexicon, with_copies, zipf_sentence  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / ".venv" / "bin" / "pipeline"
 _WORD = re.compile(r"\w+")
 
 
-def prose(rng: random.Random, lexicon: tuple[list[str], list[float]], chars: int = 2400) -> str:
+def prose(rng: random.Random, lexicon: Lexicon, chars: int = 2400) -> str:
     """About `chars` characters of sentences; every other word an English function word."""
-    words, cumulative = lexicon
     sentences, length = [], 0
     while length < chars:
-        content = rng.choices(words, cum_weights=cumulative, k=rng.randint(8, 18))
-        sentence = " ".join(w if i % 2 else rng.choice(WORDS) for i, w in enumerate(content)).capitalize() + "."
-        sentences.append(sentence)
-        length += len(sentence) + 1
+        sentences.append(zipf_sentence(rng, lexicon))
+        length += len(sentences[-1]) + 1
     return " ".join(sentences)
 
 
@@ -52,21 +51,19 @@ def write_corpus(path: Path, docs: int) -> float:
     """`docs` documents (2% exact, 5% near copies of recent ones) as jsonl; returns the mean text length."""
     rng = random.Random(0)
     lexicon = pseudo_lexicon(rng)
-    recent: list[str] = []
+
+    def edit(text: str) -> str:
+        """3% of the words replaced by lexicon words."""
+        words = text.split(" ")
+        for position in rng.sample(range(len(words)), len(words) * 3 // 100):
+            words[position] = rng.choice(lexicon[0])
+        return " ".join(words)
+
+    texts = with_copies(rng, lambda: prose(rng, lexicon), 0.02, 0.05, edit)
     total = 0
     with path.open("w", encoding="utf-8") as out:
         for i in range(docs):
-            roll = rng.random()
-            if recent and roll < 0.02:
-                text = rng.choice(recent)
-            elif recent and roll < 0.07:
-                words = rng.choice(recent).split(" ")
-                for position in rng.sample(range(len(words)), len(words) * 3 // 100):
-                    words[position] = rng.choice(lexicon[0])
-                text = " ".join(words)
-            else:
-                text = prose(rng, lexicon)
-                recent = (recent + [text])[-500:]
+            text = next(texts)
             total += len(text)
             out.write(json.dumps({"id": f"d{i}", "text": text}) + "\n")
     return total / docs

@@ -21,42 +21,16 @@ from pathlib import Path
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' corpus: tests/support/corpus.py
+from support.corpus import Lexicon, paragraphs, pseudo_lexicon, with_copies, zipf_sentence  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 MPIEXEC = REPO / ".venv" / "bin" / "mpiexec"
-WORD_TEXT = (
-    "the of and to in is that it was for on are with as his they be at one have this from or had by word "
-    "but what some we can out other were all there when up use your how said an each she which do their "
-    "time if will way about many then them write would like so these her long make thing see him two has "
-    "look more day could go come did number sound no most people my over know water than call first who "
-    "may down side been now find any new work part take get place made live where after back little only "
-    "round man year came show every good me give our under name very through just form sentence great "
-    "think say help low line differ turn cause much"
-)
-WORDS = WORD_TEXT.split()
 
 
-def pseudo_lexicon(rng: random.Random, size: int = 30000) -> tuple[list[str], list[float]]:
-    """Pronounceable pseudo-words with Zipfian weights: a vocabulary as rich as real text, so a 32k BPE fits."""
-    syllables = [c + v for c in "bcdfghjklmnprstvwz" for v in ("a", "e", "i", "o", "u", "ai", "ou")]
-    words = sorted({"".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(size)})
-    rng.shuffle(words)
-    cumulative, total = [], 0.0
-    for rank in range(1, len(words) + 1):
-        total += 1.0 / rank
-        cumulative.append(total)
-    return words, cumulative
-
-
-def article(rng: random.Random, lexicon: tuple[list[str], list[float]]) -> str:
+def article(rng: random.Random, lexicon: Lexicon) -> str:
     """~3 KB of paragraphs; half the words are English function words so the quality filters keep it."""
-    words, cumulative = lexicon
-    sentences = []
-    for _ in range(24):
-        n = rng.randint(8, 18)
-        content = rng.choices(words, cum_weights=cumulative, k=n)
-        mixed = [w if i % 2 else rng.choice(WORDS) for i, w in enumerate(content)]
-        sentences.append(" ".join(mixed).capitalize() + rng.choice(".....?!"))
-    return "\n\n".join(" ".join(sentences[i : i + 4]) for i in range(0, 24, 4))
+    return paragraphs([zipf_sentence(rng, lexicon, ends=".....?!") for _ in range(24)], 4)
 
 
 def synthetic_corpus(folder: Path, megabytes: float, files: int = 8) -> int:
@@ -64,16 +38,10 @@ def synthetic_corpus(folder: Path, megabytes: float, files: int = 8) -> int:
     rng = random.Random(0)
     lexicon = pseudo_lexicon(rng)
     handles = [open(folder / f"part-{i:03d}.jsonl", "w", encoding="utf-8") for i in range(files)]  # noqa: SIM115
-    written, count, recent = 0, 0, []
+    texts = with_copies(rng, lambda: article(rng, lexicon), 0.02, 0.02, lambda text: text.replace(" ", "  ", 1))
+    written, count = 0, 0
     while written < megabytes * 1e6:
-        roll = rng.random()
-        if recent and roll < 0.02:
-            text = rng.choice(recent)
-        elif recent and roll < 0.04:
-            text = rng.choice(recent).replace(" ", "  ", 1)
-        else:
-            text = article(rng, lexicon)
-            recent = (recent + [text])[-500:]
+        text = next(texts)
         line = json.dumps({"id": f"s{count}", "text": text}) + "\n"
         handles[min(files - 1, int(written * files / (megabytes * 1e6)))].write(line)
         written, count = written + len(line), count + 1

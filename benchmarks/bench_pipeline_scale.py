@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' corpus: tests/support/corpus.py
+from support.corpus import near_copy, pseudo_lexicon, with_copies  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -39,22 +43,12 @@ def make_corpus(folder: Path, docs: int, seed: int = 0) -> Path:
     if (folder / "DONE").is_file():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    syllables = [c + v for c in "bcdfghklmnprstvz" for v in "aeiou"]
-    vocab = sorted({"".join(rng.choice(syllables, size=rng.integers(1, 4))) for _ in range(30000)})[:20000]
-    recent: list[str] = []
+    rng = random.Random(seed)
+    words = pseudo_lexicon(rng)[0]
+    texts = with_copies(rng, lambda: " ".join(rng.choices(words, k=400)), 0.05, 0.05, near_copy)
     part, written, out = 0, 0, open(folder / "part-00000.jsonl", "w", encoding="utf-8")  # noqa: SIM115
     for i in range(docs):
-        roll = rng.random()
-        if recent and roll < 0.05:
-            text = recent[rng.integers(len(recent))]
-        elif recent and roll < 0.10:
-            words = recent[rng.integers(len(recent))].split(" ")
-            words[rng.integers(len(words))] = "zeppelin"
-            text = " ".join(words)
-        else:
-            text = " ".join(vocab[j] for j in rng.integers(0, len(vocab), 400))
-            recent = (recent + [text])[-1000:]
+        text = next(texts)
         line = json.dumps({"id": f"d{i}", "text": text}) + "\n"
         out.write(line)
         written += len(line)

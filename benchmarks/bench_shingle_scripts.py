@@ -12,46 +12,15 @@ character `dedup.ngram`-grams (default 5) for such documents; this table is why 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 
 from data_pipeline.dedup.minhash import shingle_hashes
 
-SCRIPTS = {  # letters to draw from, and the punctuation that ends a clause
-    "chinese": (list(range(0x4E00, 0x4E00 + 3000)), "，。、"),
-    "japanese": (
-        list(range(0x3041, 0x3094)) * 6 + list(range(0x30A1, 0x30F7)) * 2 + list(range(0x4E00, 0x5600)),
-        "、。",
-    ),
-    "thai": (list(range(0x0E01, 0x0E2F)) + list(range(0x0E30, 0x0E3A)) + list(range(0x0E40, 0x0E4D)), " "),
-}
-
-
-def script_text(rng: np.random.Generator, script: str, chars: int) -> str:
-    """`chars` letters of `script`, Zipf-weighted like real text, with a punctuation mark every 6-20 letters."""
-    letters, punctuation = SCRIPTS[script]
-    weights = 1.0 / np.arange(1, len(letters) + 1)
-    drawn = rng.choice(letters, chars, p=weights / weights.sum())
-    out, next_mark = [], rng.integers(6, 21)
-    for i, code in enumerate(drawn):
-        out.append(chr(code))
-        if i == next_mark:
-            out.append(punctuation[rng.integers(len(punctuation))])
-            next_mark += rng.integers(6, 21)
-    return "".join(out)
-
-
-def plant_edits(rng: np.random.Generator, text: str, script: str, edits: int) -> str:
-    """Replace `edits` distinct letters of `text` with other letters of the same script."""
-    letters = SCRIPTS[script][0]
-    chars, alphabet = list(text), set(map(chr, letters))
-    positions = [i for i, c in enumerate(chars) if c in alphabet]
-    for i in rng.choice(positions, edits, replace=False):
-        replacement = chars[i]
-        while replacement == chars[i]:
-            replacement = chr(letters[rng.integers(min(200, len(letters)))])
-        chars[i] = replacement
-    return "".join(chars)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' corpus: tests/support/corpus.py
+from support.corpus import SCRIPTS, plant_edits, script_text  # noqa: E402
 
 
 def jaccard(a: str, b: str, ngram: int, shingle: str) -> float:

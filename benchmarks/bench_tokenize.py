@@ -18,7 +18,7 @@ from pathlib import Path
 
 from data_pipeline.config import ShardsConfig, TokenizerConfig
 from data_pipeline.executor import workers_for_rank
-from data_pipeline.tokenize_stage import encode_to_shards
+from data_pipeline.stages.tokenize import encode_to_shards
 from data_pipeline.tokenizer import load_tokenizer, train_tokenizer
 
 

@@ -22,7 +22,7 @@
 # under 15 s left is skipped and says so.
 #   stage                                                          budget  expected  why
 #   0 environment (nvidia-smi, versions)                             10 s      3 s
-#   1 pytest -m cuda tests/test_cuda_*.py (90 s per test)           150 s   ~110 s   FusedAdam JIT build ~45 s (once)
+#   1 pytest -m cuda tests/integration/test_cuda_*.py (90 s per test)           150 s   ~110 s   FusedAdam JIT build ~45 s (once)
 #   2 gpt3-1.3b seq 2048 micro 8: reference + 10 levers             170 s   ~160 s   ~15 s per side (own process)
 #   2 gpt3-1.3b seq 2048 micro 16: reference + 2 checkpointings      45 s    ~40 s
 #   3 llama-1b seq 2048 micro 8: reference + preset                  35 s    ~30 s
@@ -146,7 +146,7 @@ stage env 10 bash -c 'py=$0; "$py" -c "import torch, sys; print(sys.version); pr
 PYTEST_MODE="-m cuda"
 [[ $CHECK_ONLY == 1 ]] && PYTEST_MODE="-m cuda --collect-only"
 stage cuda_tests 150 "$PYTHON" -m pytest $PYTEST_MODE -q -p no:cacheprovider -o addopts=-ra --timeout 90 \
-  --junitxml="$RESULTS/cuda_tests.xml" tests/test_cuda_model.py tests/test_cuda_engine.py
+  --junitxml="$RESULTS/cuda_tests.xml" tests/integration/test_cuda_model.py tests/integration/test_cuda_engine.py
 
 # 2. gpt3-1.3b at seq 2048, the preset's settings, then one lever at a time, each against the same reference
 #    (most informative first: a stage cut off by its budget loses the tail, which a rerun measures)

@@ -15,8 +15,8 @@ from infra import cli
 # (name, module): the module exposes `add_arguments(parser)`, `run(args) -> int` and a docstring (its help).
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("demo-corpus", "data_pipeline.demo_corpus"),
-    ("dedup", "data_pipeline.dedup.stage"),
-    ("run", "data_pipeline.tokenize_stage"),
+    ("dedup", "data_pipeline.stages.dedup"),
+    ("run", "data_pipeline.stages.run"),
     ("train-tokenizer", "data_pipeline.tokenizer"),
     ("inspect", "data_pipeline.inspect_dataset"),
 ]

@@ -2,7 +2,7 @@
 
 Stages are written once against the `Comm` protocol (the collectives they use, nothing more): `LocalComm` is the
 single-process case (every collective is the identity), `MPIComm` wraps an mpi4py communicator, and the tests'
-`ThreadComm` (tests/sim_comm.py) runs N ranks as threads. `get_comm()` picks MPI only when the process was started by
+`ThreadComm` (tests/support/sim_comm.py) runs N ranks as threads. `get_comm()` picks MPI only when the process was started by
 `mpiexec`/`srun` with more than one rank, so a plain `pipeline run` never needs an MPI library at all.
 
 `MPIComm` counts the bytes this rank sends to and receives from other ranks (raw buffers exactly, pickled

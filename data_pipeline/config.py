@@ -9,6 +9,7 @@ trainer's run config; the `__post_init__` checks here are what only the pipeline
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,15 @@ class ReadConfig:
     # a task (unit of work, kept/part-NNNNN.jsonl) is a file or a byte range of at most this many bytes of an
     # uncompressed jsonl file (data_pipeline/tasks.py)
     task_bytes: int = 134_217_728
+    # the input record's fields that travel into kept/ next to id, text and source: "all", "none" or a list
+    keep_fields: list[str] | str = "all"
 
     def __post_init__(self) -> None:
+        _check(
+            isinstance(self.keep_fields, list) or self.keep_fields in ("all", "none"),
+            "read.keep_fields",
+            f"must be all, none or a list of field names, got {self.keep_fields!r}",
+        )
         _check(self.task_bytes > 0, "read.task_bytes", f"must be > 0, got {self.task_bytes}")
         _check(bool(self.text_field), "read.text_field", "must be a non-empty field name")
         _check(bool(self.id_field), "read.id_field", "must be a non-empty field name")
@@ -59,6 +67,12 @@ class FiltersConfig:
 
     enabled: bool = True
     profile: str = "web"
+    # language identification (fastText lid.176, data_pipeline/language.py): "all" keeps every language, or a
+    # list of ISO 639 codes (en, de, zh, ...) to keep, each document's label needing min_language_score
+    languages: list[str] | str = "all"
+    min_language_score: float = 0.65
+    # a file of domains (matching their subdomains) and URL prefixes, one a line; "" for none
+    url_blocklist: str = ""
     # Gopher quality
     word_count: bool = True
     min_words: int = 50
@@ -127,7 +141,7 @@ class FiltersConfig:
         for name, declared in field_types(FiltersConfig).items():
             value = getattr(self, name)
             key = f"filters.{name}"
-            if name == "profile":
+            if name in ("profile", "languages", "url_blocklist"):
                 continue
             if declared is bool:
                 _check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
@@ -135,6 +149,18 @@ class FiltersConfig:
                 _check(_is_number(value) and 0 <= value <= 1e9, key, f"must be a number >= 0, got {value!r}")
             else:
                 _check(_is_number(value) and value >= 0, key, f"must be a number >= 0, got {value!r}")
+        _check(
+            self.languages == "all"
+            or (isinstance(self.languages, list) and all(re.fullmatch(r"[a-z]{2,3}", c) for c in self.languages)),
+            "filters.languages",
+            f"must be all or a list of fastText lid.176 codes such as [en, de, zh], got {self.languages!r}",
+        )
+        _check(self.min_language_score <= 1, "filters.min_language_score", "must be in [0, 1]")
+        _check(
+            not self.url_blocklist or Path(self.url_blocklist).is_file(),
+            "filters.url_blocklist",
+            f"names no readable file: {self.url_blocklist!r}; give a file of domains and URL prefixes, one a line",
+        )
         _check(self.min_words <= self.max_words, "filters.min_words", "must be <= filters.max_words")
         _check(
             self.min_mean_word_length <= self.max_mean_word_length,
@@ -182,14 +208,14 @@ class DedupConfig:
     rows: int | None = None
     seed: int = 1
     # estimated Jaccard a candidate pair needs to count as a near duplicate (of the very document kept for it);
-    # None: the threshold less 3 standard deviations of the MinHash estimate (0.694 at 0.8 / 128); 0: every candidate
+    # None: the threshold less 2 standard deviations of the MinHash estimate (0.729 at 0.8 / 128); 0: every candidate
     verify_threshold: float | None = None
     keep: str = "first"  # which document a cluster keeps: "first" (input order) or "longest" (ties: input order)
     # MinHash family: mersenne61 (exact (a*h+b) mod 2^61-1 over the top 32 bits of each 64-bit shingle hash,
     # datasketch's "legacy") or affine32 (datasketch 2.x's default, a*fmix32(h)+b mod 2^32; see BENCHMARKS.md)
     scheme: str = "mersenne61"
     # shingles: words (ngram consecutive words), chars (ngram consecutive letters, separators dropped) or auto
-    # (chars for a document when >= 1/4 of its letters are Han/kana/Thai/Lao/Khmer/Myanmar/Tibetan/Yi, else words)
+    # (letter by letter: Han/kana/Thai/Lao/Khmer/Myanmar/Tibetan/Yi letters are tokens alone, others make words)
     shingle: str = "auto"
 
     def __post_init__(self) -> None:

@@ -9,6 +9,20 @@ the value goes to DIR/dropped/ so a user can see how far over the limit it was.
 The defaults are the published web-text values (`filters.profile: web`). Source code, man pages and API docs
 fail several of them (curly braces, short lines, few sentences): the `code`, `docs` and `none` profiles in
 config.py are the starting points for such corpora.
+
+The rules read the document's language (data_pipeline/language.py). For scripts written without spaces
+(Chinese, Japanese, Thai, ...) a word is one character of that script (a run of Latin letters or digits in
+between stays one word): segmenting needs a dictionary and a tokenizer per language (jieba, MeCab, PyThaiNLP)
+at many times the cost of all the rules together, while characters are a fixed unit that every such script has.
+A Chinese word is about 1.5 characters, so the word-count limits become slightly more lenient in characters,
+never stricter; the mean-word-length rule, which means nothing for one-character words, is off for them, and
+the n-gram repetition rules take two characters for a word (an n-gram is a phrase of n words in any language;
+as n characters, the Japanese tutorial's list methods page failed dup_ngrams at 0.20 under the web profile).
+Stop words are counted from a per-language list (`language.STOP_WORDS`); without a list the rule is off.
+Sentences also end at the full stops of CJK, Devanagari, Arabic, Myanmar, Khmer and Tibetan; Thai and Lao mark
+no sentence end, so min_sentences and terminal_punctuation are off for them.
+
+Before any rule: the URL block list (`filter:url_blocklist`) and the language list (`filter:language`).
 """
 
 from __future__ import annotations
@@ -20,12 +34,20 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from data_pipeline.config import FiltersConfig
+from data_pipeline.language import STOP_WORDS, is_unspaced
 
-STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})  # Gopher's list
 BULLETS = ("•", "●", "○", "◦", "▪", "▫", "‣", "⁃", "-", "*", "–", "—")
 ELLIPSES = ("...", "…")
-TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’", ":")
-_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
+_FULL_STOPS = "。！？｡।॥؟۔።။។།"  # CJK, Devanagari, Arabic/Urdu, Ethiopic, Myanmar, Khmer, Tibetan
+TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’", ":", "」", "』", "）", *_FULL_STOPS)
+NO_SENTENCE_MARKS = frozenset({"th", "lo"})  # Thai and Lao end sentences with a space
+_SENTENCE_END = re.compile(rf"[.!?]+(?:\s|$)|[{_FULL_STOPS}]+")
+# Han (with extensions and compatibility ideographs), kana, Thai, Lao, Tibetan, Myanmar, Khmer, Yi
+_UNSPACED = (
+    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f"
+    "\u0e00-\u0e7f\u0e80-\u0eff\u0f00-\u0fff\u1000-\u109f\u1780-\u17ff\ua000-\ua4cf"
+)
+_UNSPACED_WORD = re.compile(rf"[{_UNSPACED}]|(?:(?![{_UNSPACED}])[^\W_])+")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _ALNUM = re.compile(r"[^\W_]")  # a letter or a digit
 _ALPHA = re.compile(r"[^\W\d_]")  # a letter
@@ -45,9 +67,20 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
 
 @dataclass
 class TextStats:
-    """Lines, words and paragraphs of one text, split once and shared by all rules."""
+    """Lines, words and paragraphs of one text in its language, split once and shared by all rules."""
 
     text: str
+    language: str = "en"
+
+    @cached_property
+    def unspaced(self) -> bool:
+        return is_unspaced(self.language)
+
+    @property
+    def tokens_per_word(self) -> int:
+        """Word tokens per word in the n-gram rules: 2 characters for unspaced scripts (a Chinese or Japanese
+        word is 1.5-2 characters), so an n-gram is a phrase of n words there too, not of n characters."""
+        return 2 if self.unspaced else 1
 
     @cached_property
     def lines(self) -> list[str]:
@@ -59,7 +92,10 @@ class TextStats:
 
     @cached_property
     def words(self) -> list[str]:
-        """Whitespace tokens that hold a letter or digit (punctuation-only tokens are not words)."""
+        """Whitespace tokens that hold a letter or digit (punctuation-only tokens are not words); for a language
+        written without spaces, each character of its script and each run of other letters and digits."""
+        if self.unspaced:
+            return _UNSPACED_WORD.findall(self.text)
         return [t for t in self.tokens if _ALNUM.search(t)]
 
     @cached_property
@@ -100,6 +136,9 @@ def word_count(s: TextStats, cfg: FiltersConfig) -> float | None:
 
 
 def mean_word_length(s: TextStats, cfg: FiltersConfig) -> float | None:
+    """Off for languages written without spaces, whose words are counted as characters."""
+    if s.unspaced:
+        return None
     mean = _ratio(sum(len(w) for w in s.words), len(s.words))
     return _first_failure(_below(mean, cfg.min_mean_word_length), _above(mean, cfg.max_mean_word_length))
 
@@ -125,7 +164,9 @@ def alpha_words(s: TextStats, cfg: FiltersConfig) -> float | None:
 
 
 def stop_words(s: TextStats, cfg: FiltersConfig) -> float | None:
-    return _below(sum(w in STOP_WORDS for w in s.lower_words), cfg.min_stop_words)
+    """Off for a language without a stop-word list."""
+    words = STOP_WORDS.get(s.language)
+    return None if words is None else _below(sum(w in words for w in s.lower_words), cfg.min_stop_words)
 
 
 def repeated_lines(s: TextStats, cfg: FiltersConfig) -> float | None:
@@ -161,7 +202,7 @@ def top_ngrams(s: TextStats, cfg: FiltersConfig) -> float | None:
     total = sum(len(w) for w in words)
     limits = {2: cfg.max_top_2gram_char_ratio, 3: cfg.max_top_3gram_char_ratio, 4: cfg.max_top_4gram_char_ratio}
     for n, limit in limits.items():
-        counts = Counter(_ngrams(words, n))
+        counts = Counter(_ngrams(words, n * s.tokens_per_word))
         if counts:
             gram, freq = counts.most_common(1)[0]
             share = _ratio(sum(len(w) for w in gram) * freq, total)
@@ -171,13 +212,16 @@ def top_ngrams(s: TextStats, cfg: FiltersConfig) -> float | None:
 
 
 def _dup_ngram_char_ratio(words: list[str], n: int) -> float:
-    """Fraction of word characters inside some n-gram that occurs more than once (each word counted once)."""
-    grams = _ngrams(words, n)
-    counts = Counter(grams)
+    """Fraction of word characters inside a repeat of an earlier n-gram (each word counted once).
+
+    Repeats only, as the Gopher paper and datatrove count: a passage quoted twice counts once, not twice.
+    """
+    seen: set[tuple[str, ...]] = set()
     covered = [False] * len(words)
-    for i, gram in enumerate(grams):
-        if counts[gram] > 1:
+    for i, gram in enumerate(_ngrams(words, n)):
+        if gram in seen:
             covered[i : i + n] = [True] * n
+        seen.add(gram)
     return _ratio(sum(len(w) for w, c in zip(words, covered, strict=True) if c), sum(len(w) for w in words))
 
 
@@ -190,13 +234,14 @@ def dup_ngrams(s: TextStats, cfg: FiltersConfig) -> float | None:
     """
     words = s.lower_words
     step = (cfg.max_dup_5gram_char_ratio - cfg.max_dup_10gram_char_ratio) / 5
-    first = _dup_ngram_char_ratio(words, 5)
+    scale = s.tokens_per_word
+    first = _dup_ngram_char_ratio(words, 5 * scale)
     if first <= min(cfg.max_dup_5gram_char_ratio, cfg.max_dup_10gram_char_ratio):
         return None
     if first > cfg.max_dup_5gram_char_ratio:
         return first
     for n in range(6, 11):
-        share = _dup_ngram_char_ratio(words, n)
+        share = _dup_ngram_char_ratio(words, n * scale)
         if share > cfg.max_dup_5gram_char_ratio - step * (n - 5):
             return share
     return None
@@ -213,10 +258,14 @@ def curly_braces(s: TextStats, cfg: FiltersConfig) -> float | None:
 
 
 def min_sentences(s: TextStats, cfg: FiltersConfig) -> float | None:
+    if s.language in NO_SENTENCE_MARKS:
+        return None
     return _below(len(_SENTENCE_END.findall(s.text)), cfg.min_num_sentences)
 
 
 def terminal_punctuation(s: TextStats, cfg: FiltersConfig) -> float | None:
+    if s.language in NO_SENTENCE_MARKS:
+        return None
     ended = sum(line.endswith(TERMINAL_PUNCT) for line in s.lines)
     return _below(_ratio(ended, len(s.lines)), cfg.min_terminal_punct_line_ratio)
 
@@ -262,11 +311,11 @@ RULES: list[tuple[str, Rule]] = [
 ]  # fmt: skip
 
 
-def failed_rule(text: str, cfg: FiltersConfig) -> tuple[str, float] | None:
-    """(name, measured value) of the first enabled rule `text` fails, or None when it passes them all."""
+def failed_rule(text: str, cfg: FiltersConfig, language: str = "en") -> tuple[str, float] | None:
+    """(name, measured value) of the first enabled rule `text` in `language` fails, or None when it passes all."""
     if not cfg.enabled:
         return None
-    stats = TextStats(text)
+    stats = TextStats(text, language)
     for name, measure in RULES:
         if getattr(cfg, name):
             value = measure(stats, cfg)
@@ -275,7 +324,53 @@ def failed_rule(text: str, cfg: FiltersConfig) -> tuple[str, float] | None:
     return None
 
 
-def drop_reason(text: str, cfg: FiltersConfig) -> tuple[str, float] | None:
+def drop_reason(text: str, cfg: FiltersConfig, language: str = "en") -> tuple[str, float] | None:
     """(ledger reason `filter:<rule>`, the measured value that failed) for dropping `text`, or None to keep it."""
-    failed = failed_rule(text, cfg)
+    failed = failed_rule(text, cfg, language)
     return None if failed is None else (f"filter:{failed[0]}", failed[1])
+
+
+def language_drop(label: str, score: float, cfg: FiltersConfig) -> tuple[str, float] | None:
+    """("filter:language", the score) when filters.languages is a list the label is not in with enough score."""
+    if cfg.languages == "all" or (label in cfg.languages and score >= cfg.min_language_score):
+        return None
+    return "filter:language", score
+
+
+@dataclass(frozen=True)
+class UrlBlocklist:
+    """Domains (matching their subdomains) and URL prefixes, one a line in a file; `#` starts a comment.
+
+    A line `example.com` blocks every URL on example.com and *.example.com; `example.com/ads/` blocks the URLs
+    on those hosts whose path starts with /ads/. Lookup walks the URL's host suffixes: O(labels), any list size.
+    """
+
+    paths_by_domain: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def from_file(cls, path: str) -> UrlBlocklist:
+        found: dict[str, list[str]] = {}
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                entry = line.split("#")[0].strip().lower()
+                if entry:
+                    host, path_prefix = _host_and_path(entry if "://" in entry else f"http://{entry}")
+                    found.setdefault(host, []).append(path_prefix)
+        return cls({host: tuple(paths) for host, paths in found.items()})
+
+    def blocks(self, url: str) -> bool:
+        host, path = _host_and_path(url.lower())
+        labels = host.split(".")
+        for i in range(len(labels)):
+            prefixes = self.paths_by_domain.get(".".join(labels[i:]))
+            if prefixes and any(path.startswith(p) for p in prefixes):
+                return True
+        return False
+
+
+def _host_and_path(url: str) -> tuple[str, str]:
+    """(host without port or www., path) of an absolute URL; the path is '' when the URL has none."""
+    rest = url.split("://", 1)[-1]
+    host, slash, path = rest.partition("/")
+    host = host.rsplit("@", 1)[-1].split(":")[0].removeprefix("www.")
+    return host, slash + path

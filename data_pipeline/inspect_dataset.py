@@ -1,7 +1,8 @@
 """Show what a pipeline output folder holds: what was dropped and why, then the dataset (counts, dtype, a sample).
 
 From stats.json (`pipeline dedup` and `pipeline run`): documents read and kept, the count per drop reason, the
-per-input breakdown and the filter warnings; from manifest.json (`pipeline run`): counts per split, dtype, a
+per-input breakdown and the filter warnings, and for web archives what extraction dropped; from kept/: the
+languages and the domains of the kept documents (the first `KEPT_SAMPLE` of them); from manifest.json (`pipeline run`): counts per split, dtype, a
 decoded sample and document lengths. Each histogram is printed as text and saved under DIR/inspect/ as a PNG
 (matplotlib with the Agg backend: no display needed, and matplotlib does not import torch).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,9 @@ from data_pipeline.tokenizer import load_tokenizer
 
 HISTOGRAM_BINS = 12
 BAR_WIDTH = 40
+KEPT_SAMPLE = 100_000  # kept documents read for the language and domain tables
+TOP_ROWS = 15
+WEB_ARCHIVE_REASONS = ("skipped:", "extract:")  # records of a web archive that held no page, or no main text
 
 
 def doc_lengths(data_dir: str | os.PathLike, split: str, manifest: dict | None = None) -> np.ndarray:
@@ -67,9 +72,58 @@ def drop_reason_lines(stats: dict) -> list[str]:
     return lines
 
 
+def extraction_lines(stats: dict) -> list[str]:
+    """What web archive reading dropped before any filter: records without a page, pages without main text."""
+    dropped = {r: n for r, n in stats["dropped"].items() if r.startswith(WEB_ARCHIVE_REASONS)}
+    if not dropped:
+        return []
+    lines = ["web archive records dropped before the filters (no page, or no main text in it):"]
+    return lines + [f"  {reason:<28} {n:>9}" for reason, n in sorted(dropped.items())]
+
+
+def _domain(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1].split(":")[0].lower().removeprefix("www.")
+
+
+def kept_metadata(data_dir: str | os.PathLike, limit: int = KEPT_SAMPLE) -> tuple[int, Counter, Counter, Counter]:
+    """(documents read, count per language, summed language score per language, count per URL domain)."""
+    languages, scores, domains, read = Counter(), Counter(), Counter(), 0
+    for part in sorted((Path(data_dir) / "kept").glob("part-*.jsonl")):
+        with open(part, encoding="utf-8") as f:
+            for line in f:
+                if read == limit:
+                    return read, languages, scores, domains
+                record, read = json.loads(line), read + 1
+                languages[record.get("language", "?")] += 1
+                scores[record.get("language", "?")] += record.get("language_score", 0.0)
+                if isinstance(record.get("url"), str):
+                    domains[_domain(record["url"])] += 1
+    return read, languages, scores, domains
+
+
+def _most_common(counts: Counter) -> list[tuple[str, int]]:
+    """The TOP_ROWS largest counts, ties by name: the same table on every run."""
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ROWS]
+
+
+def kept_metadata_lines(data_dir: str | os.PathLike) -> list[str]:
+    """The kept documents' languages (with their mean score) and URL domains, most common first."""
+    read, languages, scores, domains = kept_metadata(data_dir)
+    if not read:
+        return []
+    sample = f"first {read} kept documents" if read == KEPT_SAMPLE else f"{read} kept documents"
+    lines = [f"languages ({sample}; language, documents, mean score):"]
+    lines += [f"  {lang:<8} {n:>9} {scores[lang] / n:6.3f} {_bar(n, read)}" for lang, n in _most_common(languages)]
+    if domains:
+        lines.append(f"domains ({sample}, {len(domains)} distinct):")
+        lines += [f"  {domain:<40} {n:>9}" for domain, n in _most_common(domains)]
+    return lines
+
+
 def _reason_color(reason: str) -> str:
     kind = reason.split(":")[0]
-    return {"bad_input": "tab:red", "filter": "tab:orange"}.get(kind, "tab:blue")
+    colors = {"bad_input": "tab:red", "filter": "tab:orange", "skipped": "tab:gray", "extract": "tab:purple"}
+    return colors.get(kind, "tab:blue")
 
 
 def save_drop_reasons_png(stats: dict, path: Path) -> Path:
@@ -136,6 +190,8 @@ def report(data_dir: str | os.PathLike, max_chars: int = 300) -> tuple[list[str]
     if stats_path.is_file():
         stats = json.loads(stats_path.read_text())
         lines += drop_reason_lines(stats)
+        lines += extraction_lines(stats)
+        lines += kept_metadata_lines(data_dir)
         pngs.append(save_drop_reasons_png(stats, Path(data_dir) / "inspect" / "drop_reasons.png"))
         lines.append(f"drop reasons plot: {pngs[-1]}")
     if has_manifest:

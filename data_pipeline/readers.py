@@ -1,4 +1,4 @@
-"""Readers: jsonl (plain, .gz, .zst), parquet and plain text, from files, directories and globs.
+"""Readers: jsonl (plain, .gz, .zst), parquet, plain text and web archives (WARC/WET), from files, dirs and globs.
 
 A reader yields `Document`s and `Reject`s, never raises on bad input: a malformed line, a missing or non-string
 text field, invalid UTF-8, NUL bytes, an empty document, one over `read.max_chars` and a truncated gzip/zstd
@@ -9,11 +9,16 @@ mark at the start of a file is skipped.
 Every compressed or plain stream is read in bounded chunks and split into lines in linear time. A line too long
 to hold a text within `read.max_chars` (more than `line_byte_limit` bytes) is rejected as `too_long` before it
 is decoded or parsed, and its bytes are counted, not kept: a 100 MB line costs one chunk of memory.
+
+Metadata survives next to the text (`Document.meta`): a web page's url and date (data_pipeline/warc.py), and a
+jsonl or parquet record's fields named by `read.keep_fields` (by default all of them, as a user who wrote them
+expects; the fields the pipeline writes itself, `documents.PIPELINE_FIELDS`, are its own).
 """
 
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import difflib
 import glob
 import gzip
@@ -26,12 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from data_pipeline import warc
 from data_pipeline.config import ReadConfig
-from data_pipeline.documents import Document, Reject
+from data_pipeline.documents import PIPELINE_FIELDS, Document, Reject
 from data_pipeline.errors import PipelineError
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".jsonl.zstd", ".ndjson.zst")
-SUFFIXES = (*JSONL_SUFFIXES, ".parquet", ".txt")
+SUFFIXES = (*JSONL_SUFFIXES, ".parquet", ".txt", *warc.SUFFIXES)
 _CHUNK = 1 << 16  # bytes per read (compressed bytes per zstd decompress call: bounds what one call returns)
 _EXCERPT_CHARS = 200
 _MAX_ESCAPED_CHAR_BYTES = 12  # a JSON-escaped character outside the BMP ("\\ud83d\\ude00") is 12 bytes
@@ -214,7 +220,9 @@ def _excerpt(raw: bytes | str) -> str:
     return text[:_EXCERPT_CHARS]
 
 
-def make_document(text: object, doc_id: object, source: str, line: int, cfg: ReadConfig) -> Document | Reject:
+def make_document(
+    text: object, doc_id: object, source: str, line: int, cfg: ReadConfig, meta: dict | None = None
+) -> Document | Reject:
     """Validate and NFC-normalize one text; every way it can be unusable has its own reject reason."""
     if text is None:
         return Reject(source, line, "missing_text", f"no '{cfg.text_field}' field (read.text_field)")
@@ -235,7 +243,15 @@ def make_document(text: object, doc_id: object, source: str, line: int, cfg: Rea
     if len(text) > cfg.max_chars:
         return Reject(source, line, "too_long", f"{len(text)} chars > read.max_chars={cfg.max_chars}", _excerpt(text))
     text = unicodedata.normalize("NFC", text)
-    return Document(str(doc_id) if doc_id is not None else f"{source}:{line}", text, source, line)
+    return Document(str(doc_id) if doc_id is not None else f"{source}:{line}", text, source, line, meta or {})
+
+
+def kept_fields(record: dict, cfg: ReadConfig) -> dict[str, object]:
+    """The fields of an input record that read.keep_fields names (all, none, or a list), less the pipeline's own."""
+    if cfg.keep_fields == "none":
+        return {}
+    names = record if cfg.keep_fields == "all" else [n for n in cfg.keep_fields if n in record]
+    return {n: record[n] for n in names if n not in PIPELINE_FIELDS and n != cfg.text_field and n != cfg.id_field}
 
 
 def _too_long_line(overlong: OverlongLine, source: str, line: int, cfg: ReadConfig) -> Reject:
@@ -271,20 +287,34 @@ def _parse_json_line(
             source, line, "malformed_json", f"line is a JSON {type(record).__name__}, not an object", _excerpt(decoded)
         )
     _note_fields(record, cfg, position)
-    return make_document(record.get(cfg.text_field), record.get(cfg.id_field), source, line, cfg)
+    return make_document(
+        record.get(cfg.text_field), record.get(cfg.id_field), source, line, cfg, kept_fields(record, cfg)
+    )
+
+
+def jsonl_line_item(
+    raw: bytes | OverlongLine, path: str, line: int, cfg: ReadConfig, position: ReadPosition | None = None
+) -> Document | Reject | None:
+    """One jsonl line (without its newline) as a document or a reject; None for a blank line.
+
+    The one line handling of whole files and of byte ranges (data_pipeline/tasks.py), so both have the
+    long-line guard: their lines come from a `LineSplitter`.
+    """
+    if isinstance(raw, OverlongLine):
+        return _too_long_line(raw, path, line, cfg)
+    if line == 1:  # a UTF-8 byte-order mark is not part of the first record
+        raw = raw.removeprefix(codecs.BOM_UTF8)
+    if not raw.strip():  # a blank line separates nothing and holds no record, but counts as a line
+        return None
+    return _parse_json_line(raw.rstrip(b"\r"), path, line, cfg, position)
 
 
 def read_jsonl(path: str, cfg: ReadConfig, position: ReadPosition | None = None) -> Iterator[Document | Reject]:
     line = 0
     try:
         for line, raw in enumerate(_raw_lines(path, position, line_byte_limit(cfg)), start=1):
-            if isinstance(raw, OverlongLine):
-                yield _too_long_line(raw, path, line, cfg)
-                continue
-            if line == 1:
-                raw = raw.removeprefix(codecs.BOM_UTF8)
-            if raw.strip():  # a blank line separates nothing and holds no record
-                yield _parse_json_line(raw.rstrip(b"\r"), path, line, cfg, position)
+            if (item := jsonl_line_item(raw, path, line, cfg, position)) is not None:
+                yield item
     except TruncatedStream as e:
         reason = "truncated_gzip" if path.lower().endswith(".gz") else "truncated_zstd"
         yield Reject(path, line + 1, reason, f"{e}; the records after line {line} are lost")
@@ -298,17 +328,15 @@ def read_parquet(path: str, cfg: ReadConfig, position: ReadPosition | None = Non
         names = set(parquet.schema_arrow.names)
         if position is not None and cfg.text_field not in names:
             position.fields_without_text.update(sorted(names)[:_MAX_FIELD_NAMES])
-        columns = [c for c in (cfg.text_field, cfg.id_field) if c in names]
+        wanted = [cfg.text_field, cfg.id_field, *kept_fields(dict.fromkeys(names), cfg)]
+        columns = [c for c in dict.fromkeys(wanted) if c in names]
         line = 0
         for batch in parquet.iter_batches(columns=columns or None, batch_size=8192):
-            data = batch.to_pydict()
-            texts, ids = (
-                data.get(cfg.text_field, [None] * batch.num_rows),
-                data.get(cfg.id_field, [None] * batch.num_rows),
-            )
-            for text, doc_id in zip(texts, ids, strict=True):
+            for record in batch.to_pylist():
                 line += 1
-                yield make_document(text, doc_id, path, line, cfg)
+                yield make_document(
+                    record.get(cfg.text_field), record.get(cfg.id_field), path, line, cfg, kept_fields(record, cfg)
+                )
     except (OSError, ValueError) as e:  # pyarrow.ArrowInvalid is a ValueError
         yield Reject(path, 0, "unreadable_file", f"not a readable parquet file: {e}"[:300])
 
@@ -348,6 +376,16 @@ def read_text(path: str, cfg: ReadConfig) -> Iterator[Document | Reject]:
         yield _text_document(block, path, line, cfg)
 
 
+def read_web_archive(path: str, cfg: ReadConfig) -> Iterator[Document | Reject]:
+    """The pages of a WARC or WET file as documents with their url and date (data_pipeline/warc.py)."""
+    for page in warc.archive_pages(path, line_byte_limit(cfg)):
+        if isinstance(page, Reject):
+            yield page
+            continue
+        doc = make_document(page.text, page.record_id, path, page.line, cfg, {"url": page.url, "date": page.date})
+        yield dataclasses.replace(doc, offset=page.offset) if isinstance(doc, Reject) else doc
+
+
 def read_file(path: str, cfg: ReadConfig, position: ReadPosition | None = None) -> Iterator[Document | Reject]:
     """Documents and rejects of one input file, in file order; `position` follows the bytes consumed (jsonl).
 
@@ -358,6 +396,8 @@ def read_file(path: str, cfg: ReadConfig, position: ReadPosition | None = None) 
         items = read_jsonl(path, cfg, position)
     elif lower.endswith(".parquet"):
         items = read_parquet(path, cfg, position)
+    elif warc.is_web_archive(path):
+        items = read_web_archive(path, cfg)
     else:
         items = read_text(path, cfg)
     yield from strict_items(items, cfg)
@@ -366,9 +406,10 @@ def read_file(path: str, cfg: ReadConfig, position: ReadPosition | None = None) 
 def strict_items(items: Iterator[Document | Reject], cfg: ReadConfig) -> Iterator[Document | Reject]:
     """The items as they are; under read.strict the first reject raises StrictInputError naming file:line."""
     for item in items:
-        if cfg.strict and isinstance(item, Reject):
+        if cfg.strict and isinstance(item, Reject) and item.kind == "bad_input":
+            at = "" if item.offset is None else f" (byte offset {item.offset})"
             raise StrictInputError(
-                f"{item.source}:{item.line}: bad input ({item.reason}): {item.detail}; "
+                f"{item.source}:{item.line}{at}: bad input ({item.reason}): {item.detail}; "
                 "fix the record or run without --strict to skip and count bad records in DIR/rejects/"
             )
         yield item

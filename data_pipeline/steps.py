@@ -1,11 +1,12 @@
 """The per-document steps of the dedup stage, each a small unit with one contract, and a batch of them.
 
-    quality filter   text -> (reason, value) | None        (data_pipeline/filters.py decides)
+    quality filter   document -> (reason, value) | None    (URL block list, language, data_pipeline/filters.py)
     exact key        texts -> (n, 2) uint64 xxh3_128       (data_pipeline/dedup/exact.py)
     MinHash          texts -> (n, num_perm) uint32         (data_pipeline/dedup/minhash.py)
 
-Reading and NFC normalisation are the readers' step (data_pipeline/tasks.py `read_task`). `scan_batch` runs the
-steps over one batch of texts: the exact key and the signature only for the texts the filters keep. It is what
+Reading, HTML extraction and NFC normalisation are the readers' step (data_pipeline/tasks.py `read_task`).
+`scan_batch` runs the steps over one batch of documents: language identification and the filters for each,
+the exact key and the signature only for the texts the filters keep. It is what
 a local worker process executes (data_pipeline/executor.py feeds batches in order, a bounded number in flight);
 it knows nothing of files, ranks or pools, so the same function runs inline, in a pool, or on any rank.
 """
@@ -16,20 +17,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data_pipeline import language
 from data_pipeline.config import DedupConfig, FiltersConfig
 from data_pipeline.dedup import minhash
 from data_pipeline.dedup.exact import exact_text_hashes
-from data_pipeline.filters import drop_reason
+from data_pipeline.documents import Document
+from data_pipeline.filters import UrlBlocklist, drop_reason, language_drop
 
 
 class QualityFilter:
-    """The recipe's quality filters: why a text is dropped (ledger reason and measured value), or None."""
+    """The recipe's filters: why a document is dropped (ledger reason and measured value), or None.
+
+    In order: the URL block list (value 1.0), the language list (value: the label's score), then the quality
+    rules of the document's language.
+    """
 
     def __init__(self, cfg: FiltersConfig) -> None:
         self.cfg = cfg
+        self.blocklist = UrlBlocklist.from_file(cfg.url_blocklist) if cfg.url_blocklist else None
 
-    def verdict(self, text: str) -> tuple[str, float] | None:
-        return drop_reason(text, self.cfg)
+    def verdict(self, doc: Document) -> tuple[str, float] | None:
+        url = doc.meta.get("url")
+        if self.blocklist and isinstance(url, str) and self.blocklist.blocks(url):
+            return "filter:url_blocklist", 1.0
+        label, score = language.identify(doc.text)
+        return language_drop(label, score, self.cfg) or drop_reason(doc.text, self.cfg, label)
 
 
 class ExactKey:
@@ -77,9 +89,9 @@ class Steps:
         self.signature = Signature(dedup) if dedup.near else None
         self.num_perm = dedup.num_perm
 
-    def scan(self, texts: list[str]) -> ScannedBatch:
-        verdicts = [self.filter.verdict(t) for t in texts] if self.filter else [None] * len(texts)
-        kept = [t for t, v in zip(texts, verdicts, strict=True) if v is None]
+    def scan(self, docs: list[Document]) -> ScannedBatch:
+        verdicts = [self.filter.verdict(d) for d in docs] if self.filter else [None] * len(docs)
+        kept = [d.text for d, v in zip(docs, verdicts, strict=True) if v is None]
         signatures = self.signature.signatures(kept) if self.signature else np.zeros((len(kept), 0), np.uint32)
         return ScannedBatch(
             verdicts=verdicts,
@@ -98,7 +110,7 @@ def init_steps(filters: FiltersConfig, dedup: DedupConfig) -> None:
     _STEPS = Steps(filters, dedup)
 
 
-def scan_batch(texts: list[str]) -> ScannedBatch:
-    """The unit of work a local worker executes: the steps over one batch of texts."""
+def scan_batch(docs: list[Document]) -> ScannedBatch:
+    """The unit of work a local worker executes: the steps over one batch of documents."""
     assert _STEPS is not None, "init_steps must run first in this process"
-    return _STEPS.scan(texts)
+    return _STEPS.scan(docs)

@@ -12,7 +12,7 @@ Choices that matter for users:
   grow with the corpus and no giant temporary text file is written. Time is bounded too: past ~2 GB of kept
   text only a hashed share of the documents is parsed at all (`document_fraction`).
 - Determinism. The sampling seed is set with `set_random_generator_seed`; the same input and recipe give the
-  same `spm.model` bytes (tests/test_tokenizer.py trains twice and compares). Measured: the trainer's result
+  same `spm.model` bytes (tests/unit/test_tokenizer.py trains twice and compares). Measured: the trainer's result
   depends on its thread count (1 and 2 threads give different models), not on the cores present, so
   `num_threads=0` means a fixed TRAINER_THREADS rather than "all cores" -- a model does not change with the machine.
 - Known limit: a literal U+2581 (the "▁" SentencePiece uses for a space) in a document decodes as a space;
@@ -58,13 +58,19 @@ def trainer_threads(num_threads: int) -> int:
     return num_threads if num_threads > 0 else TRAINER_THREADS
 
 
+def part_order(path: Path) -> tuple[int, str]:
+    """Sort key of kept/ parts: by task number, which names part-NNNNN with at least 5 digits (past 100,000 tasks
+    a longer number sorts before a shorter one by name); longer numbers are larger, equal lengths sort by name."""
+    return len(path.name), path.name
+
+
 def kept_files(path: str | os.PathLike) -> list[Path]:
-    """The kept/ parts in rank order (= global document order), or the single jsonl file given."""
+    """The kept/ parts in task order (= global document order, `part_order`), or the single jsonl file given."""
     path = Path(path)
     if path.is_file():
         return [path]
     folder = path / "kept" if (path / "kept").is_dir() else path
-    files = sorted(folder.glob("*.jsonl"))
+    files = sorted(folder.glob("*.jsonl"), key=part_order)
     if not files:
         raise TokenizerError(f"{path}: no *.jsonl documents; pass a kept/ folder, a `pipeline dedup` output or a jsonl")
     return files
@@ -140,7 +146,7 @@ def sample_documents(files: list[Path], fraction: float, sample_dir: Path) -> li
     """Write the document lines of each file that the hashed `fraction` picks to sample_dir/<file name>.
 
     The same pick as `iter_documents(files, fraction)`, so training on the samples with fraction 1 sees the
-    same documents in the same order. Ranks each sample their share of kept/ in parallel (tokenize_stage.py).
+    same documents in the same order. Ranks each sample their share of kept/ in parallel (stages/tokenize.py).
     """
     sample_dir.mkdir(parents=True, exist_ok=True)
     cutoff, written = fraction * 2.0**64, []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import sys
 from collections.abc import Callable, Sequence
 
@@ -64,15 +65,36 @@ def main(
         before_run()
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except BrokenPipeError:
-        return stdout_closed()
+    except BrokenPipeError as err:
+        if stdout_reader_gone():
+            return stdout_closed()
+        return _failed(args.command, err, on_failure)
     except BaseException as err:  # noqa: BLE001 -- the command's handler decides; SystemExit passes
         if isinstance(err, SystemExit):
             raise
-        code = on_failure(args.command, err)
-        if code is None:
-            raise
-        return code
+        return _failed(args.command, err, on_failure)
+
+
+def _failed(command: str, err: BaseException, on_failure: FailureHandler) -> int:
+    code = on_failure(command, err)
+    if code is None:
+        raise err
+    return code
+
+
+def stdout_reader_gone(fd: int | None = None) -> bool:
+    """True when `fd` (stdout by default) is a pipe whose reader has closed it.
+
+    A BrokenPipeError alone does not say that: a socket or a subprocess pipe written deep inside a run raises it
+    too, and that must stay an error. Linux reports POLLERR on the write end of a pipe with no reader.
+    """
+    try:
+        fd = sys.stdout.fileno() if fd is None else fd
+    except (ValueError, OSError):  # no file descriptor (a captured or closed sys.stdout): not a closed pipe
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 def stdout_closed() -> int:

@@ -20,16 +20,23 @@ import os
 import random
 import re
 import shutil
+import subprocess
+import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from infra.files import write_text
 from pretrain import ckpt_integrity
 from pretrain.errors import PretrainError
+
+if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
@@ -37,6 +44,19 @@ LATEST = "latest"
 UNIVERSAL_SUFFIX = ".universal"
 CLIENT_STATE = "client_state.json"
 TAG_RE = re.compile(r"^step(\d{8})$")
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """One checkpoint: the checkpoints/ folder that DeepSpeed saves into and loads from, and the tag under it."""
+
+    folder: Path  # RUN/checkpoints
+    tag: str  # step00000100
+
+    @property
+    def path(self) -> Path:
+        """The tag folder itself, RUN/checkpoints/step00000100."""
+        return self.folder / self.tag
 
 
 def tag_for(step: int) -> str:
@@ -51,6 +71,8 @@ def rng_state() -> dict:
     (`deepspeed.checkpointing.get_cuda_rng_tracker()`), whose named states activation checkpointing and
     model-parallel dropout fork from.
     """
+    # imported here, not at the top: `pretrain export/evaluate/generate` find checkpoints through this module, and
+    # importing DeepSpeed before pretrain/interop/consolidated.py names the accelerator prints a guess on stdout
     from deepspeed.accelerator import get_accelerator
     from deepspeed.runtime.activation_checkpointing.checkpointing import get_cuda_rng_tracker
 
@@ -64,6 +86,7 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     """Restore what `rng_state` saved (a checkpoint from before the accelerator entries restores the CPU ones)."""
+    # imported here, not at the top: see rng_state
     from deepspeed.accelerator import get_accelerator
     from deepspeed.runtime.activation_checkpointing.checkpointing import get_cuda_rng_tracker
 
@@ -83,15 +106,11 @@ def tokenizer_reference(manifest: dict) -> dict:
 
 
 def _world_size() -> int:
-    import torch.distributed as dist
-
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
-def save(engine: Any, run_dir: str | os.PathLike, step: int, client_state: dict, keep_last: int) -> Path:
+def save(engine: DeepSpeedEngine, run_dir: str | os.PathLike, step: int, client_state: dict, keep_last: int) -> Path:
     """Save a partitioned checkpoint; mark it complete and move `latest` only after every rank wrote."""
-    import torch.distributed as dist
-
     root = Path(run_dir) / CHECKPOINTS
     tag = tag_for(step)
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -137,8 +156,8 @@ def prune(root: Path, keep_last: int) -> None:
         shutil.rmtree(root / (tag + UNIVERSAL_SUFFIX), ignore_errors=True)
 
 
-def find_resumable(run_dir: str | os.PathLike) -> tuple[Path, str] | None:
-    """The newest complete checkpoint of a run as (ckpt_root, tag); incomplete newer ones are skipped loudly."""
+def find_resumable(run_dir: str | os.PathLike) -> CheckpointRef | None:
+    """The newest complete checkpoint of a run; incomplete newer ones are skipped loudly."""
     root = Path(run_dir) / CHECKPOINTS
     complete = complete_tags(root)
     all_tags = sorted(p.name for p in root.iterdir() if TAG_RE.match(p.name)) if root.is_dir() else []
@@ -149,17 +168,17 @@ def find_resumable(run_dir: str | os.PathLike) -> tuple[Path, str] | None:
                 stacklevel=2,
             )
     intact = ckpt_integrity.newest_intact(root, complete)  # a corrupt newest one falls back, named
-    return (root, intact) if intact else None
+    return CheckpointRef(root, intact) if intact else None
 
 
-def resolve_checkpoint(run_or_ckpt: str | os.PathLike) -> tuple[Path, str]:
-    """Accept a run folder, its checkpoints/ folder or one tag folder; return (ckpt_root, tag)."""
+def resolve_checkpoint(run_or_ckpt: str | os.PathLike) -> CheckpointRef:
+    """Accept a run folder, its checkpoints/ folder or one tag folder; return its newest complete checkpoint."""
     path = Path(run_or_ckpt)
     if TAG_RE.match(path.name) and path.is_dir():
         if not (path / COMPLETE).is_file():
             raise PretrainError(f"{path}: checkpoint has no {COMPLETE} marker (interrupted save); pick another")
         ckpt_integrity.verify(path)
-        return path.parent, path.name
+        return CheckpointRef(path.parent, path.name)
     run_dir = path.parent if path.name == CHECKPOINTS else path
     found = find_resumable(run_dir)
     if found is None:
@@ -167,33 +186,26 @@ def resolve_checkpoint(run_or_ckpt: str | os.PathLike) -> tuple[Path, str]:
     return found
 
 
-def saved_world_size(ckpt_root: Path, tag: str) -> int:
-    return int(json.loads((ckpt_root / tag / COMPLETE).read_text()).get("world_size", 1))
+def saved_world_size(ref: CheckpointRef) -> int:
+    return int(json.loads((ref.path / COMPLETE).read_text()).get("world_size", 1))
 
 
-def to_universal(ckpt_root: Path, tag: str) -> str:
+def to_universal(ref: CheckpointRef) -> str:
     """Convert a ZeRO checkpoint to DeepSpeed's universal format (rank 0, once) so another world size loads it.
 
     ZeRO partitions optimizer state by data-parallel rank; DeepSpeed refuses to load it on a different number
     of ranks unless it is first re-sliced per parameter by `deepspeed.checkpoint.ds_to_universal`.
     """
-    import subprocess
-    import sys
-
-    import torch.distributed as dist
-
-    out = ckpt_root / (tag + UNIVERSAL_SUFFIX)
+    out = ref.folder / (ref.tag + UNIVERSAL_SUFFIX)
     rank = dist.get_rank() if dist.is_initialized() else 0
     if rank == 0 and not (out / COMPLETE).is_file():
         shutil.rmtree(out, ignore_errors=True)
-        cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(ckpt_root / tag)]
+        cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(ref.path)]
         cmd += ["--output_folder", str(out), "--num_extract_workers", "1", "--num_merge_workers", "1"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(
-                f"{ckpt_root / tag}: conversion to a universal checkpoint failed:\n{proc.stderr[-2000:]}"
-            )
-        write_text(out / COMPLETE, json.dumps({"tag": tag, "universal": True}) + "\n")
+            raise RuntimeError(f"{ref.path}: conversion to a universal checkpoint failed:\n{proc.stderr[-2000:]}")
+        write_text(out / COMPLETE, json.dumps({"tag": ref.tag, "universal": True}) + "\n")
     if dist.is_initialized():
         dist.barrier()
     return out.name
@@ -216,31 +228,29 @@ def _repair_universal_optimizer_state(optimizer: torch.optim.Optimizer, group_de
             state["step"] = state["step"].clone()
 
 
-def load(engine: Any, ckpt_root: Path, tag: str, load_optimizer: bool = True) -> dict:
+def load(engine: DeepSpeedEngine, ref: CheckpointRef, load_optimizer: bool = True) -> dict:
     """Load a partitioned checkpoint into the engine, restore this rank's RNG, return client_state.
 
     Saved on another number of ranks: converted to a universal checkpoint first (optimizer state included).
     """
-    import torch.distributed as dist
-
-    load_tag = tag
-    universal = saved_world_size(ckpt_root, tag) != _world_size()
+    load_tag = ref.tag
+    universal = saved_world_size(ref) != _world_size()
     if universal:
-        load_tag = to_universal(ckpt_root, tag)
+        load_tag = to_universal(ref)
         engine._config.load_universal_checkpoint = True  # DeepSpeed reads this flag at load time
     group_decay = [g["weight_decay"] for g in engine.optimizer.optimizer.param_groups]
     load_path, client_state = engine.load_checkpoint(
-        str(ckpt_root), tag=load_tag, load_optimizer_states=load_optimizer, load_lr_scheduler_states=load_optimizer
+        str(ref.folder), tag=load_tag, load_optimizer_states=load_optimizer, load_lr_scheduler_states=load_optimizer
     )
     engine._config.load_universal_checkpoint = False
     if universal:
         _repair_universal_optimizer_state(engine.optimizer.optimizer, group_decay)
     if load_path is None:
-        raise RuntimeError(f"{ckpt_root / load_tag}: DeepSpeed could not load this checkpoint (see its log above)")
-    if (ckpt_root / tag / CLIENT_STATE).is_file():  # the universal format does not carry client_state
-        client_state = json.loads((ckpt_root / tag / CLIENT_STATE).read_text())
+        raise RuntimeError(f"{ref.folder / load_tag}: DeepSpeed could not load this checkpoint (see its log above)")
+    if (ref.path / CLIENT_STATE).is_file():  # the universal format does not carry client_state
+        client_state = json.loads((ref.path / CLIENT_STATE).read_text())
     rank = dist.get_rank() if dist.is_initialized() else 0
-    rng_file = ckpt_root / tag / f"trainer_state_rank{rank}.pt"
+    rng_file = ref.path / f"trainer_state_rank{rank}.pt"
     if rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=False))
     return client_state

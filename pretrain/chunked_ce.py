@@ -90,6 +90,8 @@ def enable_chunked_loss(model: nn.Module, chunk_tokens: int) -> None:
     model.loss_chunk_tokens = chunk_tokens
     weight = model.lm_head.weight
     if chunk_tokens and hasattr(weight, "ds_id"):
+        # imported here, not at the top: the single-device model imports this module, and importing DeepSpeed
+        # guesses the accelerator and prints it on stdout (export/evaluate/generate keep stdout for results)
         import deepspeed
 
         deepspeed.zero.register_external_parameter(model, weight)

@@ -16,13 +16,24 @@ import os
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
+import deepspeed
 import torch
+from deepspeed import DeepSpeedEngine
+from deepspeed.accelerator import get_accelerator
+from deepspeed.runtime.base_optimizer import ZeROOptimizer
 
 from infra import launcher_env
 from pretrain import rendezvous
+from pretrain.chunked_ce import enable_chunked_loss
+from pretrain.config import ModelConfig, RunConfig
 from pretrain.errors import ConfigError
+from pretrain.model import GPT
+
+# builds the single-device model from its config (GPT, or a test's variant of it)
+ModelFactory = Callable[[ModelConfig], torch.nn.Module]
+# a DeepSpeed JSON value: a number, string, bool, list or nested object
+JsonValue = bool | int | float | str | list | dict | None
 
 DS_CONFIG_DIR = Path(__file__).resolve().parent.parent / "ds_configs"
 
@@ -36,9 +47,6 @@ def init_distributed(timeout_s: float | None = None) -> tuple[int, int]:
     deepspeed/torchrun set RANK etc.; srun's variables are mapped to them (launcher_env); mpirun/mpiexec are
     found by DeepSpeed's MPI discovery. CPU (DS_ACCELERATOR=cpu) uses gloo, CUDA uses nccl.
     """
-    import deepspeed
-    from deepspeed.accelerator import get_accelerator
-
     os.environ.update(launcher_env.torch_distributed_env())
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
@@ -56,8 +64,6 @@ def init_distributed(timeout_s: float | None = None) -> tuple[int, int]:
 
 
 def device() -> torch.device:
-    from deepspeed.accelerator import get_accelerator
-
     return torch.device(get_accelerator().current_device_name())
 
 
@@ -78,7 +84,7 @@ def load_ds_json(path: str | os.PathLike) -> dict:
     )
 
 
-def computed_ds_values(cfg: Any, world_size: int, run_dir: str | os.PathLike) -> dict[str, Any]:
+def computed_ds_values(cfg: RunConfig, world_size: int, run_dir: str | os.PathLike) -> dict[str, JsonValue]:
     """The DeepSpeed keys derived from the run config, as dotted paths."""
     accum = cfg.grad_accum_steps(world_size)
     opt, train, log = cfg.optim, cfg.train, cfg.log
@@ -101,7 +107,7 @@ def computed_ds_values(cfg: Any, world_size: int, run_dir: str | os.PathLike) ->
     }
 
 
-def resolve_ds_config(template: dict, computed: dict[str, Any], source: str = "ds_config") -> dict:
+def resolve_ds_config(template: dict, computed: dict[str, JsonValue], source: str = "ds_config") -> dict:
     """Fill "auto"/missing keys from `computed`; an explicit value that disagrees is an error, never overridden."""
     resolved = json.loads(json.dumps(template))
     for dotted, value in computed.items():
@@ -120,7 +126,7 @@ def resolve_ds_config(template: dict, computed: dict[str, Any], source: str = "d
     return resolved
 
 
-def _same(a: Any, b: Any) -> bool:
+def _same(a: JsonValue, b: JsonValue) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(b)))
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
@@ -128,7 +134,7 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def ds_config_for_run(cfg: Any, world_size: int, run_dir: str | os.PathLike) -> dict:
+def ds_config_for_run(cfg: RunConfig, world_size: int, run_dir: str | os.PathLike) -> dict:
     """Load train.ds_config, fill and check it; the trainer writes the result to RUN/ds_config.json (rank 0)."""
     cfg.grad_accum_steps(world_size)  # ConfigError for batch arithmetic before any JSON problem
     path = cfg.train.ds_config
@@ -140,14 +146,12 @@ def ds_config_for_run(cfg: Any, world_size: int, run_dir: str | os.PathLike) -> 
     return resolve_ds_config(template, computed, source=str(path))
 
 
-def precision_values(precision: str, template: dict) -> dict[str, Any]:
+def precision_values(precision: str, template: dict) -> dict[str, JsonValue]:
     """`bf16.enabled` from train.precision; "auto" keeps the JSON's explicit choice, or picks bf16 exactly on CUDA."""
     if precision != "auto":
         return {"bf16.enabled": precision == "bf16"}
     if template.get("bf16", {}).get("enabled", "auto") != "auto":
         return {}
-    from deepspeed.accelerator import get_accelerator
-
     return {"bf16.enabled": get_accelerator().device_name() == "cuda"}
 
 
@@ -168,17 +172,8 @@ def zero_stage(ds_config: dict) -> int:
 # --------------------------------------------------------------------------- model and optimizer groups
 
 
-def build_model(
-    cfg: Any, ds_config: dict, model_factory: Callable[[Any], torch.nn.Module] | None = None
-) -> torch.nn.Module:
+def build_model(cfg: RunConfig, ds_config: dict, model_factory: ModelFactory = GPT) -> torch.nn.Module:
     """The GPT, built partitioned under ZeRO-3 (`zero.Init`) so no rank ever holds the whole model."""
-    import deepspeed
-
-    if model_factory is None:
-        from pretrain.model import GPT as model_factory
-
-    from pretrain.chunked_ce import enable_chunked_loss
-
     with deepspeed.zero.Init(config_dict_or_path=ds_config, enabled=zero_stage(ds_config) == 3):
         model = model_factory(cfg.model)
         if cfg.train.loss_chunk_tokens:  # inside zero.Init: ZeRO-3 must learn that the loss reads the head weight
@@ -187,10 +182,8 @@ def build_model(
     return model
 
 
-def configure_activation_checkpointing(model: torch.nn.Module, cfg: Any) -> None:
+def configure_activation_checkpointing(model: torch.nn.Module, cfg: RunConfig) -> None:
     """Wrap blocks with deepspeed.checkpointing: every block, every k-th, or off."""
-    import deepspeed
-
     mode = cfg.train.activation_checkpointing
     if mode == "off":
         return
@@ -227,15 +220,13 @@ def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_engine(
-    cfg: Any,
+    cfg: RunConfig,
     ds_config: dict,
-    model_factory: Callable[[Any], torch.nn.Module] | None = None,
+    model_factory: ModelFactory = GPT,
     load_weights: Callable[[torch.nn.Module], None] | None = None,
-) -> Any:
+) -> DeepSpeedEngine:
     """deepspeed.initialize with the JSON's optimizer and scheduler over our parameter groups. `load_weights` fills
     the partitioned model before the optimizer takes its master copy (pretrain/interop/hf_init.py)."""
-    import deepspeed
-
     model = build_model(cfg, ds_config, model_factory)
     if load_weights is not None:
         load_weights(model)
@@ -247,7 +238,7 @@ def build_engine(
     return engine
 
 
-def running_gradient_dtypes(optimizer: Any) -> dict[str, str]:
+def running_gradient_dtypes(optimizer: ZeROOptimizer | torch.optim.Optimizer) -> dict[str, str]:
     """The dtypes the ZeRO optimizer really reduces gradients in and accumulates them in (ZeRO-3: its buffer's)."""
     buffer = getattr(optimizer, "grad_partitions_flat_buffer", None)
     accumulate = buffer.dtype if buffer is not None else getattr(optimizer, "gradient_accumulation_dtype", None)
@@ -259,7 +250,7 @@ def running_gradient_dtypes(optimizer: Any) -> dict[str, str]:
     }
 
 
-def check_gradient_dtypes(optimizer: Any, ds_config: dict) -> str:
+def check_gradient_dtypes(optimizer: ZeROOptimizer | torch.optim.Optimizer, ds_config: dict) -> str:
     """Refuse an engine whose gradient dtypes differ from the resolved JSON's; return the line the trainer logs.
 
     The JSON is only a request: a DeepSpeed version or feature (sequence parallelism, torch autocast) may pick

@@ -14,14 +14,18 @@ from pathlib import Path
 
 import torch
 
+from data_pipeline.shards import TokenStream
+from pretrain.data import validation_batches, validation_indices
 from pretrain.errors import PretrainError, UsageError
+from pretrain.interop.consolidated import inference_model, load_consolidated, pick_device
+from pretrain.metrics import perplexity
 
 
 @torch.no_grad()
-def validation_loss(model: torch.nn.Module, stream, seq_len: int, indices: list[int], batch_size: int) -> float:
+def validation_loss(
+    model: torch.nn.Module, stream: TokenStream, seq_len: int, indices: list[int], batch_size: int
+) -> float:
     """Mean token cross-entropy (nats) over the given validation samples."""
-    from pretrain.data import validation_batches
-
     device = next(model.parameters()).device
     autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     loss_sum, tokens = 0.0, 0
@@ -43,11 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from data_pipeline.shards import TokenStream
-    from pretrain.data import validation_indices
-    from pretrain.interop.consolidated import inference_model, load_consolidated, pick_device
-    from pretrain.metrics import perplexity
-
     if args.samples is not None and args.samples < 1:  # before minutes of checkpoint loading
         raise UsageError(f"--samples must be >= 1, got {args.samples}")
     if args.batch_size is not None and args.batch_size < 1:

@@ -1,7 +1,7 @@
 """Parameter and FLOP arithmetic for the GPT model, from its config alone (no torch).
 
 `pretrain plan`, MFU reporting and the preset tests need sizes before (or without) building a model, so the
-counts live here as pure functions. tests/test_flops.py checks them against `sum(p.numel())` of the built
+counts live here as pure functions. tests/unit/test_flops.py checks them against `sum(p.numel())` of the built
 model for every architectural variant, so the two cannot drift apart.
 """
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 
+import sentencepiece as spm
 import torch
 
 from pretrain.errors import UsageError
+from pretrain.interop.consolidated import inference_model, load_consolidated, pick_device, run_tokenizer
 
 
 def encode_prompt(processor, prompt: str, eos_id: int, seq_len: int) -> list[int]:
@@ -71,10 +73,6 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sentencepiece as spm
-
-    from pretrain.interop.consolidated import inference_model, load_consolidated, pick_device, run_tokenizer
-
     check_arguments(args)
     consolidated = load_consolidated(args.checkpoint)
     tokenizer = run_tokenizer(consolidated.cfg)

@@ -10,11 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import math
 import os
 import time
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+import psutil
+
+from infra import launcher_env
+from pretrain.config import LogConfig
+
+if TYPE_CHECKING:  # types only: `pretrain plot` reads metrics.csv through this module without DeepSpeed or wandb
+    from deepspeed.monitor.monitor import MonitorMaster
+    from wandb.sdk.wandb_run import Run as WandbRun
+
+# A metrics row: column -> value; None leaves the cell blank (no MFU without a peak, say).
+Row = dict[str, float | None]
 
 # Peak dense bf16 tensor-core TFLOP/s per device (vendor datasheets, no sparsity).
 PEAK_TFLOPS = {
@@ -80,16 +94,14 @@ def perplexity(mean_loss: float) -> float:
 
 def memory_gib() -> float:
     """Peak accelerator memory this process allocated (GiB); resident set size on CPU."""
-    import torch
+    import torch  # here, not at the top: see peak_tflops
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**30
-    import psutil
-
     return psutil.Process(os.getpid()).memory_info().rss / 2**30
 
 
-def throughput(tokens: int, seconds: float, flops_per_token: float, world_size: int, peak: float | None) -> dict:
+def throughput(tokens: int, seconds: float, flops_per_token: float, world_size: int, peak: float | None) -> Row:
     """tokens/s (all ranks), model TFLOP/s per GPU and MFU (None without a peak)."""
     tokens_per_s = tokens / max(seconds, 1e-9)
     tflops = tokens_per_s * flops_per_token / world_size / 1e12
@@ -113,7 +125,13 @@ class TrainClock:
             self.steps += 1
 
 
-def console_line(step: int, max_steps: int, values: dict[str, Any]) -> str:
+def log0(message: str) -> None:
+    """Print on rank 0 only (also before init: the launcher's variables name the rank)."""
+    if launcher_env.global_rank() == 0:
+        print(message, flush=True)
+
+
+def console_line(step: int, max_steps: int, values: Row) -> str:
     """One plain line per log interval (no carriage returns: log files stay line-oriented)."""
     mfu = f"{values['mfu']:.1%}" if values.get("mfu") is not None else "n/a"
     return (
@@ -127,7 +145,7 @@ def summary_lines(
     wall_s: float,
     steps: tuple[int, int],
     tokens: int,
-    rates: dict[str, Any],
+    rates: Row,
     val_loss: float | None,
     last_checkpoint: Path | None,
 ) -> list[str]:
@@ -179,9 +197,6 @@ class _DropMessages:
 
 def quiet_libraries() -> None:
     """Silence the torch/DeepSpeed warnings every launch prints that say nothing to act on (QUIET_*)."""
-    import logging
-    import warnings
-
     for pattern in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     logging.getLogger("DeepSpeed").addFilter(_DropMessages(QUIET_DEEPSPEED_LOGS))  # deepspeed.utils.logger
@@ -192,7 +207,11 @@ class MetricsWriter:
     Weights & Biases run (`start_wandb`), each row under the same names (`Train/loss`, ...) at the same step."""
 
     def __init__(
-        self, run_dir: str | os.PathLike, monitor: Any = None, enabled: bool = True, wandb_run: Any = None
+        self,
+        run_dir: str | os.PathLike,
+        monitor: MonitorMaster | None = None,
+        enabled: bool = True,
+        wandb_run: WandbRun | None = None,
     ) -> None:
         self.enabled = enabled
         self.monitor = monitor
@@ -202,7 +221,7 @@ class MetricsWriter:
             with open(self.path, "w", newline="") as f:
                 csv.writer(f).writerow(CSV_COLUMNS)
 
-    def write(self, step: int, values: dict[str, Any]) -> None:
+    def write(self, step: int, values: Row) -> None:
         if not self.enabled:
             return
         with open(self.path, "a", newline="") as f:
@@ -220,7 +239,7 @@ class MetricsWriter:
             self.wandb_run = None
 
 
-def start_wandb(log: Any, run_dir: Path, config: dict) -> Any:
+def start_wandb(log: LogConfig, run_dir: Path, config: dict) -> WandbRun:
     """Rank 0's Weights & Biases run for this launch (log.wandb): named after the run folder unless
     log.wandb_name says otherwise, with the run's whole config, its files under RUN/wandb/.
 
@@ -242,11 +261,11 @@ def start_wandb(log: Any, run_dir: Path, config: dict) -> Any:
     )
 
 
-def _is_number(v: Any) -> bool:
+def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: object) -> str:
     if v is None:
         return ""
     if isinstance(v, float):

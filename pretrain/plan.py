@@ -20,9 +20,11 @@ import io
 import os
 from dataclasses import dataclass
 
+from data_pipeline.shards import ShardError, read_manifest
 from pretrain.config import ModelConfig, RunConfig, load_config
 from pretrain.errors import ConfigError, UsageError
 from pretrain.flops import attention_params, count_params, flops_per_token
+from pretrain.metrics import PEAK_TFLOPS
 
 GIB = 2**30
 
@@ -92,8 +94,6 @@ def vocabulary_override(data_dir: str | None) -> list[str]:
     """`model.vocab_size=<the dataset's>` for --data (the trainer takes it from there too), else nothing."""
     if not data_dir:
         return []
-    from data_pipeline.shards import ShardError, read_manifest
-
     try:
         return [f"model.vocab_size={int(read_manifest(data_dir)['vocab_size'])}"]
     except (ShardError, KeyError, ValueError) as err:
@@ -115,8 +115,6 @@ def default_world_size(cfg: RunConfig, gpus_per_node: int) -> int:
 
 def peaks(peak_tflops: float | None) -> list[tuple[float, str]]:
     """(peak TFLOP/s, GPU names): the one given, else each distinct peak of the table, slowest first."""
-    from pretrain.metrics import PEAK_TFLOPS
-
     if peak_tflops:
         return [(float(peak_tflops), "")]
     by_peak: dict[float, list[str]] = {}
@@ -205,6 +203,8 @@ def largest_layer_params(m: ModelConfig) -> int:
 def zero3_headline(m: ModelConfig, cluster: Cluster) -> str:
     """DeepSpeed's per-GPU ZeRO-3 model-states estimate without offload (the bf16 GPU-only default)."""
     os.environ.setdefault("DS_ACCELERATOR", "cpu")  # arithmetic only: no "Setting accelerator to CPU" warning
+    # imported here, not at the top: after DS_ACCELERATOR is set, and after the config checks (a bad one exits 2
+    # before the slow import)
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 
     _, gpu_bytes, _ = estimate_zero3_model_states_mem_needs(
@@ -221,6 +221,7 @@ def zero3_headline(m: ModelConfig, cluster: Cluster) -> str:
 
 def deepspeed_zero3_table(m: ModelConfig, cluster: Cluster) -> str:
     """DeepSpeed's full offload-options table, captured so it prints after the plan lines, indented."""
+    # imported here, not at the top: see zero3_headline (which runs first)
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs_all_cold
 
     buffer = io.StringIO()

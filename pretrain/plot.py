@@ -43,6 +43,7 @@ def columns_to_plot(run_dir: Path) -> dict[str, list[float]]:
 
 def plot_metrics(metrics: dict[str, list[float]], out: Path, title: str) -> Path:
     """Draw the four panels (2x2) against step and save a PNG with the Agg backend (no display needed)."""
+    # imported here, not at the top: pyplot only after the Agg backend is chosen, and only by a plot that is drawn
     import matplotlib
 
     matplotlib.use("Agg")

@@ -4,7 +4,7 @@ Why: a rank's stderr reaches the terminal only if its launcher passes it on. `la
 launcher with --enable_each_rank_log) writes it to per-rank files; the other ranks then die of the lost connection
 and say only that; a user error that only rank 3 meets (a path missing on its node) used to exit 2 in silence.
 
-What each rank does with an exception that ends it (`report`, called once by pretrain/train.py's `cli`):
+What each rank does with an exception that ends it (pretrain/exit_policy.py decides the status and asks here):
 - records it, once training has started (the process group exists, so rank 0 holds the run folder), in
   `RUN/errors/rank<r>.txt`: a header naming this launch (pretrain/rendezvous.py's job identity), host, pid and
   time, then the one-line message of a user error or the whole traceback of a bug;
@@ -12,9 +12,9 @@ What each rank does with an exception that ends it (`report`, called once by pre
   to record the same message (every rank usually meets the same config error) and prints only a different one.
   Before the process group there are no records, but a rank 0 that met the error too has exited by then and the
   launcher has stopped this rank; a rank 0 that did not waits at the rendezvous for this rank's line;
-- a bug: the traceback, printed by the interpreter (the caller re-raises); under mpirun/mpiexec printed here and
-  the rank exits at once (the caller's os._exit): an interpreter exit would run mpi4py's MPI_Finalize, which waits
-  for the other ranks, themselves waiting for this one in a collective, and the job would hang;
+- a bug: the traceback, printed by the interpreter (the caller re-raises); under mpirun/mpiexec printed by the
+  caller, which exits at once (os._exit): an interpreter exit would run mpi4py's MPI_Finalize, which waits for the
+  other ranks, themselves waiting for this one in a collective, and the job would hang;
 - the lost connection to a rank that stopped (gloo/NCCL's "Connection closed by peer"): a consequence, not a
   cause. Rank 0 waits up to `PEER_REPORTS_S` for that rank's record and prints it, so the cause is on rank 0's
   console even when the failed rank's own output went to a file; the other ranks print one line.
@@ -30,40 +30,42 @@ import traceback
 from pathlib import Path
 
 from infra import files, launcher_env
-from infra.errors import EXIT_USER_ERROR, UserError, one_line
 
 ERRORS = "errors"
 RANK_0_REPORTS_S = 10.0  # how long another rank waits for rank 0 to report a user error every rank may meet
 PEER_REPORTS_S = 10.0  # how long rank 0 waits for the record of the rank whose loss stopped it
-# what gloo/NCCL raise on the ranks that were waiting for a rank that died
-PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
 PREFIX = "pretrain.train"
 
 
-def report(err: Exception, rank: int, argv: list[str]) -> int | None:
-    """Print and record the error that ends this rank; the exit status, or None for a bug the caller re-raises."""
-    from pretrain.rendezvous import this_launch
+def user_error(message: str, rank: int) -> str | None:
+    """Record a user error; the line to print, or None when rank 0 recorded the same one (it printed it)."""
+    run_dir, job = _this_launch()
+    record(run_dir, rank, job, message)
+    if rank != 0 and _rank_0_said(message, run_dir, job):
+        return None
+    return f"{PREFIX}: rank {rank}: error: {message}"
 
-    run_dir, job = run_folder_of(argv), this_launch()
-    if isinstance(err, UserError):
-        return _user_error(one_line(err), rank, run_dir, job)
-    if any(marker in str(err) for marker in PEER_LOST):
-        print(peer_lost_message(rank, run_dir, job), file=sys.stderr, flush=True)
-        return 1
+
+def peer_lost(rank: int) -> str:
+    """The line of a rank stopped by a lost peer: on rank 0 the failed rank's recorded error."""
+    return peer_lost_message(rank, *_this_launch())
+
+
+def bug(rank: int) -> str | None:
+    """Record the bug being handled; under mpirun/mpiexec its traceback to print (the caller exits at once),
+    else None (the caller re-raises and the interpreter prints it)."""
+    run_dir, job = _this_launch()
     record(run_dir, rank, job, traceback.format_exc())
-    print(f"{PREFIX}: rank {rank} failed:", file=sys.stderr, flush=True)
-    if "mpi4py.MPI" in sys.modules:  # under mpirun: exiting would wait in MPI_Finalize for ranks in a collective
-        traceback.print_exc()
-        return 1
+    if "mpi4py.MPI" in sys.modules:  # an interpreter exit would wait in MPI_Finalize for ranks in a collective
+        return traceback.format_exc().rstrip()
     return None
 
 
-def _user_error(message: str, rank: int, run_dir: Path | None, job: str) -> int:
-    record(run_dir, rank, job, message)
-    if rank != 0 and _rank_0_said(message, run_dir, job):
-        return EXIT_USER_ERROR
-    print(f"{PREFIX}: rank {rank}: error: {message}", file=sys.stderr, flush=True)
-    return EXIT_USER_ERROR
+def _this_launch() -> tuple[Path | None, str]:
+    """This rank's run folder (from its --output) and launch identity (pretrain/rendezvous.py)."""
+    from pretrain.rendezvous import this_launch
+
+    return run_folder_of(sys.argv[1:]), this_launch()
 
 
 def _rank_0_said(message: str, run_dir: Path | None, job: str) -> bool:

@@ -1,20 +1,12 @@
 """The run folder: one job at a time, and no launch that could damage the checkpoints already in it.
 
 Why: a relaunch with other tokenizer settings once rewrote RUN/config.yaml and then died inside DeepSpeed with a
-tensor-size error; from then on export/evaluate/generate of the run's good checkpoints failed. And a second launch
-into a folder a live job held waited minutes for the rendezvous port and died with EADDRINUSE.
+tensor-size error; from then on export/evaluate/generate of the run's good checkpoints failed.
 
 Before anything is written, rank 0 (before the process group exists, so a refusal takes seconds):
 
-1. takes the folder's lock, `RUN/LOCK`: a file created with O_CREAT|O_EXCL (atomic on local disks and on NFS,
-   Lustre, GPFS, unlike flock, which is per node on most of them) that holds host, pid, start time and a random
-   token. A thread touches it every `HEARTBEAT_S`; a launch that finds a lock refuses, naming the holder, unless
-   the holder is dead: its heartbeat is older than `train.lock_stale_s`, it ran on this host and its process is
-   gone, or it was an earlier attempt of the same SLURM job or launch/restart.sh loop (requeued or restarted after
-   a crash that left the lock behind). A dead holder's lock is taken over with a warning (moved aside by rename, so of two launches racing for
-   it only one wins). A holder that finds its lock gone or replaced stops its job (exit 5): two jobs never write
-   one folder. The staleness test compares the file's mtime with this node's clock: node clocks must agree to
-   well within `train.lock_stale_s` (NTP does).
+1. takes the folder's lock, `RUN/LOCK` (pretrain/run_lock.py): a live job's lock refuses the launch, naming it;
+   a dead job's lock is taken over with a warning.
 2. checks the launch against what the folder holds: the checkpoint it would resume (its client_state.json:
    the config and tokenizer it was trained with) and RUN/config.yaml when the folder has checkpoints. The
    tokenizer sha256, every model.* key (vocabulary, seq_len, shape) and data.seed must be equal; otherwise the
@@ -30,28 +22,22 @@ Before anything is written, rank 0 (before the process group exists, so a refusa
 from __future__ import annotations
 
 import json
-import os
 import sys
-import threading
-import time
-import uuid
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from infra import launcher_env
 from infra.files import write_text
 from pretrain import checkpoint
-from pretrain.errors import EXIT_LOCKED, PretrainError
+from pretrain.checkpoint import CheckpointRef
+from pretrain.errors import PretrainError
+from pretrain.run_lock import RunLock, acquire_lock
 
-LOCK = "LOCK"
 LAUNCHES = "launches"
 CONFIG = "config.yaml"
-HEARTBEAT_S = 10.0
 MUST_MATCH_SECTIONS = ("model",)  # every key: the weights' shapes and the function they compute
 MUST_MATCH_KEYS = ("data.seed",)  # the sample order consumed_samples counts into
 
@@ -60,182 +46,10 @@ class RunFolderError(PretrainError):
     """This launch does not fit the run folder's checkpoints; the message names every difference and the fix."""
 
 
-class RunLocked(PretrainError):
-    """Another live job holds the run folder (or took it over from this one); the message names the holder.
-
-    Told apart from other errors: the trainer exits EXIT_LOCKED for it, which launch/restart.sh retries.
-    """
-
-
-# --------------------------------------------------------------------------- the lock
-
-
-@dataclass
-class Holder:
-    """Who holds a lock, as its file says (`None` fields: the file was empty or unreadable)."""
-
-    host: str | None
-    pid: int | None
-    started: str | None
-    token: str | None
-    mtime: float
-    attempt: dict | None = None  # {"of": SLURM job id or restart loop id, "number": its restart count}
-
-    def describe(self) -> str:
-        return f"host {self.host}, pid {self.pid}, started {self.started}"
-
-    def dead_reason(self, stale_s: float, now: float) -> str | None:
-        """Why this holder is dead (a stale heartbeat, or a vanished process on this host); None if alive."""
-        age = now - self.mtime
-        if age > stale_s:
-            return f"its heartbeat is {age:.0f} s old (train.lock_stale_s={stale_s:g})"
-        if (
-            self.host == launcher_env.node_name()
-            and self.pid is not None
-            and not _process_alive(self.pid, self.started)
-        ):
-            return f"process {self.pid} no longer runs on this host"
-        mine = launcher_env.launch_attempt()
-        if self.attempt and mine and self.attempt["of"] == mine["of"] and self.attempt["number"] < mine["number"]:
-            return f"it was attempt {self.attempt['number']} of {mine['of']}, this is attempt {mine['number']}"
-        return None
-
-
-def _process_alive(pid: int, started: str | None) -> bool:
-    """pid runs and is not a later process that reused the number (it started no later than the lock)."""
-    import psutil
-
-    try:
-        created = psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return False
-    if started is None:
-        return True
-    return created <= datetime.fromisoformat(started).timestamp() + 1.0
-
-
-def read_holder(path: Path) -> Holder | None:
-    """The lock's holder; None when there is no lock file. Opening it revalidates NFS's cached attributes."""
-    try:
-        with open(path) as f:
-            mtime = os.fstat(f.fileno()).st_mtime
-            text = f.read()
-    except FileNotFoundError:
-        return None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = {}  # killed between create and write: judged by its age alone
-    return Holder(data.get("host"), data.get("pid"), data.get("started"), data.get("token"), mtime, data.get("attempt"))
-
-
-@dataclass
-class RunLock:
-    """This job's lock on a run folder; `release()` removes it only while it is still ours."""
-
-    path: Path
-    token: str
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def heartbeat(self, interval_s: float = HEARTBEAT_S) -> None:
-        """Touch the lock every `interval_s` from a daemon thread; if it is gone or someone else's, stop the job."""
-
-        def beat() -> None:
-            while not self._stop.wait(interval_s):
-                try:
-                    if not self.still_ours():
-                        self._lost()
-                    os.utime(self.path)
-                except FileNotFoundError:  # removed between the two calls
-                    self._lost()
-
-        threading.Thread(target=beat, name="run-folder-lock", daemon=True).start()
-
-    def still_ours(self) -> bool:
-        holder = read_holder(self.path)
-        return holder is not None and holder.token == self.token
-
-    def _lost(self) -> None:
-        holder = read_holder(self.path)
-        who = f"now held by {holder.describe()}" if holder else "deleted"
-        print(
-            f"pretrain.train: rank 0: lost the run folder's lock {self.path} ({who}); stopping so that two jobs never "
-            "write one folder",
-            file=sys.stderr,
-            flush=True,
-        )
-        os._exit(EXIT_LOCKED)
-
-    def release(self) -> None:
-        self._stop.set()
-        if self.still_ours():
-            self.path.unlink(missing_ok=True)
-
-
-def acquire_lock(run_dir: Path, stale_s: float) -> RunLock:
-    """Create RUN/LOCK exclusively; take over a dead holder's lock with a warning; RunLocked if a live job holds it."""
-    path = Path(run_dir) / LOCK
-    token = uuid.uuid4().hex
-    for _ in range(3):  # a lock that vanishes or is taken over while we look: look again
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = read_holder(path)
-            if holder is None:
-                continue
-            reason = holder.dead_reason(stale_s, time.time())
-            if reason is None:
-                raise RunLocked(_held_message(path, holder)) from None
-            warnings.warn(f"{path}: taking over the lock of a dead job ({holder.describe()}): {reason}", stacklevel=2)
-            _move_aside(path, holder)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(_lock_contents(token), f)
-            f.flush()
-            os.fsync(f.fileno())
-        return RunLock(path, token)
-    holder = read_holder(path)
-    raise RunLocked(_held_message(path, holder) if holder else f"{path}: could not take the lock; launch again")
-
-
-def _lock_contents(token: str) -> dict:
-    return {
-        "host": launcher_env.node_name(),
-        "pid": os.getpid(),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "token": token,
-        "attempt": launcher_env.launch_attempt(),
-        "argv": sys.argv,
-    }
-
-
-def _move_aside(path: Path, holder: Holder) -> None:
-    """Rename the dead holder's lock away; if what got renamed is not that lock (another launch took over first),
-    put it back and let the caller see the new holder."""
-    aside = path.with_name(f"{LOCK}.dead.{launcher_env.node_name()}.{os.getpid()}")
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return
-    moved = read_holder(aside)
-    if moved is not None and moved.token != holder.token:
-        os.rename(aside, path)
-        return
-    aside.unlink(missing_ok=True)
-
-
-def _held_message(path: Path, holder: Holder) -> str:
-    return (
-        f"{path.parent}: another job is using this run folder ({holder.describe()}; lock {path}, heartbeat "
-        f"{time.time() - holder.mtime:.0f} s ago). Wait for it to finish or stop it, or use another --output. If that "
-        "job is dead, its lock is taken over once its heartbeat is older than train.lock_stale_s"
-    )
-
-
 # --------------------------------------------------------------------------- the compatibility check
 
 
-def flatten(config: dict) -> dict[str, Any]:
+def flatten(config: dict) -> dict[str, object]:
     """{'model': {'seq_len': 32}} -> {'model.seq_len': 32} (lists kept as values)."""
     flat = {}
     for section, values in config.items():
@@ -277,7 +91,7 @@ def changes(reference: dict, config: dict) -> dict[str, list]:
     }
 
 
-def find_checkpoint(run_dir: Path, resume: str) -> tuple[Path, str] | None:
+def find_checkpoint(run_dir: Path, resume: str) -> CheckpointRef | None:
     """The checkpoint this launch resumes: none, the newest complete one of the folder (auto), or a given path."""
     if resume == "none":
         return None
@@ -286,14 +100,14 @@ def find_checkpoint(run_dir: Path, resume: str) -> tuple[Path, str] | None:
     return checkpoint.resolve_checkpoint(resume)
 
 
-def _client_state(found: tuple[Path, str]) -> dict | None:
-    path = found[0] / found[1] / checkpoint.CLIENT_STATE
+def _client_state(found: CheckpointRef) -> dict | None:
+    path = found.path / checkpoint.CLIENT_STATE
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def check_launch(
     run_dir: Path, config: dict, manifest: dict, resume: str, init_from_hf: dict | None = None
-) -> tuple[Path, str] | None:
+) -> CheckpointRef | None:
     """Refuse (RunFolderError) a launch that would damage or misuse the folder's checkpoints; return the one to
     resume. Reads only."""
     saved = checkpoint.complete_tags(run_dir / checkpoint.CHECKPOINTS)
@@ -306,7 +120,7 @@ def check_launch(
     problems: list[str] = []
     client = _client_state(found) if found else None
     if client and "config" in client:
-        where = f"the checkpoint it resumes, {found[0] / found[1]}"
+        where = f"the checkpoint it resumes, {found.path}"
         problems += [
             f"{d} (vs {where})" for d in incompatible(client["config"], client.get("tokenizer"), config, manifest)
         ]
@@ -340,7 +154,7 @@ def other_start(recorded: dict | None, launch: dict | None) -> list[str]:
 
 
 def record_launch(
-    run_dir: Path, config: dict, resumed: tuple[Path, str] | None, init_from_hf: dict | None = None
+    run_dir: Path, config: dict, resumed: CheckpointRef | None, init_from_hf: dict | None = None
 ) -> tuple[Path, dict]:
     """Write RUN/config.yaml if the folder has no checkpoint yet, and RUN/launches/NNN.yaml; return that record's
     path and its changes relative to RUN/config.yaml."""
@@ -358,7 +172,7 @@ def record_launch(
         "host": launcher_env.node_name(),
         "command": sys.argv,
         "world_size": launcher_env.world_size(),
-        "resumes": str(resumed[0] / resumed[1]) if resumed else None,
+        "resumes": str(resumed.path) if resumed else None,
         "init_from_hf": None if resumed else init_from_hf,  # where a run that starts here takes its weights
         "changes_from_config_yaml": changed,
         "config": config,
@@ -376,7 +190,7 @@ class Claim:
     """What rank 0 holds after a successful claim: the lock and the checkpoint to resume."""
 
     lock: RunLock
-    resume_from: tuple[Path, str] | None
+    resume_from: CheckpointRef | None
     record: Path
     changed: dict
 

@@ -25,7 +25,12 @@ import signal
 import time
 from types import FrameType
 
+import psutil
+import torch
+import torch.distributed as dist
+
 from infra.errors import EXIT_INTERRUPTED
+from pretrain.engine import device
 
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 SAME_PRESS_S = 2.0
@@ -85,11 +90,6 @@ class PreemptionFlag:
 def any_rank_requested(flag: PreemptionFlag) -> str | None:
     """On every rank: why the run stops if any rank was asked to (this rank's own words if it was asked for that
     reason, else the reason's name), None if none was."""
-    import torch
-    import torch.distributed as dist
-
-    from pretrain.engine import device
-
     value = torch.tensor([flag.code], dtype=torch.int32, device=device())
     if dist.is_initialized():
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
@@ -113,8 +113,6 @@ class LauncherWatch:
 
     @classmethod
     def of_this_process(cls) -> LauncherWatch:
-        import psutil
-
         chain, proc = [], psutil.Process().parent()
         while proc is not None and _is_launcher(proc):
             chain.append(proc)
@@ -129,9 +127,7 @@ class LauncherWatch:
         return ", ".join(f"pid {p.pid}" for p in dead) or "none"
 
 
-def _is_launcher(proc) -> bool:
-    import psutil
-
+def _is_launcher(proc: psutil.Process) -> bool:
     try:
         args = proc.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):

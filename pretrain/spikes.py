@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from pretrain.config import TrainConfig
+
 
 @dataclass
 class SpikeDetector:
@@ -65,5 +67,5 @@ class SpikeDetector:
         self.seen, self.count = int(state["seen"]), int(state["count"])
 
 
-def from_config(train_cfg: object) -> SpikeDetector:
+def from_config(train_cfg: TrainConfig) -> SpikeDetector:
     return SpikeDetector(z=float(train_cfg.spike_z), ema=float(train_cfg.spike_ema), warmup=int(train_cfg.spike_warmup))

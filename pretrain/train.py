@@ -7,9 +7,11 @@ One step = one global batch: `grad_accum` micro-batches per rank, each `engine.b
 steps the optimizer at the accumulation boundary). A step whose gradient norm is not finite is skipped by ZeRO-3
 (no parameter, optimizer or LR-schedule update) and logged; `train.max_bad_steps` in a row save and abort.
 
-Before anything is written into RUN, rank 0 locks the folder and checks the launch against its checkpoints
-(pretrain/run_folder.py). SIGTERM/SIGUSR1, the first Ctrl-C, and the death of the launcher process that started
-the ranks all mean: checkpoint at the next step boundary and exit 0 (pretrain/signals.py); a second Ctrl-C aborts.
+The run config is the preset, --config and --set, resolved against the dataset (pretrain/resolve.py). Before
+anything is written into RUN, rank 0 locks the folder (pretrain/run_lock.py) and checks the launch against its
+checkpoints (pretrain/run_folder.py). SIGTERM/SIGUSR1, the first Ctrl-C, and the death of the launcher process
+that started the ranks all mean: checkpoint at the next step boundary and exit 0 (pretrain/signals.py); a second
+Ctrl-C aborts.
 
 `--init-from-hf DIR` starts a new run from a local Hugging Face GPT-2/Llama folder: the folder sets model.*, its
 tokenizer must be the dataset's, and its weights fill the ZeRO-3 engine (pretrain/interop/hf_init.py). A relaunch
@@ -17,32 +19,41 @@ resumes its own checkpoints; an --init-from-hf other than the one they started f
 
 The console gets one plain line per `log.interval` steps (step, loss, lr, grad norm, tokens/s, TFLOP/s per GPU,
 MFU, memory), the validation loss at each evaluation, and a summary at the end; an error is printed once, by the
-rank that has it, with its rank.
+rank that has it, with its rank (pretrain/exit_policy.py: which exception gives which exit status and line).
 
 Test hook: PRETRAIN_FAULT_NAN_STEPS="3,4" makes rank 0's loss NaN on those (1-based) steps, so the skip path
-is exercised for real by tests/test_train.py.
+is exercised for real by tests/integration/test_train.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
+import torch.distributed as dist
 import yaml
+from deepspeed import DeepSpeedEngine
+from deepspeed.accelerator import get_accelerator
 
+from data_pipeline.shards import TokenStream, read_manifest
 from infra import launcher_env
-from pretrain import checkpoint, metrics, rank_errors, run_folder, signals, spikes, watchdog
-from pretrain.errors import EXIT_BAD_STEPS, EXIT_LOCKED
+from pretrain import checkpoint, exit_policy, metrics, run_folder, signals, spikes, watchdog
+from pretrain.checkpoint import CheckpointRef
+from pretrain.config import RunConfig
+from pretrain.data import BatchLayout, TrainSampler, epoch_plan, validation_batches, validation_indices
+from pretrain.engine import build_engine, ds_config_for_run, init_distributed
+from pretrain.errors import EXIT_BAD_STEPS
+from pretrain.flops import flops_per_token
+from pretrain.interop.hf_init import build_engine_from_hf
+from pretrain.metrics import log0
+from pretrain.resolve import build_run_config, hf_start_record
 from pretrain.signals import LauncherWatch, PreemptionFlag, any_rank_requested
-
-GPU_DS_CONFIGS = ("zero3_bf16.json", "zero3_offload.json")
-CPU_DS_CONFIG = "ds_configs/zero3_cpu.json"
+from pretrain.spikes import SpikeDetector
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,37 +74,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_run_config(args: argparse.Namespace, manifest: dict, accelerator: str) -> Any:
-    """Preset + YAML + overrides, with the data path and the vocabulary taken from the dataset."""
-    from pretrain.config import load_config
-
-    overrides = [f"data.path={args.data}", f"model.vocab_size={int(manifest['vocab_size'])}", *args.overrides]
-    cfg = load_config(args.preset, args.config, overrides)
-    if args.init_from_hf:
-        cfg.model = model_from_hf_folder(args, cfg.model, manifest)
-    if accelerator == "cpu" and Path(cfg.train.ds_config).name in GPU_DS_CONFIGS:
-        log0(f"note: CPU accelerator; using {CPU_DS_CONFIG} instead of {cfg.train.ds_config} (FusedAdam needs CUDA)")
-        cfg.train.ds_config = CPU_DS_CONFIG
-    return cfg
-
-
-def model_from_hf_folder(args: argparse.Namespace, configured: Any, manifest: dict) -> Any:
-    """--init-from-hf: the folder's model config, checked against this launch's model.* and the dataset's tokenizer."""
-    from pretrain.interop import hf_init
-
-    explicit = hf_init.explicit_model_keys(args.config, args.overrides)
-    model = hf_init.model_from_folder(args.init_from_hf, configured, explicit)
-    compared = hf_init.check_tokenizer(args.init_from_hf, model.vocab_size, manifest, args.data)
-    log0(f"--init-from-hf {args.init_from_hf}: model.* from its config.json; tokenizer: {compared}")
-    return model
-
-
-def log0(message: str) -> None:
-    """Print on rank 0 only (also before init: the launcher's variables name the rank)."""
-    if launcher_env.global_rank() == 0:
-        print(message, flush=True)
-
-
 def fault_steps() -> set[int]:
     raw = os.environ.get("PRETRAIN_FAULT_NAN_STEPS", "")
     return {int(s) for s in raw.split(",") if s.strip()}
@@ -101,8 +81,6 @@ def fault_steps() -> set[int]:
 
 def all_reduce_sum(values: list[float] | torch.Tensor, device: torch.device) -> list[float]:
     """Sum over ranks in float64 (one host sync): a list of floats or a float64 tensor already on `device`."""
-    import torch.distributed as dist
-
     t = torch.as_tensor(values, dtype=torch.float64, device=device).reshape(-1)
     if dist.is_initialized():
         dist.all_reduce(t)
@@ -110,25 +88,62 @@ def all_reduce_sum(values: list[float] | torch.Tensor, device: torch.device) -> 
 
 
 class Trainer:
-    """The loop: steps, logging, evaluation, checkpoints, preemption."""
+    """The loop: steps, logging, evaluation, checkpoints, preemption.
+
+    Everything it holds is declared here, grouped: what configures it, the components it drives, and the state a
+    launch changes (saved in every checkpoint, or about this launch only).
+    """
+
+    # configs
+    cfg: RunConfig
+    ds_config: dict  # the resolved DeepSpeed JSON (RUN/ds_config.json)
+    run_dir: Path
+    rank: int
+    world_size: int
+
+    # components
+    engine: DeepSpeedEngine
+    device: torch.device
+    train_stream: TokenStream
+    val_stream: TokenStream | None  # None: the dataset has no validation split
+    layout: BatchLayout
+    sampler: TrainSampler
+    val_indices: list[int]  # the fixed validation windows every evaluation reads
+    spikes: SpikeDetector  # loss-spike statistics (train.spike_*)
+    writer: metrics.MetricsWriter
+    flops_per_token: float
+    peak: float | None  # the device's peak TFLOP/s (None: no MFU)
+    nan_steps: set[int]  # test hook PRETRAIN_FAULT_NAN_STEPS (rank 0)
+
+    # training state (in every checkpoint, with the sampler's and the spike detector's)
+    step: int
+    init_from_hf: dict | None  # where the run started (hf_init.start_record)
+
+    # this launch's state
+    bad_in_a_row: int  # consecutive non-finite steps (train.max_bad_steps)
+    started: float  # the launch's wall time, for the summary
+    clock: metrics.TrainClock  # training-step time only: evaluation and checkpoints are not counted
+    last_checkpoint: Path | None
 
     def __init__(
-        self, cfg: Any, run_dir: Path, data_dir: Path, rank: int, world_size: int, init_from_hf: dict | None = None
+        self,
+        cfg: RunConfig,
+        run_dir: Path,
+        data_dir: Path,
+        rank: int,
+        world_size: int,
+        init_from_hf: dict | None = None,
     ) -> None:
-        from data_pipeline.shards import TokenStream
-        from pretrain import engine as eng
-        from pretrain.data import BatchLayout, TrainSampler, epoch_plan, validation_indices
-
         self.cfg, self.run_dir, self.rank, self.world_size = cfg, run_dir, rank, world_size
         verify = cfg.data.verify_checksums and rank == 0  # one rank hashes the shared files (and reports a mismatch)
         self.train_stream = TokenStream(data_dir, "train", verify=verify)
         self.val_stream = TokenStream(data_dir, "validation", verify=verify) if _has_val(self.train_stream) else None
-        self.ds_config = eng.ds_config_for_run(cfg, world_size, run_dir)
+        self.ds_config = ds_config_for_run(cfg, world_size, run_dir)
         if rank == 0:
-            (run_dir / "ds_config.json").write_text(_json(self.ds_config))
+            (run_dir / "ds_config.json").write_text(json.dumps(self.ds_config, indent=2) + "\n")
         torch.manual_seed(cfg.train.seed)
         self.engine = self._engine(init_from_hf)
-        self.init_from_hf = init_from_hf  # where the run started (hf_init.start_record), kept in every checkpoint
+        self.init_from_hf = init_from_hf
         _start_schedule(self.engine)
         self.device = self.engine.device
         seq = cfg.model.seq_len
@@ -139,46 +154,47 @@ class Trainer:
         self.val_indices = validation_indices(self.val_stream, seq, cfg.data.val_samples) if self.val_stream else []
         self.step = 0
         self.bad_in_a_row = 0
-        self.spikes = spikes.from_config(cfg.train)  # loss-spike statistics (train.spike_*)
-        self.nan_steps = fault_steps() if rank == 0 else set()  # test hook PRETRAIN_FAULT_NAN_STEPS
-        self.flops_per_token = _flops_per_token(cfg)
+        self.spikes = spikes.from_config(cfg.train)
+        self.nan_steps = fault_steps() if rank == 0 else set()
+        self.flops_per_token = flops_per_token(cfg.model, cfg.model.seq_len)
         self.peak = metrics.peak_tflops(cfg.log.peak_tflops)
-        wandb_run = None
-        if rank == 0 and cfg.log.wandb:
-            wandb_run = metrics.start_wandb(cfg.log, run_dir, {**cfg.to_dict(), "world_size": world_size})
-        monitor = self.engine.monitor if rank == 0 else None
-        self.writer = metrics.MetricsWriter(run_dir, monitor, enabled=rank == 0, wandb_run=wandb_run)
-        self.started = time.perf_counter()  # the launch's wall time, for the summary
-        self.clock = metrics.TrainClock()  # training-step time only: evaluation and checkpoints are not counted
-        self.last_checkpoint: Path | None = None
+        self.writer = self._writer()
+        self.started = time.perf_counter()
+        self.clock = metrics.TrainClock()
+        self.last_checkpoint = None
 
-    def _engine(self, init_from_hf: dict | None) -> Any:
+    def _engine(self, init_from_hf: dict | None) -> DeepSpeedEngine:
         """The DeepSpeed engine: freshly initialised, or holding a Hugging Face folder's weights."""
-        from pretrain import engine as eng
-        from pretrain.interop.hf_init import build_engine_from_hf
-
         if init_from_hf is None:
-            return eng.build_engine(self.cfg, self.ds_config)
+            return build_engine(self.cfg, self.ds_config)
         engine = build_engine_from_hf(self.cfg, self.ds_config, init_from_hf["path"], self.rank)
         log0(f"initialized from the Hugging Face folder {init_from_hf['path']}")
         return engine
 
+    def _writer(self) -> metrics.MetricsWriter:
+        """Rank 0's metrics sinks (RUN/metrics.csv, DeepSpeed's monitor, a W&B run with log.wandb); others write none."""
+        cfg, rank = self.cfg, self.rank
+        wandb_run = None
+        if rank == 0 and cfg.log.wandb:
+            wandb_run = metrics.start_wandb(cfg.log, self.run_dir, {**cfg.to_dict(), "world_size": self.world_size})
+        monitor = self.engine.monitor if rank == 0 else None
+        return metrics.MetricsWriter(self.run_dir, monitor, enabled=rank == 0, wandb_run=wandb_run)
+
     # ------------------------------------------------------------------ resume / save
 
-    def resume(self, found: tuple[Path, str] | None) -> None:
+    def resume(self, found: CheckpointRef | None) -> None:
         """Load the checkpoint rank 0 chose and checked (pretrain/run_folder.py; every rank got it from
         `chosen_checkpoint`)."""
         if found is None:
             return
-        root, tag = found
-        client = checkpoint.load(self.engine, root, tag)
+        client = checkpoint.load(self.engine, found)
         self.init_from_hf = client.get("init_from_hf")
         self.step = int(client["step"])
         self.sampler.load_state_dict(client["sampler"])
         if "spikes" in client:  # the spike statistics go on where they were, no new warmup
             self.spikes.load_state_dict(client["spikes"])
-        self.last_checkpoint = root / tag
-        log0(f"resumed from {root / tag}: step {self.step}, {self.sampler.consumed_samples} samples consumed")
+        self.last_checkpoint = found.path
+        log0(f"resumed from {found.path}: step {self.step}, {self.sampler.consumed_samples} samples consumed")
 
     def save(self) -> None:
         client_state = {
@@ -250,8 +266,6 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> float:
         """Mean token loss over the fixed validation windows (all ranks share the work)."""
-        from pretrain.data import validation_batches
-
         if not self.val_indices:
             return float("nan")
         self.engine.eval()
@@ -353,7 +367,7 @@ class Trainer:
             log0(line)
 
 
-def _start_schedule(engine: Any) -> None:
+def _start_schedule(engine: DeepSpeedEngine) -> None:
     """Move WarmupCosineLR from its 'not started' state (-1, lr 0) to iteration 0 before the first step.
 
     DeepSpeed steps the schedule after each update, so without this the first *two* updates run at lr 0; with
@@ -363,28 +377,11 @@ def _start_schedule(engine: Any) -> None:
         engine.lr_scheduler.step()
 
 
-def _has_val(stream: Any) -> bool:
+def _has_val(stream: TokenStream) -> bool:
     return "validation" in stream.manifest["splits"]
 
 
-def _json(obj: dict) -> str:
-    import json
-
-    return json.dumps(obj, indent=2) + "\n"
-
-
-def _flops_per_token(cfg: Any) -> float:
-    from pretrain.flops import flops_per_token
-
-    return flops_per_token(cfg.model, cfg.model.seq_len)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from deepspeed.accelerator import get_accelerator
-
-    from data_pipeline.shards import read_manifest
-    from pretrain.engine import init_distributed
-
     args = parse_args(argv)
     signals.default_actions_until_the_loop()
     metrics.quiet_libraries()
@@ -415,18 +412,9 @@ def main(argv: list[str] | None = None) -> int:
             claim.lock.release()
 
 
-def hf_start_record(folder: str | None) -> dict | None:
-    """--init-from-hf's record (folder, config sha256, weight sizes): cheap, so every rank makes its own."""
-    from pretrain.interop.hf_init import start_record
-
-    return start_record(folder) if folder else None
-
-
-def chosen_checkpoint(claim: run_folder.Claim | None) -> tuple[Path, str] | None:
+def chosen_checkpoint(claim: run_folder.Claim | None) -> CheckpointRef | None:
     """The checkpoint rank 0 chose and checked, on every rank (None: the run starts at step 0)."""
-    import torch.distributed as dist
-
-    chosen: list[Any] = [claim.resume_from if claim else None]
+    chosen: list[CheckpointRef | None] = [claim.resume_from if claim else None]
     if dist.is_initialized():
         dist.broadcast_object_list(chosen, src=0)
     return chosen[0]
@@ -441,32 +429,9 @@ def _report_launch(claim: run_folder.Claim, run_dir: Path) -> None:
 
 
 def cli() -> None:
-    """Console entry: exit status 0 on success, else a one-line reason on stderr, printed once."""
-    rank = launcher_env.global_rank()
-    try:
-        code = main()
-    except run_folder.RunLocked as err:
-        print(f"pretrain.train: rank {rank}: error: {err}", file=sys.stderr)
-        code = EXIT_LOCKED
-    except Exception as err:  # on the console and in RUN/errors/, whichever rank and launcher (rank_errors)
-        code = rank_errors.report(err, rank, sys.argv[1:])
-        if code is None:  # a bug: the interpreter prints the traceback; atexit gives the last heartbeat
-            raise
-    if code == EXIT_BAD_STEPS and rank == 0:
-        print("pretrain.train: train.max_bad_steps non-finite steps in a row; last good weights saved", file=sys.stderr)
-    _exit(code)
-
-
-def _exit(code: int) -> None:
-    """Exit without running C++ static destructors: a gloo/DeepSpeed thread still joinable at interpreter teardown
-    makes std::terminate abort a rank that finished cleanly ("terminate called without an active exception",
-    about 1 launch in 20 on CPU). Everything the run wrote is closed or flushed by now."""
-    import logging
-
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    """Console entry: exit status 0 on success, else a one-line reason on stderr, printed once
+    (pretrain/exit_policy.py says which rank prints what)."""
+    exit_policy.run(main, launcher_env.global_rank())
 
 
 if __name__ == "__main__":

@@ -1,2 +1,3 @@
-"""Near- and exact-duplicate removal: MinHash signatures, LSH banding, exact keys, distributed clustering, and the
-stage that drives them over tasks (stage.py)."""
+"""Near- and exact-duplicate removal, the algorithms only: MinHash signatures, LSH banding, exact keys,
+distributed clustering. The stage that drives them over tasks and ranks is data_pipeline/stages/ (which this
+package never imports)."""

@@ -13,15 +13,13 @@ duplicate of A when A and C have nothing in common: "chaining"). `select_keepers
 independent set of the verified-pair graph in rank order: walking the documents from the lowest rank, a document
 is kept unless one of its already-kept neighbours claims it, and a removed document always belongs to a kept
 neighbour, i.e. it was verified against the very document that is kept for it. The rest of a chain forms its own
-clusters. The greedy set is unique, so any number of ranks computes the same one; ranks compute it in rounds,
-each resolving everything it can locally and then telling the ranks of a decided document's higher-ranked
-neighbours (the only ones waiting on it) what was decided. The round count grows with how often a chain of
-dependent decisions crosses from one rank to another, not with the corpus; `DedupResult.rounds` reports it.
+clusters. The greedy set is unique, so any number of ranks computes the same one: components.py finds the
+connected components in a bounded number of rounds and walks each on one rank (`DedupResult.rounds`).
 """
 
 from __future__ import annotations
 
-from collections import deque
+import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -31,7 +29,6 @@ from data_pipeline.comm import Comm
 OwnerOf = Callable[[np.ndarray], np.ndarray]  # global doc indices (int64) -> rank that holds each (vectorised)
 
 KEEP_RULES = ("first", "longest")
-UNDECIDED, KEPT, REMOVED = 0, 1, 2
 _SIGN_BIT = np.uint64(1 << 63)
 
 
@@ -67,6 +64,12 @@ def run_starts(sorted_keys: np.ndarray) -> np.ndarray:
     if change.ndim > 1:
         change = change.any(axis=1)
     return np.r_[True, change]
+
+
+def unique_rows(rows: np.ndarray) -> np.ndarray:
+    """(a, b) int64 rows sorted by (a, b) without repeats."""
+    rows = rows[np.lexsort((rows[:, 1], rows[:, 0]))]
+    return rows[run_starts(rows)] if len(rows) else rows.reshape(0, 2)
 
 
 def owner_of_blocks(counts: Sequence[int]) -> OwnerOf:
@@ -178,104 +181,14 @@ def cluster_records_with_ids(
     return [{**c, "kept": id_of[int(c["kept"])], "removed": [id_of[int(i)] for i in c["removed"]]} for c in clusters]
 
 
-# ------------------------------------------------------------------------------------------ keepers (greedy set)
-
-
-class KeeperGraph:
-    """One rank's part of the verified-pair graph: its documents' edges, and the states it knows.
-
-    `out_*`: edges (u, v) with u held here (v ranks higher); `in_*`: edges with v held here (u ranks lower).
-    Nodes are positions in `nodes` (sorted global indices: this rank's documents and their lower neighbours).
-    """
-
-    def __init__(self, comm: Comm, out_u, out_v, in_u, in_v, in_key_u, in_sim, owner_of: OwnerOf) -> None:
-        self.nodes = np.unique(np.concatenate([out_u, in_u, in_v]).astype(np.int64))
-        self.own = owner_of(self.nodes) == comm.rank if len(self.nodes) else np.zeros(0, bool)
-        self.own_list = self.own.tolist()
-        self.in_u, self.in_v = np.searchsorted(self.nodes, in_u), np.searchsorted(self.nodes, in_v)
-        self.in_key_u, self.in_sim = in_key_u, in_sim
-        self.state = [UNDECIDED] * len(self.nodes)
-        self.pending = np.bincount(self.in_v, minlength=len(self.nodes)).tolist()
-        self.higher = _adjacency(self.in_u, self.in_v, len(self.nodes))
-        remote = owner_of(out_v) != comm.rank if len(out_v) else np.zeros(0, bool)
-        dest = np.unique(np.column_stack([np.searchsorted(self.nodes, out_u[remote]), owner_of(out_v[remote])]), axis=0)
-        self.notify = _adjacency(dest[:, 0], dest[:, 1], len(self.nodes))
-        self.outbox: list[tuple[int, int, int]] = []  # (destination rank, global index, state)
-        self.undecided = int(self.own.sum())
-
-    def start(self) -> None:
-        """Documents with no lower-ranked neighbour are kept."""
-        ready = [p for p in np.flatnonzero(self.own).tolist() if self.pending[p] == 0]
-        self._settle(deque((p, KEPT) for p in ready))
-
-    def receive(self, rows: np.ndarray) -> None:
-        """Apply states of other ranks' documents (rows of (global index, state)) and settle what follows."""
-        positions = np.searchsorted(self.nodes, rows[:, 0]) if len(rows) else np.zeros(0, np.int64)
-        self._settle(deque(zip(positions.tolist(), rows[:, 1].tolist(), strict=True)))
-
-    def _settle(self, work: deque) -> None:
-        """Decide nodes until nothing more follows locally: a kept node removes its higher neighbours; a node whose
-        lower neighbours are all removed is kept. Each edge is looked at once over all rounds."""
-        state, pending, higher, own, notify = self.state, self.pending, self.higher, self.own_list, self.notify
-        while work:
-            node, decided = work.popleft()
-            if state[node] != UNDECIDED:
-                continue
-            state[node] = decided
-            if own[node]:
-                self.undecided -= 1
-                if notify[node]:
-                    global_index = int(self.nodes[node])
-                    self.outbox += [(dest, global_index, decided) for dest in notify[node]]
-            for neighbour in higher[node]:
-                if state[neighbour] != UNDECIDED:
-                    continue
-                if decided == KEPT:
-                    work.append((neighbour, REMOVED))
-                else:
-                    pending[neighbour] -= 1
-                    if pending[neighbour] == 0:
-                        work.append((neighbour, KEPT))
-
-    def take_outbox(self) -> tuple[np.ndarray, np.ndarray]:
-        """(rows of (global index, state), destination ranks) decided since the last call."""
-        box = np.array(self.outbox, np.int64).reshape(-1, 3)
-        self.outbox = []
-        return np.ascontiguousarray(box[:, 1:]), box[:, 0]
-
-    def assignments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(kept, removed, similarity) for this rank's removed documents: each goes to its most similar kept lower
-        neighbour (ties: the lower-ranked one); every such neighbour was verified against it directly."""
-        state = np.array(self.state, np.int8)
-        take = (state[self.in_u] == KEPT) & (state[self.in_v] == REMOVED) & self.own[self.in_v]
-        u, v, sim, key = self.in_u[take], self.in_v[take], self.in_sim[take], self.in_key_u[take]
-        order = np.lexsort((self.nodes[u], key, -sim, v))
-        best = order[run_starts(v[order])]
-        return self.nodes[u[best]], self.nodes[v[best]], sim[best]
-
-    def own_removed(self) -> np.ndarray:
-        state = np.array(self.state, np.int8)
-        return self.nodes[self.own & (state == REMOVED)]
-
-
-def _adjacency(src: np.ndarray, dst: np.ndarray, n: int) -> list[list[int]]:
-    """dst values grouped by src position, as Python lists (walked one node at a time by _settle)."""
-    order = np.argsort(src, kind="stable")
-    bounds = np.searchsorted(src[order], np.arange(n + 1)).tolist()
-    values = dst[order].tolist()
-    return [values[bounds[i] : bounds[i + 1]] for i in range(n)]
-
-
-def select_keepers(ex: Exchange, graph: KeeperGraph) -> int:
-    """Decide every node of the distributed graph (greedy independent set in rank order); returns the rounds."""
-    comm, rounds = ex.comm, 0
-    graph.start()
-    while True:
-        rows, dests = graph.take_outbox()
-        left = comm.allreduce_sum(np.array([graph.undecided, len(rows)], np.int64))
-        if int(left[0]) == 0 and int(left[1]) == 0:
-            return rounds
-        if int(left[1]) == 0:
-            raise RuntimeError(f"near dedup: {int(left[0])} documents undecided and no rank can progress (a bug)")
-        graph.receive(ex.route(rows, dests, "keeper states"))
-        rounds += 1
+def cluster_summary(records: list[dict], shown: int = 3) -> dict:
+    """What rank 0 needs of one rank's cluster records for stats.json and the report, and no more: the largest
+    cluster's (size, {"kept", "kind"}) and the first `shown` records of each kind cut to `shown` members. A whole
+    record of a template copied a million times is a million ids; it stays on its rank (clusters.jsonl)."""
+    largest = max(((1 + len(r["removed"]), r) for r in records), key=lambda x: x[0], default=None)
+    examples = {}
+    for kind in ("exact", "near"):
+        first = itertools.islice((r for r in records if r["kind"] == kind), shown)
+        examples[kind] = [{**r, "removed": r["removed"][:shown], "similarity": r["similarity"][:shown]} for r in first]
+    return {"largest": largest and (largest[0], {"kept": largest[1]["kept"], "kind": largest[1]["kind"]}),
+            "examples": examples}  # fmt: skip

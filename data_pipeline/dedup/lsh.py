@@ -2,24 +2,26 @@
 
 1. Candidates, per band (bands x rows of the signature): each rank hashes its documents' band slice to a 64-bit
    key and routes (key, rank key, global index) rows to the rank owning that range of key values, so equal keys
-   meet on one rank. The owner sorts its rows and emits star pairs from each run's lowest-ranked member (the one
-   a cluster would keep, `dedup.keep`) to the others. No Python object exists per band entry.
+   meet on one rank. The owner sorts its rows and emits pairs from each run's BUCKET_PIVOTS lowest-ranked members
+   (in `dedup.keep` order) to the members after them. No Python object exists per band entry.
 2. Verification where the pair is owned: each pair goes to the rank holding its lower-ranked document, which
    fetches the other document's signature from its holder (alltoallv: only candidates' signatures travel) and
    keeps the pair when its estimated Jaccard reaches the verify bound: `dedup.verify_threshold`, by default the
-   threshold less three standard deviations of the estimate at the threshold (`verify_bound`). Pairs are verified
+   threshold less two standard deviations of the estimate at the threshold (`verify_bound`). Pairs are verified
    in batches, so the fetched signatures stay bounded on a rank owning a template's huge star of pairs.
-3. Keepers (`dedup_clusters.select_keepers`): the greedy independent set of the verified-pair graph in rank
+3. Keepers (`components.select_keepers`): the greedy independent set of the verified-pair graph in rank
    order, so a document is removed only as a verified near duplicate of the very document kept for it; the rest
    of a chain (A~B~C with A and C unlike) forms its own clusters. Verification alone does not prevent chaining:
-   connected components of verified pairs merge chains whose ends have nothing in common.
-4. Each removed document's holder learns it without any message; the (kept, removed, similarity) rows go to the
+   connected components of verified pairs merge chains whose ends have nothing in common. The components are
+   found first in a bounded number of rounds; each is then walked on the rank holding its smallest document.
+4. Each removed document's holder learns it from that rank; the (kept, removed, similarity) rows go to the
    rank holding the kept document, which owns that cluster record.
 
 Memory per document beyond the signatures (4 * num_perm bytes, uint32): bands are processed one at a time, so
 the peak is one band's 64-bit keys, the (key, rank key, index) rows (24 bytes), their routed copy and a sort
 order (benchmarks/bench_dedup_memory.py). A candidate pair costs 16 bytes on the rank owning it, plus the fetched
-signature of its other document when that is new to the rank; a verified pair is held by both documents' ranks.
+signature of its other document when that is new to the rank; a verified pair is held by its lower document's
+rank and, while components are solved, by the rank solving its component (components.py).
 
 The result is identical for any number of ranks: candidates depend only on which documents share a band key,
 verification only on the two signatures, and the greedy independent set is unique.
@@ -36,7 +38,6 @@ import numpy as np
 from data_pipeline.comm import Comm
 from data_pipeline.dedup.clusters import (
     Exchange,
-    KeeperGraph,
     OwnerOf,
     fetch_from_owners,
     gather_clusters,
@@ -44,8 +45,9 @@ from data_pipeline.dedup.clusters import (
     positions_of,
     rank_key,
     run_starts,
-    select_keepers,
+    unique_rows,
 )
+from data_pipeline.dedup.components import select_keepers
 from data_pipeline.dedup.exact import DedupResult, check_inputs, largest_cluster
 from data_pipeline.dedup.minhash import _fmix64, estimated_jaccard
 
@@ -58,15 +60,23 @@ __all__ = [
     "verify_bound",
 ]
 
-_PAIR_CHUNK = 1 << 16
+_PAIR_CHUNK = 1 << 13  # pairs compared at once: two 4 MiB blocks of gathered 128-value signatures
 VERIFY_BATCH_PAIRS = 1 << 18  # pairs verified per batch: at most 128 MiB of fetched 128-value signatures
+# Members of a bucket that propose pairs to the members ranked after them. With one (a star from the lowest-ranked
+# member), two documents v, w alike were never compared when every bucket they share also held a lower-ranked u
+# unlike both (J(v, w) = 0.95 removed nothing). Now v-w is missed only when every bucket they share holds
+# BUCKET_PIVOTS documents ranked below both; a bucket of s members proposes at most BUCKET_PIVOTS * s pairs.
+BUCKET_PIVOTS = 4
 
 
 # Weight of a missed duplicate in datasketch's grid search (MinHashLSH's own default is 0.5). Candidates are
 # verified by estimated Jaccard afterwards, so a false positive costs a comparison while a false negative is a
-# duplicate trained on: 0.8 moves 0.8/128 from 9x13 to 12x10 bands, raising recall at Jaccard 0.85 from 0.69 to
-# 0.93 per pair (BENCHMARKS.md, bench_dedup_quality.py).
-DEFAULT_FALSE_NEGATIVE_WEIGHT = 0.8
+# duplicate trained on. 0.95 gives 16x8 bands at 0.8/128 (0.8 gave 12x10, 0.5 9x13): P(candidate) at Jaccard
+# 0.8 is 0.947 (12x10: 0.744). Edited copies of text without spaces (character 5-grams: each edited letter
+# breaks 5 shingles) sit just above the threshold, where 12x10 finds 0.930 of the Chinese pairs at J >= 0.8 and
+# 16x8 0.988, with 21% more candidate pairs (bench_dedup_cjk_recall.py); `verify_bound` keeps those extra
+# near-threshold candidates from raising the removals below Jaccard 0.7.
+DEFAULT_FALSE_NEGATIVE_WEIGHT = 0.95
 
 
 @functools.lru_cache(maxsize=64)
@@ -133,47 +143,52 @@ def band_keys(signatures: np.ndarray, params: LSHParams, band: int) -> np.ndarra
     return keys
 
 
-def verify_bound(params: LSHParams, deviations: float = 3.0) -> float:
+def verify_bound(params: LSHParams, deviations: float = 2.0) -> float:
     """Default verify threshold: dedup.threshold less `deviations` standard deviations of the MinHash estimate of a
-    pair exactly at the threshold (sqrt(t(1-t)/num_perm)); 0.694 at 0.8 and 128 permutations.
+    pair exactly at the threshold (sqrt(t(1-t)/num_perm)); 0.729 at 0.8 and 128 permutations.
 
-    A pair at the threshold passes with probability ~0.999, one at Jaccard 0.5 with ~1e-5."""
+    A pair at the threshold passes with probability ~0.977, at 0.82 with ~0.996, at 0.65 with ~0.03. Three
+    deviations (0.694) let the 16x8 bands' extra near-threshold candidates through: 8.5% of the removed documents
+    of bench_dedup_quality's families had a true Jaccard below 0.7 with their kept one; 3.1% now (4.6% with 12x10
+    bands and three deviations), at the same recall on edited Chinese and Japanese paragraphs."""
     t = params.threshold
     return max(0.0, t - deviations * math.sqrt(t * (1.0 - t) / params.num_perm))
 
 
-def _star_pairs(received: np.ndarray) -> np.ndarray:
-    """(u, v) pairs from each run of equal band keys' lowest-ranked member u to every other member v.
+def _pivot_pairs(received: np.ndarray) -> np.ndarray:
+    """(u, v) pairs from each of the BUCKET_PIVOTS lowest-ranked members u of each run of equal band keys to every
+    member v ranked after it (every pair of a run of up to BUCKET_PIVOTS + 1 members).
 
     Rows are (band key, rank key, global index); only positions are sorted, doc ids are looked up for the pairs.
     """
     order = np.lexsort((received[:, 2], received[:, 1], received[:, 0]))
     starts = run_starts(received[order, 0])
-    member_positions = np.flatnonzero(~starts)
     run_first = np.flatnonzero(starts)
-    first_positions = run_first[np.searchsorted(run_first, member_positions, side="right") - 1]
+    run_of = np.cumsum(starts) - 1
+    place = np.arange(len(order)) - run_first[run_of] if len(order) else np.zeros(0, np.int64)
     docs = received[:, 2]
-    return np.column_stack([docs[order[first_positions]], docs[order[member_positions]]]).astype(np.int64)
-
-
-def unique_pairs(pairs: np.ndarray) -> np.ndarray:
-    """Sorted (u, v) rows without repeats."""
-    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
-    return pairs[run_starts(pairs)] if len(pairs) else pairs.reshape(0, 2)
+    pairs = []
+    for pivot in range(BUCKET_PIVOTS):
+        members = np.flatnonzero(place > pivot)
+        pairs.append(np.column_stack([docs[order[run_first[run_of[members]] + pivot]], docs[order[members]]]))
+    return np.concatenate(pairs).astype(np.int64)
 
 
 def candidate_pairs(
     ex: Exchange, doc_index: np.ndarray, keys: np.ndarray, signatures: np.ndarray, params: LSHParams, owner_of: OwnerOf
 ) -> np.ndarray:
     """The candidate pairs (u, v) whose lower-ranked document u this rank holds, each once: u ranks below v."""
-    pairs = np.zeros((0, 2), np.int64)
+    pairs, fresh = np.zeros((0, 2), np.int64), []
     for band in range(params.bands):
         band_key = band_keys(signatures, params, band)
         rows = np.column_stack([band_key, keys, doc_index.astype(np.uint64)])
         received = ex.route(rows, key_owner(band_key, ex.comm.size), "band keys")
         del rows, band_key
-        pairs = unique_pairs(np.concatenate([pairs, _star_pairs(received)]))
-    return unique_pairs(ex.route(pairs, owner_of(pairs[:, 0]), "candidate pairs").reshape(-1, 2))
+        fresh.append(_pivot_pairs(received))
+        if 4 * sum(len(f) for f in fresh) >= len(pairs):  # merging when new rows reach a quarter of the merged ones
+            pairs, fresh = unique_rows(np.concatenate([pairs, *fresh])), []  # bounds both the sorts and the copies
+    pairs = unique_rows(np.concatenate([pairs, *fresh]))
+    return unique_rows(ex.route(pairs, owner_of(pairs[:, 0]), "candidate pairs").reshape(-1, 2))
 
 
 def _pair_similarity(signatures: np.ndarray, pos_u: np.ndarray, other: np.ndarray, pos_v: np.ndarray) -> np.ndarray:
@@ -222,23 +237,6 @@ def verify_in_batches(
     return np.concatenate([v[0] for v in verified]), np.concatenate([v[1] for v in verified])
 
 
-def keeper_graph(ex: Exchange, pairs, similarity, doc_index, keys, owner_of: OwnerOf) -> KeeperGraph:
-    """This rank's part of the verified graph: its pairs, and a copy of each pair sent to the higher document's rank."""
-    key_u = keys[positions_of(doc_index, pairs[:, 0], "keeper_graph")].view(np.int64)
-    rows = np.column_stack([pairs, key_u, similarity.view(np.int64)]).astype(np.int64)
-    incoming = ex.route(rows, owner_of(pairs[:, 1]), "verified pairs")
-    return KeeperGraph(
-        ex.comm,
-        out_u=pairs[:, 0],
-        out_v=pairs[:, 1],
-        in_u=incoming[:, 0],
-        in_v=incoming[:, 1],
-        in_key_u=incoming[:, 2].view(np.uint64),
-        in_sim=incoming[:, 3].view(np.float64),
-        owner_of=owner_of,
-    )
-
-
 def find_near_duplicates(
     comm: Comm,
     doc_index: np.ndarray,
@@ -263,16 +261,15 @@ def find_near_duplicates(
     pairs = candidate_pairs(ex, doc_index, keys, signatures, params, owner_of)
     bound = verify_bound(params) if verify_threshold is None else float(verify_threshold)
     verified, similarity = verify_in_batches(ex, pairs, doc_index, signatures, bound, owner_of)
-    graph = keeper_graph(ex, verified, similarity, doc_index, keys, owner_of)
-    rounds = select_keepers(ex, graph)
-    clusters = gather_clusters(ex, *graph.assignments(), owner_of)
+    keepers = select_keepers(ex, verified, similarity, doc_index, keys, owner_of)
+    clusters = gather_clusters(ex, *keepers.assignments, owner_of)
     return DedupResult(
-        removed=graph.own_removed(),
+        removed=keepers.removed,
         clusters=clusters,
         candidate_pairs=int(comm.allreduce_sum(len(pairs))),
         verified_pairs=int(comm.allreduce_sum(len(verified))),
         largest_cluster=largest_cluster(comm, clusters),
-        rounds=rounds,
+        rounds=keepers.rounds,
         received_bytes=ex.received,
     )
 

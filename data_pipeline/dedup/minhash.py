@@ -6,8 +6,12 @@ Why this shape:
   is that folding as a string.
 - A document is cut into tokens, and a shingle is `ngram` consecutive tokens. Tokens are words (runs of
   letters/digits/marks) for scripts written with spaces, and single characters (separators dropped) for scripts
-  written without them: Han, kana, Thai, Lao, Khmer, Myanmar, Tibetan, Yi (`SHINGLE_MODES`; "auto", the
-  default, picks characters for a document when at least `UNSPACED_SHARE` of its letters are in those scripts).
+  written without them: Han, kana, Thai, Lao, Khmer, Myanmar, Tibetan, Yi. That is "auto", the default,
+  decided letter by letter, never per document: a Chinese page quoting English has English words and Chinese
+  characters as tokens. A per-document choice (characters when 1/4 of the letters were Han) split a page and
+  its copy that fell on either side of the line into two token kinds that shared no shingle (J 0.000 for a
+  pair 0.92 alike); letter by letter, an edit changes only the shingles around it. "words" and "chars" force
+  one kind for every letter (`SHINGLE_MODES`).
   In word mode a 500-character Chinese text is a handful of "words" and one edited character changes a whole
   one, so a near-duplicate looks unrelated; character 5-grams keep it at J ~ 0.98 (BENCHMARKS.md).
 - All the per-character and per-shingle work is one compiled pass over the batch's code points (numba): the
@@ -52,7 +56,7 @@ _LOW31 = np.uint64((1 << 31) - 1)
 _LOW32 = np.uint64((1 << 32) - 1)
 SCHEMES = ("mersenne61", "affine32")
 SHINGLE_MODES = ("words", "chars", "auto")
-UNSPACED_SHARE = 0.25  # "auto": character shingles when at least this share of a document's letters is unspaced
+_WORDS, _CHARS, _AUTO = 0, 1, 2  # the modes as the kernel reads them
 _CHUNK_DOCS = 512
 # token classes of code points: separator, letter of a script written with spaces, letter of one written without
 _SEPARATOR, _SPACED, _UNSPACED = 0, 1, 2
@@ -74,7 +78,7 @@ _UNSPACED_RANGES = (  # Unicode blocks of scripts that do not separate words wit
     (0x20000, 0x3FFFF),  # CJK extensions B-H
 )
 # Letters, digits and combining marks exist only below 0x40000 and in 0xE0100-0xE01EF (variation selectors);
-# tests/test_minhash.py checks this against the running Python's Unicode database.
+# tests/unit/test_minhash.py checks this against the running Python's Unicode database.
 _WORD_CHAR_SPANS = ((0, 0x40000), (0xE0000, 0xE1000))
 
 # fmix64 / token-hash constants (uint64 scalars so numba keeps all arithmetic in uint64)
@@ -136,30 +140,19 @@ def _fmix64_scalar(value):
     return value ^ (value >> _U33)
 
 
-@numba.njit(cache=True, nogil=True)
-def _unspaced_documents(points, offsets, classes, share):
-    """Per document: True when at least `share` of its letters are in scripts written without spaces."""
-    n = len(offsets) - 1
-    out = np.zeros(n, np.bool_)
-    for doc in range(n):
-        letters = unspaced = 0
-        for i in range(offsets[doc], offsets[doc + 1]):
-            kind = classes[points[i]]
-            letters += kind != _SEPARATOR
-            unspaced += kind == _UNSPACED
-        out[doc] = letters > 0 and unspaced >= share * letters
-    return out
-
-
 @numba.njit(cache=True)
-def _document_tokens(points, start, stop, classes, by_char, tokens):
-    """Hash the tokens of points[start:stop] into `tokens`; returns how many (words, or characters if by_char)."""
+def _document_tokens(points, start, stop, classes, mode, tokens):
+    """Hash the tokens of points[start:stop] into `tokens`; returns how many.
+
+    A letter continues a word in mode _WORDS, and in mode _AUTO when its script is written with spaces; any
+    other letter is a token of its own, and a separator ends a word.
+    """
     count = 0
     state = np.uint64(0)
     length = 0
     for i in range(start, stop + 1):
         kind = classes[points[i]] if i < stop else _SEPARATOR
-        if kind != _SEPARATOR and not by_char:
+        if kind != _SEPARATOR and (mode == _WORDS or (mode == _AUTO and kind == _SPACED)):
             state = (state ^ np.uint64(points[i])) * _TOKEN_MUL
             state ^= state >> _U32
             length += 1
@@ -168,21 +161,21 @@ def _document_tokens(points, start, stop, classes, by_char, tokens):
             tokens[count] = _fmix64_scalar(state ^ np.uint64(length))
             count += 1
             state, length = np.uint64(0), 0
-        if kind != _SEPARATOR:  # by_char: every letter is a token
+        if kind != _SEPARATOR:  # a letter that is a token of its own
             tokens[count] = _fmix64_scalar(np.uint64(points[i]) ^ _CHAR_MODE_TAG)
             count += 1
     return count
 
 
 @numba.njit(cache=True, nogil=True)
-def _shingle_kernel(points, offsets, classes, by_char, ngram, out, counts):
+def _shingle_kernel(points, offsets, classes, mode, ngram, out, counts):
     """Shingle hashes of every document into `out` (concatenated), their number into counts; returns the total."""
     tokens = np.empty(np.int64(np.max(np.diff(offsets))) + 1, np.uint64)
     total = 0
     for doc in range(len(offsets) - 1):
-        n_tokens = _document_tokens(points, offsets[doc], offsets[doc + 1], classes, by_char[doc], tokens)
+        n_tokens = _document_tokens(points, offsets[doc], offsets[doc + 1], classes, mode, tokens)
         width = min(n_tokens, ngram)
-        tag = np.uint64(width + 1) * _TOKEN_MUL ^ (_CHAR_MODE_TAG if by_char[doc] else np.uint64(0))
+        tag = np.uint64(width + 1) * _TOKEN_MUL ^ (_CHAR_MODE_TAG if mode == _CHARS else np.uint64(0))
         for first in range(n_tokens - width + 1):
             combined = tag
             for position in range(width):
@@ -195,13 +188,11 @@ def _shingle_kernel(points, offsets, classes, by_char, ngram, out, counts):
     return total
 
 
-def _shingle_modes(points: np.ndarray, offsets: np.ndarray, shingle: str) -> np.ndarray:
-    """Per document: True for character shingles."""
-    if shingle == "auto":
-        return _unspaced_documents(points, offsets, token_classes(), UNSPACED_SHARE)
+def _shingle_mode(shingle: str) -> int:
+    """The kernel's mode for a dedup.shingle value."""
     if shingle not in SHINGLE_MODES:
         raise ValueError(f"shingle must be one of {', '.join(SHINGLE_MODES)} (dedup.shingle), got {shingle!r}")
-    return np.full(len(offsets) - 1, shingle == "chars")
+    return {"words": _WORDS, "chars": _CHARS, "auto": _AUTO}[shingle]
 
 
 def shingle_hashes_batch(texts: list[str], ngram: int = 5, shingle: str = "auto") -> tuple[np.ndarray, np.ndarray]:
@@ -214,10 +205,9 @@ def shingle_hashes_batch(texts: list[str], ngram: int = 5, shingle: str = "auto"
     offsets = np.zeros(len(folded) + 1, np.int64)
     np.cumsum(np.fromiter(map(len, folded), np.int64, len(folded)), out=offsets[1:])
     points = _code_points("".join(folded))
-    by_char = _shingle_modes(points, offsets, shingle)
     out = np.empty(len(points) + len(texts), np.uint64)  # a document has at most max(1, characters) shingles
     counts = np.empty(len(texts), np.int64)
-    total = _shingle_kernel(points, offsets, token_classes(), by_char, ngram, out, counts)
+    total = _shingle_kernel(points, offsets, token_classes(), _shingle_mode(shingle), ngram, out, counts)
     return out[:total].copy(), counts
 
 
@@ -336,7 +326,7 @@ def compute_signatures(
         (texts[i : i + _CHUNK_DOCS], ngram, num_perm, seed, scheme, shingle) for i in range(0, len(texts), _CHUNK_DOCS)
     ]
     if not chunks:
-        _shingle_modes(np.zeros(0, np.uint32), np.zeros(1, np.int64), shingle)  # reject a bad mode here too
+        _shingle_mode(shingle)  # reject a bad mode here too
         return np.zeros((0, num_perm), np.uint32)
     first = _signature_chunk(chunks[0])  # compiles (or loads) the kernels and builds the tables once
     if workers == 1 or len(chunks) == 1:

@@ -14,27 +14,31 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
+import yaml
 
+from data_pipeline.shards import read_manifest
+from pretrain.checkpoint import CheckpointRef, resolve_checkpoint
+from pretrain.config import RunConfig
 from pretrain.errors import PretrainError
+from pretrain.model import GPT
 
 
 @dataclass
 class Consolidated:
     """A checkpoint's full fp32 weights with the config and folders they came from."""
 
-    cfg: Any  # RunConfig
+    cfg: RunConfig
     state_dict: dict[str, torch.Tensor]
     ckpt_dir: Path
     run_dir: Path
 
 
-def check_partitions(ckpt_root: Path, tag: str) -> None:
+def check_partitions(ref: CheckpointRef) -> None:
     """Refuse a tag folder whose per-rank files are missing (a checkpoint without a checksum file; one with a
     manifest, or without a COMPLETE marker, was already refused by checkpoint.resolve_checkpoint)."""
-    folder = ckpt_root / tag
+    folder = ref.path
     optim_files = sorted(folder.glob("*optim_states.pt"))
     model_files = sorted(folder.glob("*model_states.pt"))
     if not optim_files or not model_files:
@@ -46,36 +50,30 @@ def check_partitions(ckpt_root: Path, tag: str) -> None:
         )
 
 
-def consolidate(ckpt_root: Path, tag: str) -> dict[str, torch.Tensor]:
+def consolidate(ref: CheckpointRef) -> dict[str, torch.Tensor]:
     """fp32 state dict from all ZeRO partitions, via DeepSpeed's zero_to_fp32 (tied weights share a tensor)."""
-    check_partitions(ckpt_root, tag)
+    check_partitions(ref)
     # one process, no launcher: name the accelerator so DeepSpeed does not guess (and warn) on import
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     try:  # DeepSpeed logs and reports progress on stdout; keep stdout for results (`loss: ...`, generated text)
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr):  # imported here: after DS_ACCELERATOR, with stdout redirected
             from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-            state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_root), tag=tag)
+            state = get_fp32_state_dict_from_zero_checkpoint(str(ref.folder), tag=ref.tag)
     except (FileNotFoundError, ValueError, KeyError) as err:
-        raise PretrainError(f"{ckpt_root / tag}: DeepSpeed could not consolidate it ({err})") from err
+        raise PretrainError(f"{ref.path}: DeepSpeed could not consolidate it ({err})") from err
     return {k: v.float() for k, v in state.items()}
 
 
 def load_consolidated(run_or_ckpt: str | os.PathLike) -> Consolidated:
     """Resolve a run folder / checkpoints folder / tag folder and consolidate its newest complete checkpoint."""
-    from pretrain.checkpoint import resolve_checkpoint
-
-    ckpt_root, tag = resolve_checkpoint(run_or_ckpt)  # verifies the checksum file once (can be minutes)
-    cfg = run_config(ckpt_root.parent)
-    return Consolidated(cfg, consolidate(ckpt_root, tag), ckpt_root / tag, ckpt_root.parent)
+    ref = resolve_checkpoint(run_or_ckpt)  # verifies the checksum file once (can be minutes)
+    cfg = run_config(ref.folder.parent)
+    return Consolidated(cfg, consolidate(ref), ref.path, ref.folder.parent)
 
 
-def run_config(run_dir: Path) -> Any:
+def run_config(run_dir: Path) -> RunConfig:
     """The RunConfig the run was trained with, from RUN/config.yaml."""
-    import yaml
-
-    from pretrain.config import RunConfig
-
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise PretrainError(f"{path}: missing; pass the run folder as pretrain.train wrote it (or a checkpoint in it)")
@@ -92,8 +90,6 @@ def run_config(run_dir: Path) -> Any:
 
 def check_fits(consolidated: Consolidated) -> None:
     """The weights have GPT(cfg)'s keys and shapes (checked on the meta device: no memory, no init)."""
-    from pretrain.model import GPT
-
     cfg, state = consolidated.cfg.model, consolidated.state_dict
     with torch.device("meta"):
         expected = {k: v.shape for k, v in GPT(cfg).state_dict().items()}
@@ -110,8 +106,6 @@ def check_fits(consolidated: Consolidated) -> None:
 
 def inference_model(consolidated: Consolidated, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Our GPT with the consolidated weights; a key or shape mismatch is an error, never a silent re-init."""
-    from pretrain.model import GPT
-
     check_fits(consolidated)
     model = GPT(consolidated.cfg.model)
     model.load_state_dict(consolidated.state_dict, strict=False)
@@ -127,10 +121,8 @@ class RunTokenizer:
     special_ids: dict[str, int | None]  # bos/eos/pad_token_id for generation_config.json (None: absent)
 
 
-def run_tokenizer(cfg: Any) -> RunTokenizer:
+def run_tokenizer(cfg: RunConfig) -> RunTokenizer:
     """The tokenizer of the run's dataset (data.path), from one read of its manifest."""
-    from data_pipeline.shards import read_manifest
-
     if not cfg.data.path:
         raise PretrainError("data.path is empty in the run's config.yaml; cannot find the tokenizer")
     manifest = read_manifest(cfg.data.path)

@@ -17,6 +17,8 @@ FORMATS = ("hf",)
 
 def export_hf(run_or_ckpt: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Write safetensors + config.json + generation_config.json + tokenizer files to out_dir."""
+    # imported here, not at the top: `pretrain --help` imports every subcommand's module (infra/cli.py), and these
+    # load torch and transformers (seconds each)
     from pretrain.interop.consolidated import check_fits, load_consolidated, run_tokenizer
     from pretrain.interop.hf import save_hf
     from pretrain.interop.hf_tokenizer import save_hf_tokenizer

@@ -7,21 +7,29 @@ out [q | k | v] like GPT-2's `c_attn`, and RoPE uses Llama's half-split rotation
 GPT-2's Conv1D stores weights (in, out), hence the transposes. The embedding's padded rows are sliced off on
 export and zero-filled on import. `load_hf_folder` reads a local folder (config.json + safetensors) for
 `pretrain.train --init-from-hf` (pretrain/interop/hf_init.py).
+
+transformers is imported inside the functions that use it, not at the top: its config classes take seconds to
+import (11 s measured on the 2-core CI machine), and every training launch imports this module through hf_init.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file, save_file
 
 from pretrain.config import ModelConfig
 from pretrain.errors import ConfigError
-from pretrain.model import sinusoidal_table
+from pretrain.model import GPT, sinusoidal_table
+
+if TYPE_CHECKING:
+    from transformers import GPT2Config, LlamaConfig, PretrainedConfig
 
 GPT2_FIELDS = "pos_emb=learned|sinusoidal, norm=layernorm, mlp=gelu, bias=true, n_kv_head=n_head"
 LLAMA_FIELDS = "pos_emb=rope, norm=rmsnorm, mlp=swiglu"
@@ -59,7 +67,7 @@ def to_hf(
     bos_token_id: int | None = None,
     eos_token_id: int | None = None,
     pad_token_id: int | None = None,
-) -> tuple[Any, dict[str, torch.Tensor]]:
+) -> tuple[GPT2Config | LlamaConfig, dict[str, torch.Tensor]]:
     """Our weights as (transformers config, state dict) of GPT2LMHeadModel or LlamaForCausalLM."""
     state = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
     ids = dict(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
@@ -72,8 +80,6 @@ def to_hf(
 
 def check_state_keys(state: dict[str, torch.Tensor], cfg: ModelConfig) -> None:
     """The state dict must be exactly GPT(cfg)'s (a tied head may be absent): a mismatch means the wrong config."""
-    from pretrain.model import GPT
-
     with torch.device("meta"):
         expected = set(GPT(cfg).state_dict())
     missing = expected - set(state) - ({"lm_head.weight"} if cfg.tie_embeddings else set())
@@ -85,7 +91,7 @@ def check_state_keys(state: dict[str, torch.Tensor], cfg: ModelConfig) -> None:
         )
 
 
-def gpt2_config(cfg: ModelConfig, ids: dict[str, int | None]) -> Any:
+def gpt2_config(cfg: ModelConfig, ids: dict[str, int | None]) -> GPT2Config:
     from transformers import GPT2Config
 
     return GPT2Config(
@@ -107,7 +113,7 @@ def gpt2_config(cfg: ModelConfig, ids: dict[str, int | None]) -> Any:
     )
 
 
-def llama_config(cfg: ModelConfig, ids: dict[str, int | None]) -> Any:
+def llama_config(cfg: ModelConfig, ids: dict[str, int | None]) -> LlamaConfig:
     """Llama has no residual dropout; model.dropout becomes attention_dropout (irrelevant for inference)."""
     from transformers import LlamaConfig
 
@@ -196,7 +202,7 @@ def _qkv_sizes(cfg: ModelConfig) -> tuple[int, int, int]:
 
 
 def from_hf(
-    hf_cfg: Any, state: dict[str, torch.Tensor], pad_vocab_multiple: int | None = None
+    hf_cfg: PretrainedConfig, state: dict[str, torch.Tensor], pad_vocab_multiple: int | None = None
 ) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """A transformers GPT2LMHeadModel/LlamaForCausalLM config and state dict as (our ModelConfig, our state dict),
     the embedding zero-padded to a multiple of `pad_vocab_multiple` (ModelConfig's default when None)."""
@@ -215,7 +221,7 @@ def from_hf(
     return cfg, ours
 
 
-def config_from_hf(hf_cfg: Any) -> ModelConfig:
+def config_from_hf(hf_cfg: PretrainedConfig) -> ModelConfig:
     """Our ModelConfig for a transformers config; a ConfigError for families other than gpt2 and llama."""
     if hf_cfg.model_type == "gpt2":
         return config_from_gpt2(hf_cfg)
@@ -235,7 +241,7 @@ def _with_base_prefix(state: dict[str, torch.Tensor], model_type: str) -> dict[s
     return {prefix + key: value for key, value in state.items()}
 
 
-def read_hf_config(folder: str | os.PathLike) -> Any:
+def read_hf_config(folder: str | os.PathLike) -> PretrainedConfig:
     """config.json of a local transformers folder (no network)."""
     from transformers import AutoConfig
 
@@ -249,8 +255,6 @@ def read_hf_config(folder: str | os.PathLike) -> Any:
 
 def weight_files(folder: str | os.PathLike) -> list[Path]:
     """The safetensors files of a folder: model.safetensors, or the shards model.safetensors.index.json names."""
-    import json
-
     folder = Path(folder)
     index = folder / "model.safetensors.index.json"
     if index.is_file():
@@ -267,8 +271,6 @@ def load_hf_folder(
     folder: str | os.PathLike, pad_vocab_multiple: int | None = None
 ) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """A local GPT-2 or Llama folder (config.json + safetensors) as (our ModelConfig, our state dict)."""
-    from safetensors.torch import load_file
-
     hf_cfg = read_hf_config(folder)
     state: dict[str, torch.Tensor] = {}
     for path in weight_files(folder):
@@ -276,7 +278,7 @@ def load_hf_folder(
     return from_hf(hf_cfg, state, pad_vocab_multiple)
 
 
-def config_from_gpt2(hf_cfg: Any) -> ModelConfig:
+def config_from_gpt2(hf_cfg: GPT2Config) -> ModelConfig:
     _require_hf(hf_cfg.activation_function in GPT2_ACTIVATIONS, "activation_function", hf_cfg.activation_function)
     _require_hf(hf_cfg.scale_attn_weights, "scale_attn_weights", False)
     _require_hf(not hf_cfg.scale_attn_by_inverse_layer_idx, "scale_attn_by_inverse_layer_idx", True)
@@ -298,7 +300,7 @@ def config_from_gpt2(hf_cfg: Any) -> ModelConfig:
     )
 
 
-def config_from_llama(hf_cfg: Any) -> ModelConfig:
+def config_from_llama(hf_cfg: LlamaConfig) -> ModelConfig:
     rope = hf_cfg.rope_parameters or {}
     _require_hf(rope.get("rope_type", "default") == "default", "rope_parameters.rope_type", rope.get("rope_type"))
     _require_hf(hf_cfg.hidden_act == "silu", "hidden_act", hf_cfg.hidden_act)
@@ -325,7 +327,7 @@ def config_from_llama(hf_cfg: Any) -> ModelConfig:
     )
 
 
-def _require_hf(ok: bool, field: str, value: Any) -> None:
+def _require_hf(ok: bool, field: str, value: object) -> None:
     if not ok:
         raise ConfigError(f"Hugging Face config {field}={value!r}: our GPT cannot represent it; import another model")
 
@@ -381,7 +383,6 @@ def save_hf(
 ) -> Path:
     """Write a folder `AutoModelForCausalLM.from_pretrained` loads: config.json, generation_config.json and
     model.safetensors (in the weights' own dtype; a tied head is stored once, as transformers expects)."""
-    from safetensors.torch import save_file
     from transformers import GenerationConfig
 
     hf_config, state = to_hf(model_state, cfg, bos_token_id, eos_token_id, pad_token_id)

@@ -27,11 +27,17 @@ import os
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
+import deepspeed
+import sentencepiece as spm
 import torch
+import torch.distributed as dist
+from deepspeed import DeepSpeedEngine
+from deepspeed.utils import safe_set_full_fp32_param
+from tokenizers import Tokenizer
 
-from pretrain.config import SCHEMA, ModelConfig
+from pretrain.config import SCHEMA, ModelConfig, RunConfig
+from pretrain.engine import build_engine
 from pretrain.errors import ConfigError
 from pretrain.interop.hf import config_from_hf, load_hf_folder, read_hf_config, weight_files
 
@@ -97,9 +103,6 @@ def check_tokenizer(folder: str | os.PathLike, vocab_size: int, manifest: dict, 
 
 def _check_pieces(tokenizer_json: Path, spm_path: Path) -> str:
     """Every SentencePiece piece of the dataset has the same id in the folder's tokenizer.json."""
-    import sentencepiece as spm
-    from tokenizers import Tokenizer
-
     theirs = Tokenizer.from_file(str(tokenizer_json)).get_vocab(with_added_tokens=True)
     sp = spm.SentencePieceProcessor(model_file=str(spm_path))
     for index in range(sp.get_piece_size()):
@@ -127,10 +130,8 @@ def start_record(folder: str | os.PathLike) -> dict:
 # --------------------------------------------------------------------------- the engine
 
 
-def build_engine_from_hf(cfg: Any, ds_config: dict, folder: str | os.PathLike, rank: int) -> Any:
+def build_engine_from_hf(cfg: RunConfig, ds_config: dict, folder: str | os.PathLike, rank: int) -> DeepSpeedEngine:
     """The trainer's engine (pretrain/engine.py) holding the folder's weights, in the working and master copies."""
-    from pretrain.engine import build_engine
-
     state = folder_weights(folder, cfg.model) if rank == 0 else None
     engine = build_engine(cfg, ds_config, load_weights=lambda model: load_into_partitions(model, state, rank))
     if engine.bfloat16_enabled():
@@ -149,9 +150,6 @@ def folder_weights(folder: str | os.PathLike, model_cfg: ModelConfig) -> dict[st
 @torch.no_grad()
 def load_into_partitions(model: torch.nn.Module, state: dict[str, torch.Tensor] | None, rank: int) -> None:
     """Copy rank 0's `state` into every (partitioned) parameter, one gathered parameter at a time."""
-    import deepspeed
-    import torch.distributed as dist
-
     for name, param in model.named_parameters():  # a tied head is one parameter, named once
         with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
             if rank == 0:
@@ -161,11 +159,8 @@ def load_into_partitions(model: torch.nn.Module, state: dict[str, torch.Tensor] 
 
 
 @torch.no_grad()
-def set_fp32_master(engine: Any, state: dict[str, torch.Tensor] | None, rank: int) -> None:
+def set_fp32_master(engine: DeepSpeedEngine, state: dict[str, torch.Tensor] | None, rank: int) -> None:
     """Give the optimizer's fp32 master partitions the folder's full-precision values (broadcast from rank 0)."""
-    import torch.distributed as dist
-    from deepspeed.utils import safe_set_full_fp32_param
-
     for name, param in engine.module.named_parameters():
         shape = tuple(getattr(param, "ds_shape", param.shape))
         if rank == 0:

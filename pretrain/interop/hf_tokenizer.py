@@ -6,7 +6,7 @@ byte fallback, so the `tokenizers` pipeline is assembled here from the .model's 
 every option sentencepiece applies at encode time is either reproduced or refused with a message.
 The result is a `tokenizer.json` + `tokenizer_config.json` that `AutoTokenizer.from_pretrained` loads offline.
 
-tests/test_export.py checks the ids against sentencepiece for both model types (bpe, unigram) on varied text.
+tests/unit/test_export_tokenizer.py checks the ids against sentencepiece for both model types (bpe, unigram) on varied text.
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ import os
 import shutil
 from pathlib import Path
 
+from sentencepiece import sentencepiece_model_pb2
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
 from tokenizers.models import BPE, Unigram
+from transformers import PreTrainedTokenizerFast
+from transformers.tokenization_utils_base import generate_merges
 
 from pretrain.errors import PretrainError
 
@@ -25,10 +28,8 @@ _UNIGRAM, _BPE = 1, 2
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
 
 
-def load_spm_proto(model_path: str | os.PathLike):
+def load_spm_proto(model_path: str | os.PathLike) -> sentencepiece_model_pb2.ModelProto:
     """Parse a SentencePiece .model file into its protobuf (sentencepiece ships the generated module)."""
-    from sentencepiece import sentencepiece_model_pb2
-
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(Path(model_path).read_bytes())
     return proto
@@ -50,8 +51,6 @@ def _model(proto):
     pieces = [(p.piece, p.score) for p in proto.pieces]
     if spec.model_type == _UNIGRAM:
         return Unigram(_unigram_scores(proto), unk_id=spec.unk_id, byte_fallback=spec.byte_fallback)
-    from transformers.tokenization_utils_base import generate_merges
-
     vocab = {piece: i for i, (piece, _) in enumerate(pieces)}
     atomic = {p.piece for p in proto.pieces if p.type in (_UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE)}
     merges = generate_merges(vocab, pieces, skip_tokens=atomic)
@@ -145,8 +144,6 @@ def _special_token_names(proto) -> dict[str, str]:
 
 def save_hf_tokenizer(model_path: str | os.PathLike, out_dir: str | os.PathLike, model_max_length: int) -> Path:
     """Write tokenizer.json/tokenizer_config.json (+ the original .model) into `out_dir` for AutoTokenizer."""
-    from transformers import PreTrainedTokenizerFast
-
     proto = load_spm_proto(model_path)
     hf = PreTrainedTokenizerFast(
         tokenizer_object=build_tokenizer(model_path),

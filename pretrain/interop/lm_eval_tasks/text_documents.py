@@ -6,13 +6,11 @@ lm-eval imports this file by path (the task YAML's `!function text_documents.loa
 
 from __future__ import annotations
 
-from typing import Any
+import datasets
 
 
-def load(data_files: str | None = None, **_metadata: Any) -> Any:
+def load(data_files: str | None = None, **_metadata: object) -> datasets.DatasetDict:
     """The file as a datasets.DatasetDict whose `test` split holds one {"text": ...} row per line (read offline)."""
-    import datasets
-
     if not data_files:
         raise ValueError(
             'pretrain_text: name the text with --metadata \'{"data_files": "FILE.jsonl"}\' (one {"text": ...} per line)'

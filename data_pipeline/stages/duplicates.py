@@ -1,0 +1,164 @@
+"""Phase 3 of the dedup stage: exact then near dedup over all ranks; each rank learns its own documents' fate.
+
+A document's global index is its position among all documents in task order, so it does not depend on N. Each
+rank loads the keys (then the signatures) of its own tasks' documents and calls the dedup algorithms
+(dedup/exact.py, lsh.py, clusters.py); it gets back the removals among its own documents and the clusters whose
+kept document it holds. Memory: 8 bytes of index, 16 of key, 8 of priority and 4 * num_perm of signature per
+document of the rank's share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from data_pipeline.config import PipelineConfig
+from data_pipeline.dedup import clusters as dedup_clusters
+from data_pipeline.dedup import exact as exact_dedup
+from data_pipeline.dedup import lsh
+from data_pipeline.progress import summary
+from data_pipeline.stages.plan import DedupJob, Plan
+from data_pipeline.stages.scan import TaskWork
+from data_pipeline.tasks import Task
+
+SIGNATURE_BLOCK_ROWS = 4096
+REASONS = ("exact_dup", "near_dup")
+
+
+class GlobalIndex:
+    """Global document indices: task order, then document order inside a task; the same for any N."""
+
+    def __init__(self, docs_per_task: np.ndarray, owners: list[int]) -> None:
+        self.docs = docs_per_task
+        self.base = np.concatenate([[0], np.cumsum(docs_per_task)[:-1]]).astype(np.int64)
+        self.task_owner = np.asarray(owners, np.int64)
+
+    def task_of(self, index: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.base, np.asarray(index, np.int64), side="right") - 1
+
+    def owner_of(self, index: np.ndarray) -> np.ndarray:
+        """The rank holding each global index (vectorised): the dedup functions route by it."""
+        return self.task_owner[self.task_of(index)]
+
+
+def global_index(job: DedupJob, plan: Plan) -> GlobalIndex:
+    """Every task's document count from its owner (collective: allgather), as global indices."""
+    mine = {t.index: TaskWork(job.out, t).meta()["docs"] for t in plan.mine}
+    merged = {i: n for part in job.comm.allgather(mine) for i, n in part.items()}
+    return GlobalIndex(np.array([merged[i] for i in range(len(plan.tasks))], np.int64), plan.owners)
+
+
+@dataclass
+class Removals:
+    """What dedup decided on this rank: its removed documents by reason, the clusters whose kept document it
+    holds, and near dedup's parameters and pair counts."""
+
+    removed: dict[str, np.ndarray] = field(default_factory=lambda: {r: np.zeros(0, np.int64) for r in REASONS})
+    clusters: list[dict] = field(default_factory=list)
+    lsh: lsh.LSHParams | None = None
+    pairs: dict[str, int] = field(default_factory=dict)
+
+    def by_task(self, index: GlobalIndex, tasks: list[Task]) -> dict[int, dict[str, np.ndarray]]:
+        """{task: {reason: ordinals inside the task}} for these tasks (empty arrays where nothing was removed)."""
+        split = {reason: _split_by_task(index, removed) for reason, removed in self.removed.items()}
+        empty = np.zeros(0, np.int64)
+        return {t.index: {reason: parts.get(t.index, empty) for reason, parts in split.items()} for t in tasks}
+
+
+class PackedClusters:
+    """Clusters as three flat arrays (about 16 bytes per member instead of ~100 in dicts and lists)."""
+
+    def __init__(self, kind: str, clusters: list[dict]) -> None:
+        self.kind = kind
+        self.kept = np.array([c["kept"] for c in clusters], np.int64)
+        sizes = [len(c["removed"]) for c in clusters]
+        self.bounds = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self.removed = np.array([i for c in clusters for i in c["removed"]], np.int64)
+        self.similarity = np.array([s for c in clusters for s in c.get("similarity", [1.0] * len(c["removed"]))])
+
+    def unpack(self) -> list[dict]:
+        bounds = self.bounds.tolist()
+        return [
+            {"kept": kept, "removed": self.removed[a:b].tolist(), "similarity": self.similarity[a:b].tolist(),
+             "kind": self.kind}
+            for kept, a, b in zip(self.kept.tolist(), bounds[:-1], bounds[1:], strict=True)
+        ]  # fmt: skip
+
+
+def _split_by_task(index: GlobalIndex, removed: np.ndarray) -> dict[int, np.ndarray]:
+    """Sorted global indices -> {task: ordinals inside the task}."""
+    removed = np.sort(np.asarray(removed, np.int64))
+    tasks = index.task_of(removed)
+    return {int(t): removed[tasks == t] - index.base[t] for t in np.unique(tasks)}
+
+
+def lsh_params(recipe: PipelineConfig) -> lsh.LSHParams:
+    cfg = recipe.dedup
+    return lsh.LSHParams.from_threshold(cfg.threshold, cfg.num_perm, bands=cfg.bands, rows=cfg.rows)
+
+
+def find_duplicates(job: DedupJob, plan: Plan, index: GlobalIndex) -> Removals:
+    """Exact then near dedup over this rank's live documents.
+
+    Collective: find_exact_duplicates and find_near_duplicates on every rank, each followed by two allreduces
+    for its summary line.
+    """
+    cfg, comm, tasks = job.recipe.dedup, job.comm, plan.mine
+    doc_index = live_index(job, tasks, index)
+    lengths = np.concatenate([TaskWork(job.out, t).lengths() for t in tasks] or [np.zeros(0, np.int64)])
+    priority = dedup_clusters.keep_priority(lengths, cfg.keep)
+    del lengths
+    removals, packed = Removals(), []
+    if cfg.exact:
+        keys = np.concatenate([TaskWork(job.out, t).keys() for t in tasks] or [np.zeros((0, 2), np.uint64)])
+        result = exact_dedup.find_exact_duplicates(comm, doc_index, keys, priority, index.owner_of)
+        del keys
+        removals.removed["exact_dup"] = np.asarray(result.removed, np.int64)
+        packed.append(PackedClusters("exact", result.clusters))  # flat arrays while near dedup runs
+        del result
+        removed = comm.allreduce_sum(len(removals.removed["exact_dup"]))
+        clusters = comm.allreduce_sum(len(packed[-1].kept))
+        summary(f"exact dedup: {removed} documents removed in {clusters} clusters", job.quiet)
+    if cfg.near:
+        removals.lsh = lsh_params(job.recipe)
+        summary(f"near dedup: {removals.lsh.describe()}", job.quiet)
+        alive = ~np.isin(doc_index, removals.removed["exact_dup"])
+        doc_index, priority = doc_index[alive], priority[alive]  # the full arrays are not needed any more
+        signatures = live_signatures(job, tasks, alive)
+        del alive
+        result = lsh.find_near_duplicates(
+            comm, doc_index, signatures, removals.lsh, cfg.verify_threshold, priority, index.owner_of
+        )
+        del signatures, doc_index, priority
+        removals.removed["near_dup"] = np.asarray(result.removed, np.int64)
+        packed.append(PackedClusters("near", result.clusters))
+        removals.pairs = {"candidate_pairs": int(result.candidate_pairs), "verified_pairs": int(result.verified_pairs)}
+        removed = comm.allreduce_sum(len(removals.removed["near_dup"]))
+        clusters = comm.allreduce_sum(len(packed[-1].kept))
+        summary(f"near dedup: {removed} documents removed in {clusters} clusters", job.quiet)
+    removals.clusters = [c for p in packed for c in p.unpack()]
+    return removals
+
+
+def live_index(job: DedupJob, tasks: list[Task], index: GlobalIndex) -> np.ndarray:
+    """Global indices of this rank's documents that passed the filters, in task order."""
+    parts = [index.base[t.index] + np.flatnonzero(TaskWork(job.out, t).verdicts() == 0) for t in tasks]
+    return np.concatenate(parts or [np.zeros(0, np.int64)]).astype(np.int64)
+
+
+def live_signatures(job: DedupJob, tasks: list[Task], alive: np.ndarray) -> np.ndarray:
+    """Signatures of the live documents still alive, read in blocks straight into one array (no temporary
+    copy of a task's signatures, so memory is the alive signatures plus one block)."""
+    num_perm = job.recipe.dedup.num_perm
+    out = np.empty((int(alive.sum()), num_perm), np.uint32)
+    start = row = 0
+    for task in tasks:
+        with open(TaskWork(job.out, task).path("signatures.u32"), "rb") as f:
+            while (block := np.fromfile(f, np.uint32, count=SIGNATURE_BLOCK_ROWS * num_perm)).size:
+                block = block.reshape(-1, num_perm)
+                keep = alive[start : start + len(block)]
+                taken = int(keep.sum())
+                out[row : row + taken] = block[keep]
+                start, row = start + len(block), row + taken
+    return out

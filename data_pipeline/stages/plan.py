@@ -1,0 +1,80 @@
+"""Phase 1 of the dedup stage: what one execution is given, and the tasks with the rank that runs each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data_pipeline import markers
+from data_pipeline.comm import Comm
+from data_pipeline.config import PipelineConfig
+from data_pipeline.stages.outputs import STAGE
+from data_pipeline.tasks import Task, assign_tasks, count_range_lines, plan_tasks
+
+
+def stage_config(recipe: PipelineConfig) -> dict:
+    """What the outputs depend on (worker counts and the tokenizer sections do not change them)."""
+    return {"read": recipe.section("read"), "filters": recipe.section("filters"), "dedup": recipe.section("dedup")}
+
+
+@dataclass(frozen=True)
+class DedupJob:
+    """What every phase of one execution of the stage on one rank is given, all fixed before the first phase."""
+
+    comm: Comm
+    out: Path
+    recipe: PipelineConfig
+    quiet: bool
+    inputs: dict[str, dict]  # path -> identity (markers.digest_files), in input order
+    config: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config", stage_config(self.recipe))
+
+    @property
+    def identity(self) -> dict:
+        """The stage marker's identity: recipe sections and every input's size and digest."""
+        return markers.stage_identity(STAGE, self.config, self.inputs)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The tasks, which rank runs each, this rank's tasks, and each task's first line number."""
+
+    tasks: list[Task]
+    owners: list[int]
+    mine: list[Task]
+    first_lines: list[int]
+
+    def task_identity(self, job: DedupJob, phase: str, task: Task, extra: Any = None) -> dict:
+        """A task's marker identity in a phase: the stage config, the task's bytes and its input file's digest."""
+        spec = {"config": job.config, "task": [task.path, task.start, task.end, self.first_lines[task.index]],
+                "extra": extra}  # fmt: skip
+        return markers.stage_identity(f"{STAGE}-{phase}", spec, {task.path: job.inputs[task.path]})
+
+
+def task_stage(phase: str, task: Task) -> str:
+    return f"{STAGE}-{phase}/t-{task.index:05d}"
+
+
+def plan_tasks_over_ranks(job: DedupJob) -> Plan:
+    """The same tasks on every rank, spread over the ranks by size (collective: allgather of line counts)."""
+    comm = job.comm
+    files = list(job.inputs)
+    tasks = plan_tasks(files, [job.inputs[f]["size"] for f in files], job.recipe.read.task_bytes)
+    owners = assign_tasks([t.size for t in tasks], comm.size)
+    mine = [t for t in tasks if owners[t.index] == comm.rank]
+    counted = {t.index: count_range_lines(t) for t in mine if t.is_range}
+    lines = {i: n for part in comm.allgather(counted) for i, n in part.items()}
+    return Plan(tasks, owners, mine, first_line_numbers(tasks, lines))
+
+
+def first_line_numbers(tasks: list[Task], lines: dict[int, int]) -> list[int]:
+    """Line number of each task's first line: 1, or 1 + the lines of the earlier ranges of the same file."""
+    first, previous = [], None
+    for task in tasks:
+        line = first[-1] + lines[task.index - 1] if previous == task.path and task.is_range else 1
+        first.append(line)
+        previous = task.path
+    return first

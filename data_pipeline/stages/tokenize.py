@@ -1,0 +1,329 @@
+"""The tokenize stage, the last of `pipeline run` (stages/run.py): train SentencePiece on kept/, encode the kept
+documents into Arrow token shards, write manifest.json.
+
+On N ranks (mpiexec/srun) rank 0 trains the tokenizer on the kept parts in part order, so the model does not
+depend on N. Above the trainer's parse budget (tokenizer.document_fraction) the ranks first draw the hashed
+sample from their own shares of kept/ in parallel, and rank 0 reads only the samples (bounded in total), never
+the whole corpus. Then each rank encodes its own contiguous share of kept/ into shards whose names carry the
+rank, and rank 0 gathers the shard rows in rank order and writes one manifest. Concatenating the kept parts in
+part order is the global document order, so the train and validation token streams are the same for any N;
+only the shard boundaries move.
+
+Failures end the job: the short root-only steps (tokenizer training, the manifest) share their outcome with
+every rank, which all raise with rank 0's message; an error while a rank encodes its own share is printed by
+that rank with its rank number and aborts the whole job (executor.job_failed), so no rank waits for it. The
+manifest is written last and a stale one is removed first, so a dataset with a manifest.json is always complete.
+
+A complete dataset is never rewritten with other tokenizer or shard settings: training runs read its shards and
+token ids, so a rerun whose settings differ from the manifest's recipe is refused, naming each changed key (as
+the dedup stage refuses a changed recipe). Settings that do not change a byte of output (encode threads) are free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sentencepiece as spm
+import xxhash
+
+from data_pipeline import markers
+from data_pipeline.comm import Comm, on_root
+from data_pipeline.config import PipelineConfig, ShardsConfig, TokenizerConfig
+from data_pipeline.executor import workers_for_rank
+from data_pipeline.progress import stage_progress, summary
+from data_pipeline.shards import (
+    FORMAT,
+    MANIFEST,
+    ShardInfo,
+    ShardWriter,
+    split_entry,
+    token_dtype,
+    write_manifest,
+)
+from data_pipeline.stages.execution import identify_inputs, run_once, timed
+from data_pipeline.stages.outputs import write_json_atomic
+from data_pipeline.tokenizer import (
+    INFO_FILE,
+    MODEL_FILE,
+    TOKENIZER_DIR,
+    VOCAB_FILE,
+    document_fraction,
+    iter_documents,
+    kept_files,
+    load_tokenizer,
+    sample_documents,
+    train_tokenizer,
+)
+from infra.files import file_sha256
+
+SHARD_DIR = "shards"
+SAMPLE_DIR = "tokenizer/sample"
+SPLITS = ("train", "validation")
+ENCODE_BATCH_BYTES = 4 << 20
+
+
+def is_validation(doc_id: str, fraction: float) -> bool:
+    """Deterministic split by a hash of the document id: the same doc lands in the same split on any N."""
+    return xxhash.xxh64_intdigest(doc_id.encode("utf-8")) < fraction * 2.0**64
+
+
+def run_tokenize_stage(comm: Comm, output_dir: Path, recipe: PipelineConfig, quiet: bool = True) -> dict:
+    """Tokenizer → shards → manifest for the kept/ folder under output_dir; returns counts and timings.
+
+    Collective: the settings check, the kept parts' identities, the parallel sample, the tokenizer's outcome,
+    the gather of shard rows and the manifest's outcome (an error while a rank encodes aborts the job).
+    """
+    output_dir = Path(output_dir)
+    quiet = quiet or comm.rank != 0
+    on_root(comm, "checking the dataset's settings", lambda: refuse_changed_settings(output_dir, recipe))
+    if comm.rank == 0:
+        (output_dir / MANIFEST).unlink(missing_ok=True)
+    timings: dict[str, float] = {}
+    kept = identify_inputs(comm, output_dir, [str(p) for p in kept_files(output_dir)])
+    tokenizer_identity = markers.stage_identity("tokenizer", dataclasses.asdict(recipe.tokenizer), kept)
+    with timed(timings, "tokenizer"):
+        reused = on_root(comm, "checking the tokenizer", lambda: _tokenizer_intact(output_dir, tokenizer_identity))
+        if not reused:
+            _sample_in_parallel(comm, output_dir, recipe.tokenizer, list(kept))
+        info = on_root(
+            comm,
+            "tokenizer training",
+            lambda: _train_or_reuse_tokenizer(output_dir, recipe.tokenizer, tokenizer_identity),
+        )
+    with timed(timings, "tokenize"):
+        rows = _tokenize_rank(comm, output_dir, recipe.shards, info, kept, quiet)  # an error here aborts the job
+        gathered = comm.gather(rows, root=0)
+    stats = on_root(comm, "manifest", lambda: _write_dataset_manifest(output_dir, gathered, info, recipe, timings))
+    summary(
+        f"tokenize: {stats['train_num_docs']} train / {stats['validation_num_docs']} validation docs, "
+        f"{stats['train_num_tokens']} / {stats['validation_num_tokens']} tokens; tokenizer {timings['tokenizer']:.1f} s, "
+        f"encoding {timings['tokenize']:.1f} s -> {output_dir / MANIFEST}",
+        quiet,
+    )
+    return stats | {"timings_s": timings}
+
+
+# Settings that do not change the tokenizer, the shards or the manifest: free to change on a rerun.
+OUTPUT_NEUTRAL = {("shards", "encode_threads")}
+
+
+def changed_settings(recorded: dict, recipe: PipelineConfig) -> list[str]:
+    """`section.key: old -> new` for every tokenizer/shards setting that differs from the recorded recipe."""
+    changes = []
+    for section in ("tokenizer", "shards"):
+        old, new = recorded.get(section, {}), dataclasses.asdict(getattr(recipe, section))
+        for key, value in new.items():
+            if (section, key) not in OUTPUT_NEUTRAL and key in old and old[key] != value:
+                changes.append(f"{section}.{key}: {old[key]!r} -> {value!r}")
+    return changes
+
+
+def refuse_changed_settings(output_dir: Path, recipe: PipelineConfig) -> None:
+    """Raise StageMismatch when output_dir holds a complete dataset made with other tokenizer or shard settings."""
+    path = output_dir / MANIFEST
+    if not path.is_file():
+        return  # nothing complete to protect: an earlier attempt stopped before its manifest
+    changes = changed_settings(json.loads(path.read_text()).get("recipe") or {}, recipe)
+    if changes:
+        raise markers.StageMismatch(
+            f"{output_dir} was tokenized with other settings ({'; '.join(changes)}); rewriting its tokenizer and "
+            f"shards would break training runs that read them; use a new --output folder, or delete {path} "
+            "to retokenize this folder in place"
+        )
+
+
+def _tokenizer_intact(output_dir: Path, identity: dict) -> bool:
+    """The tokenizer's marker records these kept parts and settings, and its files are intact."""
+    return markers.task_outputs(output_dir, "tokenizer", identity) is not None
+
+
+def _train_or_reuse_tokenizer(output_dir: Path, settings: TokenizerConfig, identity: dict) -> dict:
+    """Train the tokenizer (rank 0 only), or reuse a completed, unchanged one (a marker from other kept parts
+    means retrain, not error: upstream stages of the same run rewrote kept/)."""
+    folder = output_dir / TOKENIZER_DIR
+    run_once(output_dir, "tokenizer", identity, lambda: _train(output_dir, settings))
+    return json.loads((folder / INFO_FILE).read_text())
+
+
+def _train(output_dir: Path, settings: TokenizerConfig) -> dict[str, str]:
+    """Train on the ranks' sample when they drew one (_sample_in_parallel), else on kept/; returns the outputs."""
+    inputs = kept_files(output_dir)
+    sampled = output_dir / SAMPLE_DIR
+    if sampled.is_dir():
+        info = train_tokenizer([sampled / p.name for p in inputs], output_dir, settings, fraction=1.0)
+        shutil.rmtree(sampled)
+    else:
+        info = train_tokenizer(inputs, output_dir, settings)
+    folder = output_dir / TOKENIZER_DIR
+    return {
+        f"{TOKENIZER_DIR}/{MODEL_FILE}": info["sha256"],
+        **{f"{TOKENIZER_DIR}/{name}": file_sha256(folder / name) for name in (VOCAB_FILE, INFO_FILE)},
+    }
+
+
+def _sample_in_parallel(comm: Comm, output_dir: Path, settings: TokenizerConfig, inputs: list[str]) -> None:
+    """Above the parse budget, every rank draws the hashed training sample from its share of kept/ (no serial
+    scan of the corpus on rank 0); rank 0 then trains on the samples, the same documents in the same order.
+
+    Collective: two barriers (the old sample is gone; every rank's sample is written).
+    """
+    paths = [Path(p) for p in inputs]
+    fraction = document_fraction(paths, settings.input_sentence_size)
+    if fraction >= 1.0:
+        return
+    if comm.rank == 0:
+        shutil.rmtree(output_dir / SAMPLE_DIR, ignore_errors=True)  # of a killed run: drawn again
+    comm.barrier()
+    sample_documents(rank_share(paths, comm.rank, comm.size), fraction, output_dir / SAMPLE_DIR)
+    comm.barrier()
+
+
+def rank_share(files: list[Path], rank: int, size: int) -> list[Path]:
+    """A contiguous run of the kept parts for this rank, so rank order stays global document order."""
+    return files[rank * len(files) // size : (rank + 1) * len(files) // size]
+
+
+def _tokenize_rank(
+    comm: Comm, output_dir: Path, settings: ShardsConfig, info: dict, kept: dict[str, dict], quiet: bool
+) -> dict:
+    """Encode this rank's kept parts into its shards; reuse them when the rank's marker is intact."""
+    inputs = rank_share(list(kept), comm.rank, comm.size)
+    stage = f"tokenize-r{comm.rank:05d}-of-{comm.size:05d}"
+    neutral = {key for section, key in OUTPUT_NEUTRAL if section == "shards"}
+    config = {k: v for k, v in dataclasses.asdict(settings).items() if k not in neutral}
+    config |= {"tokenizer_sha256": info["sha256"]}
+    identity = markers.stage_identity(stage, config, {p: kept[p] for p in inputs})
+    index_path = output_dir / SHARD_DIR / f"index-r{comm.rank:05d}.json"
+
+    def encode() -> dict[str, str]:
+        processor, _ = load_tokenizer(output_dir)
+        paths = [Path(p) for p in inputs]
+        rows = encode_to_shards(processor, info, paths, output_dir / SHARD_DIR, settings, comm.rank, quiet)
+        index_sha = write_json_atomic(index_path, rows)
+        shards = {f"{SHARD_DIR}/{r['path']}": r["sha256"] for split in SPLITS for r in rows[split]}
+        return {f"{SHARD_DIR}/{index_path.name}": index_sha, **shards}
+
+    run_once(output_dir, stage, identity, encode)
+    return json.loads(index_path.read_text())
+
+
+def encode_to_shards(
+    processor: spm.SentencePieceProcessor,
+    info: dict,
+    inputs: list[Path],
+    shard_dir: Path,
+    settings: ShardsConfig,
+    rank: int = 0,
+    quiet: bool = True,
+) -> dict:
+    """Encode every document (EOS appended) into one ShardWriter per split; returns {split: [ShardInfo dict]}."""
+    _remove_rank_shards(shard_dir, rank)
+    meta = dict(vocab_size=info["vocab_size"], eos_id=info["eos_id"], tokenizer_sha256=info["sha256"])
+    writers = {
+        s: ShardWriter(shard_dir, f"{s}-r{rank:05d}", target_bytes=settings.target_bytes, **meta) for s in SPLITS
+    }
+    threads = workers_for_rank(settings.encode_threads)  # the output never depends on it
+    dtype = token_dtype(info["vocab_size"])
+    for ids, texts in _batches(inputs, quiet):
+        for doc_id, tokens in zip(ids, encode_batch(processor, texts, info["eos_id"], dtype, threads), strict=True):
+            writers["validation" if is_validation(doc_id, settings.validation_fraction) else "train"].add(
+                doc_id, tokens
+            )
+    return {split: [dataclasses.asdict(s) for s in writer.close()] for split, writer in writers.items()}
+
+
+def _remove_rank_shards(shard_dir: Path, rank: int) -> None:
+    """Shards of an earlier attempt by this rank would otherwise linger next to the new ones."""
+    for split in SPLITS:
+        for old in shard_dir.glob(f"{split}-r{rank:05d}-*.arrow"):
+            old.unlink()
+
+
+def encode_batch(
+    processor: spm.SentencePieceProcessor, texts: list[str], eos_id: int, dtype: np.dtype, threads: int
+) -> list[np.ndarray]:
+    """sentencepiece's threaded batch encode, each document as a token array with EOS appended."""
+    out = []
+    for ids in processor.encode(texts, num_threads=threads):
+        tokens = np.empty(len(ids) + 1, dtype=dtype)
+        tokens[:-1] = ids
+        tokens[-1] = eos_id
+        out.append(tokens)
+    return out
+
+
+def _batches(inputs: list[Path], quiet: bool) -> Iterator[tuple[list[str], list[str]]]:
+    """(ids, texts) batches of about ENCODE_BATCH_BYTES of text: big enough to keep all threads busy."""
+    total = sum(p.stat().st_size for p in inputs)
+    with stage_progress("tokenize", total, quiet) as bar:
+        ids, texts, size = [], [], 0
+        for doc, nbytes in iter_documents(inputs, fields=("id", "text")):
+            ids.append(str(doc["id"]))
+            texts.append(doc["text"])
+            size += nbytes
+            if size >= ENCODE_BATCH_BYTES:
+                yield ids, texts
+                bar.update(len(ids), size)
+                ids, texts, size = [], [], 0
+        if ids:
+            yield ids, texts
+            bar.update(len(ids), size)
+
+
+def _write_dataset_manifest(
+    output_dir: Path, per_rank: list[dict], info: dict, recipe: PipelineConfig, timings: dict
+) -> dict:
+    """Rank 0: one manifest over every rank's shards, in rank order; returns the split counts."""
+    splits = {s: split_entry([ShardInfo(**row) for rows in per_rank for row in rows[s]], SHARD_DIR) for s in SPLITS}
+    counts = {f"{s}_{k}": splits[s][k] for s in SPLITS for k in ("num_docs", "num_tokens")}
+    if not splits["validation"]["shards"]:  # a tiny corpus or fraction 0: no split, so `"validation" in splits`
+        del splits["validation"]  # is how the trainer knows there is nothing to evaluate on
+    stats_path = output_dir / "stats.json"
+    manifest = dataset_manifest(
+        info,
+        splits,
+        split_rule="xxh64(doc_id) < validation_fraction * 2**64 -> validation",
+        validation_fraction=recipe.shards.validation_fraction,
+        recipe=_jsonable(recipe),
+        ledger=json.loads(stats_path.read_text()) if stats_path.is_file() else None,
+        timings_s=timings,
+        created_unix=int(time.time()),
+    )
+    write_manifest(output_dir, manifest)
+    _remove_unlisted_shards(output_dir / SHARD_DIR, per_rank)
+    return counts
+
+
+def dataset_manifest(info: dict, splits: dict, **extra: Any) -> dict:
+    """What the trainer reads from manifest.json (format, vocabulary, dtype, tokenizer, splits), plus `extra`."""
+    return {
+        "format": FORMAT,
+        "vocab_size": info["vocab_size"],
+        "eos_id": info["eos_id"],
+        "dtype": token_dtype(info["vocab_size"]).name,
+        "tokenizer": {k: info[k] for k in ("path", "sha256", "vocab_size", "unk_id", "bos_id", "eos_id", "pad_id")},
+        "splits": splits,
+        **extra,
+    }
+
+
+def _remove_unlisted_shards(shard_dir: Path, per_rank: list[dict]) -> None:
+    """Shards of an earlier run with more ranks are not in the manifest; remove them so the folder is unambiguous."""
+    listed = {row["path"] for rows in per_rank for split in SPLITS for row in rows[split]}
+    listed |= {f"index-r{rank:05d}.json" for rank in range(len(per_rank))}
+    for path in [*shard_dir.glob("*.arrow"), *shard_dir.glob("index-r*.json")]:
+        if path.name not in listed:
+            path.unlink()
+
+
+def _jsonable(recipe: PipelineConfig) -> Any:
+    if dataclasses.is_dataclass(recipe):
+        recipe = dataclasses.asdict(recipe)
+    return json.loads(json.dumps(recipe, default=str))

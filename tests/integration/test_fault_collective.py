@@ -1,0 +1,55 @@
+"""A collective that hangs: one rank stopped with SIGSTOP mid-run. The job must fail within
+train.collective_timeout_s (plus the launcher's own grace period for stopping the other ranks), with a message
+that names the collective the live rank is blocked in and the rank that stopped answering.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from support.fault_support import kill_rank, logged_steps, output, start_train, wait_for
+
+from pretrain.errors import EXIT_COLLECTIVE_TIMEOUT
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT_S = 8
+LAUNCHER_GRACE_S = 30  # torch elastic sends SIGTERM, waits 30 s, then SIGKILL to the ranks still there
+
+
+def test_stopped_rank_fails_the_job_naming_collective_and_rank(tiny_dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    sets = (
+        "train.micro_batch_size=2",
+        "train.global_batch_tokens=256",
+        "train.max_steps=100000",
+        f"train.collective_timeout_s={TIMEOUT_S}",
+    )
+    launcher = start_train(tiny_dataset, run, sets)
+    stopped = None
+    try:
+        wait_for(lambda: logged_steps(run) >= 2 or launcher.poll() is not None, 240, "step 2")
+        assert launcher.poll() is None, output(run)[-3000:]
+        stopped = kill_rank(launcher, 1, signal.SIGSTOP)
+        start = time.monotonic()
+        status = launcher.wait(timeout=TIMEOUT_S + LAUNCHER_GRACE_S + 60)
+        elapsed = time.monotonic() - start
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        if stopped is not None and psutil.pid_exists(stopped):
+            os.kill(stopped, signal.SIGKILL)
+    log = output(run)
+    assert status != 0, log[-3000:]
+    assert TIMEOUT_S <= elapsed < TIMEOUT_S + LAUNCHER_GRACE_S + 30, f"took {elapsed:.0f} s"
+    assert re.search(r"rank 0: collective timeout after \d+ s", log), log[-3000:]
+    assert "ranks not responding (stale heartbeat): [1]" in log, log[-3000:]
+    line = next(x for x in log.splitlines() if "collective timeout" in x)
+    assert any(op in line for op in ("all_reduce", "all_gather", "reduce_scatter", "barrier", "broadcast", "wait"))
+    assert f"exitcode  : {EXIT_COLLECTIVE_TIMEOUT}" in log, log[-3000:]

@@ -1,0 +1,214 @@
+"""Keepers in bounded rounds (components first), the same kept set on any rank count and task layout, and the
+pairs a bucket proposes (no pair missed behind one unlike lower-ranked member).
+
+Multi-rank cases run on simulated ranks (threads meeting in every collective, tests/support/sim_comm.py), with documents
+dealt round-robin as `assign_tasks` deals equal tasks: a chain then crosses ranks at every step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from support.graphs import graph
+from support.sim_comm import run_ranks
+
+from data_pipeline.comm import LocalComm
+from data_pipeline.dedup import lsh
+from data_pipeline.dedup.clusters import Exchange, rank_key
+from data_pipeline.dedup.components import component_labels, round_bound, select_keepers
+from data_pipeline.dedup.lsh import LSHParams, find_near_duplicates
+
+PARAMS = LSHParams.from_threshold(0.8, 128, bands=12, rows=10)  # the decoy signatures are built for 10-row bands
+RANK_COUNTS = (1, 2, 4, 16)
+
+
+FAMILIES = {"chain": 2000, "zigzag": 1500, "bit_reversed_chain": 2048, "shuffled_chain": 1500, "star": 1500,
+            "clique": 60, "tree": 1500, "grid": 1600, "random": 1500}  # fmt: skip
+
+
+def smallest_of_component(n: int, pairs: np.ndarray) -> dict[int, int]:
+    """scipy's components: each node of the pairs -> the smallest node of its component."""
+    _, labels = connected_components(coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)))
+    nodes = np.unique(pairs)
+    smallest: dict[int, int] = {}
+    for node, label in zip(nodes.tolist(), labels[nodes].tolist(), strict=True):
+        smallest.setdefault(label, node)
+    return {node: smallest[label] for node, label in zip(nodes.tolist(), labels[nodes].tolist(), strict=True)}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_components_in_logarithmic_rounds_at_any_rank_count(family):
+    n = FAMILIES[family]
+    pairs = graph(family, n)
+    expected = smallest_of_component(n, pairs)
+    for size in RANK_COUNTS:
+        owners = np.arange(n) % size  # round-robin, as assign_tasks deals equal tasks
+
+        def rank(comm, owners=owners):
+            mine = owners[pairs[:, 0]] == comm.rank
+            return component_labels(Exchange(comm), pairs[mine], lambda i: owners[np.asarray(i, np.int64)])
+
+        per_rank = run_ranks(size, rank)
+        found = {int(a): int(b) for part in per_rank for a, b in zip(part[0], part[1], strict=True)}
+        assert found == expected, (family, size)
+        for r, part in enumerate(per_rank):  # a rank learns labels of its own documents only
+            assert np.all(owners[part[0]] == r)
+        rounds = {part[2] for part in per_rank}
+        assert len(rounds) == 1  # every rank agrees when it is done
+        # measured: never more than ceil(log2 n) (a chain of n: exactly that); the guard is round_bound(n)
+        assert rounds.pop() <= math.ceil(math.log2(len(expected))) <= round_bound(len(expected)), (family, size)
+
+
+def sequential_greedy(pairs: np.ndarray, keys: dict[int, tuple]) -> set[int]:
+    """The reference: walk documents in keep order; one is removed if an already-kept neighbour exists."""
+    neighbours: dict[int, set[int]] = {node: set() for node in np.unique(pairs).tolist()}
+    for a, b in pairs.tolist():
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    kept: set[int] = set()
+    for node in sorted(neighbours, key=keys.__getitem__):
+        if not neighbours[node] & kept:
+            kept.add(node)
+    return set(neighbours) - kept
+
+
+def keepers_on(size: int, owners: np.ndarray, pairs: np.ndarray, priority: np.ndarray, similarity: np.ndarray):
+    """select_keepers on `size` simulated ranks; rank r holds the documents with owners == r. Pairs are oriented
+    lower-ranked first and held by their lower document's rank, as verification leaves them."""
+    keys = rank_key(priority)
+    position = np.empty(len(priority), np.int64)
+    position[np.lexsort((np.arange(len(priority)), keys))] = np.arange(len(priority))
+    oriented = np.where((position[pairs[:, 0]] < position[pairs[:, 1]])[:, None], pairs, pairs[:, ::-1])
+
+    def rank(comm):
+        doc_index = np.flatnonzero(owners == comm.rank)
+        mine = owners[oriented[:, 0]] == comm.rank
+        owner_of = lambda i: owners[np.asarray(i, np.int64)]  # noqa: E731
+        keepers = select_keepers(Exchange(comm), oriented[mine], similarity[mine], doc_index, keys[doc_index],
+                                 owner_of)  # fmt: skip
+        return keepers.removed.tolist(), [a.tolist() for a in keepers.assignments], keepers.rounds
+
+    return run_ranks(size, rank)
+
+
+@pytest.mark.parametrize("family", ["chain", "star", "clique", "random"])
+def test_kept_set_is_the_sequential_greedy_on_any_rank_count_and_layout(family):
+    """The 2,000-document chain dealt round-robin took 1,999 keeper rounds on 2, 4 or 16 ranks; now 11."""
+    n = FAMILIES[family]
+    pairs = graph(family, n, seed=1)
+    rng = np.random.default_rng(2)
+    priority = rng.integers(0, 3, n) if family == "random" else np.zeros(n, np.int64)
+    similarity = np.round(rng.uniform(0.7, 1.0, len(pairs)), 3)
+    keys = {i: (int(priority[i]), i) for i in range(n)}
+    expected = sequential_greedy(pairs, keys)
+    outcomes = set()
+    for size in RANK_COUNTS:
+        for owners in (np.arange(n) % size, rng.integers(0, size, n)):  # round-robin and random layouts
+            per_rank = keepers_on(size, owners, pairs, priority, similarity)
+            removed = sorted(i for part in per_rank for i in part[0])
+            assert set(removed) == expected, (family, size)
+            for r, part in enumerate(per_rank):
+                assert all(owners[i] == r for i in part[0])  # a rank learns only its own documents' fate
+            assignments = sorted(t for part in per_rank for t in zip(*part[1], strict=True))
+            outcomes.add(tuple(assignments))
+            assert max(part[2] for part in per_rank) <= math.ceil(math.log2(n))
+    assert len(outcomes) == 1  # which kept document each removed one goes to does not depend on N or layout
+    removed_set = set(expected)
+    for kept, removed, sim in outcomes.pop():  # the most similar kept neighbour ranked before it
+        lower_kept = {(a if b == removed else b): s for (a, b), s in zip(pairs.tolist(), similarity.tolist(),
+                      strict=True) if removed in (a, b) and (a if b == removed else b) not in removed_set}  # fmt: skip
+        lower_kept = {o: s for o, s in lower_kept.items() if keys[o] < keys[removed]}
+        assert lower_kept[kept] == sim == max(lower_kept.values())
+
+
+def test_chain_rounds_against_the_old_bound():
+    """The issue's case: 1,999 rounds before; now ceil(log2 2000) = 11 component rounds at 2, 4 and 16 ranks."""
+    n = 2000
+    pairs = graph("chain", n)
+    for size in (2, 4, 16):
+        per_rank = keepers_on(size, np.arange(n) % size, pairs, np.zeros(n, np.int64), np.full(n - 1, 0.9))
+        assert {part[2] for part in per_rank} == {11}
+        assert sorted(i for part in per_rank for i in part[0]) == list(range(1, n, 2))
+
+
+# ------------------------------------------------------------------------------------ pairs a bucket proposes
+
+
+def decoy_signatures(decoys: int) -> np.ndarray:
+    """`decoys` documents u, then v and w with est. J(v, w) = 122/128 = 0.95, every band they share also shared by
+    each u, while est. J(u, x) = 60/128 for any other document x: every u fails verification against all."""
+    rng = np.random.default_rng(5)
+    v = rng.integers(0, 1 << 32, 128, dtype=np.uint64).astype(np.uint32)
+    w = v.copy()
+    w[np.arange(6) * 10] += np.uint32(1)  # one value in each of bands 0..5: v, w share bands 6..11
+    sigs = []
+    for _ in range(decoys):
+        u = rng.integers(0, 1 << 32, 128, dtype=np.uint64).astype(np.uint32)
+        u[60:120] = v[60:120]
+        sigs.append(u)
+    return np.stack([*sigs, v, w])
+
+
+@pytest.mark.parametrize("decoys", [1, lsh.BUCKET_PIVOTS - 1])
+def test_pair_behind_unlike_lower_ranked_members_is_found(decoys):
+    """Before: star pairs from the lowest-ranked member only, so v-w (J 0.95) was never proposed; nothing removed."""
+    sigs = decoy_signatures(decoys)
+    assert float(np.mean(sigs[-1] == sigs[-2])) == pytest.approx(0.953, abs=1e-3)
+    assert all(float(np.mean(sigs[i] == sigs[-1])) < 0.5 for i in range(decoys))
+    for size in (1, 2, 4):
+
+        def rank(comm):
+            index = np.arange(comm.rank, len(sigs), comm.size)
+            owner_of = lambda doc: np.asarray(doc) % comm.size  # noqa: E731
+            return find_near_duplicates(comm, index, sigs[index], PARAMS, None, None, owner_of)
+
+        per_rank = run_ranks(size, rank)
+        assert sorted(i for r in per_rank for i in r.removed.tolist()) == [decoys + 1]  # w, as v's duplicate
+        assert [c for r in per_rank for c in r.clusters][0]["kept"] == decoys
+
+
+def test_pair_is_missed_only_behind_bucket_pivots_unlike_members():
+    """The stated bound: v-w is missed when every bucket they share holds BUCKET_PIVOTS documents ranked below
+    both, all unlike them; then its cost is one kept near duplicate."""
+    sigs = decoy_signatures(lsh.BUCKET_PIVOTS)
+    result = find_near_duplicates(LocalComm(), np.arange(len(sigs)), sigs, PARAMS)
+    assert result.removed.tolist() == [] and result.verified_pairs == 0
+
+
+@pytest.mark.parametrize("members", [3, 50])
+def test_pairs_a_bucket_proposes(members):
+    """A bucket of s members proposes each pair once from each of its BUCKET_PIVOTS lowest-ranked members:
+    every pair when s <= BUCKET_PIVOTS + 1, else BUCKET_PIVOTS * s - BUCKET_PIVOTS (BUCKET_PIVOTS + 1) / 2."""
+    sigs = np.tile(np.arange(128, dtype=np.uint32), (members, 1))  # identical: one bucket per band
+    result = find_near_duplicates(LocalComm(), np.arange(members), sigs, PARAMS)
+    p = min(lsh.BUCKET_PIVOTS, members - 1)
+    assert result.candidate_pairs == p * members - p * (p + 1) // 2
+    assert result.removed.tolist() == list(range(1, members))
+    assert result.rounds <= 1  # the pivot pairs are one step from a star around document 0
+
+
+def test_chain_of_signatures_dealt_round_robin_end_to_end():
+    """2,000 signatures, each 20 values away from the one before (est. J 0.84 to its neighbours, 0.69 two apart):
+    the keeper selection took 1,999 rounds on 2, 4 and 16 ranks; now 11, and every other document is removed."""
+    n, rng = 2000, np.random.default_rng(11)
+    sigs = np.empty((n, 128), np.uint32)
+    sigs[0] = rng.integers(0, 1 << 32, 128, dtype=np.uint64).astype(np.uint32)
+    for i in range(1, n):
+        sigs[i] = sigs[i - 1]
+        sigs[i, (np.arange(20) + 20 * i) % 128] = rng.integers(0, 1 << 32, 20, dtype=np.uint64).astype(np.uint32)
+    for size in (1, 16):
+
+        def rank(comm):
+            index = np.arange(comm.rank, n, comm.size)
+            owner_of = lambda doc: np.asarray(doc) % comm.size  # noqa: E731
+            return find_near_duplicates(comm, index, sigs[index], LSHParams.from_threshold(0.8, 128), None, None,
+                                        owner_of)  # fmt: skip
+
+        per_rank = run_ranks(size, rank)
+        assert per_rank[0].verified_pairs == n - 1
+        assert sorted(i for r in per_rank for i in r.removed.tolist()) == list(range(1, n, 2))
+        assert {r.rounds for r in per_rank} == {11}

@@ -1,0 +1,47 @@
+"""The tokenizer's training sample drawn by the ranks in parallel gives the model a serial scan gives."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from support.documents import write_kept
+
+from data_pipeline.comm import LocalComm
+from data_pipeline.config import load_recipe
+from data_pipeline.stages.tokenize import rank_share, run_tokenize_stage
+from data_pipeline.tokenizer import document_fraction, kept_files, sample_documents, train_tokenizer
+
+
+def texts(n: int) -> list[str]:
+    words = [
+        "river",
+        "town",
+        "morning",
+        "market",
+        "bridge",
+        "harbor",
+        "farmer",
+        "basket",
+        "window",
+        "garden",
+        "teacher",
+        "letter",
+    ]
+    return [" ".join(words[(i * 7 + k) % len(words)] + str(k % 13) for k in range(60)) for i in range(n)]
+
+
+def test_parallel_sample_trains_the_same_model_as_a_serial_scan(tmp_path: Path) -> None:
+    recipe = load_recipe(overrides=["tokenizer.vocab_size=300", "tokenizer.input_sentence_size=101"])
+    out = write_kept(tmp_path / "staged", texts(2400), parts=4)
+    files = kept_files(out)
+    fraction = document_fraction(files, recipe.tokenizer.input_sentence_size)
+    assert 0.05 < fraction < 0.9  # the corpus is above the parse budget: a sample is drawn
+    split = [p for rank in range(3) for p in sample_documents(rank_share(files, rank, 3), fraction, tmp_path / "s3")]
+    whole = sample_documents(files, fraction, tmp_path / "s1")
+    assert [p.read_bytes() for p in split] == [p.read_bytes() for p in whole]  # any rank count, same sample
+    serial = train_tokenizer(files, tmp_path / "serial", recipe.tokenizer)
+    run_tokenize_stage(LocalComm(), out, recipe, quiet=True)
+    model = (out / "tokenizer" / "spm.model").read_bytes()
+    assert hashlib.sha256(model).hexdigest() == serial["sha256"]
+    assert not (out / "tokenizer" / "sample").exists()
