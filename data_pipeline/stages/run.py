@@ -21,6 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     comm = get_comm()
     recipe = recipe_from_args(args)
-    run_dedup(comm, args.input, args.output, recipe, args.quiet)
+    run_dedup(comm, args.input, args.output, recipe, args.quiet, args.against)
     run_tokenize_stage(comm, args.output, recipe, args.quiet)
     return 0
