@@ -56,6 +56,7 @@ __all__ = [
     "LSHParams",
     "band_keys",
     "find_near_duplicates",
+    "pair_similarity",
     "planted_corpus",
     "verify_bound",
 ]
