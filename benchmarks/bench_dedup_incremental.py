@@ -87,7 +87,9 @@ def write_index(dataset: Path, real: list[str], total: int) -> None:
     for task, start in enumerate(range(0, total, INDEX_TASK_DOCS)):
         n = min(INDEX_TASK_DOCS, total - start)
         real_rows = max(0, min(n, len(real) - start))
-        task_keys = np.concatenate([keys[start : start + real_rows], rng.integers(0, 2**63, (n - real_rows, 2), dtype=np.uint64)])
+        task_keys = np.concatenate(
+            [keys[start : start + real_rows], rng.integers(0, 2**63, (n - real_rows, 2), dtype=np.uint64)]
+        )
         task_sigs = np.concatenate([signatures[start : start + real_rows],
                                     rng.integers(0, 2**32, (n - real_rows, 128), dtype=np.uint32)])  # fmt: skip
         folder = task_folder(dataset, task)
@@ -142,11 +144,12 @@ def main() -> None:
             best["read index"].append(read_index(root / "earlier"))
         times = {k: min(v) for k, v in best.items()}
         stats = json.loads((root / "inc-0" / "stats.json").read_text())
-        timings = json.loads((root / "inc-0" / "timings.json").read_text())
+        timings = {run: json.loads((root / f"{run}-0" / "timings.json").read_text()) for run in ("fresh", "inc")}
         index_bytes = sum(p.stat().st_size for p in (root / "earlier" / "dedup" / "index").rglob("*") if p.is_file())
     anchor = times["fresh"] + times["read index"]
     print(f"dropped (incremental): {stats['dropped']}")
-    print(f"incremental phases (s): {timings}")
+    print(f"phases, fresh (s): {timings['fresh']}")
+    print(f"phases, incremental (s): {timings['inc']}")
     print(f"earlier index: {index_bytes / args.earlier:.0f} bytes per document")
     for name, seconds in times.items():
         print(f"{name:>12}: {seconds:7.2f} s")
