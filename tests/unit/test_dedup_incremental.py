@@ -17,7 +17,7 @@ from support.sim_comm import run_ranks
 
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import load_recipe
-from data_pipeline.dedup.index import IndexMismatch
+from data_pipeline.dedup.index import IndexMismatch, IndexTask
 from data_pipeline.dedup.lsh import planted_corpus
 from data_pipeline.stages import scan
 from data_pipeline.stages.dedup import run_dedup
@@ -101,9 +101,15 @@ def test_duplicates_of_the_earlier_dataset_are_dropped_with_their_own_reasons(co
     assert tree_hashes(corpora / "v1") == before  # nothing of the earlier dataset was written
 
 
-def test_one_and_three_ranks_keep_the_same_documents_and_earlier_ones_always_win(corpora: Path, tmp_path: Path) -> None:
+def test_one_and_three_ranks_keep_the_same_documents_and_earlier_ones_always_win(
+    corpora: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     one = dedup_against(corpora, tmp_path / "one", 1)
+    read: list[str] = []
+    signatures = IndexTask.signatures
+    monkeypatch.setattr(IndexTask, "signatures", lambda self: read.append(self.folder) or signatures(self))
     three = dedup_against(corpora, tmp_path / "three", 3)
+    assert sorted(read) == ["t-00000", "t-00001"]  # each index task read by one rank, not by every rank
     assert kept_ids(tmp_path / "one") == kept_ids(tmp_path / "three")
     assert clusters(tmp_path / "one") == clusters(tmp_path / "three")
     assert one["dropped"] == three["dropped"]
