@@ -5,12 +5,16 @@ The same code runs as one process (LocalComm) or as N MPI ranks (mpiexec, srun).
 of its own module with explicit inputs and a returned value (every rank calls them in this order):
 
 0. Identify (execution.identify_inputs). Rank 0 resolves the inputs; each rank digests its share of them; a
-   complete output folder with the same identity is skipped, one with another is refused naming what changed.
+   complete output folder with the same identity is skipped, one with another is refused naming what changed,
+   unless only dedup keys the scan does not read (or --against) changed: then it reruns on the same scan.
 1. Plan (plan.py). Every rank cuts the inputs into the same tasks (data_pipeline/tasks.py) and spreads them
    over the ranks by size.
 2. Scan (scan.py), per task, streaming, each task once behind its own marker.
 3. Dedup (duplicates.py), collective: exact then near dedup; each rank gets a `Removals` for its documents.
-4. Write (write.py), per task: kept/ parts; then this rank's clusters into dedup/clusters.jsonl.
+   With --against (earlier.py), the earlier datasets' indexes are opened first, and their kept documents win
+   over the new duplicates of them (`exact_dup_earlier`, `near_dup_earlier`), each rank reading its share.
+4. Write (write.py), per task: kept/ parts; the dataset's own dedup index (index.py); then this rank's clusters
+   into dedup/clusters.jsonl.
 5. Finish (finish.py): rank 0 sums the per-rank ledgers, checks they add up, writes stats.json (with per-rank
    peak memory and bytes sent/received), timings.json, the recipe, and the stage marker last.
 
@@ -128,8 +132,9 @@ def stage_marker(job: DedupJob) -> dict | None:
         return markers.read_marker(job.out, STAGE, job.identity)
     except markers.StageMismatch:
         recorded = json.loads(markers.marker_path(job.out, STAGE).read_text()).get("identity")
-        if recorded and markers.fingerprint(scan_identity(recorded)) == markers.fingerprint(
+        same_scan = recorded and markers.fingerprint(scan_identity(recorded)) == markers.fingerprint(
             scan_identity(job.identity)
-        ):
-            return None
-        raise
+        )
+        if not same_scan:
+            raise
+        return None
