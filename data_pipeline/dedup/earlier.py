@@ -76,8 +76,10 @@ def _earlier_pairs(received: np.ndarray) -> np.ndarray:
     """(earlier, new) pairs from runs of equal band keys: each of a run's BUCKET_PIVOTS lowest earlier members
     with every new member. Earlier rows whose key no new row has are dropped before the sort."""
     new = received[:, 1] == NEW
-    earlier = received[~new]
-    rows = np.concatenate([earlier[np.isin(earlier[:, 0], received[new, 0])], received[new]])
+    earlier, new_keys = received[~new], np.sort(received[new, 0])
+    found = np.minimum(np.searchsorted(new_keys, earlier[:, 0]), max(len(new_keys) - 1, 0))
+    shared = new_keys[found] == earlier[:, 0] if len(new_keys) else np.zeros(len(earlier), bool)
+    rows = np.concatenate([earlier[shared], received[new]])
     rows = rows[np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))]
     starts = run_starts(rows[:, 0])
     run_first, run_of = np.flatnonzero(starts), np.cumsum(starts) - 1
