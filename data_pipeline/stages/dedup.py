@@ -127,14 +127,17 @@ def earlier_run_complete(job: DedupJob) -> bool:
 def stage_marker(job: DedupJob) -> dict | None:
     """The stage marker if it records this identity. None when there is none, or when it differs only in how the
     duplicates are decided (dedup keys the scan does not read, such as the threshold, or --against): the stage
-    then runs again on the same scan, and rewrites only what the new decision changes."""
+    then runs again on the same scan, and rewrites only what the new decision changes. A tokenized dataset
+    (its token manifest exists) is still refused: training runs read its shards."""
     try:
         return markers.read_marker(job.out, STAGE, job.identity)
     except markers.StageMismatch:
+        from data_pipeline import shards  # here only: pyarrow is not imported by a plain `pipeline dedup`
+
         recorded = json.loads(markers.marker_path(job.out, STAGE).read_text()).get("identity")
         same_scan = recorded and markers.fingerprint(scan_identity(recorded)) == markers.fingerprint(
             scan_identity(job.identity)
         )
-        if not same_scan:
+        if not same_scan or (job.out / shards.MANIFEST).is_file():
             raise
         return None

@@ -19,6 +19,7 @@ from data_pipeline.comm import LocalComm
 from data_pipeline.config import load_recipe
 from data_pipeline.dedup.index import IndexMismatch, IndexTask
 from data_pipeline.dedup.lsh import planted_corpus
+from data_pipeline.markers import StageMismatch
 from data_pipeline.stages import scan
 from data_pipeline.stages.dedup import run_dedup
 
@@ -160,3 +161,11 @@ def test_a_threshold_change_reuses_the_scan_and_equals_a_fresh_run(
     assert changed["dropped"]["near_dup"] == 2  # far-of-fresh-4 too, now
     assert kept_ids(out) == kept_ids(fresh) and clusters(out) == clusters(fresh)
     assert (out / "dedup/index/manifest.json").read_bytes() == (fresh / "dedup/index/manifest.json").read_bytes()
+
+
+def test_a_threshold_change_of_a_tokenized_dataset_is_still_refused(corpora: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_dedup(LocalComm(), [str(corpora / "new")], out, load_recipe(None, SETTINGS), quiet=True)
+    (out / "manifest.json").write_text("{}")  # as `pipeline run` leaves it: training runs read the shards
+    with pytest.raises(StageMismatch, match=re.escape("dedup.threshold: 0.8 -> 0.6")):
+        run_dedup(LocalComm(), [str(corpora / "new")], out, load_recipe(None, [*SETTINGS, "dedup.threshold=0.6"]), True)
