@@ -34,7 +34,7 @@ from data_pipeline.dedup.clusters import (
     run_starts,
     unique_rows,
 )
-from data_pipeline.dedup.exact import DedupResult, largest_cluster
+from data_pipeline.dedup.exact import DedupResult, exact_result, largest_cluster
 from data_pipeline.dedup.lsh import BUCKET_PIVOTS, VERIFY_BATCH_PAIRS, LSHParams, band_keys, pair_similarity
 
 EARLIER, NEW = 0, 1  # the side column: earlier rows sort first in a run
@@ -63,13 +63,7 @@ def find_exact_in_earlier(
     first = np.maximum.accumulate(np.where(starts, np.arange(len(received)), 0))
     take = (received[:, 2] == NEW) & (received[first, 2] == EARLIER)
     kept, removed = received[first[take], 3].astype(np.int64), received[take, 3].astype(np.int64)
-    clusters = gather_clusters(ex, kept, removed, np.ones(len(removed)), owner_of)
-    return DedupResult(
-        removed=np.sort(ex.route(removed, owner_of(removed), "decisions")),
-        clusters=clusters,
-        largest_cluster=largest_cluster(comm, clusters),
-        received_bytes=ex.received,
-    )
+    return exact_result(comm, ex, kept, removed, owner_of)
 
 
 def _earlier_pairs(received: np.ndarray) -> np.ndarray:

@@ -86,6 +86,18 @@ def largest_cluster(comm: Comm, clusters: list[dict]) -> int:
     return int(max(comm.allgather(max((len(c["removed"]) + 1 for c in clusters), default=0))))
 
 
+def exact_result(comm: Comm, ex: Exchange, kept: np.ndarray, removed: np.ndarray, owner_of: OwnerOf) -> DedupResult:
+    """Clusters of exact copies (each removed document beside the one kept, similarity 1) and every removed
+    document's decision sent to the rank that holds it."""
+    clusters = gather_clusters(ex, kept, removed, np.ones(len(removed)), owner_of)
+    return DedupResult(
+        removed=np.sort(ex.route(removed, owner_of(removed), "decisions")),
+        clusters=clusters,
+        largest_cluster=largest_cluster(comm, clusters),
+        received_bytes=ex.received,
+    )
+
+
 def find_exact_duplicates(
     comm: Comm,
     doc_index: np.ndarray,
@@ -106,10 +118,4 @@ def find_exact_duplicates(
     docs = received[:, 3].astype(np.int64)
     kept = docs[np.maximum.accumulate(np.where(starts, np.arange(len(docs)), 0))][~starts]
     removed = docs[~starts]
-    clusters = gather_clusters(ex, kept, removed, np.ones(len(removed)), owner_of)
-    return DedupResult(
-        removed=np.sort(ex.route(removed, owner_of(removed), "decisions")),
-        clusters=clusters,
-        largest_cluster=largest_cluster(comm, clusters),
-        received_bytes=ex.received,
-    )
+    return exact_result(comm, ex, kept, removed, owner_of)

@@ -36,6 +36,16 @@ class IndexMismatch(PipelineError):
     """An earlier dataset's index cannot be compared with this run (missing, or other hash settings)."""
 
 
+def ids_at(ids_file: Path, ordinals: np.ndarray) -> list[str]:
+    """Ids at these ordinals (sorted) of an ids.jsonl (one JSON string a line), streaming it: only those are held."""
+    wanted, found = set(ordinals.tolist()), {}
+    with open(ids_file, encoding="utf-8") as f:
+        for ordinal, line in enumerate(f):
+            if ordinal in wanted:
+                found[ordinal] = json.loads(line)
+    return [found[o] for o in ordinals.tolist()]
+
+
 def index_settings(dedup: dict) -> dict:
     """The dedup settings a key or signature depends on (a `dedup` recipe section as a dict)."""
     return {k: dedup[k] for k in INDEX_SETTINGS}
@@ -99,13 +109,7 @@ class IndexTask:
         return np.fromfile(self.path("signatures.u32"), np.uint32).reshape(-1, self.num_perm)
 
     def ids(self, ordinals: np.ndarray) -> list[str]:
-        """Ids of the documents at these ordinals (sorted), streaming the ids file."""
-        wanted, found = set(ordinals.tolist()), {}
-        with open(self.path("ids.jsonl"), encoding="utf-8") as f:
-            for ordinal, line in enumerate(f):
-                if ordinal in wanted:
-                    found[ordinal] = json.loads(line)
-        return [found[o] for o in ordinals.tolist()]
+        return ids_at(self.path("ids.jsonl"), ordinals)
 
 
 def open_index(dataset: Path, dedup: dict) -> list[IndexTask]:

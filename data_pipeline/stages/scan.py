@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from data_pipeline.config import PipelineConfig
+from data_pipeline.dedup.index import ids_at
 from data_pipeline.documents import Document, Reject
 from data_pipeline.executor import mark_every_rank, ordered_map, worker_pool, workers_for_rank
 from data_pipeline.progress import stage_progress, summary
@@ -60,13 +61,7 @@ class TaskWork:
         return np.fromfile(self.path("lengths.i64"), np.int64)
 
     def ids(self, ordinals: np.ndarray) -> list[str]:
-        """Ids of the documents at these ordinals (sorted), streaming the ids file."""
-        wanted, found = set(ordinals.tolist()), {}
-        with open(self.path("ids.jsonl"), encoding="utf-8") as f:
-            for ordinal, line in enumerate(f):
-                if ordinal in wanted:
-                    found[ordinal] = json.loads(line)
-        return [found[o] for o in ordinals.tolist()]
+        return ids_at(self.path("ids.jsonl"), ordinals)
 
 
 def scan_tasks(job: DedupJob, plan: Plan) -> dict[str, str]:

@@ -13,44 +13,14 @@ from support.documents import stdlib_docs, write_kept
 
 from data_pipeline.config import TokenizerConfig
 from data_pipeline.tokenizer import (
-    kept_files,
     load_tokenizer,
     train_tokenizer,
 )
-
-ADVERSARIAL = [
-    "emoji 👩‍👩‍👧‍👦 🏳️‍🌈 😀😀 and flags 🇯🇵",
-    "combining: e\u0301 a\u0308\u0323 Z\u0336\u0335 — NFC é vs NFD e\u0301 must stay distinct",
-    "right-to-left: שלום עולם, مرحبا بالعالم \u202eevil\u202c",
-    "CJK 中文字符 日本語のテキスト 한국어 텍스트 ｆｕｌｌｗｉｄｔｈ １２３",
-    "control \x00\x01\x07\x1b[31m\x7f zero-width \u200b\u200d BOM \ufeff soft\u00adhyphen",
-    "  leading and trailing spaces  ",
-    "tabs\tand\t\ttabs\nnew\n\n\nlines\r\nwindows line ends\r",
-    "ligatures ﬁ ﬂ, circled ① ⑵, superscript x² — NFKC would change every one of these",
-    "def f(x):\n    return x  # indentation matters\n",
-    "",
-    " ",
-    "\n",
-    "digits 1234567890 3.14159 0xDEADBEEF",
-    "surrogate-free astral 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𓀀 🀄",
-]
 
 
 @pytest.fixture(scope="module")
 def corpus() -> list[str]:
     return stdlib_docs()
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, corpus):
-    out = write_kept(tmp_path_factory.mktemp("tok"), corpus + ADVERSARIAL)
-    info = train_tokenizer(kept_files(out), out, TokenizerConfig(vocab_size=800, num_threads=2))
-    return out, info
-
-
-@pytest.fixture(scope="module")
-def processor(trained):
-    return load_tokenizer(trained[0])[0]
 
 
 def test_cli_train_tokenizer(tmp_path, corpus):
