@@ -11,25 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.documents import ROUND_TRIP_TEXTS
 from support.runs import trained_run
 
 ROOT = Path(__file__).resolve().parents[2]
-
-TEXTS = [
-    "Hello world",
-    "",
-    " ",
-    "   leading, inner  double   and trailing spaces   ",
-    "tabs\tand\nnewlines\n\n\n",
-    "def f(a, b):\n    return a + b  # comment\n",
-    "12345 67.89 3.14159e-10 0x1F",
-    "héllo ünïcode naïve café, Ærøskøbing, straße",
-    "日本語のテキストと中文和한국어",
-    "emoji 🤗🚀 and symbols ∑∫√≠ ① ﬁ",
-    "literal control text <s> </s> <unk> <pad> <0x41>",
-    "a\u00a0non-breaking\u2009thin\u200bzero-width space",
-    "mixed\r\nline\rendings",
-]
 
 
 @pytest.fixture(scope="module", params=["debug", "llama-debug"])
@@ -72,7 +57,11 @@ def test_exported_tokenizer_encodes_like_the_run_tokenizer(exported, tiny_datase
     _, out = exported
     sp = spm.SentencePieceProcessor(model_file=str(tiny_dataset / "tokenizer" / "spm.model"))
     hf = AutoTokenizer.from_pretrained(out)
-    texts = [*TEXTS, "The model learns the data. Gradient norm over the layer head.", "river  stone\n\tcloud"]
+    texts = [
+        *ROUND_TRIP_TEXTS,
+        "The model learns the data. Gradient norm over the layer head.",
+        "river  stone\n\tcloud",
+    ]
     assert [hf.encode(t, add_special_tokens=False) for t in texts] == [sp.encode(t) for t in texts]
     assert hf.eos_token_id == sp.eos_id()
     generation = json.loads((out / "generation_config.json").read_text())

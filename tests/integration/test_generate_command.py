@@ -9,22 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from support.greedy_reference import argmax_without_cache
 
 from pretrain.generate import continuation
-from pretrain.model import GPT
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@torch.no_grad()
-def argmax_without_cache(model: GPT, prompt: list[int], new_tokens: int) -> list[int]:
-    """The reference: re-run the full context every step, take the argmax of the last position."""
-    ids = list(prompt)
-    for _ in range(new_tokens):
-        logits, _ = model(torch.tensor([ids]))
-        ids.append(int(logits[0, -1].argmax()))
-    return ids
 
 
 @pytest.mark.slow

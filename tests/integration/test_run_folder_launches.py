@@ -11,30 +11,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from support.run_folders import write_lock
 
 from pretrain import run_lock
 
-TOKENIZER = {"path": "tokenizer/spm.model", "sha256": "a" * 64, "vocab_size": 256}
-
-
 # --------------------------------------------------------------------------- the lock
-
-
-def write_lock(run: Path, host: str, pid: int, age_s: float = 0.0, attempt: dict | None = None) -> Path:
-    """A lock file as another job would have left it, its heartbeat `age_s` seconds old."""
-    run.mkdir(parents=True, exist_ok=True)
-    path = run / run_lock.LOCK
-    started = "2026-01-01T00:00:00+00:00"
-    holder = {"host": host, "pid": pid, "started": started, "token": "theirs", "attempt": attempt}
-    path.write_text(json.dumps(holder))
-    stamp = time.time() - age_s
-    os.utime(path, (stamp, stamp))
-    return path
 
 
 def dead_pid() -> int:
@@ -45,10 +30,6 @@ def dead_pid() -> int:
 
 
 # --------------------------------------------------------------------------- the relaunch check
-
-
-def manifest(sha: str = TOKENIZER["sha256"]) -> dict:
-    return {"vocab_size": 256, "tokenizer": {**TOKENIZER, "sha256": sha}}
 
 
 def folder_hashes(folder: Path) -> dict[str, str]:

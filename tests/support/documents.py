@@ -22,6 +22,23 @@ GOOD = (
 )
 
 
+# What an exported tokenizer must give back exactly as SentencePiece does: spaces, control text, ligatures, CJK.
+ROUND_TRIP_TEXTS = [
+    "Hello world",
+    "",
+    " ",
+    "   leading, inner  double   and trailing spaces   ",
+    "tabs\tand\nnewlines\n\n\n",
+    "def f(a, b):\n    return a + b  # comment\n",
+    "12345 67.89 3.14159e-10 0x1F",
+    "héllo ünïcode naïve café, Ærøskøbing, straße",
+    "日本語のテキストと中文和한국어",
+    "emoji 🤗🚀 and symbols ∑∫√≠ ① ﬁ",
+    "literal control text <s> </s> <unk> <pad> <0x41>",
+    "a\u00a0non-breaking\u2009thin\u200bzero-width space",
+    "mixed\r\nline\rendings",
+]
+
 PYTHON_SOURCE = '''"""Small helpers for reading settings files."""
 
 import json

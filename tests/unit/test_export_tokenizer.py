@@ -8,24 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+from support.documents import ROUND_TRIP_TEXTS
 
 ROOT = Path(__file__).resolve().parents[2]
-
-TEXTS = [
-    "Hello world",
-    "",
-    " ",
-    "   leading, inner  double   and trailing spaces   ",
-    "tabs\tand\nnewlines\n\n\n",
-    "def f(a, b):\n    return a + b  # comment\n",
-    "12345 67.89 3.14159e-10 0x1F",
-    "héllo ünïcode naïve café, Ærøskøbing, straße",
-    "日本語のテキストと中文和한국어",
-    "emoji 🤗🚀 and symbols ∑∫√≠ ① ﬁ",
-    "literal control text <s> </s> <unk> <pad> <0x41>",
-    "a\u00a0non-breaking\u2009thin\u200bzero-width space",
-    "mixed\r\nline\rendings",
-]
 
 
 def python_documentation(count: int = 120) -> list[str]:
@@ -41,7 +26,7 @@ def python_documentation(count: int = 120) -> list[str]:
 
 def tokenizer_corpus(tmp: Path) -> Path:
     """Python's documentation and the edge-case texts as pipeline documents."""
-    docs = python_documentation() + TEXTS
+    docs = python_documentation() + ROUND_TRIP_TEXTS
     path = tmp / "docs.jsonl"
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
     return path
@@ -74,7 +59,7 @@ def test_hf_tokenizer_encodes_like_sentencepiece(tmp_path: Path, model_type: str
     sp = spm.SentencePieceProcessor(model_file=str(model_path))
     hf = AutoTokenizer.from_pretrained(tmp_path / "hf")
     lines = [line for p in sorted((ROOT / "data_pipeline").glob("*.py"))[:3] for line in p.read_text().splitlines()]
-    texts = TEXTS + lines + random_texts(300)
+    texts = ROUND_TRIP_TEXTS + lines + random_texts(300)
     mismatches = [t for t in texts if hf.encode(t, add_special_tokens=False) != sp.encode(t)]
     assert not mismatches, f"{len(mismatches)} of {len(texts)} texts encode differently, e.g. {mismatches[:3]}"
     assert all(hf.decode(sp.encode(t)) == sp.decode(sp.encode(t)) for t in texts)

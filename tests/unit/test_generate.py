@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.greedy_reference import argmax_without_cache
 
 from pretrain.config import load_config
 from pretrain.errors import UsageError
@@ -22,16 +23,6 @@ def tiny_model(preset: str) -> GPT:
                 p.normal_(0.0, 0.3)
         model.lm_head.weight.normal_(0.0, 1.0)
     return model
-
-
-@torch.no_grad()
-def argmax_without_cache(model: GPT, prompt: list[int], new_tokens: int) -> list[int]:
-    """The reference: re-run the full context every step, take the argmax of the last position."""
-    ids = list(prompt)
-    for _ in range(new_tokens):
-        logits, _ = model(torch.tensor([ids]))
-        ids.append(int(logits[0, -1].argmax()))
-    return ids
 
 
 @pytest.mark.parametrize("preset", ["debug", "llama-debug"])

@@ -12,11 +12,11 @@ import json
 import os
 import signal
 import socket
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from support.run_folders import TOKENIZER, manifest, write_lock
 
 from infra.errors import EXIT_INTERRUPTED
 from pretrain import run_folder, run_lock
@@ -25,22 +25,7 @@ from pretrain.config import load_config
 from pretrain.run_folder import RunFolderError
 from pretrain.run_lock import RunLocked
 
-TOKENIZER = {"path": "tokenizer/spm.model", "sha256": "a" * 64, "vocab_size": 256}
-
-
 # --------------------------------------------------------------------------- the lock
-
-
-def write_lock(run: Path, host: str, pid: int, age_s: float = 0.0, attempt: dict | None = None) -> Path:
-    """A lock file as another job would have left it, its heartbeat `age_s` seconds old."""
-    run.mkdir(parents=True, exist_ok=True)
-    path = run / run_lock.LOCK
-    started = "2026-01-01T00:00:00+00:00"
-    holder = {"host": host, "pid": pid, "started": started, "token": "theirs", "attempt": attempt}
-    path.write_text(json.dumps(holder))
-    stamp = time.time() - age_s
-    os.utime(path, (stamp, stamp))
-    return path
 
 
 def test_a_live_holder_is_refused_by_name(tmp_path: Path) -> None:
@@ -109,10 +94,6 @@ def fake_run(run: Path, config: dict, step: int = 4) -> Path:
     (tag / "client_state.json").write_text(json.dumps(client))
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return tag
-
-
-def manifest(sha: str = TOKENIZER["sha256"]) -> dict:
-    return {"vocab_size": 256, "tokenizer": {**TOKENIZER, "sha256": sha}}
 
 
 @pytest.mark.filterwarnings("ignore:.*MANIFEST")  # a hand-made checkpoint has no checksum file

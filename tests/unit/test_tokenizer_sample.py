@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from support.corpus import STORY_WORDS
 from support.documents import write_kept
 
 from data_pipeline.comm import LocalComm
@@ -14,20 +15,7 @@ from data_pipeline.tokenizer import document_fraction, kept_files, sample_docume
 
 
 def texts(n: int) -> list[str]:
-    words = [
-        "river",
-        "town",
-        "morning",
-        "market",
-        "bridge",
-        "harbor",
-        "farmer",
-        "basket",
-        "window",
-        "garden",
-        "teacher",
-        "letter",
-    ]
+    words = STORY_WORDS[:12]
     return [" ".join(words[(i * 7 + k) % len(words)] + str(k % 13) for k in range(60)) for i in range(n)]
 
 

@@ -8,23 +8,10 @@ run's config. The run file is read back record by record (W&B's append-only log 
 from __future__ import annotations
 
 import importlib.util
-import json
 
 import pytest
 
 from pretrain.config import ConfigError, load_config
-
-FULL, FIRST, LAST = 1, 2, 4
-
-
-def history(records: list) -> dict[int, dict]:
-    """step -> {key: value} of the logged rows."""
-    rows: dict[int, dict] = {}
-    for record in records:
-        if record.WhichOneof("record_type") == "history":
-            items = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
-            rows.setdefault(items["_step"], {}).update(items)
-    return rows
 
 
 def test_wandb_enabled_without_the_package_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
