@@ -133,3 +133,16 @@ def test_vocab_padding_keeps_real_token_logits_and_never_predicts_a_padded_id() 
         want, got = exact(idx)[0], padded(idx)[0]
     assert got.shape[-1] == 300  # padded ids are not in the logits, so neither sampling nor the loss can pick one
     torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+def test_init_from_hf_accepts_the_folder_the_dataset_was_tokenized_with_and_refuses_another(tmp_path) -> None:
+    from pretrain.errors import ConfigError
+    from pretrain.interop.hf_init import check_tokenizer
+
+    folder = gpt2_folder(tmp_path / "hf")
+    info = adopt_tokenizer(folder, tmp_path / "data")
+    manifest = {"vocab_size": info["vocab_size"], "tokenizer": info}
+    assert check_tokenizer(folder, info["vocab_size"], manifest, tmp_path / "data").endswith("equal")
+    (folder / "tokenizer.json").write_text((folder / "tokenizer.json").read_text() + "\n")  # another file
+    with pytest.raises(ConfigError, match="is not the tokenizer of the dataset .*tokenizer.from="):
+        check_tokenizer(folder, info["vocab_size"], manifest, tmp_path / "data")
