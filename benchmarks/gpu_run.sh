@@ -154,6 +154,29 @@ else
     --reference reference,reference_compile --variants compile,deepcompile
 fi
 
+# ---------------------------------------------------------------------------------------------------------------
+# 5 (issue 23, owned by the reliability work): is the GPU path (NCCL, FusedAdam, overlap_comm) exposed to DeepSpeed's
+#   ZeRO-3 "invalid gradient ... [0]" abort? benchmarks/zero3_invalid_gradient.py on this GPU, 1 rank, prefetch off
+#   (every parameter partitioned when the gradient hooks run), 200 steps each: `hold` keeps the sampled frames of
+#   every thread (an abort here: the DeepSpeed defect reaches the GPU path too), `release` is what our watchdog does
+#   now (must not abort). One JSON line each in results/zero3_abort_{hold,release}.jsonl (not *__*.json: those are
+#   gpu_summary.py's). Budget 60 s (x SLOW in the rehearsal, which runs 20 steps on CPU).
+zero3_abort() {
+  local sampler
+  for sampler in hold release; do
+    "$PYTHON" -m torch.distributed.run --nproc_per_node 1 --master_port "$((29400 + RANDOM % 500))" \
+      benchmarks/zero3_invalid_gradient.py --steps "${ZERO3_ABORT_STEPS:-$((REHEARSE == 1 ? 20 : 200))}" \
+      --prefetch off --sampler "$sampler" --sample-ms 5 $([[ $REHEARSE == 1 ]] || echo --bf16) | grep '^{' | tee "$RESULTS/zero3_abort_$sampler.jsonl"
+  done
+}
+if [[ $CHECK_ONLY == 1 ]]; then
+  stage zero3_abort 60 "$PYTHON" benchmarks/zero3_invalid_gradient.py --help
+else
+  export -f zero3_abort; export PYTHON REHEARSE RESULTS
+  stage zero3_abort 60 bash -c zero3_abort
+fi
+# ---------------------------------------------------------------------------------------------------------------
+
 log "done in $((SECONDS - START))s"
 export_results
 "$PYTHON" benchmarks/gpu_summary.py "$OUTDIR" --print 2>&1 | tee -a "$LOG"

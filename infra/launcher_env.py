@@ -157,6 +157,24 @@ def launch_attempt(env: Mapping[str, str] | None = None) -> dict | None:
     return None
 
 
+def job_id(env: Mapping[str, str] | None = None) -> str | None:
+    """The launcher's own id of this launch, the same on every rank and different for any other launch; None where
+    the launcher has none (the deepspeed launcher, MPICH's mpiexec, torchrun without --rdzv-id).
+
+    SLURM: job and step (a requeued job reuses its job id, never a step of a live one); Open MPI / PMIx: the job's
+    namespace; torchrun: --rdzv-id.
+    """
+    env = _environ(env)
+    step = env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID")
+    if env.get("SLURM_JOB_ID") and step:
+        return f"slurm {env['SLURM_JOB_ID']}.{step}"
+    for name in ("PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid"):
+        if env.get(name):
+            return f"{name}={env[name]}"
+    run_id = env.get("TORCHELASTIC_RUN_ID", "none")
+    return None if run_id == "none" else f"torchelastic {run_id}"
+
+
 def first_slurm_host(nodelist: str) -> str:
     """First host of a SLURM nodelist: 'gpu[003-005,9],cpu1' -> 'gpu003' (what `scontrol show hostnames` gives)."""
     match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())

@@ -3,6 +3,8 @@
 #   trainer_output ARGS...                   # the value of the trainer's --output in ARGS (empty if none)
 #   slurm_tasks_per_node                     # inside a SLURM job: tasks per node, as srun/mpiexec -ppn take it
 #   run_forwarding_signals COMMAND ARGS...   # runs COMMAND in the background, forwards, returns its exit status
+#   free_port                                # a TCP port free on this machine now: the rendezvous port of a job
+#   report_rank_errors RUN MARKER            # print RUN/errors/rank*.txt written since MARKER (a file) on stderr
 #
 # run_forwarding_signals passes SIGTERM, SIGINT and SIGUSR1 sent to the script on to the trainer ranks COMMAND
 # started on this node, so they checkpoint at the next step boundary and exit 0 (pretrain/signals.py). The ranks
@@ -30,6 +32,24 @@ trainer_output() {
 # spread evenly over its nodes (the scripts' launch lines need one number).
 slurm_tasks_per_node() {
   echo "${SLURM_NTASKS_PER_NODE:-$((SLURM_NTASKS / SLURM_JOB_NUM_NODES))}"
+}
+
+# A port nothing listens on here now, from the kernel's ephemeral range (bind to port 0), so two jobs on one machine
+# never share the launchers' default 29500. A job started in the instant between this and its own bind is refused
+# by the trainer, naming the port (pretrain/rendezvous.py).
+free_port() {
+  "${PYTHON:-python3}" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'
+}
+
+# The errors the trainer ranks recorded (pretrain/rank_errors.py) since MARKER was touched, i.e. by this launch: the
+# console's only copy when the ranks' own output went to files.
+report_rank_errors() {
+  local run=$1 marker=$2 file
+  [[ -d $run/errors ]] || return 0
+  for file in $(find "$run/errors" -name 'rank*.txt' -newer "$marker" | sort -V); do
+    echo "$(basename "$0"): $file:" >&2
+    sed 's/^/  /' "$file" >&2
+  done
 }
 
 # Every descendant of pid $1 that is `python [options] -m pretrain.train ...`.

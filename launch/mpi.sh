@@ -10,7 +10,7 @@
 #   NP           number of ranks when -n/-np is not given          [2]
 #   MPIEXEC      the MPI launcher                                  [mpiexec next to PYTHON, else mpiexec]
 #   PYTHON       interpreter with this project installed           [python3]
-#   MASTER_PORT  rendezvous port the trainer passes to DeepSpeed   [29500]
+#   MASTER_PORT  rendezvous port the trainer passes to DeepSpeed   [a free port of this machine]
 # MPICH's mpiexec propagates the whole environment to every rank (NCCL_*, DS_ACCELERATOR, ...); for Open MPI add
 # `-x NCCL_DEBUG -x DS_ACCELERATOR ...`. Each rank's output is tagged with its rank (-prepend-rank / --tag-output).
 # SIGTERM/SIGINT/SIGUSR1 to this script are passed to this node's trainer ranks (launch/lib.sh): they
@@ -21,7 +21,6 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 python_dir=$(dirname "$(command -v "$PYTHON")")
 MPIEXEC=${MPIEXEC:-$([[ -x $python_dir/mpiexec ]] && echo "$python_dir/mpiexec" || echo mpiexec)}
-export MASTER_PORT=${MASTER_PORT:-29500}
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 
 mpi_args=()
@@ -42,5 +41,6 @@ fi
 cd "$REPO"
 # shellcheck source=launch/lib.sh
 source "$REPO/launch/lib.sh"
+export MASTER_PORT=${MASTER_PORT:-$(PYTHON=$PYTHON free_port)}  # rank 0 runs on the first host, usually this one
 echo "$MPIEXEC ${mpi_args[*]} $PYTHON -u -m pretrain.train $*"
 run_forwarding_signals "$MPIEXEC" "${mpi_args[@]}" "$PYTHON" -u -m pretrain.train "$@"

@@ -13,7 +13,7 @@
 # --launcher openmpi|slurm|..., --bind_cores_to_rank, ...). Environment:
 #   HOSTFILE     hostfile, if --hostfile is not given          [launch/hostfile when present]
 #   MASTER_ADDR  rank 0's address                              [the first host of the hostfile, else 127.0.0.1]
-#   MASTER_PORT  rendezvous port                               [29500]
+#   MASTER_PORT  rendezvous port                               [a free port of this machine; 29500 with NODE_RANK]
 #   NODE_RANK    set it to launch this node only, without ssh
 #   LOG_DIR      one log file per rank, plus the launcher's     [<--output>/logs]
 #   DEEPSPEED    the launcher command                          [deepspeed]
@@ -27,8 +27,6 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEEPSPEED=${DEEPSPEED:-deepspeed}
-MASTER_PORT=${MASTER_PORT:-29500}
-
 launcher_args=()
 while [[ $# -gt 0 && $1 != "--" ]]; do
   case $1 in
@@ -53,6 +51,9 @@ if [[ -n $HOSTFILE ]]; then
   launcher_args=(--hostfile "$HOSTFILE" "${launcher_args[@]}")
 fi
 MASTER_ADDR=${MASTER_ADDR:-$([[ -n $HOSTFILE ]] && first_host "$HOSTFILE" || echo 127.0.0.1)}
+# Run once on the first host, this script picks the port there; launched per node (NODE_RANK), every node must name
+# the same one, which only MASTER_PORT can do
+MASTER_PORT=${MASTER_PORT:-$([[ -n ${NODE_RANK:-} ]] && echo 29500 || free_port)}
 # the run directory from the trainer's --output decides where the logs go
 run_dir=$(trainer_output "${trainer_args[@]}")
 LOG_DIR=${LOG_DIR:-${run_dir:-$REPO/runs/default}/logs}
@@ -78,6 +79,12 @@ cd "$REPO"
 log="$LOG_DIR/launcher-node${NODE_RANK:-0}.log"  # appended: a relaunch never erases an earlier launch's log
 echo "deepspeed ${launcher_args[*]} --module pretrain.train ${trainer_args[*]}" | tee -a "$log"
 echo "per-rank logs: $LOG_DIR/*_rank<N>.log; environment for every node: $DS_ENV_FILE" | tee -a "$log"
+launched="$LOG_DIR/.launched"  # errors the ranks record after this are this launch's
+touch "$launched"
+status=0
 # tee -i: a Ctrl-C must not kill the pipe the ranks still write to while they save
 run_forwarding_signals "$DEEPSPEED" "${launcher_args[@]}" --module pretrain.train "${trainer_args[@]}" \
-  > >(tee -i -a "$log") 2>&1
+  > >(tee -i -a "$log") 2>&1 || status=$?
+# each rank's output went to its log file: a failed rank's error reaches the console from its record
+((status == 0)) || report_rank_errors "${run_dir:-.}" "$launched"
+exit "$status"

@@ -8,11 +8,14 @@ matters as much as what is said:
 | a return                            | that status       | rank 0, for EXIT_BAD_STEPS: what happened            |
 | a closed stdout (BrokenPipeError)   | 0                 | nothing (as in infra/cli.py: piping into head is normal) |
 | RunLocked                           | EXIT_LOCKED (5)   | this rank: the holder (launch/restart.sh retries)    |
-| a UserError                         | EXIT_USER_ERROR   | rank 0 only; the others wait RANK_0_REPORTS_S first  |
-| a peer lost in a collective         | 1                 | this rank: see the failed rank's error above         |
+| a UserError                         | EXIT_USER_ERROR   | this rank, unless rank 0 printed the same one        |
+| a peer lost in a collective         | 1                 | rank 0: the failed rank's recorded error; others: one line |
 | anything else (a bug)               | 1                 | this rank: "failed:" and the traceback               |
 
-The first four end with `os._exit` (see `leave`); the last two end as a normal interpreter exit, so atexit still
+Every rank's error is also recorded in RUN/errors/rank<r>.txt once training has started (pretrain/rank_errors.py).
+
+The first four end with `os._exit` (see `leave`); the last two end as a normal interpreter exit (a bug under
+mpirun ends with `os._exit`, its traceback printed first: mpi4py's MPI_Finalize would wait for the other ranks), so atexit still
 writes the watchdog's last heartbeat and the rank that stopped first stays the oldest one (launch/restart.sh
 names it).
 """
@@ -29,12 +32,12 @@ from typing import NoReturn
 
 from infra.cli import stdout_closed, stdout_reader_gone
 from infra.errors import EXIT_USER_ERROR, UserError, one_line
+from pretrain import rank_errors
 from pretrain.errors import EXIT_BAD_STEPS, EXIT_LOCKED
 from pretrain.run_lock import RunLocked
 
 PROG = "pretrain.train"
 EXIT_BUG = 1  # what the interpreter exits with after a traceback or sys.exit(message)
-RANK_0_REPORTS_S = 3.0  # how long the other ranks wait before exiting on an error every rank meets
 # what gloo/NCCL raise on the ranks that were waiting for a rank that died
 PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
 
@@ -64,13 +67,13 @@ def after_error(err: Exception, rank: int) -> Ending:
         return Ending(0, stdout_closed=True)
     if isinstance(err, RunLocked):
         return Ending(EXIT_LOCKED, f"{PROG}: rank {rank}: error: {err}")
-    if isinstance(err, UserError):
-        if rank == 0:  # every rank meets the same one (same argv, same files): rank 0 alone reports it
-            return Ending(EXIT_USER_ERROR, f"{PROG}: rank {rank}: error: {one_line(err)}")
-        return Ending(EXIT_USER_ERROR, wait_s=RANK_0_REPORTS_S)  # the launcher stops every rank once one exits
-    if any(marker in str(err) for marker in PEER_LOST):  # a consequence: the failed rank reports the cause
-        lost = f"{PROG}: rank {rank}: another rank stopped during a collective (its error is above)"
-        return Ending(EXIT_BUG, lost, interpreter_exit=True)
+    if isinstance(err, UserError):  # printed unless rank 0 printed the same; recorded in RUN/errors/ (rank_errors)
+        return Ending(EXIT_USER_ERROR, rank_errors.user_error(one_line(err), rank))
+    if any(marker in str(err) for marker in PEER_LOST):  # a consequence: rank 0 relays the failed rank's record
+        return Ending(EXIT_BUG, rank_errors.peer_lost(rank), interpreter_exit=True)
+    printed = rank_errors.bug(rank)  # recorded; under mpirun printed here, and no interpreter exit (MPI_Finalize)
+    if printed is not None:
+        return Ending(EXIT_BUG, f"{PROG}: rank {rank} failed:\n{printed}")
     return Ending(EXIT_BUG, f"{PROG}: rank {rank} failed:", traceback=True, interpreter_exit=True)
 
 

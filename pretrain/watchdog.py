@@ -74,6 +74,26 @@ def current_step(frame: FrameType | None) -> int | None:
     return None
 
 
+def main_thread_position(main_id: int) -> tuple[int, ...] | None:
+    """Where the main thread is: its innermost code, line and stack depth (None once it has ended).
+
+    No frame object is kept between samples. A frame held while its function returns keeps every local of it and
+    of its callers alive; DeepSpeed 0.19.8's ZeRO-3 gradient hooks create autograd nodes of partitioned parameters
+    in such locals (`count_used_parameters_in_backward`), and one that outlives its call is reused by the next
+    recomputation of that parameter's block, which then aborts with "LinearFunctionForZeroStage3Backward returned
+    an invalid gradient ... expected shape compatible with [0]" (RELIABILITY.md). The depth tells a call that
+    stays blocked from the same line reached again by a later call at another depth; one at the same depth in a
+    loop counts as blocked only if every sample for `train.collective_timeout_s` lands on that line.
+    """
+    frame = sys._current_frames().get(main_id)
+    if frame is None:
+        return None
+    where, depth = (id(frame.f_code), frame.f_lineno), 0
+    while frame is not None:
+        frame, depth = frame.f_back, depth + 1
+    return (*where, depth)
+
+
 class CollectiveWatchdog(threading.Thread):
     """Daemon thread: heartbeat + stuck-main-thread detection for one rank."""
 
@@ -89,18 +109,18 @@ class CollectiveWatchdog(threading.Thread):
         last, since = None, time.monotonic()
         while True:
             (heartbeat_dir(self.run_dir) / f"rank{self.rank}").touch()
-            frame = sys._current_frames().get(self.main_id)
-            if frame is None:
+            where = main_thread_position(self.main_id)
+            if where is None:
                 return
-            where = (id(frame.f_code), frame.f_lineno, id(frame))
             if where != last:
                 last, since = where, time.monotonic()
             elif time.monotonic() - since > self.timeout_s:
-                self.fail(frame, time.monotonic() - since)
+                self.fail(time.monotonic() - since)
             time.sleep(BEAT_S)
 
-    def fail(self, frame: FrameType, stuck_s: float) -> None:
+    def fail(self, stuck_s: float) -> None:
         silent = [r for r in silent_ranks(self.run_dir, self.world_size, max(3 * BEAT_S, self.timeout_s / 2))]
+        frame = sys._current_frames()[self.main_id]  # held from here on: the process exits below
         step = current_step(frame)
         print(
             f"rank {self.rank}: collective timeout after {stuck_s:.0f} s (train.collective_timeout_s="
