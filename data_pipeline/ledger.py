@@ -1,7 +1,9 @@
 """The ledger: every input document ends with exactly one fate, kept or dropped with a named reason.
 
-Reasons are `bad_input:<why>`, `filter:<rule>`, `exact_dup` and `near_dup`. Each count may name its `source`
-(the input file): those counts also go to a per-input breakdown, so a user sees which input the filters emptied.
+Reasons are `bad_input:<why>`, `filter:<rule>`, `exact_dup` and `near_dup`, and `exact_dup_earlier` and
+`near_dup_earlier` for a duplicate of an earlier dataset's document (`pipeline dedup --against`). Each count may
+name its `source` (the input file): those counts also go to a per-input breakdown, so a user sees which input the
+filters emptied.
 Per-rank ledgers are summed on rank 0; `check()` is the invariant the run refuses to finish without:
 input_docs == kept_docs + sum(dropped), in total and, once any count named its source, for every input.
 """

@@ -56,6 +56,7 @@ __all__ = [
     "LSHParams",
     "band_keys",
     "find_near_duplicates",
+    "pair_similarity",
     "planted_corpus",
     "verify_bound",
 ]
@@ -191,7 +192,7 @@ def candidate_pairs(
     return unique_rows(ex.route(pairs, owner_of(pairs[:, 0]), "candidate pairs").reshape(-1, 2))
 
 
-def _pair_similarity(signatures: np.ndarray, pos_u: np.ndarray, other: np.ndarray, pos_v: np.ndarray) -> np.ndarray:
+def pair_similarity(signatures: np.ndarray, pos_u: np.ndarray, other: np.ndarray, pos_v: np.ndarray) -> np.ndarray:
     """Estimated Jaccard of signatures[pos_u[i]] and other[pos_v[i]], in chunks to bound the boolean temporary."""
     out = np.empty(len(pos_u), np.float64)
     for start in range(0, len(pos_u), _PAIR_CHUNK):
@@ -212,10 +213,10 @@ def verify_pairs(
     fetched = fetch_from_owners(ex, wanted, owner_of, doc_index, signatures, "signatures")
     pos_u = positions_of(doc_index, pairs[:, 0], "verify_pairs")
     similarity = np.empty(len(pairs), np.float64)
-    similarity[local] = _pair_similarity(
+    similarity[local] = pair_similarity(
         signatures, pos_u[local], signatures, positions_of(doc_index, pairs[local, 1], "verify_pairs")
     )
-    similarity[~local] = _pair_similarity(signatures, pos_u[~local], fetched, pos_remote.reshape(-1))
+    similarity[~local] = pair_similarity(signatures, pos_u[~local], fetched, pos_remote.reshape(-1))
     keep = similarity >= bound
     return pairs[keep], similarity[keep]
 

@@ -7,7 +7,6 @@ Each output's sha256 was computed by the rank that wrote it, while writing; rank
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,6 @@ from data_pipeline.stages.outputs import (
     STAGE,
     STATS,
     TIMINGS,
-    WORK_DIR,
     remove_stale_parts,
     write_json_atomic,
 )
@@ -48,21 +46,19 @@ def finish(
     """Rank 0 writes the stats and the marker from what every rank gathered to it; returns the stats (every rank).
 
     Collective: gathers of ledgers, cluster summaries (never whole records), hashes and resources, allreduces of cluster counts, the
-    outcome of rank 0's writing, and a barrier before the work files go.
+    outcome of rank 0's writing. The scan's work files stay (DIR/dedup/work/): a rerun with another threshold,
+    band layout or keep rule decides again from them without rescanning.
     """
     comm = job.comm
     ledgers = comm.gather(task_ledger(job, plan, removed), root=0)
-    clusters = {k: comm.allreduce_sum(sum(r["kind"] == k for r in records)) for k in ("exact", "near")}
+    kinds = ("exact", "near", "exact_earlier", "near_earlier") if job.against else ("exact", "near")
+    clusters = {k: comm.allreduce_sum(sum(r["kind"] == k for r in records)) for k in kinds}
     shared = comm.gather({**cluster_summary(records), "hashes": hashes,
                           "timings": timings, "dropped": drop_examples(job, plan)}, root=0)  # fmt: skip
     resources = comm.gather(rank_resources(job), root=0)
-    stats = on_root(
+    return on_root(
         comm, "writing stats", lambda: write_stats(job, plan, removals, ledgers, shared, clusters, resources)
     )
-    comm.barrier()
-    if comm.rank == 0:
-        shutil.rmtree(job.out / WORK_DIR, ignore_errors=True)
-    return stats
 
 
 def task_ledger(job: DedupJob, plan: Plan, removed: dict[int, dict[str, np.ndarray]]) -> Ledger:

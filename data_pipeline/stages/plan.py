@@ -12,10 +12,25 @@ from data_pipeline.config import PipelineConfig
 from data_pipeline.stages.outputs import STAGE
 from data_pipeline.tasks import Task, assign_tasks, count_range_lines, plan_tasks
 
+# The dedup keys the scan reads (whether to sign, and how): a change of any other dedup key (threshold, bands,
+# rows, verify_threshold, keep, exact) redecides the duplicates from the same scan.
+SCAN_DEDUP_KEYS = ("near", "num_perm", "ngram", "seed", "scheme", "shingle")
+
 
 def stage_config(recipe: PipelineConfig) -> dict:
     """What the outputs depend on (worker counts and the tokenizer sections do not change them)."""
     return {"read": recipe.section("read"), "filters": recipe.section("filters"), "dedup": recipe.section("dedup")}
+
+
+def scan_config(config: dict) -> dict:
+    """The part of a stage config the per-task phases read: the scan's settings, not the dedup decision's."""
+    sections = {k: v for k, v in config.items() if k != "against"}
+    return {**sections, "dedup": {k: config["dedup"].get(k) for k in SCAN_DEDUP_KEYS}}
+
+
+def scan_identity(identity: dict) -> dict:
+    """A stage identity less what only the dedup decision reads: equal ones share every task's scan."""
+    return {**identity, "config": scan_config(identity["config"])}
 
 
 @dataclass(frozen=True)
@@ -27,6 +42,7 @@ class DedupJob:
     recipe: PipelineConfig
     quiet: bool
     inputs: dict[str, dict]  # path -> identity (markers.digest_files), in input order
+    against: dict[str, str] = field(default_factory=dict)  # earlier dataset -> its index manifest's sha256
     config: dict = field(init=False)
 
     def __post_init__(self) -> None:
@@ -34,8 +50,10 @@ class DedupJob:
 
     @property
     def identity(self) -> dict:
-        """The stage marker's identity: recipe sections and every input's size and digest."""
-        return markers.stage_identity(STAGE, self.config, self.inputs)
+        """The stage marker's identity: recipe sections, the earlier datasets' indexes (--against) and every
+        input's size and digest."""
+        against = {"against": self.against} if self.against else {}
+        return markers.stage_identity(STAGE, {**self.config, **against}, self.inputs)
 
 
 @dataclass(frozen=True)
@@ -48,8 +66,8 @@ class Plan:
     first_lines: list[int]
 
     def task_identity(self, job: DedupJob, phase: str, task: Task, extra: Any = None) -> dict:
-        """A task's marker identity in a phase: the stage config, the task's bytes and its input file's digest."""
-        spec = {"config": job.config, "task": [task.path, task.start, task.end, self.first_lines[task.index]],
+        """A task's marker identity in a phase: the scan's config, the task's bytes and its input file's digest."""
+        spec = {"config": scan_config(job.config), "task": [task.path, task.start, task.end, self.first_lines[task.index]],
                 "extra": extra}  # fmt: skip
         return markers.stage_identity(f"{STAGE}-{phase}", spec, {task.path: job.inputs[task.path]})
 

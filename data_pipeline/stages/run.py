@@ -23,6 +23,6 @@ def run(args: argparse.Namespace) -> int:
     comm = get_comm()
     recipe = recipe_from_args(args)
     with storage.output_folder(comm, args.output) as output_dir:
-        run_dedup(comm, args.input, output_dir, recipe, args.quiet)
+        run_dedup(comm, args.input, output_dir, recipe, args.quiet, args.against)
         run_tokenize_stage(comm, output_dir, recipe, args.quiet)
     return 0

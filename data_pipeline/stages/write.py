@@ -111,7 +111,9 @@ def write_clusters(
     mine = np.union1d(mine, np.concatenate([np.zeros(0, np.int64), *mine_removed]))
     bare = [{k: c[k] for k in ("kept", "removed", "similarity") if k in c} for c in clusters]
     records = dedup_clusters.cluster_records_with_ids(comm, bare, mine, ids_of(job, plan, index, mine), index.owner_of)
-    records = [{"kind": c["kind"], **r} for c, r in zip(clusters, records, strict=True)]
+    records = [
+        {"kind": c["kind"], **index.dataset_of(t), **r} for c, t, r in zip(clusters, tasks, records, strict=True)
+    ]
     lines: dict[int, list[dict]] = {}
     for task, record in zip(tasks, records, strict=True):
         lines.setdefault(task, []).append(record)
@@ -133,7 +135,11 @@ def ids_of(job: DedupJob, plan: Plan, index: GlobalIndex, indices: np.ndarray) -
     ids: list[str] = []
     tasks = index.task_of(indices)
     for task in np.unique(tasks):
-        ids += TaskWork(job.out, plan.tasks[task]).ids(indices[tasks == task] - index.base[task])
+        ordinals = indices[tasks == task] - index.base[task]
+        if task >= index.new_tasks:  # an earlier dataset's document (--against), read from its index
+            ids += index.earlier[task - index.new_tasks].ids(ordinals)
+        else:
+            ids += TaskWork(job.out, plan.tasks[task]).ids(ordinals)
     return ids
 
 
