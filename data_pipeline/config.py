@@ -246,6 +246,9 @@ class TokenizerConfig:
     split_digits: bool = True
     seed: int = 0
     num_threads: int = 0  # 0: a fixed 16 training threads (sentencepiece's model depends on the thread count)
+    # `tokenizer.from`: an existing tokenizer's folder (Hugging Face tokenizer.json, or a SentencePiece .model)
+    # to tokenize with instead of training one; the training settings above are then unused
+    from_dir: str = ""
 
     def __post_init__(self) -> None:
         _check(self.vocab_size >= 16, "tokenizer.vocab_size", f"must be >= 16, got {self.vocab_size}")
@@ -301,12 +304,32 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# `from` is a Python keyword, so no dataclass field can carry it: the key users write names the field `from_dir`
+KEY_ALIASES = {"tokenizer.from": "tokenizer.from_dir"}
+
+
 def load_recipe(yaml_path: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()) -> PipelineConfig:
     """Defaults, then the YAML file, then each `--set section.key=value`, validated once at the end."""
-    tree = SCHEMA.layer({}, SCHEMA.read_yaml(yaml_path), origin=str(yaml_path)) if yaml_path is not None else {}
+    tree = (
+        SCHEMA.layer({}, _unaliased(SCHEMA.read_yaml(yaml_path)), origin=str(yaml_path))
+        if yaml_path is not None
+        else {}
+    )
     for text in overrides:
-        SCHEMA.set(tree, *SCHEMA.parse_override(text), origin="--set")
+        key, value = SCHEMA.parse_override(text)
+        SCHEMA.set(tree, KEY_ALIASES.get(key, key), value, origin="--set")
     return SCHEMA.build(tree)
+
+
+def _unaliased(document: dict[str, Any]) -> dict[str, Any]:
+    """A recipe file's sections with KEY_ALIASES' keys under their field names."""
+    document = {name: dict(body) if isinstance(body, dict) else body for name, body in document.items()}
+    for alias, key in KEY_ALIASES.items():
+        section, name = alias.split(".")
+        body = document.get(section)
+        if isinstance(body, dict) and name in body:
+            body[key.split(".")[1]] = body.pop(name)
+    return document
 
 
 def save_recipe(config: PipelineConfig, path: str | Path) -> None:

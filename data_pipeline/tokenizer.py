@@ -1,4 +1,5 @@
-"""SentencePiece training on the kept documents, and the tokenizer the tokenize stage and the trainer load.
+"""SentencePiece training on the kept documents, or an existing tokenizer adopted as it is (`tokenizer.from`), and
+the tokenizer the tokenize stage and the trainer load.
 
 Choices that matter for users:
 
@@ -242,17 +243,118 @@ def tokenizer_info(processor: spm.SentencePieceProcessor, sha256: str, settings:
     }
 
 
-def load_tokenizer(data_dir: str | os.PathLike) -> tuple[spm.SentencePieceProcessor, dict]:
-    """The trained processor and its info, after checking the model bytes against the recorded sha256."""
+def load_tokenizer(data_dir: str | os.PathLike) -> tuple[spm.SentencePieceProcessor | HFTokenizer, dict]:
+    """The dataset's tokenizer and its info, after checking the model bytes against the recorded sha256."""
     folder = Path(data_dir) / TOKENIZER_DIR
-    info_path, model_path = folder / INFO_FILE, folder / MODEL_FILE
-    if not info_path.is_file() or not model_path.is_file():
-        raise TokenizerError(f"{folder}: no trained tokenizer; run `pipeline train-tokenizer` or `pipeline run` first")
+    info_path = folder / INFO_FILE
+    if not info_path.is_file():
+        raise TokenizerError(f"{folder}: no tokenizer; run `pipeline train-tokenizer` or `pipeline run` first")
     info = json.loads(info_path.read_text())
+    model_path = Path(data_dir) / info["path"]
+    if not model_path.is_file():
+        raise TokenizerError(f"{model_path}: missing (named by {info_path}); run `pipeline run` again")
     model = model_path.read_bytes()
     if hashlib.sha256(model).hexdigest() != info["sha256"]:
         raise TokenizerError(f"{model_path}: sha256 differs from {info_path}; retrain the tokenizer")
+    if model_path.name == HF_FILE:
+        return HFTokenizer(model.decode("utf-8")), info
     return spm.SentencePieceProcessor(model_proto=model), info
+
+
+# --- an existing tokenizer (`tokenizer.from`) ---------------------------------------------------------------
+
+HF_FILE = "hf_tokenizer.json"  # a Hugging Face tokenizer.json, renamed: tokenizer/tokenizer.json is INFO_FILE
+EOS_NAMES = ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>")  # Llama/T5, GPT-2, Llama 3, Gemma
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer.json through the `tokenizers` library, with the two calls the pipeline makes of a
+    SentencePieceProcessor (`encode` of a batch, `decode`). No special tokens are added: the shards append EOS."""
+
+    def __init__(self, json_text: str) -> None:
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_str(json_text)
+
+    def encode(self, texts: list[str], num_threads: int = 0) -> list[list[int]]:
+        """Ids of each text; `tokenizers` sizes its own thread pool (RAYON_NUM_THREADS), so num_threads is unused."""
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+
+def adopt_tokenizer(source_dir: str | os.PathLike, output_dir: str | os.PathLike) -> dict:
+    """Copy an existing tokenizer into DIR/tokenizer/ and write its info (INFO_FILE); return the info.
+
+    A folder with one SentencePiece `*.model` (another dataset's tokenizer/, Llama's tokenizer.model) is used as
+    SentencePiece, so the dataset's files are the same as a trained one's; otherwise its `tokenizer.json` (GPT-2's
+    byte-level BPE, Llama's) through the `tokenizers` library. Vocabulary size, special ids and EOS are the
+    tokenizer's own; the info records the sha256 of the copied file and where it came from.
+    """
+    source = Path(source_dir).resolve()
+    out = Path(output_dir) / TOKENIZER_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    models = sorted(source.glob("*.model"))
+    if len(models) > 1:
+        names = ", ".join(p.name for p in models)
+        raise TokenizerError(f"tokenizer.from={source}: several SentencePiece models ({names}); keep one there")
+    if models:
+        model = models[0].read_bytes()
+        info = _spm_info(spm.SentencePieceProcessor(model_proto=model), f"{TOKENIZER_DIR}/{MODEL_FILE}", models[0])
+    elif hf_file := next((source / n for n in (HF_FILE, "tokenizer.json") if (source / n).is_file()), None):
+        model = hf_file.read_bytes()  # HF_FILE first: in another dataset's tokenizer/, tokenizer.json is INFO_FILE
+        info = _hf_info(HFTokenizer(model.decode("utf-8")), source, hf_file)
+    else:
+        raise TokenizerError(
+            f"tokenizer.from={source}: neither a SentencePiece *.model nor a Hugging Face tokenizer.json there; "
+            "point it at a tokenizer folder (a dataset's tokenizer/, or a model folder from the Hub)"
+        )
+    write_bytes(Path(output_dir) / info["path"], model)
+    info["sha256"] = hashlib.sha256(model).hexdigest()
+    write_bytes(out / INFO_FILE, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+    return info
+
+
+def _spm_info(processor: spm.SentencePieceProcessor, path: str, source: Path) -> dict:
+    if processor.eos_id() < 0:
+        raise TokenizerError(f"tokenizer.from: {source} has no EOS piece (eos_id -1); documents need an end marker")
+    ids = {f"{k}_id": getattr(processor, f"{k}_id")() for k in ("unk", "bos", "eos", "pad")}
+    return {"path": path, "vocab_size": processor.vocab_size(), **ids, "source": str(source)}
+
+
+def _hf_info(tokenizer: HFTokenizer, source: Path, hf_file: Path) -> dict:
+    """Vocabulary size with added tokens; special ids from tokenizer_config.json, EOS by its usual names else."""
+    vocab = tokenizer.tokenizer.get_vocab(with_added_tokens=True)
+    named = _configured_special_tokens(source)
+    eos = named.get("eos") or next((name for name in EOS_NAMES if name in vocab), None)
+    if eos not in vocab:
+        raise TokenizerError(
+            f"tokenizer.from={source}: no EOS token found (tokenizer_config.json's eos_token, or one of "
+            f"{', '.join(EOS_NAMES)}); add eos_token to {source / 'tokenizer_config.json'}"
+        )
+    ids = {f"{k}_id": vocab.get(named.get(k) or "", -1) for k in ("unk", "bos", "pad")}
+    return {
+        "path": f"{TOKENIZER_DIR}/{HF_FILE}",
+        "vocab_size": tokenizer.tokenizer.get_vocab_size(with_added_tokens=True),
+        "eos_id": vocab[eos],
+        **ids,
+        "source": str(hf_file),
+    }
+
+
+def _configured_special_tokens(source: Path) -> dict[str, str]:
+    """{"eos": "</s>", ...} from the folder's tokenizer_config.json (a token is a string or {"content": ...})."""
+    path = source / "tokenizer_config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    named = {}
+    for kind in ("unk", "bos", "eos", "pad"):
+        token = config.get(f"{kind}_token")
+        if isinstance(token, dict):
+            token = token.get("content")
+        if isinstance(token, str):
+            named[kind] = token
+    return named
 
 
 # --- `pipeline train-tokenizer` -----------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The tokenize stage, the last of `pipeline run` (stages/run.py): train SentencePiece on kept/, encode the kept
-documents into Arrow token shards, write manifest.json.
+"""The tokenize stage, the last of `pipeline run` (stages/run.py): train SentencePiece on kept/ (or adopt an existing
+tokenizer, `tokenizer.from`), encode the kept documents into Arrow token shards, write manifest.json.
 
 On N ranks (mpiexec/srun) rank 0 trains the tokenizer on the kept parts in part order, so the model does not
 depend on N. Above the trainer's parse budget (tokenizer.document_fraction) the ranks first draw the hashed
@@ -56,6 +56,8 @@ from data_pipeline.tokenizer import (
     MODEL_FILE,
     TOKENIZER_DIR,
     VOCAB_FILE,
+    HFTokenizer,
+    adopt_tokenizer,
     document_fraction,
     iter_documents,
     kept_files,
@@ -93,10 +95,10 @@ def run_tokenize_stage(comm: Comm, output_dir: Path, recipe: PipelineConfig, qui
     # keyed inside the folder: its identity must not depend on where it lies (an output URL's staging folder on
     # another machine, a moved folder)
     kept = {str(Path(p).relative_to(output_dir)): digest for p, digest in found.items()}
-    tokenizer_identity = markers.stage_identity("tokenizer", dataclasses.asdict(recipe.tokenizer), kept)
+    tokenizer_identity = markers.stage_identity("tokenizer", tokenizer_settings(recipe.tokenizer), kept)
     with timed(timings, "tokenizer"):
         reused = on_root(comm, "checking the tokenizer", lambda: _tokenizer_intact(output_dir, tokenizer_identity))
-        if not reused:
+        if not reused and not recipe.tokenizer.from_dir:
             _sample_in_parallel(comm, output_dir, recipe.tokenizer, [str(output_dir / p) for p in kept])
         info = on_root(
             comm,
@@ -150,12 +152,32 @@ def _tokenizer_intact(output_dir: Path, identity: dict) -> bool:
     return markers.task_outputs(output_dir, "tokenizer", identity) is not None
 
 
+def tokenizer_settings(settings: TokenizerConfig) -> dict:
+    """The tokenizer's identity: its settings, and with `tokenizer.from` the adopted files' contents, so a
+    tokenizer replaced in that folder is adopted again rather than the old copy reused."""
+    identity = dataclasses.asdict(settings)
+    if settings.from_dir:
+        source = Path(settings.from_dir)
+        identity["from_files"] = {p.name: file_sha256(p) for p in sorted(source.glob("*")) if p.is_file()}
+    return identity
+
+
 def _train_or_reuse_tokenizer(output_dir: Path, settings: TokenizerConfig, identity: dict) -> dict:
-    """Train the tokenizer (rank 0 only), or reuse a completed, unchanged one (a marker from other kept parts
-    means retrain, not error: upstream stages of the same run rewrote kept/)."""
+    """Train or adopt (`tokenizer.from`) the tokenizer (rank 0 only), or reuse a completed, unchanged one (a
+    marker from other kept parts means retrain, not error: upstream stages of the same run rewrote kept/)."""
     folder = output_dir / TOKENIZER_DIR
-    run_once(output_dir, "tokenizer", identity, lambda: _train(output_dir, settings))
+    make = _adopt if settings.from_dir else _train
+    run_once(output_dir, "tokenizer", identity, lambda: make(output_dir, settings))
     return json.loads((folder / INFO_FILE).read_text())
+
+
+def _adopt(output_dir: Path, settings: TokenizerConfig) -> dict[str, str]:
+    """Copy the existing tokenizer of `tokenizer.from` into the dataset; returns the outputs."""
+    info = adopt_tokenizer(settings.from_dir, output_dir)
+    return {
+        info["path"]: info["sha256"],
+        f"{TOKENIZER_DIR}/{INFO_FILE}": file_sha256(output_dir / TOKENIZER_DIR / INFO_FILE),
+    }
 
 
 def _train(output_dir: Path, settings: TokenizerConfig) -> dict[str, str]:
@@ -223,7 +245,7 @@ def _tokenize_rank(
 
 
 def encode_to_shards(
-    processor: spm.SentencePieceProcessor,
+    processor: spm.SentencePieceProcessor | HFTokenizer,
     info: dict,
     inputs: list[Path],
     shard_dir: Path,
@@ -258,9 +280,9 @@ def _remove_rank_shards(shard_dir: Path, rank: int) -> None:
 
 
 def encode_batch(
-    processor: spm.SentencePieceProcessor, texts: list[str], eos_id: int, dtype: np.dtype, threads: int
+    processor: spm.SentencePieceProcessor | HFTokenizer, texts: list[str], eos_id: int, dtype: np.dtype, threads: int
 ) -> list[np.ndarray]:
-    """sentencepiece's threaded batch encode, each document as a token array with EOS appended."""
+    """The tokenizer's threaded batch encode, each document as a token array with EOS appended."""
     out = []
     for ids in processor.encode(texts, num_threads=threads):
         tokens = np.empty(len(ids) + 1, dtype=dtype)
@@ -314,6 +336,9 @@ def _write_dataset_manifest(
     return counts
 
 
+TOKENIZER_KEYS = ("path", "sha256", "vocab_size", "unk_id", "bos_id", "eos_id", "pad_id")  # "source" if adopted
+
+
 def dataset_manifest(info: dict, splits: dict, **extra: Any) -> dict:
     """What the trainer reads from manifest.json (format, vocabulary, dtype, tokenizer, splits), plus `extra`."""
     return {
@@ -321,7 +346,7 @@ def dataset_manifest(info: dict, splits: dict, **extra: Any) -> dict:
         "vocab_size": info["vocab_size"],
         "eos_id": info["eos_id"],
         "dtype": token_dtype(info["vocab_size"]).name,
-        "tokenizer": {k: info[k] for k in ("path", "sha256", "vocab_size", "unk_id", "bos_id", "eos_id", "pad_id")},
+        "tokenizer": {k: info[k] for k in (*TOKENIZER_KEYS, "source") if k in info},
         "splits": splits,
         **extra,
     }

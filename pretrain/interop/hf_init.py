@@ -7,9 +7,11 @@ data, log), and a model.* value they set explicitly that differs from the folder
 Two model keys do not change what the weights compute and stay the launch's: model.dropout (when set) and
 model.pad_vocab_multiple (the padded rows start at zero).
 
-The folder's tokenizer must be the dataset's: equal vocabulary sizes always; the SentencePiece model that
-`pretrain export` copies (sentencepiece.model) must have the sha256 the dataset's manifest records; a folder with
-only a tokenizer.json must hold the dataset's SentencePiece pieces under the same ids.
+The folder's tokenizer must be the dataset's: equal vocabulary sizes always; the file the dataset was tokenized
+with must be the folder's, by the sha256 the manifest records: a SentencePiece .model (what `pretrain export`
+copies as sentencepiece.model, or Llama's tokenizer.model) or, for a dataset made with `pipeline run --set
+tokenizer.from=FOLDER` from a Hugging Face tokenizer.json, the folder's tokenizer.json. A folder with only a
+tokenizer.json and a dataset with a trained SentencePiece model must agree on every piece's id.
 
 Loading into ZeRO-3 (the way transformers' DeepSpeed integration loads a checkpoint): the model is built
 partitioned under deepspeed.zero.Init as always; before the optimizer exists each parameter is gathered in turn
@@ -42,7 +44,6 @@ from pretrain.errors import ConfigError
 from pretrain.interop.hf import config_from_hf, load_hf_folder, read_hf_config, weight_files
 
 LAUNCH_KEYS = ("dropout", "pad_vocab_multiple")  # the model keys a launch may set: training-only, not the function
-SPM_COPY = "sentencepiece.model"  # what `pretrain export` copies next to tokenizer.json
 
 
 # --------------------------------------------------------------------------- the run config
@@ -87,18 +88,28 @@ def check_tokenizer(folder: str | os.PathLike, vocab_size: int, manifest: dict, 
             f"was tokenized with {spm_path} ({manifest['vocab_size']} tokens): continue on data tokenized with the "
             "folder's tokenizer"
         )
-    if (folder / SPM_COPY).is_file() and info.get("sha256"):
-        got = hashlib.sha256((folder / SPM_COPY).read_bytes()).hexdigest()
-        if got != info["sha256"]:
-            raise ConfigError(
-                f"--init-from-hf: {folder / SPM_COPY} (sha256 {got[:12]}…) is not the tokenizer of the dataset "
-                f"{data_dir} ({spm_path}, sha256 {info['sha256'][:12]}…): continue on data tokenized with the "
-                "folder's tokenizer"
-            )
-        return f"sha256 {got[:12]}… equal"
-    if (folder / "tokenizer.json").is_file() and spm_path.is_file():
+    # the file the dataset was tokenized with: a SentencePiece .model (trained, or `pipeline run` with
+    # tokenizer.from=a folder holding one) or a Hugging Face tokenizer.json (tokenizer.from=a Hub folder)
+    same_kind = [folder / "tokenizer.json"] if spm_path.suffix == ".json" else sorted(folder.glob("*.model"))
+    same_kind = [path for path in same_kind if path.is_file()]
+    if same_kind and info.get("sha256"):
+        return _check_same_file(same_kind, info["sha256"], spm_path, data_dir)
+    if (folder / "tokenizer.json").is_file() and spm_path.is_file() and spm_path.suffix == ".model":
         return _check_pieces(folder / "tokenizer.json", spm_path)
     return "vocabulary size only (the folder has no tokenizer files)"
+
+
+def _check_same_file(candidates: list[Path], sha256: str, used: Path, data_dir: Path) -> str:
+    """One of the folder's tokenizer files has the sha256 the dataset's manifest records."""
+    digests = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in candidates}
+    if sha256 not in digests.values():
+        shown = ", ".join(f"{path} (sha256 {digest[:12]}…)" for path, digest in digests.items())
+        raise ConfigError(
+            f"--init-from-hf: {shown} is not the tokenizer of the dataset {data_dir} ({used}, sha256 "
+            f"{sha256[:12]}…): continue on data tokenized with the folder's tokenizer (pipeline run --set "
+            f"tokenizer.from={candidates[0].parent})"
+        )
+    return f"sha256 {sha256[:12]}… equal"
 
 
 def _check_pieces(tokenizer_json: Path, spm_path: Path) -> str:
