@@ -8,6 +8,7 @@
 # Settings: DEMO_OUT (folder, default demo_out), DEMO_STEPS (default 300), DEMO_VOCAB (default 4096).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source launch/lib.sh  # free_port: a second demo or run on this machine never shares the rendezvous port
 
 OUT=${DEMO_OUT:-demo_out}
 STEPS=${DEMO_STEPS:-300}
@@ -61,16 +62,12 @@ TRAIN_ARGS=(--data "$PROSE=0.7" --data "$CODE=0.3" --preset debug --output "$RUN
 GPUS=$(python -c "import torch; print(torch.cuda.device_count())")
 if [ "$GPUS" -gt 0 ]; then
   step "4/7 training on $GPUS local GPU(s): deepspeed --module pretrain.train (ZeRO-3, bf16, activation checkpointing)"
-  deepspeed --num_gpus "$GPUS" --module pretrain.train "${TRAIN_ARGS[@]}" \
+  deepspeed --num_gpus "$GPUS" --master_port "${MASTER_PORT:-$(free_port)}" --module pretrain.train "${TRAIN_ARGS[@]}" \
     --set train.global_batch_tokens=$((GPUS * 4096)) 2>&1 | tee "$OUT/train.log"
 else
   step "4/7 training on 2 CPU ranks (gloo): ZeRO-3, bf16, activation checkpointing"
-  # under the restart loop: a run that dies continues from its newest checkpoint (see RELIABILITY.md; DeepSpeed
-  # 0.19.8's ZeRO-3 + activation checkpointing on CPU has aborted a rank mid-backward about once in a few
-  # hundred steps here, "LinearFunctionForZeroStage3Backward returned an invalid gradient")
-  DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 launch/restart.sh --max-restarts 2 --backoff 1 -- \
-    python -m torch.distributed.run --nproc_per_node 2 --master_port "${MASTER_PORT:-29517}" \
-    -m pretrain.train "${TRAIN_ARGS[@]}" 2>&1 | tee "$OUT/train.log"
+  DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 python -m torch.distributed.run --nproc_per_node 2 \
+    --master_port "${MASTER_PORT:-$(free_port)}" -m pretrain.train "${TRAIN_ARGS[@]}" 2>&1 | tee "$OUT/train.log"
 fi
 
 step "5/7 validation loss and perplexity, before and after training, per source"
