@@ -24,7 +24,7 @@ HARNESS = ROOT / "benchmarks" / "train_throughput.py"
 GPU_RUN = ROOT / "benchmarks" / "gpu_run.sh"
 STAGES = {  # GPU_RUN_ONLY: the stages of that call, in order
     "first": ("env", "cuda_tests", "mfu", "fp8_compile", "llama", "largest_zero3"),
-    "second": ("env", "two_gpu", "levers_mb2", "checkpointing_mb4", "largest_offload"),
+    "second": ("env", "two_gpu", "levers_mb2", "checkpointing_mb4", "largest_offload", "zero3_abort"),
 }
 
 
