@@ -147,7 +147,7 @@ else
     log "SKIP two_gpu: $GPUS GPU(s) on this machine; the 2-process checks need 2"
   fi
   throughput levers_mb$MB 150 --preset "$BIG" $COMMON --micro-batch $MB --variant-timeout-s $((30 * SLOW)) \
-    --variants ckpt_off,zero2,chunked_ce,persist_all,torch_adamw,ckpt_every_k2,fp8_rowwise,fp8_block_compile
+    --variants ckpt_off,zero2,chunked_ce,persist_all,torch_adamw,ckpt_every_k2,fp8_rowwise,fp8_block_compile,doc_mask
   throughput checkpointing_mb$MB2 50 --preset "$BIG" $COMMON --micro-batch $MB2 --variant-timeout-s $((25 * SLOW)) \
     --variants ckpt_every_k2,ckpt_off
   largest largest_offload 80 ds_configs/zero3_offload.json 75

@@ -115,6 +115,11 @@ LEVERS: dict[str, Lever] = {
     "fp8_block_compile": Lever(
         "fp8 (tensorwise) and torch.compile per block", ("train.precision=fp8", "train.compile=true")
     ),
+    "doc_mask": Lever(
+        "model.doc_mask=true: the document-mask attention path (FlexAttention block masks on CUDA); the synthetic "
+        "tokens take id 0 as EOS, so documents end wherever it is drawn",
+        ("model.doc_mask=true", "model.eos_id=0"),
+    ),
     "compile": Lever("engine.compile(): torch.compile of the model through DeepSpeed", compile=True),
     "deepcompile": Lever(
         'DeepSpeed\'s compiler: "compile": {"deepcompile": true} and engine.compile()',
