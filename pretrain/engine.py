@@ -26,7 +26,7 @@ from deepspeed.accelerator import get_accelerator
 from deepspeed.runtime.base_optimizer import ZeROOptimizer
 
 from infra import launcher_env
-from pretrain import rendezvous, schedule
+from pretrain import jit_ops, rendezvous, schedule
 from pretrain.chunked_ce import enable_chunked_loss, loss_chunk_tokens
 from pretrain.compile import compile_blocks
 from pretrain.config import ModelConfig, RunConfig
@@ -57,6 +57,7 @@ def init_distributed(timeout_s: float | None = None) -> tuple[int, int]:
     backend = "nccl" if get_accelerator().device_name() == "cuda" else "gloo"
     timeout = {"timeout": timedelta(seconds=timeout_s)} if timeout_s else {}  # train.collective_timeout_s
     port = int(os.environ["MASTER_PORT"])  # MPI discovery would otherwise reset it to DeepSpeed's 29500
+    jit_ops.load_comm_ops()  # before the rendezvous: a build killed earlier must not hang this launch
     store = rendezvous.guard(port, timeout.get("timeout", timedelta(minutes=30)))  # never join another job's
     deepspeed.init_distributed(
         dist_backend=backend, auto_mpi_discovery=True, distributed_port=port, verbose=False, **timeout

@@ -7,12 +7,18 @@ import csv
 import math
 import struct
 
+import matplotlib
 import pytest
 
 from pretrain import plot
 from pretrain.errors import PretrainError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# On a machine whose matplotlib has no font cache yet (a fresh CI runner), the first import of pyplot runs
+# `fc-list` to build it. Do that here, at collection, outside the unit tier's no-process guard.
+matplotlib.use("Agg")
+import matplotlib.pyplot  # noqa: E402,F401
 
 
 def _write_metrics(path, steps: int = 30) -> None:
