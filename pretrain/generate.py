@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 
-import sentencepiece as spm
 import torch
 
 from pretrain.errors import UsageError
@@ -76,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     consolidated = load_consolidated(args.checkpoint)
     tokenizer = run_tokenizer(consolidated.cfg)
-    processor = spm.SentencePieceProcessor(model_file=str(tokenizer.model_path))
+    processor = tokenizer.encoder()
     device, dtype = pick_device(args.device)
     model = inference_model(consolidated, device).to(dtype)
     prompt_ids = encode_prompt(processor, args.prompt, tokenizer.eos_id, consolidated.cfg.model.seq_len)

@@ -14,9 +14,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+import sentencepiece as spm
 import torch
 import yaml
+from tokenizers import Tokenizer
 
 from data_pipeline.shards import read_manifest
 from pretrain.checkpoint import CheckpointRef, resolve_checkpoint
@@ -116,9 +119,34 @@ def inference_model(consolidated: Consolidated, device: str | torch.device = "cp
 class RunTokenizer:
     """The run's tokenizer as its dataset manifest records it."""
 
-    model_path: Path  # SentencePiece model: data.path/tokenizer/spm.model
+    model_path: Path  # data.path/tokenizer/spm.model, or hf_tokenizer.json for a dataset made with tokenizer.from
     eos_id: int
     special_ids: dict[str, int | None]  # bos/eos/pad_token_id for generation_config.json (None: absent)
+
+    def encoder(self) -> TextCodec:
+        """encode(text) -> ids and decode(ids) -> text, without special tokens (the shards add EOS themselves)."""
+        if self.model_path.suffix == ".json":
+            return _HFCodec(self.model_path)
+        return spm.SentencePieceProcessor(model_file=str(self.model_path))
+
+
+class TextCodec(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+class _HFCodec:
+    """An adopted Hugging Face tokenizer.json with SentencePieceProcessor's encode/decode of one text."""
+
+    def __init__(self, path: Path) -> None:
+        self.tokenizer = Tokenizer.from_file(str(path))
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
 
 def run_tokenizer(cfg: RunConfig) -> RunTokenizer:

@@ -2,7 +2,7 @@
 
 The checkpoint is loaded by pretrain/interop/consolidated.py (fp32 master weights from every ZeRO partition,
 checked against our GPT's keys and shapes), mapped to GPT2LMHeadModel or LlamaForCausalLM by
-pretrain/interop/hf.py, and written with the run's SentencePiece tokenizer converted for AutoTokenizer
+pretrain/interop/hf.py, and written with the run's tokenizer for AutoTokenizer (a SentencePiece model converted, an adopted tokenizer.json as it is)
 (pretrain/interop/hf_tokenizer.py).
 """
 
@@ -29,7 +29,7 @@ def export_hf(run_or_ckpt: str | os.PathLike, out_dir: str | os.PathLike) -> Pat
     cfg = consolidated.cfg
     tokenizer = run_tokenizer(cfg)
     save_hf(consolidated.state_dict, cfg.model, out, **tokenizer.special_ids)
-    save_hf_tokenizer(tokenizer.model_path, out, model_max_length=cfg.model.seq_len)
+    save_hf_tokenizer(tokenizer.model_path, out, cfg.model.seq_len, tokenizer.special_ids)
     return out
 
 

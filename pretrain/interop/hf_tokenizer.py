@@ -142,8 +142,13 @@ def _special_token_names(proto) -> dict[str, str]:
     return names
 
 
-def save_hf_tokenizer(model_path: str | os.PathLike, out_dir: str | os.PathLike, model_max_length: int) -> Path:
-    """Write tokenizer.json/tokenizer_config.json (+ the original .model) into `out_dir` for AutoTokenizer."""
+def save_hf_tokenizer(
+    model_path: str | os.PathLike, out_dir: str | os.PathLike, model_max_length: int, special_ids: dict[str, int | None]
+) -> Path:
+    """Write tokenizer.json/tokenizer_config.json into `out_dir` for AutoTokenizer, from the dataset's tokenizer:
+    a SentencePiece .model (converted, the original copied beside) or an adopted Hugging Face tokenizer.json."""
+    if Path(model_path).suffix == ".json":
+        return _save_adopted(Path(model_path), Path(out_dir), model_max_length, special_ids)
     proto = load_spm_proto(model_path)
     hf = PreTrainedTokenizerFast(
         tokenizer_object=build_tokenizer(model_path),
@@ -156,4 +161,21 @@ def save_hf_tokenizer(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(out)
     shutil.copyfile(model_path, out / "sentencepiece.model")
+    return out
+
+
+def _save_adopted(json_path: Path, out: Path, model_max_length: int, special_ids: dict[str, int | None]) -> Path:
+    """A dataset made with `tokenizer.from=FOLDER` keeps that folder's tokenizer.json: exported as it is, with the
+    special tokens the dataset's manifest records (eos is the id the shards end each document with)."""
+    tokenizer = Tokenizer.from_file(str(json_path))
+    names = {
+        key.replace("_id", ""): tokenizer.id_to_token(index)
+        for key, index in special_ids.items()
+        if index is not None and tokenizer.id_to_token(index) is not None
+    }
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, model_max_length=model_max_length, clean_up_tokenization_spaces=False, **names
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    hf.save_pretrained(out)
     return out

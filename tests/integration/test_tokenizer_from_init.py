@@ -20,7 +20,12 @@ from support.documents import stdlib_docs
 from support.launch import PYTHON, ROOT, run_train
 from support.runs import SOURCE_SETS
 from test_init_from_hf import first_batches, mean_loss, metric
+from tokenizers import Tokenizer
 from tokenizers.implementations import ByteLevelBPETokenizer, SentencePieceBPETokenizer
+from transformers import AutoTokenizer
+
+from pretrain.interop.consolidated import load_consolidated, run_tokenizer
+from pretrain.interop.export import export_hf
 
 pytestmark = pytest.mark.slow
 
@@ -116,3 +121,18 @@ def test_first_validation_loss_is_transformers_loss_on_the_folders_tokens(contin
     shifted = mean_loss(folder, [((x + 1) % vocab, (y + 1) % vocab) for x, y in batches])
     assert shifted > want + 0.5, "the loss does not depend on the ids: the parity above would prove nothing"
     assert want < math.log(vocab) - 0.5  # the folder's model learned these ids (measured: gpt2 5.11, ln 384 = 5.95)
+
+
+def test_export_and_generate_use_the_adopted_tokenizer(continued, tmp_path) -> None:
+    """`pretrain export` writes the folder's tokenizer.json (not a SentencePiece conversion) and `generate`
+    encodes with it: both read the dataset's tokenizer through RunTokenizer (in-process here)."""
+    folder, _, run_dir, _ = continued
+    theirs = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    text = TEXTS[3][:200]
+    want = theirs.encode(text, add_special_tokens=False).ids
+    exported = AutoTokenizer.from_pretrained(export_hf(run_dir, tmp_path / "hf"))
+    assert exported.encode(text, add_special_tokens=False) == want
+    eos = json.loads((folder / "tokenizer_config.json").read_text())["eos_token"]
+    assert exported.eos_token == eos
+    codec = run_tokenizer(load_consolidated(run_dir).cfg).encoder()
+    assert codec.encode(text) == want and codec.decode(want) == theirs.decode(want, skip_special_tokens=False)
