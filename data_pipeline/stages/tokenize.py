@@ -8,8 +8,8 @@ the ranks first draw the hashed sample from their own parts in parallel, and ran
 (bounded in total), never the whole corpus.
 
 The parts are dealt to ranks by bytes, largest first onto the least loaded rank (`deal_parts`, the scan's
-`assign_tasks`): max/mean load 1.002 on 2,048 ranks for the parts a scan of 18,000 log-normal files leaves, where
-dealing by count gave 1.66. Each part is encoded into its own shards (`train-part-00012-00000.arrow`) behind its
+`assign_tasks`): max/mean load 1.0014 on 2,048 ranks for the parts a scan of 18,000 log-normal files leaves, where
+dealing by count gave 1.67 (tests/unit/test_tokenize_parts.py). Each part is encoded into its own shards (`train-part-00012-00000.arrow`) behind its
 own marker (`.stages/tokenize-part-00012.json`: the part's size and digest, the tokenizer's sha256, the shard
 settings), so a rerun at any N (killed at 2 ranks, resumed on 3) skips the finished parts whichever rank made
 them. Rank 0 gathers the shard rows and lists them in part order: concatenating the kept parts in part order is

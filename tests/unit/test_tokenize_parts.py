@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from support.documents import stdlib_docs, write_kept
 from support.sim_comm import run_ranks
+from test_tokenizer_sample import texts as story_texts
 
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import load_recipe
@@ -158,3 +159,18 @@ def test_each_kept_part_is_statted_once_in_all(tmp_path, texts, monkeypatch):
         run_ranks(3, rank)
         parts = [f"part-{i:05d}.jsonl" for i in range(7)]
         assert [sorted(seen) for seen in stats] == [parts[r::3] for r in range(3)], attempt
+
+
+def test_a_sample_drawn_on_3_ranks_trains_the_1_rank_model(tmp_path, monkeypatch):
+    """Above the parse budget each rank samples the parts dealt to it; rank 0 trains on all the samples."""
+    recipe = load_recipe(overrides=["tokenizer.vocab_size=300", "tokenizer.input_sentence_size=101"])
+    one, three = (write_kept(tmp_path / name, story_texts(2400), parts=5) for name in ("one", "three"))
+    run_tokenize_stage(LocalComm(), one, recipe, quiet=True)
+    drawn = []
+    sample = tokenize.sample_documents
+    monkeypatch.setattr(tokenize, "sample_documents", lambda files, *args: drawn.append(files) or sample(files, *args))
+    run_ranks(3, lambda comm: run_tokenize_stage(comm, three, recipe, quiet=True))
+    assert sorted(p.name for files in drawn for p in files) == [f"part-{i:05d}.jsonl" for i in range(5)]
+    assert len(drawn) == 3  # every rank drew its own parts' sample
+    model = "tokenizer/spm.model"
+    assert (one / model).read_bytes() == (three / model).read_bytes()
