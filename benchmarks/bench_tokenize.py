@@ -18,6 +18,7 @@ from pathlib import Path
 
 from data_pipeline.config import ShardsConfig, TokenizerConfig
 from data_pipeline.executor import workers_for_rank
+from data_pipeline.progress import StageProgress
 from data_pipeline.stages.tokenize import encode_to_shards
 from data_pipeline.tokenizer import load_tokenizer, train_tokenizer
 
@@ -69,10 +70,11 @@ def main() -> int:
         processor, info = load_tokenizer(root)
         tokens = sum(len(ids) for ids in processor.encode(texts, num_threads=threads)) + len(texts)  # + EOS
         settings = ShardsConfig(encode_threads=threads)
+        quiet_bar = StageProgress("tokenize", None, quiet=True)
         anchor, ours = interleaved_best(
             args.repeat,
             lambda: processor.encode(texts, num_threads=threads),
-            lambda: encode_to_shards(processor, info, [kept], root / "shards", settings),
+            lambda: encode_to_shards(processor, info, kept, root / "shards", settings, quiet_bar),
         )
     mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
     print(f"corpus: {len(texts)} docs, {mb:.1f} MB, {tokens} tokens, threads={threads}")

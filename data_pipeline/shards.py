@@ -71,7 +71,7 @@ class ShardInfo:
 
 
 def index_path(shard_path: str | os.PathLike) -> Path:
-    """The per-document index next to a shard: train-r00000-00000.arrow -> train-r00000-00000.index.parquet."""
+    """The per-document index next to a shard: train-part-00000-00000.arrow -> train-part-00000-00000.index.parquet."""
     shard_path = Path(shard_path)
     return shard_path.with_name(shard_path.stem + INDEX_SUFFIX)
 

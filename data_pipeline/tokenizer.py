@@ -84,9 +84,13 @@ def document_fraction(files: list[Path], input_sentence_size: int) -> float:
     make training I/O-bound for hours. Above that budget, documents are picked by a hash of their raw line
     (deterministic, independent of how the corpus is split into parts or ranks) before any JSON is parsed.
     """
-    total = sum(os.path.getsize(p) for p in files)
+    return sample_fraction(sum(os.path.getsize(p) for p in files), input_sentence_size)
+
+
+def sample_fraction(total_bytes: int, input_sentence_size: int) -> float:
+    """`document_fraction` of a corpus of total_bytes (the tokenize stage knows the sizes without a stat)."""
     budget = SAMPLE_MARGIN * input_sentence_size * ASSUMED_LINE_BYTES
-    return 1.0 if total <= budget else budget / total
+    return 1.0 if total_bytes <= budget else budget / total_bytes
 
 
 def iter_documents(

@@ -1,7 +1,7 @@
 """The real `pipeline run` on 1, 2 and 3 MPI ranks: same kept ids and same token streams; a failing rank ends the job.
 
-Each rank scans its tasks, dedups through collectives, tokenizes its share of the kept parts into shards named
-by rank; rank 0 writes one manifest. Shard boundaries move with N, nothing else may.
+Each rank scans its tasks, dedups through collectives, tokenizes the kept parts dealt to it by bytes into shards
+named by part; rank 0 writes one manifest. Nothing in the dataset depends on N.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 from support.corpus import FUNCTION_WORDS, prose
 
 from data_pipeline.shards import TokenStream, read_manifest
+from data_pipeline.stages.tokenize import deal_parts
 from infra.files import temp_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,14 +113,16 @@ def test_same_tokenizer_and_token_streams_on_1_2_3_ranks(outputs):
             np.testing.assert_array_equal(streams[0], other)
 
 
-def test_one_manifest_over_every_ranks_shards(outputs):
+def test_one_manifest_over_every_parts_shards_in_part_order(outputs):
     manifest = read_manifest(outputs[3])
     rows = manifest["splits"]["train"]["shards"]
-    ranks_in_order = [int(r["path"].split("-r")[1][:5]) for r in rows]
-    assert ranks_in_order == sorted(ranks_in_order) and set(ranks_in_order) == {0, 1, 2}
+    parts_in_order = [r["path"].removeprefix("shards/train-")[:10] for r in rows]  # shards/train-part-00012-00000
+    assert parts_in_order == sorted(parts_in_order) and len(set(parts_in_order)) > 3
     kept = len(kept_ids(outputs[3]))
     assert manifest["splits"]["train"]["num_docs"] + manifest["splits"]["validation"]["num_docs"] == kept
     assert manifest["ledger"]["kept_docs"] == kept
+    splits = {n: read_manifest(out)["splits"] for n, out in outputs.items()}
+    assert splits[1] == splits[2] == splits[3]  # the same shards, byte for byte (sha256), on any N
 
 
 def test_a_failing_rank_fails_the_job_and_leaves_no_manifest(corpus, tmp_path):
@@ -150,22 +153,28 @@ except BaseException as err:  # as the CLI: the failing rank prints its error an
 """
 
 
+def first_train_shard_of(out: Path, rank: int, ranks: int) -> Path:
+    """The first train shard of the first kept part the tokenize stage deals to `rank` of `ranks`."""
+    sizes = {p.name: p.stat().st_size for p in sorted((out / "kept").glob("part-*.jsonl"))}
+    return out / "shards" / f"train-{Path(deal_parts(sizes, ranks)[rank][0]).stem}-00000.arrow"
+
+
 def test_tokenize_failure_on_one_rank_removes_the_old_manifest(corpus, tmp_path):
-    """A finished 2-rank dataset where rank 1 must rewrite a damaged shard but cannot (a directory sits on the
-    shard's temporary name). The rerun ends the job with rank 1's error naming the file; rank 0 skipped its own
-    intact work; the stale manifest is gone (a dataset with a manifest is always complete)."""
+    """A finished 2-rank dataset where rank 1 must rewrite a damaged shard of one of its parts but cannot (a
+    directory sits on the shard's temporary name). The rerun ends the job with rank 1's error naming the file;
+    rank 0 skipped its own intact work; the stale manifest is gone (a dataset with a manifest is always complete)."""
     out = tmp_path / "out"
     assert pipeline_run(2, [str(corpus / "*.jsonl")], out).returncode == 0
     assert (out / "manifest.json").is_file()
-    rank0_shard = out / "shards" / "train-r00000-00000.arrow"
+    rank0_shard, rank1_shard = first_train_shard_of(out, 0, 2), first_train_shard_of(out, 1, 2)
     rank0_mtime = rank0_shard.stat().st_mtime_ns
-    with open(out / "shards" / "train-r00001-00000.arrow", "ab") as f:
+    with open(rank1_shard, "ab") as f:
         f.write(b"x")
-    temp_path(out / "shards" / "train-r00001-00000.arrow").mkdir()
+    temp_path(rank1_shard).mkdir()
     cmd = [str(MPIEXEC), "-n", "2", sys.executable, "-c", STAGE_ONLY, str(out), *RECIPE]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode != 0
     assert "pipeline tokenize: rank 1 of 2: error: " in done.stderr
-    assert "train-r00001-00000.arrow: cannot write shard" in done.stderr
+    assert f"{rank1_shard.name}: cannot write shard" in done.stderr
     assert not (out / "manifest.json").exists()
     assert rank0_shard.stat().st_mtime_ns == rank0_mtime

@@ -14,7 +14,7 @@ from data_pipeline.config import load_recipe
 from data_pipeline.errors import PipelineError, RankFailed
 from data_pipeline.markers import StageMismatch
 from data_pipeline.shards import TokenStream, read_manifest
-from data_pipeline.stages.tokenize import is_validation, rank_share, run_tokenize_stage
+from data_pipeline.stages.tokenize import is_validation, run_tokenize_stage
 from data_pipeline.tokenizer import load_tokenizer
 
 RECIPE = ["tokenizer.vocab_size=700", "shards.target_bytes=20000", "shards.validation_fraction=0.1"]
@@ -69,7 +69,7 @@ def test_manifest_records_tokenizer_ledger_recipe_and_dtype(built):
     assert manifest["ledger"]["dropped"] == {"x": 5}
     assert manifest["recipe"]["shards"]["validation_fraction"] == 0.1
     assert len(manifest["splits"]["train"]["shards"]) > 3  # target_bytes cut several shards
-    assert all(r["path"].startswith("shards/train-r00000-") for r in manifest["splits"]["train"]["shards"])
+    assert all(r["path"].startswith("shards/train-part-00000-") for r in manifest["splits"]["train"]["shards"])
 
 
 def test_rerun_skips_completed_work(built):
@@ -138,13 +138,6 @@ def test_validation_split_is_a_stable_hash_of_the_id():
     assert chosen[:5] == ["doc-225", "doc-1008", "doc-1494", "doc-1498", "doc-1582"]
     assert set(chosen) <= {i for i in ids if is_validation(i, 0.05)}  # growing the fraction only adds docs
     assert not any(is_validation(i, 0.0) for i in ids)
-
-
-def test_rank_share_is_contiguous_and_covers_every_part():
-    files = list(range(7))
-    for size in (1, 2, 3, 8):
-        shares = [rank_share(files, r, size) for r in range(size)]
-        assert [f for share in shares for f in share] == files
 
 
 def test_uint32_shards_for_a_large_vocabulary(tmp_path):

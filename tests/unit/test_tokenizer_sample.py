@@ -10,7 +10,7 @@ from support.documents import write_kept
 
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import load_recipe
-from data_pipeline.stages.tokenize import rank_share, run_tokenize_stage
+from data_pipeline.stages.tokenize import deal_parts, run_tokenize_stage
 from data_pipeline.tokenizer import document_fraction, kept_files, sample_documents, train_tokenizer
 
 
@@ -25,9 +25,10 @@ def test_parallel_sample_trains_the_same_model_as_a_serial_scan(tmp_path: Path) 
     files = kept_files(out)
     fraction = document_fraction(files, recipe.tokenizer.input_sentence_size)
     assert 0.05 < fraction < 0.9  # the corpus is above the parse budget: a sample is drawn
-    split = [p for rank in range(3) for p in sample_documents(rank_share(files, rank, 3), fraction, tmp_path / "s3")]
+    shares = deal_parts({p: p.stat().st_size for p in files}, 3)
+    split = {p.name: p for share in shares for p in sample_documents(share, fraction, tmp_path / "s3")}
     whole = sample_documents(files, fraction, tmp_path / "s1")
-    assert [p.read_bytes() for p in split] == [p.read_bytes() for p in whole]  # any rank count, same sample
+    assert [split[p.name].read_bytes() for p in whole] == [p.read_bytes() for p in whole]  # any rank count
     serial = train_tokenizer(files, tmp_path / "serial", recipe.tokenizer)
     run_tokenize_stage(LocalComm(), out, recipe, quiet=True)
     model = (out / "tokenizer" / "spm.model").read_bytes()
