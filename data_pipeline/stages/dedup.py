@@ -95,7 +95,7 @@ def run_dedup(
     with timed(timings, "plan"):
         plan = plan_tasks_over_ranks(job)
     with timed(timings, "scan"):
-        hashes = scan_tasks(job, plan)
+        hashes, retries = scan_tasks(job, plan)
     check_text_field(job, plan)
     index = global_index(job, plan, earlier)
     with timed(timings, "dedup"):
@@ -107,7 +107,7 @@ def run_dedup(
         hashes |= write_index(job, plan, removed)
     with timed(timings, "clusters"):
         records = write_clusters(job, plan, index, removals, removed)
-    return finish(job, plan, removals, removed, records, hashes, timings)
+    return finish(job, plan, removals, removed, records, hashes, timings, retries)
 
 
 def earlier_run_complete(job: DedupJob) -> bool:

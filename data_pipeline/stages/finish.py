@@ -42,6 +42,7 @@ def finish(
     records: list[dict],
     hashes: dict[str, str],
     timings: dict[str, float],
+    retries: list[dict],
 ) -> dict:
     """Rank 0 writes the stats and the marker from what every rank gathered to it; returns the stats (every rank).
 
@@ -53,12 +54,13 @@ def finish(
     ledgers = comm.gather(task_ledger(job, plan, removed), root=0)
     kinds = ("exact", "near", "exact_earlier", "near_earlier") if job.against else ("exact", "near")
     clusters = {k: comm.allreduce_sum(sum(r["kind"] == k for r in records)) for k in kinds}
-    shared = comm.gather({**cluster_summary(records), "hashes": hashes,
-                          "timings": timings, "dropped": drop_examples(job, plan)}, root=0)  # fmt: skip
+    shared = comm.gather({**cluster_summary(records), "hashes": hashes, "timings": timings,
+                          "dropped": drop_examples(job, plan), "retries": retries}, root=0)  # fmt: skip
     resources = comm.gather(rank_resources(job), root=0)
-    return on_root(
+    stats = on_root(
         comm, "writing stats", lambda: write_stats(job, plan, removals, ledgers, shared, clusters, resources)
     )
+    return stats
 
 
 def task_ledger(job: DedupJob, plan: Plan, removed: dict[int, dict[str, np.ndarray]]) -> Ledger:
@@ -113,6 +115,7 @@ def write_stats(
         p, cfg = removals.lsh, recipe.dedup
         stats["lsh"] = {"threshold": cfg.threshold, "num_perm": cfg.num_perm, "bands": int(p.bands),
                         "rows": int(p.rows), "describe": p.describe(), **removals.pairs}  # fmt: skip
+    stats["read_retries"] = read_retries([s["retries"] for s in shared])
     stats["ranks"] = len(resources)
     stats["resources"] = {"per_rank": resources,
                           "max": {k: max(r[k] for r in resources) for k in resources[0]}}  # fmt: skip
@@ -127,6 +130,12 @@ def write_stats(
     examples = [r for s in shared for k in ("exact", "near") for r in s["examples"][k]]
     report(stats, examples, out, job.quiet, drop_log.merge_examples([s["dropped"] for s in shared]))
     return stats
+
+
+def read_retries(per_rank: list[list[dict]]) -> dict:
+    """The retries of transiently failed task reads (retries.py), in total and per task with its last error."""
+    tasks = [t for rank in per_rank for t in rank]
+    return {"total": sum(t["retries"] for t in tasks), "tasks": tasks}
 
 
 def report(
@@ -146,6 +155,8 @@ def report(
             summary(line, quiet)
     for warning in stats["filter_warnings"]:
         summary(f"warning: {warning}", quiet=False)
+    if retried := stats["read_retries"]["total"]:
+        summary(f"warning: {retried} task read(s) failed transiently and were retried (stats.json read_retries)", False)
     for kind in ("exact", "near"):
         for record in [r for r in examples if r["kind"] == kind][:shown]:
             sims = ", ".join(f"{s:.2f}" for s in record["similarity"][:3])

@@ -15,11 +15,16 @@ from data_pipeline.tasks import Task, assign_tasks, count_range_lines, plan_task
 # The dedup keys the scan reads (whether to sign, and how): a change of any other dedup key (threshold, bands,
 # rows, verify_threshold, keep, exact) redecides the duplicates from the same scan.
 SCAN_DEDUP_KEYS = ("near", "num_perm", "ngram", "seed", "scheme", "shingle")
+# keys of those sections that say how the stage runs, not what it outputs: changing one never refuses a folder
+HOW_IT_RUNS = {"read": ("retries", "retry_backoff_s")}
 
 
 def stage_config(recipe: PipelineConfig) -> dict:
-    """What the outputs depend on (worker counts and the tokenizer sections do not change them)."""
-    return {"read": recipe.section("read"), "filters": recipe.section("filters"), "dedup": recipe.section("dedup")}
+    """What the outputs depend on (worker counts, HOW_IT_RUNS and the tokenizer sections do not change them)."""
+    return {
+        name: {k: v for k, v in recipe.section(name).items() if k not in HOW_IT_RUNS.get(name, ())}
+        for name in ("read", "filters", "dedup")
+    }
 
 
 def scan_config(config: dict) -> dict:
