@@ -225,6 +225,10 @@ class DedupConfig:
     # shingles: words (ngram consecutive words), chars (ngram consecutive letters, separators dropped) or auto
     # (letter by letter: Han/kana/Thai/Lao/Khmer/Myanmar/Tibetan/Yi letters are tokens alone, others make words)
     shingle: str = "auto"
+    # keep dedup/work/ (the scan's per-task files, ~560 B per document plus the compressed documents) after the
+    # stage, so that a rerun with another threshold, bands/rows, verify_threshold, keep or exact decides again
+    # without rescanning; false: each rank deletes its own tasks' work files at the end
+    keep_work: bool = True
 
     def __post_init__(self) -> None:
         _check(0 < self.threshold < 1, "dedup.threshold", f"must be in (0, 1), got {self.threshold}")

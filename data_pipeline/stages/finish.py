@@ -7,6 +7,7 @@ Each output's sha256 was computed by the rank that wrote it, while writing; rank
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from data_pipeline.stages.outputs import (
     STAGE,
     STATS,
     TIMINGS,
+    WORK_DIR,
     remove_stale_parts,
     write_json_atomic,
 )
@@ -47,8 +49,9 @@ def finish(
     """Rank 0 writes the stats and the marker from what every rank gathered to it; returns the stats (every rank).
 
     Collective: gathers of ledgers, cluster summaries (never whole records), hashes and resources, allreduces of cluster counts, the
-    outcome of rank 0's writing. The scan's work files stay (DIR/dedup/work/): a rerun with another threshold,
-    band layout or keep rule decides again from them without rescanning.
+    outcome of rank 0's writing, and with dedup.keep_work=false `remove_work`'s. The scan's work files stay
+    (DIR/dedup/work/) by default: a rerun with another threshold, band layout or keep rule decides again from them
+    without rescanning.
     """
     comm = job.comm
     ledgers = comm.gather(task_ledger(job, plan, removed), root=0)
@@ -60,7 +63,23 @@ def finish(
     stats = on_root(
         comm, "writing stats", lambda: write_stats(job, plan, removals, ledgers, shared, clusters, resources)
     )
+    if not job.recipe.dedup.keep_work:
+        remove_work(job, plan)
     return stats
+
+
+def remove_work(job: DedupJob, plan: Plan) -> None:
+    """Each rank deletes its own tasks' work folders (no rank lists or deletes the others': ~144k files at 1B
+    documents were one rank's), then rank 0 the emptied dedup/work/ itself, with any folder of an earlier plan.
+
+    Collective: a barrier, then rank 0's removal (on_root). After the stage marker: the marker does not vouch for
+    work files, so a job killed here is still complete; a rerun that needs them rescans (their task markers no
+    longer match).
+    """
+    for task in plan.mine:
+        shutil.rmtree(TaskWork(job.out, task).folder)
+    job.comm.barrier()
+    on_root(job.comm, f"removing {WORK_DIR}", lambda: shutil.rmtree(job.out / WORK_DIR))
 
 
 def task_ledger(job: DedupJob, plan: Plan, removed: dict[int, dict[str, np.ndarray]]) -> Ledger:

@@ -16,7 +16,7 @@ from data_pipeline.tasks import Task, assign_tasks, count_range_lines, plan_task
 # rows, verify_threshold, keep, exact) redecides the duplicates from the same scan.
 SCAN_DEDUP_KEYS = ("near", "num_perm", "ngram", "seed", "scheme", "shingle")
 # keys of those sections that say how the stage runs, not what it outputs: changing one never refuses a folder
-HOW_IT_RUNS = {"read": ("retries", "retry_backoff_s")}
+HOW_IT_RUNS = {"read": ("retries", "retry_backoff_s"), "dedup": ("keep_work",)}
 
 
 def stage_config(recipe: PipelineConfig) -> dict:
