@@ -81,6 +81,7 @@ class RetryLog:
 
 
 def describe(err: BaseException) -> str:
+    """An error as stats.json records it: its type and the start of its message."""
     return f"{type(err).__name__}: {err}"[:500]
 
 
@@ -98,8 +99,8 @@ def with_retries(attempt: Callable[[], T], what: str, policy: RetryPolicy, log: 
             if retry == policy.retries:
                 raise ReadFailed(
                     f"{what}: read failed {retry + 1} times (1 attempt + read.retries={policy.retries}), last: "
-                    f"{describe(err)}; the file system or object store kept failing: check it, then rerun (finished "
-                    "tasks are kept), or raise read.retries / read.retry_backoff_s"
+                    f"{type(err).__name__}: {err}; rerun when the store or file system is back (finished tasks are "
+                    "kept), or raise read.retries / read.retry_backoff_s"
                 ) from err
             retry, last = retry + 1, err
             policy.sleep(policy.delay(retry))

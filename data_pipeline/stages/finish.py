@@ -49,9 +49,9 @@ def finish(
     """Rank 0 writes the stats and the marker from what every rank gathered to it; returns the stats (every rank).
 
     Collective: gathers of ledgers, cluster summaries (never whole records), hashes and resources, allreduces of cluster counts, the
-    outcome of rank 0's writing, and with dedup.keep_work=false `remove_work`'s. The scan's work files stay
-    (DIR/dedup/work/) by default: a rerun with another threshold, band layout or keep rule decides again from them
-    without rescanning.
+    outcome of rank 0's writing. The scan's work files stay (DIR/dedup/work/) unless dedup.keep_work=false
+    (`remove_work`): a rerun with another threshold, band layout or keep rule decides again from them without
+    rescanning.
     """
     comm = job.comm
     ledgers = comm.gather(task_ledger(job, plan, removed), root=0)
@@ -60,17 +60,15 @@ def finish(
     shared = comm.gather({**cluster_summary(records), "hashes": hashes, "timings": timings,
                           "dropped": drop_examples(job, plan), "retries": retries}, root=0)  # fmt: skip
     resources = comm.gather(rank_resources(job), root=0)
-    stats = on_root(
+    return on_root(
         comm, "writing stats", lambda: write_stats(job, plan, removals, ledgers, shared, clusters, resources)
     )
-    if not job.recipe.dedup.keep_work:
-        remove_work(job, plan)
-    return stats
 
 
 def remove_work(job: DedupJob, plan: Plan) -> None:
-    """Each rank deletes its own tasks' work folders (no rank lists or deletes the others': ~144k files at 1B
-    documents were one rank's), then rank 0 the emptied dedup/work/ itself, with any folder of an earlier plan.
+    """dedup.keep_work=false, after `finish`: each rank deletes its own tasks' work folders (no rank lists or
+    deletes another's: ~144k files at 1B documents), then rank 0 the emptied dedup/work/, with any folder of an
+    earlier plan.
 
     Collective: a barrier, then rank 0's removal (on_root). After the stage marker: the marker does not vouch for
     work files, so a job killed here is still complete; a rerun that needs them rescans (their task markers no

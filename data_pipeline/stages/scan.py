@@ -81,7 +81,7 @@ def scan_tasks(job: DedupJob, plan: Plan) -> tuple[dict[str, str], list[dict]]:
         for task in plan.mine:
             identity = plan.task_identity(job, "scan", task, TaskWork.NAMES)  # a folder of other work files: rescan
             scan_one = functools.partial(scanner.scan, task, plan.first_lines[task.index])
-            what = f"task {task.index} ({task.describe()})"
+            what = f"{task.describe()} (task {task.index})"
             produce = functools.partial(with_retries, scan_one, what, policy, retried)
             written, ran = run_once(job.out, task_stage("scan", task), identity, produce)
             scanned += ran

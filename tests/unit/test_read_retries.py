@@ -80,8 +80,8 @@ def test_a_flaky_read_is_retried_to_the_clean_runs_outputs_and_counted(tmp_path:
     assert stats["read_retries"]["total"] == 3 and clean["read_retries"] == {"total": 0, "tasks": []}
     by_task = {t["task"]: t for t in stats["read_retries"]["tasks"]}
     assert {k: t["retries"] for k, t in by_task.items()} == {
-        f"task 1 ({corpus / 'b.jsonl.gz'})": 2,
-        f"task 2 ({corpus / 'c.parquet'})": 1,
+        f"{corpus / 'b.jsonl.gz'} (task 1)": 2,
+        f"{corpus / 'c.parquet'} (task 2)": 1,
     }
     assert all(t["last_error"] == "ConnectionResetError: [Errno 104] reset by peer" for t in by_task.values())
     # one clean attempt's outputs: every file (work files, task markers, kept/, rejects/) byte for byte, the ledger
@@ -105,7 +105,7 @@ def test_a_read_that_never_recovers_ends_the_job_after_retries_plus_one_attempts
         run_dedup(LocalComm(), [str(corpus)], tmp_path / "out", recipe, quiet=True)
     assert flaky.opens["b.jsonl.gz"] == 3
     assert str(failed.value).startswith(
-        f"task 1 ({corpus / 'b.jsonl.gz'}): read failed 3 times (1 attempt + read.retries=2), last: "
+        f"{corpus / 'b.jsonl.gz'} (task 1): read failed 3 times (1 attempt + read.retries=2), last: "
         "TimeoutError: read timed out; "
     )
     assert not (tmp_path / "out" / ".stages" / "dedup-scan" / "t-00001.json").exists()  # no marker: a rerun redoes it
@@ -146,7 +146,7 @@ def attempts_of(errors: list[BaseException], retries: int = 3) -> tuple[list[int
             raise errors[len(calls) - 1]
         return "done"
 
-    assert with_retries(attempt, "task 7 (f.jsonl bytes 0-10)", RetryPolicy(retries, 0.5, sleeps.append), log) == "done"
+    assert with_retries(attempt, "f.jsonl bytes 0-10 (task 7)", RetryPolicy(retries, 0.5, sleeps.append), log) == "done"
     return calls, log, sleeps
 
 
@@ -154,7 +154,7 @@ def test_backoff_doubles_with_jitter_and_the_log_keeps_the_last_error() -> None:
     calls, log, sleeps = attempts_of([ConnectionResetError("one"), OSError(errno.EIO, "two"), TimeoutError("three")])
     assert calls == [1, 2, 3, 4]
     assert [0.5 <= sleeps[0] < 1.0, 1.0 <= sleeps[1] < 2.0, 2.0 <= sleeps[2] < 4.0] == [True, True, True]
-    assert log.tasks == [{"task": "task 7 (f.jsonl bytes 0-10)", "retries": 3, "last_error": "TimeoutError: three"}]
+    assert log.tasks == [{"task": "f.jsonl bytes 0-10 (task 7)", "retries": 3, "last_error": "TimeoutError: three"}]
     assert attempts_of([])[1].tasks == []  # a clean read records nothing
 
 
