@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from data_pipeline.config import ReadConfig
 from data_pipeline.errors import PipelineError
 from data_pipeline.storage import StorageError
 
@@ -64,6 +65,10 @@ class RetryPolicy:
     retries: int
     backoff_s: float
     sleep: Callable[[float], None] = time.sleep
+
+    @classmethod
+    def of(cls, read: ReadConfig) -> RetryPolicy:
+        return cls(read.retries, read.retry_backoff_s)
 
     def delay(self, retry: int) -> float:
         base = self.backoff_s * 2 ** (retry - 1)

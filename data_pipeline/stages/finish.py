@@ -44,7 +44,7 @@ def finish(
     records: list[dict],
     hashes: dict[str, str],
     timings: dict[str, float],
-    retries: list[dict],
+    retries: list[dict],  # the scan's (scan_tasks); the plan's line counts' are in plan.retries
 ) -> dict:
     """Rank 0 writes the stats and the marker from what every rank gathered to it; returns the stats (every rank).
 
@@ -58,7 +58,7 @@ def finish(
     kinds = ("exact", "near", "exact_earlier", "near_earlier") if job.against else ("exact", "near")
     clusters = {k: comm.allreduce_sum(sum(r["kind"] == k for r in records)) for k in kinds}
     shared = comm.gather({**cluster_summary(records), "hashes": hashes, "timings": timings,
-                          "dropped": drop_examples(job, plan), "retries": retries}, root=0)  # fmt: skip
+                          "dropped": drop_examples(job, plan), "retries": [*plan.retries, *retries]}, root=0)  # fmt: skip
     resources = comm.gather(rank_resources(job), root=0)
     return on_root(
         comm, "writing stats", lambda: write_stats(job, plan, removals, ledgers, shared, clusters, resources)

@@ -74,7 +74,7 @@ def scan_tasks(job: DedupJob, plan: Plan) -> tuple[dict[str, str], list[dict]]:
     workers = workers_for_rank(job.recipe.workers)
     hashes: dict[str, str] = {}
     scanned, retried = 0, RetryLog()
-    policy = RetryPolicy(job.recipe.read.retries, job.recipe.read.retry_backoff_s)
+    policy = RetryPolicy.of(job.recipe.read)
     with stage_progress("scan", sum(t.size for t in plan.mine), job.quiet) as bar, \
             worker_pool(workers, init_steps, (job.recipe.filters, job.recipe.dedup)) as pool:  # fmt: skip
         scanner = TaskScanner(job.out, job.recipe, pool, 2 * workers, bar)

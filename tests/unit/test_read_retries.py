@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.pipeline_runs import output_hashes, planted_corpus
+from support.corpus import story
+from support.pipeline_runs import output_hashes, planted_corpus, read_parts
 from support.sim_comm import run_ranks
 
-from data_pipeline import readers, storage
+from data_pipeline import readers, storage, tasks
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import RecipeError, load_recipe
 from data_pipeline.readers import TruncatedStream
@@ -26,11 +27,12 @@ SETTINGS = ["workers=1", "dedup.num_perm=32", "read.retry_backoff_s=0"]
 
 
 class FlakyStorage:
-    """`storage` as the readers see it, whose files named in `failures` fail their second read (mid-stream, after
-    the first chunk's documents) with `error`, for that many opens; every open is counted per file name."""
+    """`storage` as the readers see it, whose files named in `failures` fail their `at_read`-th read (by default
+    the second: mid-stream, after the first chunk's documents) with `error`, for that many opens; every open is
+    counted per file name."""
 
-    def __init__(self, failures: dict[str, float], error: Exception) -> None:
-        self.failures, self.error, self.opens = dict(failures), error, {}
+    def __init__(self, failures: dict[str, float], error: Exception, at_read: int = 2) -> None:
+        self.failures, self.error, self.at_read, self.opens = dict(failures), error, at_read, {}
 
     def open_binary(self, path: str) -> Any:
         name = Path(path).name
@@ -39,19 +41,19 @@ class FlakyStorage:
         if self.failures.get(name, 0) <= 0:
             return file
         self.failures[name] -= 1
-        return FailingFile(file, self.error)
+        return FailingFile(file, self.error, self.at_read)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(storage, name)
 
 
 class FailingFile:
-    def __init__(self, file: Any, error: Exception) -> None:
-        self.file, self.error, self.reads = file, error, 0
+    def __init__(self, file: Any, error: Exception, at_read: int) -> None:
+        self.file, self.error, self.at_read, self.reads = file, error, at_read, 0
 
     def read(self, size: int = -1) -> bytes:
         self.reads += 1
-        if self.reads == 2:
+        if self.reads == self.at_read:
             raise self.error
         return self.file.read(size)
 
@@ -94,6 +96,24 @@ def test_a_flaky_read_is_retried_to_the_clean_runs_outputs_and_counted(tmp_path:
     drop = ("resources", "read_retries")
     assert {k: v for k, v in stats.items() if k not in drop} == {k: v for k, v in clean.items() if k not in drop}
     assert stats["input_docs"] == clean["input_docs"] == stats["kept_docs"] + sum(stats["dropped"].values())
+
+
+def test_a_byte_range_task_is_retried_in_its_line_count_and_its_scan(tmp_path: Path, monkeypatch) -> None:
+    """A range task's bytes are read twice (plan: its lines counted; scan): a failure in either is retried."""
+    data = tmp_path / "in"
+    data.mkdir()
+    (data / "big.jsonl").write_text("".join(json.dumps({"text": story(i)}) + "\n" for i in range(30)))
+    settings = ["read.task_bytes=10000"]
+    clean = run_dedup(LocalComm(), [str(data)], tmp_path / "clean", load_recipe(None, [*SETTINGS, *settings]), True)
+    flaky = FlakyStorage({"big.jsonl": 3}, OSError(errno.EIO, "Input/output error"), at_read=1)
+    monkeypatch.setattr(tasks, "storage", flaky)  # range reads: the plan's opens come first, one per range task
+    stats = run_dedup(LocalComm(), [str(data)], tmp_path / "flaky", load_recipe(None, [*SETTINGS, *settings]), True)
+    assert clean["tasks"] == stats["tasks"] == 4 and flaky.opens["big.jsonl"] == 4 + 4 + 3  # counts, scans, retries
+    end = (data / "big.jsonl").stat().st_size // 4
+    assert [(t["task"], t["retries"]) for t in stats["read_retries"]["tasks"]] == [
+        (f"{data / 'big.jsonl'} bytes 0-{end} (task 0, counting its lines)", 3)
+    ]
+    assert read_parts(tmp_path / "flaky" / "kept") == read_parts(tmp_path / "clean" / "kept")
 
 
 def test_a_read_that_never_recovers_ends_the_job_after_retries_plus_one_attempts(tmp_path: Path, monkeypatch) -> None:
