@@ -98,8 +98,8 @@ def test_a_flaky_read_is_retried_to_the_clean_runs_outputs_and_counted(tmp_path:
     assert stats["input_docs"] == clean["input_docs"] == stats["kept_docs"] + sum(stats["dropped"].values())
 
 
-def test_a_byte_range_task_is_retried_in_its_line_count_and_its_scan(tmp_path: Path, monkeypatch) -> None:
-    """A range task's bytes are read twice (plan: its lines counted; scan): a failure in either is retried."""
+def test_a_byte_range_tasks_line_count_is_retried(tmp_path: Path, monkeypatch) -> None:
+    """A range task's bytes are read twice, its lines counted in the plan, then scanned: the count is retried too."""
     data = tmp_path / "in"
     data.mkdir()
     (data / "big.jsonl").write_text("".join(json.dumps({"text": story(i)}) + "\n" for i in range(30)))
