@@ -43,9 +43,8 @@ def identify_inputs(comm: Comm, output_dir: Path, files: list[str]) -> dict[str,
 
     Rank 0 stats each file once (on object storage, the listing's cached info) and takes what the digest cache in
     output_dir holds for it (markers.py says what this costs); the files whose content must be digested are split
-    over the ranks. No other rank stats an input: 2,048 ranks each statting its share made the file system
-    serve every input's metadata to a rank that may never read the file; now one stat per file, on one rank.
-    Rank 0 then saves the merged digests for the next run.
+    over the ranks. No other rank stats an input, so the file system's metadata server meets one client for
+    them, not every rank, and no rank stats a file it may never read. Rank 0 then saves the merged digests.
     """
     known = on_root(comm, "reading the inputs' sizes", lambda: stat_inputs(output_dir, files))
     unread = [path for path in files if "xxh3" not in known[path]]
