@@ -41,6 +41,12 @@ class ReadConfig:
     task_bytes: int = 134_217_728
     # the input record's fields that travel into kept/ next to id, text and source: "all", "none" or a list
     keep_fields: list[str] | str = "all"
+    # a task whose read fails transiently (a dropped connection, a timeout, EIO) is redone from its start at most
+    # this many times, the n-th after retry_backoff_s * 2**(n-1) s plus jitter (data_pipeline/retries.py): 3 rides
+    # out a store's brief outage (~1 + 2 + 4 s and jitter) after its client's own retries, and a store that stays
+    # down still ends the job within ~15 s
+    retries: int = 3
+    retry_backoff_s: float = 1.0
 
     def __post_init__(self) -> None:
         _check(
@@ -49,6 +55,8 @@ class ReadConfig:
             f"must be all, none or a list of field names, got {self.keep_fields!r}",
         )
         _check(self.task_bytes > 0, "read.task_bytes", f"must be > 0, got {self.task_bytes}")
+        _check(self.retries >= 0, "read.retries", f"must be >= 0 (0: fail at the first error), got {self.retries}")
+        _check(self.retry_backoff_s >= 0, "read.retry_backoff_s", f"must be >= 0 seconds, got {self.retry_backoff_s}")
         _check(bool(self.text_field), "read.text_field", "must be a non-empty field name")
         _check(bool(self.id_field), "read.id_field", "must be a non-empty field name")
         _check(self.max_chars > 0, "read.max_chars", f"must be > 0, got {self.max_chars}")
@@ -217,6 +225,10 @@ class DedupConfig:
     # shingles: words (ngram consecutive words), chars (ngram consecutive letters, separators dropped) or auto
     # (letter by letter: Han/kana/Thai/Lao/Khmer/Myanmar/Tibetan/Yi letters are tokens alone, others make words)
     shingle: str = "auto"
+    # keep dedup/work/ (the scan's per-task files, ~560 B per document plus the compressed documents) after the
+    # stage, so that a rerun with another threshold, bands/rows, verify_threshold, keep or exact decides again
+    # without rescanning; false: each rank deletes its own tasks' work files at the end
+    keep_work: bool = True
 
     def __post_init__(self) -> None:
         _check(0 < self.threshold < 1, "dedup.threshold", f"must be in (0, 1), got {self.threshold}")

@@ -10,9 +10,9 @@ new outputs.
 An input's identity is its path, size and xxh3-128 content digest, not its mtime: a corpus rewritten byte for
 byte (as `make demo` does) is the same input. What it costs: the first run reads every input once more to digest
 it (xxh3 runs at several GB/s, so this is the disk's read speed), split over the ranks, each rank digesting only
-its own share (`digest_files`); the digests are cached in `DIR/.stages/input-digests.json` by (size, mtime_ns,
-inode), so a rerun over unchanged files only stats its share and reads nothing. A file rewritten with the same
-bytes is read once more, then matches.
+its own share of the files to read (stages/execution.identify_inputs: rank 0 stats each input once); the digests
+are cached in `DIR/.stages/input-digests.json` by (size, mtime_ns, inode), so a rerun over unchanged files stats
+each once and reads nothing. A file rewritten with the same bytes is read once more, then matches.
 """
 
 from __future__ import annotations
@@ -52,22 +52,33 @@ def file_digest(path: str | os.PathLike) -> str:
 
 def digest_files(paths: list[str], cache: dict[str, dict]) -> dict[str, dict]:
     """{path: {"size", "xxh3", "mtime_ns", "inode"}} for these files, reading only those the cache does not hold
-    with the same size, mtime_ns and inode. Call it on a rank's own share of the inputs.
+    with the same size, mtime_ns and inode (each file statted here: `known_identity` and `read_identity` are the
+    two halves for files statted elsewhere, as stages/execution.identify_inputs does).
 
     An object in a bucket is never read: its ETag (the store's own content identity) stands for the digest; an
     object without one is read every time (no mtime or inode to cache it by)."""
     found = {}
     for path in paths:
         where = storage.stat(path)
-        cached = cache.get(path)
-        if "etag" in where:
-            digest = f"etag:{where['etag']}" if where["etag"] else file_digest(path)
-            found[path] = {"size": where["size"], "xxh3": digest}
-        elif cached and all(cached.get(k) == v for k, v in where.items()):
-            found[path] = cached
-        else:
-            found[path] = {**where, "xxh3": file_digest(path)}
+        found[path] = known_identity(where, cache.get(path)) or read_identity(path, where)
     return found
+
+
+def known_identity(where: dict, cached: dict | None) -> dict | None:
+    """The identity of a file that storage.stat found as `where`, when it needs no read: an object's ETag, or the
+    cache's entry for the same size, mtime_ns and inode. None: its content must be digested (`read_identity`)."""
+    if "etag" in where:
+        return {"size": where["size"], "xxh3": f"etag:{where['etag']}"} if where["etag"] else None
+    if cached and all(cached.get(k) == v for k, v in where.items()):
+        return cached
+    return None
+
+
+def read_identity(path: str, where: dict) -> dict:
+    """The identity of a file statted as `where`, its content digested (read whole)."""
+    if "etag" in where:
+        return {"size": where["size"], "xxh3": file_digest(path)}
+    return {**where, "xxh3": file_digest(path)}
 
 
 def digest_cache_path(output_dir: str | os.PathLike) -> Path:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from data_pipeline import storage, warc
+from data_pipeline import retries, storage, warc
 from data_pipeline.config import ReadConfig
 from data_pipeline.documents import PIPELINE_FIELDS, Document, Reject
 from data_pipeline.errors import PipelineError
@@ -340,6 +340,8 @@ def read_parquet(path: str, cfg: ReadConfig, position: ReadPosition | None = Non
                     record.get(cfg.text_field), record.get(cfg.id_field), path, line, cfg, kept_fields(record, cfg)
                 )
     except (OSError, ValueError) as e:  # pyarrow.ArrowInvalid is a ValueError
+        if retries.is_transient(e):  # the file system or store failed, not the file: the task is retried
+            raise
         yield Reject(path, 0, "unreadable_file", f"not a readable parquet file: {e}"[:300])
 
 

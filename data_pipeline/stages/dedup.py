@@ -4,19 +4,22 @@ pass writes kept/.
 The same code runs as one process (LocalComm) or as N MPI ranks (mpiexec, srun). The phases, each a function
 of its own module with explicit inputs and a returned value (every rank calls them in this order):
 
-0. Identify (execution.identify_inputs). Rank 0 resolves the inputs; each rank digests its share of them; a
+0. Identify (execution.identify_inputs). Rank 0 resolves and stats the inputs once (no other rank stats one);
+   the ranks digest a share of those the digest cache does not cover; a
    complete output folder with the same identity is skipped, one with another is refused naming what changed,
    unless only dedup keys the scan does not read (or --against) changed: then it reruns on the same scan.
 1. Plan (plan.py). Every rank cuts the inputs into the same tasks (data_pipeline/tasks.py) and spreads them
    over the ranks by size.
-2. Scan (scan.py), per task, streaming, each task once behind its own marker.
+2. Scan (scan.py), per task, streaming, each task once behind its own marker; a transient read failure redoes
+   the task from its start, at most read.retries times (retries.py).
 3. Dedup (duplicates.py), collective: exact then near dedup; each rank gets a `Removals` for its documents.
    With --against (earlier.py), the earlier datasets' indexes are opened first, and their kept documents win
    over the new duplicates of them (`exact_dup_earlier`, `near_dup_earlier`), each rank reading its share.
 4. Write (write.py), per task: kept/ parts; the dataset's own dedup index (index.py); then this rank's clusters
    into dedup/clusters.jsonl.
 5. Finish (finish.py): rank 0 sums the per-rank ledgers, checks they add up, writes stats.json (with per-rank
-   peak memory and bytes sent/received), timings.json, the recipe, and the stage marker last.
+   peak memory and bytes sent/received, and the read retries), timings.json, the recipe, and the stage marker
+   last; with dedup.keep_work=false each rank then deletes its own tasks' work folders.
 
 Every collective call is in the body of the phase that owns it (docstrings say which), never in a helper, so
 that reordering code cannot leave ranks waiting in different collectives. Nothing holds a rank's documents:
@@ -41,7 +44,7 @@ from data_pipeline.readers import resolve_inputs
 from data_pipeline.stages.duplicates import find_duplicates, global_index
 from data_pipeline.stages.earlier import open_earlier
 from data_pipeline.stages.execution import identify_inputs, timed
-from data_pipeline.stages.finish import finish
+from data_pipeline.stages.finish import finish, remove_work
 from data_pipeline.stages.index import write_index
 from data_pipeline.stages.outputs import STAGE, STATS, prepare_output
 from data_pipeline.stages.plan import DedupJob, plan_tasks_over_ranks, scan_identity
@@ -95,7 +98,7 @@ def run_dedup(
     with timed(timings, "plan"):
         plan = plan_tasks_over_ranks(job)
     with timed(timings, "scan"):
-        hashes = scan_tasks(job, plan)
+        hashes, retries = scan_tasks(job, plan)
     check_text_field(job, plan)
     index = global_index(job, plan, earlier)
     with timed(timings, "dedup"):
@@ -107,7 +110,10 @@ def run_dedup(
         hashes |= write_index(job, plan, removed)
     with timed(timings, "clusters"):
         records = write_clusters(job, plan, index, removals, removed)
-    return finish(job, plan, removals, removed, records, hashes, timings)
+    stats = finish(job, plan, removals, removed, records, hashes, timings, retries)
+    if not recipe.dedup.keep_work:
+        remove_work(job, plan)
+    return stats
 
 
 def earlier_run_complete(job: DedupJob) -> bool:

@@ -1,5 +1,5 @@
 """How a stage runs its work: each task once, behind its own completion marker; each phase timed; inputs named
-by their identity (path, size, content digest), each rank digesting its own share."""
+by their identity (path, size, content digest), statted once by rank 0, each rank digesting its share."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from data_pipeline import markers, storage
-from data_pipeline.comm import Comm
+from data_pipeline.comm import Comm, on_root
 
 
 def run_once(output_dir: Path, stage: str, identity: dict, produce: Callable[[], dict[str, str]]) -> tuple[dict, bool]:
@@ -38,13 +38,25 @@ def timed(timings: dict[str, float], name: str) -> Iterator[None]:
 
 
 def identify_inputs(comm: Comm, output_dir: Path, files: list[str]) -> dict[str, dict]:
-    """{path: {"size", "xxh3", "mtime_ns", "inode"}} of every file, on every rank (collective: allgather).
+    """{path: {"size", "xxh3", "mtime_ns", "inode"}} of every file, on every rank (collective: on_root's
+    broadcast, an allgather).
 
-    Each rank stats and digests only its share (every size-th file), reusing the digests cached in output_dir
-    (markers.py says what this costs); rank 0 then saves the merged digests for the next run.
+    Rank 0 stats each file once (on object storage, the listing's cached info) and takes what the digest cache in
+    output_dir holds for it (markers.py says what this costs); the files whose content must be digested are split
+    over the ranks. No other rank stats an input, so the file system's metadata server meets one client for
+    them, not every rank, and no rank stats a file it may never read. Rank 0 then saves the merged digests.
     """
-    mine = markers.digest_files(files[comm.rank :: comm.size], markers.load_digest_cache(output_dir))
-    merged = {path: entry for part in comm.allgather(mine) for path, entry in part.items()}
+    known = on_root(comm, "reading the inputs' sizes", lambda: stat_inputs(output_dir, files))
+    unread = [path for path in files if "xxh3" not in known[path]]
+    mine = {path: markers.read_identity(path, known[path]) for path in unread[comm.rank :: comm.size]}
+    merged = known | {path: entry for part in comm.allgather(mine) for path, entry in part.items()}
     if comm.rank == 0:
         markers.save_digest_cache(output_dir, merged)
     return {path: merged[path] for path in files}
+
+
+def stat_inputs(output_dir: Path, files: list[str]) -> dict[str, dict]:
+    """Rank 0: each file's identity where the stat alone gives it (markers.known_identity), else its stat."""
+    cache = markers.load_digest_cache(output_dir)
+    stats = {path: storage.stat(path) for path in files}
+    return {path: markers.known_identity(where, cache.get(path)) or where for path, where in stats.items()}

@@ -7,6 +7,7 @@ Each output's sha256 was computed by the rank that wrote it, while writing; rank
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from data_pipeline.stages.outputs import (
     STAGE,
     STATS,
     TIMINGS,
+    WORK_DIR,
     remove_stale_parts,
     write_json_atomic,
 )
@@ -42,23 +44,40 @@ def finish(
     records: list[dict],
     hashes: dict[str, str],
     timings: dict[str, float],
+    retries: list[dict],  # the scan's (scan_tasks); the plan's line counts' are in plan.retries
 ) -> dict:
     """Rank 0 writes the stats and the marker from what every rank gathered to it; returns the stats (every rank).
 
     Collective: gathers of ledgers, cluster summaries (never whole records), hashes and resources, allreduces of cluster counts, the
-    outcome of rank 0's writing. The scan's work files stay (DIR/dedup/work/): a rerun with another threshold,
-    band layout or keep rule decides again from them without rescanning.
+    outcome of rank 0's writing. The scan's work files stay (DIR/dedup/work/) unless dedup.keep_work=false
+    (`remove_work`): a rerun with another threshold, band layout or keep rule decides again from them without
+    rescanning.
     """
     comm = job.comm
     ledgers = comm.gather(task_ledger(job, plan, removed), root=0)
     kinds = ("exact", "near", "exact_earlier", "near_earlier") if job.against else ("exact", "near")
     clusters = {k: comm.allreduce_sum(sum(r["kind"] == k for r in records)) for k in kinds}
-    shared = comm.gather({**cluster_summary(records), "hashes": hashes,
-                          "timings": timings, "dropped": drop_examples(job, plan)}, root=0)  # fmt: skip
+    shared = comm.gather({**cluster_summary(records), "hashes": hashes, "timings": timings,
+                          "dropped": drop_examples(job, plan), "retries": [*plan.retries, *retries]}, root=0)  # fmt: skip
     resources = comm.gather(rank_resources(job), root=0)
     return on_root(
         comm, "writing stats", lambda: write_stats(job, plan, removals, ledgers, shared, clusters, resources)
     )
+
+
+def remove_work(job: DedupJob, plan: Plan) -> None:
+    """dedup.keep_work=false, after `finish`: each rank deletes its own tasks' work folders (no rank lists or
+    deletes another's: ~144k files at 1B documents), then rank 0 the emptied dedup/work/, with any folder of an
+    earlier plan.
+
+    Collective: a barrier, then rank 0's removal (on_root). After the stage marker: the marker does not vouch for
+    work files, so a job killed here is still complete; a rerun that needs them rescans (their task markers no
+    longer match).
+    """
+    for task in plan.mine:
+        shutil.rmtree(TaskWork(job.out, task).folder)
+    job.comm.barrier()
+    on_root(job.comm, f"removing {WORK_DIR}", lambda: shutil.rmtree(job.out / WORK_DIR))
 
 
 def task_ledger(job: DedupJob, plan: Plan, removed: dict[int, dict[str, np.ndarray]]) -> Ledger:
@@ -113,6 +132,7 @@ def write_stats(
         p, cfg = removals.lsh, recipe.dedup
         stats["lsh"] = {"threshold": cfg.threshold, "num_perm": cfg.num_perm, "bands": int(p.bands),
                         "rows": int(p.rows), "describe": p.describe(), **removals.pairs}  # fmt: skip
+    stats["read_retries"] = read_retries([s["retries"] for s in shared])
     stats["ranks"] = len(resources)
     stats["resources"] = {"per_rank": resources,
                           "max": {k: max(r[k] for r in resources) for k in resources[0]}}  # fmt: skip
@@ -127,6 +147,12 @@ def write_stats(
     examples = [r for s in shared for k in ("exact", "near") for r in s["examples"][k]]
     report(stats, examples, out, job.quiet, drop_log.merge_examples([s["dropped"] for s in shared]))
     return stats
+
+
+def read_retries(per_rank: list[list[dict]]) -> dict:
+    """The retries of transiently failed task reads (retries.py), in total and per task with its last error."""
+    tasks = [t for rank in per_rank for t in rank]
+    return {"total": sum(t["retries"] for t in tasks), "tasks": tasks}
 
 
 def report(
@@ -146,6 +172,8 @@ def report(
             summary(line, quiet)
     for warning in stats["filter_warnings"]:
         summary(f"warning: {warning}", quiet=False)
+    if retried := stats["read_retries"]["total"]:
+        summary(f"warning: {retried} task read(s) failed transiently and were retried (stats.json read_retries)", False)
     for kind in ("exact", "near"):
         for record in [r for r in examples if r["kind"] == kind][:shown]:
             sims = ", ".join(f"{s:.2f}" for s in record["similarity"][:3])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,17 +10,23 @@ from typing import Any
 from data_pipeline import markers
 from data_pipeline.comm import Comm
 from data_pipeline.config import PipelineConfig
+from data_pipeline.retries import RetryLog, RetryPolicy, with_retries
 from data_pipeline.stages.outputs import STAGE
 from data_pipeline.tasks import Task, assign_tasks, count_range_lines, plan_tasks
 
 # The dedup keys the scan reads (whether to sign, and how): a change of any other dedup key (threshold, bands,
 # rows, verify_threshold, keep, exact) redecides the duplicates from the same scan.
 SCAN_DEDUP_KEYS = ("near", "num_perm", "ngram", "seed", "scheme", "shingle")
+# keys of those sections that say how the stage runs, not what it outputs: changing one never refuses a folder
+HOW_IT_RUNS = {"read": ("retries", "retry_backoff_s"), "dedup": ("keep_work",)}
 
 
 def stage_config(recipe: PipelineConfig) -> dict:
-    """What the outputs depend on (worker counts and the tokenizer sections do not change them)."""
-    return {"read": recipe.section("read"), "filters": recipe.section("filters"), "dedup": recipe.section("dedup")}
+    """What the outputs depend on (worker counts, HOW_IT_RUNS and the tokenizer sections do not change them)."""
+    return {
+        name: {k: v for k, v in recipe.section(name).items() if k not in HOW_IT_RUNS.get(name, ())}
+        for name in ("read", "filters", "dedup")
+    }
 
 
 def scan_config(config: dict) -> dict:
@@ -58,12 +65,14 @@ class DedupJob:
 
 @dataclass(frozen=True)
 class Plan:
-    """The tasks, which rank runs each, this rank's tasks, and each task's first line number."""
+    """The tasks, which rank runs each, this rank's tasks, each task's first line number, and the retries of this
+    rank's line counts (retries.py)."""
 
     tasks: list[Task]
     owners: list[int]
     mine: list[Task]
     first_lines: list[int]
+    retries: list[dict]
 
     def task_identity(self, job: DedupJob, phase: str, task: Task, extra: Any = None) -> dict:
         """A task's marker identity in a phase: the scan's config, the task's bytes and its input file's digest."""
@@ -83,9 +92,11 @@ def plan_tasks_over_ranks(job: DedupJob) -> Plan:
     tasks = plan_tasks(files, [job.inputs[f]["size"] for f in files], job.recipe.read.task_bytes)
     owners = assign_tasks([t.size for t in tasks], comm.size)
     mine = [t for t in tasks if owners[t.index] == comm.rank]
-    counted = {t.index: count_range_lines(t) for t in mine if t.is_range}
+    policy, retried = RetryPolicy.of(job.recipe.read), RetryLog()
+    counted = {t.index: with_retries(functools.partial(count_range_lines, t), f"{t.describe()} (task {t.index}, "
+                                     "counting its lines)", policy, retried) for t in mine if t.is_range}  # fmt: skip
     lines = {i: n for part in comm.allgather(counted) for i, n in part.items()}
-    return Plan(tasks, owners, mine, first_line_numbers(tasks, lines))
+    return Plan(tasks, owners, mine, first_line_numbers(tasks, lines), retried.tasks)
 
 
 def first_line_numbers(tasks: list[Task], lines: dict[int, int]) -> list[int]:

@@ -25,6 +25,7 @@ from data_pipeline.documents import Document, Reject
 from data_pipeline.executor import mark_every_rank, ordered_map, worker_pool, workers_for_rank
 from data_pipeline.progress import stage_progress, summary
 from data_pipeline.readers import ReadPosition, text_field_error
+from data_pipeline.retries import RetryLog, RetryPolicy, with_retries
 from data_pipeline.stages.execution import run_once
 from data_pipeline.stages.outputs import REJECTS_DIR, WORK_DIR, HashedFile, jsonl_bytes, part_name, write_json_atomic
 from data_pipeline.stages.plan import DedupJob, Plan, task_stage
@@ -64,21 +65,25 @@ class TaskWork:
         return ids_at(self.path("ids.jsonl"), ordinals)
 
 
-def scan_tasks(job: DedupJob, plan: Plan) -> dict[str, str]:
-    """Scan this rank's unfinished tasks, reuse finished ones; returns {rejects part: sha256} of its tasks.
+def scan_tasks(job: DedupJob, plan: Plan) -> tuple[dict[str, str], list[dict]]:
+    """Scan this rank's unfinished tasks, reuse finished ones; returns {rejects part: sha256} of its tasks and the
+    retries of the tasks whose read failed transiently (retries.py: each retry redoes the task from its start).
 
     Collective: the count of tasks scanned (allreduce) for the summary line.
     """
     workers = workers_for_rank(job.recipe.workers)
     hashes: dict[str, str] = {}
-    scanned = 0
+    scanned, retried = 0, RetryLog()
+    policy = RetryPolicy.of(job.recipe.read)
     with stage_progress("scan", sum(t.size for t in plan.mine), job.quiet) as bar, \
             worker_pool(workers, init_steps, (job.recipe.filters, job.recipe.dedup)) as pool:  # fmt: skip
         scanner = TaskScanner(job.out, job.recipe, pool, 2 * workers, bar)
         for task in plan.mine:
             identity = plan.task_identity(job, "scan", task, TaskWork.NAMES)  # a folder of other work files: rescan
             scan_one = functools.partial(scanner.scan, task, plan.first_lines[task.index])
-            written, ran = run_once(job.out, task_stage("scan", task), identity, scan_one)
+            what = f"{task.describe()} (task {task.index})"
+            produce = functools.partial(with_retries, scan_one, what, policy, retried)
+            written, ran = run_once(job.out, task_stage("scan", task), identity, produce)
             scanned += ran
             if not ran:
                 bar.update(0, task.size)
@@ -86,7 +91,7 @@ def scan_tasks(job: DedupJob, plan: Plan) -> dict[str, str]:
     redone = job.comm.allreduce_sum(scanned)
     summary(f"scan: {redone} of {len(plan.tasks)} tasks scanned, {len(plan.tasks) - redone} reused from an "
             "earlier run", job.quiet)  # fmt: skip
-    return hashes
+    return hashes, retried.tasks
 
 
 def check_text_field(job: DedupJob, plan: Plan) -> None:

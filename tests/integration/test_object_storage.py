@@ -154,8 +154,10 @@ def corpus(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Pat
     return folder
 
 
-def pipeline_run(env: dict[str, str], source: str, output: str, **extra_env: str) -> subprocess.CompletedProcess:
-    sets = [a for s in RECIPE for a in ("--set", s)]
+def pipeline_run(
+    env: dict[str, str], source: str, output: str, *settings: str, **extra_env: str
+) -> subprocess.CompletedProcess:
+    sets = [a for s in [*RECIPE, *settings] for a in ("--set", s)]
     command = [sys.executable, "-m", "data_pipeline.cli", "run", "--input", source, "--output", output, *sets]
     return subprocess.run(command, env={**env, **extra_env}, capture_output=True, text=True, timeout=600)
 
@@ -230,12 +232,14 @@ def test_a_server_failing_mid_run_fails_loudly_and_the_rerun_completes(
 ) -> None:
     s3.fail_after_markers, s3.markers_put = 2, 0
     try:
-        failed = pipeline_run(env, "s3://corpus/crawl/", "s3://datasets/v2")
+        # a read that meets the 503s is retried (read.retries) before the job ends: quickly here
+        failed = pipeline_run(env, "s3://corpus/crawl/", "s3://datasets/v2", "read.retry_backoff_s=0.05")
     finally:
         s3.fail_after_markers = None
     assert failed.returncode != 0
     error = failed.stderr.strip().splitlines()[-1]  # one line naming the object and what to check
     assert error.startswith("pipeline run: error: s3://") and "check the URL, the credentials" in error
+    assert "(task 2): read failed 4 times (1 attempt + read.retries=3)" in error  # the first request to fail
     half = bucket_state(env, "datasets", "v2/")
     marker_keys = [k for k in half if "/.stages/" in k]
     assert len(marker_keys) == 2 and "v2/manifest.json" not in half and "v2/.stages/dedup.json" not in half
