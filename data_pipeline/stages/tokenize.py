@@ -229,8 +229,8 @@ def _sample_in_parallel(
 def identify_kept_parts(comm: Comm, output_dir: Path) -> dict[str, dict]:
     """{kept part inside output_dir: its size and digest} on every rank, in part order (collective).
 
-    Rank 0 lists kept/ once and each rank stats and digests only its share (identify_inputs): one stat per part
-    in all, never one per part per rank. Keyed inside the folder: the identity must not depend on where the
+    Rank 0 lists kept/ and stats each part once; the ranks digest equal shares (identify_inputs): one stat per
+    part in all, never one per part per rank. Keyed inside the folder: the identity must not depend on where the
     folder lies (an output URL's staging folder on another machine, a moved folder).
     """
     listed = on_root(comm, "listing kept/", lambda: [str(p) for p in kept_files(output_dir)])

@@ -143,12 +143,16 @@ def _special_token_names(proto) -> dict[str, str]:
 
 
 def save_hf_tokenizer(
-    model_path: str | os.PathLike, out_dir: str | os.PathLike, model_max_length: int, special_ids: dict[str, int | None]
+    model_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    model_max_length: int,
+    special_ids: dict[str, int | None] | None = None,
 ) -> Path:
     """Write tokenizer.json/tokenizer_config.json into `out_dir` for AutoTokenizer, from the dataset's tokenizer:
-    a SentencePiece .model (converted, the original copied beside) or an adopted Hugging Face tokenizer.json."""
+    a SentencePiece .model (converted, the original copied beside; its own specs name the special tokens) or an
+    adopted Hugging Face tokenizer.json (the manifest's `special_ids` name them)."""
     if Path(model_path).suffix == ".json":
-        return _save_adopted(Path(model_path), Path(out_dir), model_max_length, special_ids)
+        return _save_adopted(Path(model_path), Path(out_dir), model_max_length, special_ids or {})
     proto = load_spm_proto(model_path)
     hf = PreTrainedTokenizerFast(
         tokenizer_object=build_tokenizer(model_path),
