@@ -98,9 +98,9 @@ def test_compiled_blocks_give_the_eager_losses(eager_and_compiled_runs) -> None:
 def test_resumed_compiled_run_continues_exactly(eager_and_compiled_runs, tiny_dataset: Path, tmp_path: Path) -> None:
     straight = eager_and_compiled_runs["compiled"]
     ckpt = straight / "checkpoints" / "step00000010"
-    proc = run_train(
-        2, tiny_dataset, tmp_path / "resumed", (*COMPILE_SETS, "train.compile=true"), extra=("--resume", str(ckpt))
-    )
+    sets = (*COMPILE_SETS, "train.compile=true")
+    # the fixtures' limit: it bounds a hang, and a launch that finds the JIT op cache stale rebuilds it for minutes
+    proc = run_train(2, tiny_dataset, tmp_path / "resumed", sets, extra=("--resume", str(ckpt)), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"resumed from {ckpt}" in proc.stdout
     want, got = step_losses(straight), step_losses(tmp_path / "resumed")
