@@ -3,6 +3,10 @@
 fp8 runs torchao's emulation (train.fp8_emulate: true; this CPU has no float8 matmuls): the same casts and scales
 as on an H100, so the loss it reaches is the one a GPU run would. Compile goes through inductor on CPU; its cache
 (pretrain/compile.py) makes every run after the first start faster.
+
+Every launch takes its rank's share of the global batch as one micro-batch (support/batches.py): the same samples
+and losses as the preset's 8 micro-batches of 2, with the same ZeRO-3 gathers and recomputation per pass, at an
+eighth of the passes.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.batches import one_micro_batch
 from support.launch import ROOT, run_train, step_losses
 
 pytestmark = pytest.mark.slow
@@ -36,7 +41,7 @@ def bf16_and_fp8_runs(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFacto
     folder = tmp_path_factory.mktemp("fp8")
     runs = {}
     for name, sets in (("bf16", ()), ("fp8", ("train.precision=fp8", "train.fp8_emulate=true"))):
-        base = ("train.precision=bf16", f"train.max_steps={FP8_STEPS}")
+        base = ("train.precision=bf16", f"train.max_steps={FP8_STEPS}", one_micro_batch(2))
         proc = run_train(2, tiny_dataset, folder / name, (*base, *sets), timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[name] = (folder / name, proc.stdout)
@@ -71,7 +76,7 @@ def test_fp8_checkpoint_serves_in_plain_precision(bf16_and_fp8_runs, tiny_datase
 
 # --------------------------------------------------------------------------- compile
 
-COMPILE_SETS = ("train.max_steps=20", "train.save_interval=10", "train.keep_last=5")
+COMPILE_SETS = ("train.max_steps=20", "train.save_interval=10", "train.keep_last=5", one_micro_batch(2))
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +98,9 @@ def test_compiled_blocks_give_the_eager_losses(eager_and_compiled_runs) -> None:
 def test_resumed_compiled_run_continues_exactly(eager_and_compiled_runs, tiny_dataset: Path, tmp_path: Path) -> None:
     straight = eager_and_compiled_runs["compiled"]
     ckpt = straight / "checkpoints" / "step00000010"
-    proc = run_train(
-        2, tiny_dataset, tmp_path / "resumed", (*COMPILE_SETS, "train.compile=true"), extra=("--resume", str(ckpt))
-    )
+    sets = (*COMPILE_SETS, "train.compile=true")
+    # the fixtures' limit: it bounds a hang, and a launch that finds the JIT op cache stale rebuilds it for minutes
+    proc = run_train(2, tiny_dataset, tmp_path / "resumed", sets, extra=("--resume", str(ckpt)), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"resumed from {ckpt}" in proc.stdout
     want, got = step_losses(straight), step_losses(tmp_path / "resumed")
