@@ -23,14 +23,16 @@ class Document:
     source: str
     line: int
     meta: dict[str, object] = field(default_factory=dict)
+    language: tuple[str, float] | None = None  # (label, score) when the scan identified it already
 
     def to_record(self) -> dict[str, object]:
         """The kept/ record: id, text, source, the kept metadata, and the text's language and its score.
 
-        The language is identified here, from the text, with the same model and input as the language filter
-        (data_pipeline/language.py), so the label written is the one the filters decided on.
+        The language is the one the scan identified for the filters (steps.py, kept with the document in
+        stages/task_documents.py), else identified here with the same model and input (data_pipeline/language.py):
+        either way the label written is the one the filters decided on, and a text is identified once.
         """
-        label, score = language.identify(self.text)
+        label, score = self.language or language.identify(self.text)
         return {"id": self.id, "text": self.text, "source": self.source, **self.meta, "language": label,
                 "language_score": round(score, 4)}  # fmt: skip
 

@@ -21,6 +21,7 @@ This module imports neither torch nor the pipeline stages: both halves import it
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from bisect import bisect_right
@@ -38,6 +39,9 @@ FORMAT = "arrow-token-shards/v1"
 MANIFEST = "manifest.json"
 DEFAULT_TARGET_BYTES = 256 * 1024 * 1024
 INDEX_SUFFIX = ".index.parquet"
+# memory maps a TokenStream keeps at once: the tokenize stage writes shards per kept part (~190k shards at 10B
+# documents), and Linux allows 65,530 maps per process (vm.max_map_count) for everything a rank maps
+OPEN_SHARDS = 256
 INDEX_FIELDS = ("source", "url")  # per-document metadata the index carries besides the id and token range
 INDEX_SCHEMA = pa.schema(
     [("doc_id", pa.string()), ("shard", pa.string()), ("offset", pa.int64()), ("length", pa.int64()),
@@ -246,8 +250,10 @@ def read_manifest(data_dir: str | os.PathLike) -> dict:
 class TokenStream:
     """A split's shards as one memory-mapped token stream with O(log shards) windows.
 
-    `verify=True` hashes every shard against the manifest first (seconds per GB); a mismatch raises ShardError
-    naming the shard, so a file that rotted or was edited after writing is never trained on.
+    Every shard is checked when the stream opens (present, readable, the manifest's token count; with
+    `verify=True` also hashed against the manifest, seconds per GB), so a file that rotted or was edited after
+    writing raises ShardError naming it and is never trained on. Then only the OPEN_SHARDS most recently read
+    shards stay mapped: a split may have more shards than a process may have memory maps.
     """
 
     def __init__(self, data_dir: str | os.PathLike, split: str = "train", *, verify: bool = True) -> None:
@@ -258,11 +264,15 @@ class TokenStream:
         self.split = split
         self.eos_id = int(self.manifest["eos_id"])
         self.vocab_size = int(self.manifest["vocab_size"])
-        rows = self.manifest["splits"][split]["shards"]
-        self._tokens = [self._open(row, verify) for row in rows]
-        lengths = [len(t) for t in self._tokens]
+        self._rows = self.manifest["splits"][split]["shards"]
+        lengths = [len(self._open(row, verify)) for row in self._rows]  # each mapped once, then released
         self._starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).tolist()
         self.num_tokens = int(self._starts[-1])
+        self.shard_tokens = functools.lru_cache(maxsize=OPEN_SHARDS)(self._mapped)
+
+    def _mapped(self, shard: int) -> np.ndarray:
+        """Shard `shard`'s tokens, a read-only view of its memory map (cached by `shard_tokens`)."""
+        return self._open(self._rows[shard], verify=False)
 
     def _open(self, row: dict, verify: bool) -> np.ndarray:
         path = self.data_dir / row["path"]
@@ -285,16 +295,16 @@ class TokenStream:
         if start < 0 or start + length > self.num_tokens:
             raise IndexError(f"window [{start}, {start + length}) outside [0, {self.num_tokens})")
         if length <= 0:  # also covers start == num_tokens, where no shard holds `start`
-            return np.zeros(0, self._tokens[0].dtype if self._tokens else np.uint16)
+            return np.zeros(0, token_dtype(self.vocab_size))
         shard = bisect_right(self._starts, start) - 1
         offset = start - self._starts[shard]
-        first = self._tokens[shard][offset : offset + length]
+        first = self.shard_tokens(shard)[offset : offset + length]
         if len(first) == length:
             return first
         parts, need = [first], length - len(first)
         while need:
             shard += 1
-            part = self._tokens[shard][:need]
+            part = self.shard_tokens(shard)[:need]
             parts.append(part)
             need -= len(part)
         return np.concatenate(parts)

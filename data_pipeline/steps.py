@@ -36,11 +36,12 @@ class QualityFilter:
         self.cfg = cfg
         self.blocklist = UrlBlocklist.from_file(cfg.url_blocklist) if cfg.url_blocklist else None
 
-    def verdict(self, doc: Document) -> tuple[str, float] | None:
+    def verdict(self, doc: Document, identified: tuple[str, float] | None = None) -> tuple[str, float] | None:
+        """`identified`: the text's (language, score) when the caller has it already."""
         url = doc.meta.get("url")
         if self.blocklist and isinstance(url, str) and self.blocklist.blocks(url):
             return "filter:url_blocklist", 1.0
-        label, score = language.identify(doc.text)
+        label, score = identified or language.identify(doc.text)
         return language_drop(label, score, self.cfg) or drop_reason(doc.text, self.cfg, label)
 
 
@@ -75,6 +76,7 @@ class ScannedBatch:
     """What the steps found for one batch: per text its filter verdict; per kept text its key and signature."""
 
     verdicts: list[tuple[str, float] | None]
+    languages: list[tuple[str, float]]  # per text (label, score): identified once, here, for the filters and kept/
     keys: np.ndarray  # (kept, 2) uint64
     signatures: np.ndarray  # (kept, num_perm) uint32; (kept, 0) when near dedup is off
     lengths: np.ndarray  # (kept,) int64 characters: what dedup.keep="longest" ranks by
@@ -90,11 +92,14 @@ class Steps:
         self.num_perm = dedup.num_perm
 
     def scan(self, docs: list[Document]) -> ScannedBatch:
-        verdicts = [self.filter.verdict(d) for d in docs] if self.filter else [None] * len(docs)
+        languages = [language.identify(d.text) for d in docs]
+        verdicts = [self.filter.verdict(d, lang) for d, lang in zip(docs, languages, strict=True)] if self.filter \
+            else [None] * len(docs)  # fmt: skip
         kept = [d.text for d, v in zip(docs, verdicts, strict=True) if v is None]
         signatures = self.signature.signatures(kept) if self.signature else np.zeros((len(kept), 0), np.uint32)
         return ScannedBatch(
             verdicts=verdicts,
+            languages=languages,
             keys=self.exact.keys(kept).reshape(-1, 2),
             signatures=signatures.reshape(len(kept), self.num_perm if self.signature else 0),
             lengths=np.fromiter((len(t) for t in kept), np.int64, len(kept)),

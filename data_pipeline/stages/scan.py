@@ -130,7 +130,7 @@ class TaskScanner:
             for scanned in ordered_map(self.pool, scan_batch, batches, self.ahead):
                 docs = pending.popleft()
                 ids = [d.id for d in docs]
-                documents.add(docs, [v is None for v in scanned.verdicts])
+                documents.add(docs, [v is None for v in scanned.verdicts], scanned.languages)
                 codes = [0 if v is None else reasons.setdefault(v[0], len(reasons) + 1) for v in scanned.verdicts]
                 counts["filter"].update(v[0] for v in scanned.verdicts if v is not None)
                 files["verdict.u8"].write(np.asarray(codes, np.uint8).tobytes())

@@ -12,6 +12,7 @@ here), CPU seconds, best of 3: writing this file 0.037, reading it back 0.019, a
 the jsonl again; so jsonl pays ~0.03 s per 2.4 MB (the stage took 10.3 s wall on it), while a web archive
 saves its second extraction, half of the stage's CPU (BENCHMARKS.md, "WARC → kept documents per core").
 
+Each line also holds the language the scan identified (label, score), which kept/ records: identified once.
 A document a quality filter dropped is stored with the first `EXCERPT_TEXT_CHARS` characters of its text only:
 the write pass needs its id, source and the start of its text (the drop log's examples), never the rest.
 Lines are UTF-8 with `surrogatepass`, so an id holding a lone surrogate (an escaped one in a jsonl id) round-trips.
@@ -42,9 +43,9 @@ ZSTD_LEVEL = 3  # zstd's default: 2.41 MB of demo-corpus jsonl into 0.49 MB
 EXCERPT_TEXT_CHARS = 2 * drop_log.EXCERPT_CHARS  # what DropLog.add reads of a dropped document's text
 
 
-def _line(doc: Document, passed: bool) -> bytes:
+def _line(doc: Document, passed: bool, identified: tuple[str, float]) -> bytes:
     text = doc.text if passed else doc.text[:EXCERPT_TEXT_CHARS]
-    record = [doc.id, text, doc.source, doc.line, doc.meta]
+    record = [doc.id, text, doc.source, doc.line, doc.meta, list(identified)]
     return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
 
 
@@ -60,9 +61,11 @@ class TaskDocumentsWriter:
         self._zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
         return self
 
-    def add(self, docs: list[Document], passed: list[bool]) -> None:
-        """A batch of documents in input order, each with whether it passed the quality filters."""
-        self.file.write(self._zstd.compress(b"".join(_line(d, p) for d, p in zip(docs, passed, strict=True))))
+    def add(self, docs: list[Document], passed: list[bool], languages: list[tuple[str, float]]) -> None:
+        """A batch of documents in input order, each with whether it passed the quality filters and its language
+        (so the write pass does not identify it again)."""
+        lines = (_line(d, p, lang) for d, p, lang in zip(docs, passed, languages, strict=True))
+        self.file.write(self._zstd.compress(b"".join(lines)))
         self.count += len(docs)
 
     def __exit__(self, kind: type | None, error: BaseException | None, tb: TracebackType | None) -> None:
@@ -83,5 +86,5 @@ def read_task_documents(path: Path) -> Iterator[Document]:
     """The documents of a TaskDocumentsWriter file in order, streamed: one decompressed chunk and line at a time."""
     with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
         for line in io.TextIOWrapper(stream, encoding="utf-8", errors="surrogatepass", newline="\n"):
-            doc_id, text, source, line_number, meta = json.loads(line)
-            yield Document(doc_id, text, source, line_number, meta)
+            doc_id, text, source, line_number, meta, (label, score) = json.loads(line)
+            yield Document(doc_id, text, source, line_number, meta, (label, score))

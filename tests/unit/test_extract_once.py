@@ -5,6 +5,7 @@ In-process (LocalComm, workers=1): no process is started; trafilatura is counted
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -95,11 +96,37 @@ def test_task_documents_round_trip_and_dropped_ones_keep_an_excerpt(tmp_path: Pa
         Document("b", "文字" * 500, "in.jsonl", 4),
         Document("c", "line one\nline two\r\n\u2028end", "in.jsonl", 5, {"score": float("nan")}),
     ]
+    languages = [("fr", 0.9), ("zh", 0.8), ("en", 0.7)]
     with TaskDocumentsWriter(tmp_path / "docs.jsonl.zst") as writer:
-        writer.add(docs[:2], [True, False])
-        writer.add(docs[2:], [True])
+        writer.add(docs[:2], [True, False], languages[:2])
+        writer.add(docs[2:], [True], languages[2:])
     back = list(read_task_documents(tmp_path / "docs.jsonl.zst"))
     assert writer.count == len(back) == 3
-    assert back[0] == docs[0] and back[1].text == docs[1].text[:EXCERPT_TEXT_CHARS] and back[1].id == "b"
+    assert [d.language for d in back] == languages
+    assert (
+        back[0] == dataclasses.replace(docs[0], language=languages[0])
+        and back[1].text == docs[1].text[:EXCERPT_TEXT_CHARS]
+        and back[1].id == "b"
+    )
     assert (back[2].id, back[2].text, back[2].line) == ("c", docs[2].text, 5)
-    assert json.dumps(back[2].to_record()) == json.dumps(docs[2].to_record())  # NaN != NaN, its JSON is the same
+    assert back[2].to_record()["language"] == "en"  # the scan's label, not identified again
+    want = dataclasses.replace(docs[2], language=languages[2]).to_record()
+    assert json.dumps(back[2].to_record()) == json.dumps(want)  # NaN != NaN, its JSON is the same
+
+
+def test_each_document_is_identified_once(crawl: tuple[Path, int], tmp_path: Path, monkeypatch) -> None:
+    """Language ID runs once per document, in the scan: the filters and kept/'s `language` share that label."""
+    from data_pipeline import language
+
+    texts: list[str] = []
+    real = language.identify
+
+    def counted(text: str) -> tuple[str, float]:
+        texts.append(text)
+        return real(text)
+
+    monkeypatch.setattr(language, "identify", counted)
+    archive, _ = crawl
+    stats = dedup(archive, tmp_path / "out")
+    assert len(set(texts)) == stats["kept_docs"] == len(PASSAGES["en"])
+    assert len(texts) == len(set(texts)) + 1  # the mirror's copy is its own document: identified for itself

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -10,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from data_pipeline import shards
 from data_pipeline.shards import (
     ShardError,
     ShardWriter,
@@ -91,7 +94,7 @@ def test_samples_tile_the_stream_with_one_shared_token(dataset):
 def test_windows_inside_a_shard_are_zero_copy_views_of_the_mapped_file(dataset):
     root, _ = dataset
     ts = _stream(root)
-    first_shard = ts._tokens[0]
+    first_shard = ts.shard_tokens(0)
     view = ts.window(3, 10)
     assert np.shares_memory(view, first_shard)
     assert not view.flags.owndata and not view.flags.writeable
@@ -156,7 +159,7 @@ def test_uint32_above_65536_tokens_and_uint16_at_the_limit(tmp_path):
     docs = [np.array([70000, 100, 65536, EOS]), np.array([131071, EOS])]
     build_dataset(tmp_path, docs, vocab=131072)
     ts = TokenStream(tmp_path, "train")
-    assert ts._tokens[0].dtype == np.uint32
+    assert ts.shard_tokens(0).dtype == np.uint32
     np.testing.assert_array_equal(ts.window(0, 6), np.concatenate(docs))
 
 
@@ -176,3 +179,25 @@ def test_empty_window_at_the_end_of_the_stream(dataset):
 def test_write_shard_of_no_documents(tmp_path):
     info = write_shard(tmp_path / "empty.arrow", [], [], vocab_size=100, eos_id=EOS, tokenizer_sha256="x")
     assert (info.num_tokens, info.num_docs) == (0, 0)
+
+
+def mapped_shards(root) -> set[str]:
+    """Shard files this process has memory-mapped now (/proc/self/maps)."""
+    lines = Path("/proc/self/maps").read_text().splitlines()
+    return {line.split()[-1] for line in lines if str(root) in line and line.endswith(".arrow")}
+
+
+def test_a_stream_keeps_at_most_open_shards_mapped_and_reads_every_one(tmp_path, monkeypatch):
+    """A split of ~190k per-part shards must not exceed Linux's 65,530 maps per process: the stream maps each
+    shard once to check it, then keeps only the OPEN_SHARDS it read last."""
+    root = tmp_path
+    stream = build_dataset(root, random_docs(np.random.default_rng(1), 100, 32000))
+    monkeypatch.setattr(shards, "OPEN_SHARDS", 3)
+    ts = TokenStream(root, "train", verify=False)
+    gc.collect()
+    assert len(mapped_shards(root)) <= 3
+    rows = read_manifest(root)["splits"]["train"]["shards"]
+    np.testing.assert_array_equal(ts.window(0, len(stream)), stream)  # crosses every shard
+    gc.collect()
+    assert len(rows) > 20 and 1 <= len(mapped_shards(root)) <= 3
+    assert ts.shard_tokens.cache_info().currsize == 3
