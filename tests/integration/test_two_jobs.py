@@ -11,10 +11,12 @@ collective. The undisturbed run is the session's deepspeed launcher run (support
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
 
+import psutil
 import pytest
 from support.fault_support import logged_steps, wait_for
 from support.launch import PYTHON, ROOT, TINY_TRAIN_SETTINGS, free_port, step_losses
@@ -32,6 +34,14 @@ def deepspeed_job(entry: list[str], data: Path, run: Path, port: int) -> list[st
     for item in SETS:
         argv += ["--set", item]
     return argv
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a launcher and every process under it (its ranks would otherwise hold, or train on, orphaned)."""
+    launcher = psutil.Process(pid)
+    for proc in [*launcher.children(recursive=True), launcher]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
 
 
 def test_a_second_job_on_the_same_port_leaves_the_first_untouched(
@@ -65,7 +75,7 @@ def test_a_second_job_on_the_same_port_leaves_the_first_untouched(
             first.wait(timeout=600)
         finally:
             if first.poll() is None:
-                first.kill()
+                kill_tree(first.pid)
     console = second.stdout + second.stderr
     assert second.returncode != 0, console[-3000:]
     assert f"rendezvous port {port}" in console or f"rendezvous port 127.0.0.1:{port}" in console, console[-3000:]
