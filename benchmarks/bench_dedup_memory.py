@@ -20,6 +20,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -47,20 +48,26 @@ def clustered_signatures(docs: int, num_perm: int, seed: int = 0) -> np.ndarray:
     clusters of 100k, 30k, 10k, 3k, 1k and then 10 members; copies sit anywhere after their head."""
     rng = np.random.default_rng(seed)
     signatures = rng.integers(0, 1 << 32, size=(docs, num_perm), dtype=np.uint32)
-    copies_left, sizes = int(0.3 * docs), [100_000, 30_000, 10_000, 3_000, 1_000]
-    order = rng.permutation(docs)
-    at = 0
-    while copies_left > 0 and at < docs:
-        size = min(sizes.pop(0) if sizes else 10, copies_left, docs - at - 1)
-        head, members = order[at], order[at + 1 : at + 1 + size]
+    for head, members in near_clusters(docs, rng):
         for start in range(0, len(members), 10_000):  # in slices: the anchor's peak stays the signatures
             part = members[start : start + 10_000]
             signatures[part] = signatures[head]
             changed = rng.random((len(part), num_perm)) < 0.05
             noise = rng.integers(1, 1 << 32, size=changed.shape, dtype=np.uint32)
             signatures[part] ^= (changed * noise).astype(np.uint32)
-        at, copies_left = at + 1 + size, copies_left - size
     return signatures
+
+
+def near_clusters(docs: int, rng: np.random.Generator, share: float = 0.3) -> Iterator[tuple[int, np.ndarray]]:
+    """(head, members) over a random order of the documents: `share` of them are members, in clusters of 100k,
+    30k, 10k, 3k, 1k and then 10. The issue's adversarial layout, shared with bench_pipeline_scale's corpus."""
+    copies_left, sizes = int(share * docs), [100_000, 30_000, 10_000, 3_000, 1_000]
+    order = rng.permutation(docs)
+    at = 0
+    while copies_left > 0 and at < docs:
+        size = min(sizes.pop(0) if sizes else 10, copies_left, docs - at - 1)
+        yield int(order[at]), order[at + 1 : at + 1 + size]
+        at, copies_left = at + 1 + size, copies_left - size
 
 
 def child(mode: str, docs: int, num_perm: int, threshold: float, clustered: bool) -> None:

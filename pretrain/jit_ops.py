@@ -15,6 +15,10 @@ So `load_ops`, called by each rank before DeepSpeed's own loading, loads the ops
   LIVE_BUILD_WAIT_S, then stop with a message naming the file. Where /proc cannot tell (another user's process),
   a lock older than LIVE_BUILD_WAIT_S counts as dead.
 DeepSpeed then finds each module in its cache of loaded ops (`OpBuilder._loaded_ops`) and builds nothing.
+
+The build runs the environment's own ninja when it has one (pip's, beside the interpreter), whatever PATH says:
+ninja 1.11 and 1.13 hash the build log differently, so a machine with both rebuilt the op (1-3 minutes) each time
+a launch found the other one first on PATH.
 """
 
 from __future__ import annotations
@@ -104,11 +108,20 @@ def build_slot(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def prefer_environment_ninja() -> None:
+    """Put the interpreter's bin folder first on PATH when it holds a ninja (torch builds with `ninja` from PATH)."""
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if Path(bin_dir, "ninja").is_file() and path.split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + path
+
+
 def load_ops(builder_names: tuple[str, ...]) -> None:
     """Load each DeepSpeed op of the current accelerator that it can JIT-build here, safely (see the module doc)."""
     import deepspeed.ops
     from deepspeed.accelerator import get_accelerator
 
+    prefer_environment_ninja()
     for name in builder_names:
         builder = get_accelerator().create_op_builder(name)
         if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):

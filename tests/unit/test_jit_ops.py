@@ -47,3 +47,18 @@ def test_the_build_slot_is_an_flock_that_excludes_a_second_holder(tmp_path):
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
     with open(tmp_path / "pretrain.flock") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on exit
+
+
+def test_the_environments_ninja_comes_first_on_path(tmp_path, monkeypatch):
+    """Two ninjas hash the build log differently: every build must use the environment's own."""
+    (tmp_path / "ninja").write_text("")
+    monkeypatch.setattr(jit_ops.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    jit_ops.prefer_environment_ninja()
+    assert os.environ["PATH"] == f"{tmp_path}:/usr/bin:/bin"
+    jit_ops.prefer_environment_ninja()  # already first: unchanged
+    assert os.environ["PATH"] == f"{tmp_path}:/usr/bin:/bin"
+    (tmp_path / "ninja").unlink()
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    jit_ops.prefer_environment_ninja()  # no ninja of its own: PATH decides
+    assert os.environ["PATH"] == "/usr/bin:/bin"
