@@ -124,28 +124,42 @@ def test_sigterm_checkpoints_exits_0_and_resume_is_exact(tiny_dataset: Path, tmp
     assert "step 20: finished epoch 1 of the training data (80 samples consumed, 79 per epoch)" in resumed.stdout
 
 
-@pytest.mark.slow
-def test_resume_two_to_one_to_two_ranks_matches_the_uninterrupted_run(
-    tiny_dataset: Path, straight_on_two_ranks: Path, tmp_path: Path
-) -> None:
-    """2 ranks -> step 4 -> 1 rank -> step 6 -> 2 ranks: every step equals the straight 2-rank run to 1e-6.
-
-    DeepSpeed's universal checkpoint re-slices the ZeRO-3 partitions; the optimizer step counts must stay one per
-    partition (see RELIABILITY.md, "Resume on another world size") or Adam's bias correction drifts.
-    """
-    want = step_losses(straight_on_two_ranks)
-    ckpts = straight_on_two_ranks / "checkpoints"
-    on_one = _resume_elsewhere(1, tiny_dataset, ckpts / "step00000004", tmp_path / "on_one")
-    assert sorted(on_one) == [5, 6, 7, 8]
-    _assert_same_losses(on_one, want, range(5, 9))
-    back_on_two = _resume_elsewhere(2, tiny_dataset, tmp_path / "on_one/checkpoints/step00000006", tmp_path / "two")
-    _assert_same_losses(back_on_two, want, range(7, 9))
+@pytest.fixture(scope="module")
+def resumed_on_three_ranks(
+    tiny_dataset: Path, straight_on_two_ranks: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[int, float]]:
+    """The 2-rank run's step-4 checkpoint resumed on 3 ranks to step 8 (checkpoints at 6 and 8): (folder, losses)."""
+    out = tmp_path_factory.mktemp("world") / "on_three"
+    return out, _resume_elsewhere(3, tiny_dataset, straight_on_two_ranks / "checkpoints/step00000004", out)
 
 
 @pytest.mark.slow
 def test_resume_two_to_three_ranks_matches_the_uninterrupted_run(
-    tiny_dataset: Path, straight_on_two_ranks: Path, tmp_path: Path
+    straight_on_two_ranks: Path, resumed_on_three_ranks: tuple[Path, dict[int, float]]
 ) -> None:
-    want = step_losses(straight_on_two_ranks)
-    on_three = _resume_elsewhere(3, tiny_dataset, straight_on_two_ranks / "checkpoints/step00000004", tmp_path / "3")
-    _assert_same_losses(on_three, want, range(5, 9))
+    """2 ranks -> step 4 -> 3 ranks: steps 5 to 8 equal the straight 2-rank run to 1e-6.
+
+    DeepSpeed's universal checkpoint re-slices the ZeRO-3 partitions; the optimizer step counts must stay one per
+    partition (see RELIABILITY.md, "Resume on another world size") or Adam's bias correction drifts.
+    """
+    _, on_three = resumed_on_three_ranks
+    assert sorted(on_three) == [5, 6, 7, 8]
+    _assert_same_losses(on_three, step_losses(straight_on_two_ranks), range(5, 9))
+
+
+@pytest.mark.slow
+def test_resume_three_to_one_rank_matches_the_uninterrupted_run(
+    tiny_dataset: Path,
+    straight_on_two_ranks: Path,
+    resumed_on_three_ranks: tuple[Path, dict[int, float]],
+    tmp_path: Path,
+) -> None:
+    """2 ranks -> step 4 -> 3 ranks -> step 6 -> 1 rank: steps 7 and 8 equal the straight 2-rank run to 1e-6.
+
+    Continues the 3-rank resume rather than a chain of its own (one launch fewer): a checkpoint that 3 ranks wrote
+    after a resume of their own, re-sliced onto one rank.
+    """
+    on_three_run, _ = resumed_on_three_ranks
+    on_one = _resume_elsewhere(1, tiny_dataset, on_three_run / "checkpoints/step00000006", tmp_path / "on_one")
+    assert sorted(on_one) == [7, 8]
+    _assert_same_losses(on_one, step_losses(straight_on_two_ranks), range(7, 9))
