@@ -46,7 +46,7 @@ def run_train(
     sets: tuple[str, ...] = (),
     env: dict | None = None,
     extra: tuple = (),
-    timeout: int = 240,
+    timeout: int = 600,  # a hang guard only: a first launch on a fresh machine also builds DeepSpeed's CPU op
 ) -> subprocess.CompletedProcess:
     """Run a training to completion; the output is kept in the result for assertion messages."""
     full_env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
