@@ -10,7 +10,8 @@ new outputs.
 An input's identity is its path, size and xxh3-128 content digest, not its mtime: a corpus rewritten byte for
 byte (as `make demo` does) is the same input. What it costs: the first run reads every input once more to digest
 it (xxh3 runs at several GB/s, so this is the disk's read speed), split over the ranks, each rank digesting only
-its own share of the files to read (stages/execution.identify_inputs: rank 0 stats each input once); the digests
+its own share of the files to read (stages/execution.identify_inputs: rank 0 stats each input once and
+takes `known_identity` from the cache, the ranks `read_identity` the rest); the digests
 are cached in `DIR/.stages/input-digests.json` by (size, mtime_ns, inode), so a rerun over unchanged files stats
 each once and reads nothing. A file rewritten with the same bytes is read once more, then matches.
 """
@@ -48,20 +49,6 @@ def file_digest(path: str | os.PathLike) -> str:
         while block := f.read(READ_BYTES):
             digest.update(block)
     return digest.hexdigest()
-
-
-def digest_files(paths: list[str], cache: dict[str, dict]) -> dict[str, dict]:
-    """{path: {"size", "xxh3", "mtime_ns", "inode"}} for these files, reading only those the cache does not hold
-    with the same size, mtime_ns and inode (each file statted here: `known_identity` and `read_identity` are the
-    two halves for files statted elsewhere, as stages/execution.identify_inputs does).
-
-    An object in a bucket is never read: its ETag (the store's own content identity) stands for the digest; an
-    object without one is read every time (no mtime or inode to cache it by)."""
-    found = {}
-    for path in paths:
-        where = storage.stat(path)
-        found[path] = known_identity(where, cache.get(path)) or read_identity(path, where)
-    return found
 
 
 def known_identity(where: dict, cached: dict | None) -> dict | None:
@@ -102,7 +89,7 @@ def save_digest_cache(output_dir: str | os.PathLike, digests: dict[str, dict]) -
 
 def stage_identity(stage: str, config: dict, inputs: dict[str, dict]) -> dict:
     """What a stage's outputs depend on: its name, its config and each input's size and digest (from
-    digest_files; the mtime is kept only to describe a change, the inode not at all)."""
+    stages/execution.identify_inputs; the mtime is kept only to describe a change, the inode not at all)."""
     files = {
         p: {"size": d["size"], "xxh3": d["xxh3"], "mtime_ns": d.get("mtime_ns")} for p, d in sorted(inputs.items())
     }

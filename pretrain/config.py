@@ -48,9 +48,8 @@ class ModelConfig:
     dropout: float = 0.0
     tie_embeddings: bool = True
     init_std: float = 0.02
-    pad_vocab_multiple: int = (
-        128  # embedding rows padded for tensor-core-friendly LM-head shapes; logits of real ids unchanged
-    )
+    # embedding rows padded for tensor-core-friendly LM-head shapes; the logits of real ids are unchanged
+    pad_vocab_multiple: int = 128
     # packed sequences: a token attends only to earlier tokens of its own document (documents end with eos_id,
     # which the trainer takes from the dataset); doc_positions_reset restarts positions at each document start
     doc_mask: bool = False

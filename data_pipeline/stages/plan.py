@@ -48,7 +48,7 @@ class DedupJob:
     out: Path
     recipe: PipelineConfig
     quiet: bool
-    inputs: dict[str, dict]  # path -> identity (markers.digest_files), in input order
+    inputs: dict[str, dict]  # path -> identity (execution.identify_inputs), in input order
     against: dict[str, str] = field(default_factory=dict)  # earlier dataset -> its index manifest's sha256
     config: dict = field(init=False)
 

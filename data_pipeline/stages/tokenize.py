@@ -1,16 +1,16 @@
 """The tokenize stage, the last of `pipeline run` (stages/run.py): train SentencePiece on kept/ (or adopt an existing
 tokenizer, `tokenizer.from`), encode the kept documents into Arrow token shards, write manifest.json.
 
-On N ranks (mpiexec/srun) rank 0 lists kept/ once and each rank stats and digests only its share of the parts
-(`identify_kept_parts`), so no rank touches every part's metadata. Rank 0 trains the tokenizer on the kept parts
+On N ranks (mpiexec/srun) rank 0 lists kept/ and stats each part once, and the ranks digest equal shares
+(`identify_kept_parts`), so no other rank touches a part's metadata. Rank 0 trains the tokenizer on the kept parts
 in part order, so the model does not depend on N. Above the trainer's parse budget (tokenizer.document_fraction)
 the ranks first draw the hashed sample from their own parts in parallel, and rank 0 reads only the samples
 (bounded in total), never the whole corpus.
 
 The parts are dealt to ranks by bytes, largest first onto the least loaded rank (`deal_parts`, the scan's
 `assign_tasks`): max/mean load 1.0014 on 2,048 ranks for the parts a scan of 18,000 log-normal files leaves, where
-dealing by count gave 1.67 (tests/unit/test_tokenize_parts.py). Each part is encoded into its own shards (`train-part-00012-00000.arrow`) behind its
-own marker (`.stages/tokenize-part-00012.json`: the part's size and digest, the tokenizer's sha256, the shard
+dealing by count gave 1.67 (tests/unit/test_tokenize_parts.py). Each part is encoded into its own shards
+(`train-part-00012-00000.arrow`) behind its own marker (`.stages/tokenize-part-00012.json`: the part's size and digest, the tokenizer's sha256, the shard
 settings), so a rerun at any N (killed at 2 ranks, resumed on 3) skips the finished parts whichever rank made
 them. Rank 0 gathers the shard rows and lists them in part order: concatenating the kept parts in part order is
 the global document order, so the manifest, the shards and the train and validation token streams are the same

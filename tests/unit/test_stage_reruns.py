@@ -16,8 +16,10 @@ import pytest
 from support.documents import stdlib_docs
 
 from data_pipeline import markers
+from data_pipeline.comm import LocalComm
 from data_pipeline.markers import StageMismatch
 from data_pipeline.stages import run as run_command
+from data_pipeline.stages.execution import identify_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = [
@@ -120,12 +122,13 @@ def test_an_unchanged_file_is_never_read_again(tmp_path: Path, monkeypatch: pyte
     read: list[str] = []
     digest = markers.file_digest
     monkeypatch.setattr(markers, "file_digest", lambda p: read.append(p) or digest(p))
-    first = markers.digest_files([str(p) for p in paths], {})
-    assert read == [str(p) for p in paths] and [first[str(p)]["size"] for p in paths] == [100, 101, 102]
+    out, files = tmp_path / "out", [str(p) for p in paths]
+    first = identify_inputs(LocalComm(), out, files)  # caches the digests in out/.stages/
+    assert read == files and [first[f]["size"] for f in files] == [100, 101, 102]
     read.clear()
-    assert markers.digest_files([str(p) for p in paths], first) == first and read == []
+    assert identify_inputs(LocalComm(), out, files) == first and read == []
     rewrite(paths[1], paths[1].read_bytes())
-    again = markers.digest_files([str(p) for p in paths], first)
+    again = identify_inputs(LocalComm(), out, files)
     assert read == [str(paths[1])] and again[str(paths[1])]["xxh3"] == first[str(paths[1])]["xxh3"]
 
 

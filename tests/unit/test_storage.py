@@ -14,6 +14,7 @@ from data_pipeline import markers, storage
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import ReadConfig
 from data_pipeline.readers import resolve_inputs
+from data_pipeline.stages.execution import identify_inputs
 from data_pipeline.tasks import Task, read_task
 
 
@@ -46,15 +47,15 @@ def test_urls_are_listed_sized_and_read_like_files(memory: fsspec.AbstractFileSy
 
 
 def test_an_objects_identity_is_its_etag_and_it_is_never_read(
-    memory: fsspec.AbstractFileSystem, monkeypatch: pytest.MonkeyPatch
+    memory: fsspec.AbstractFileSystem, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     url = "memory://bucket/a.jsonl"
     write_url(memory, url, b'{"text": "x"}\n')
-    no_etag = markers.digest_files([url], {})  # the memory store reports none: the content is digested
+    no_etag = identify_inputs(LocalComm(), tmp_path, [url])  # the memory store reports none: content digested
     assert no_etag == {url: {"size": 14, "xxh3": xxhash.xxh3_128(b'{"text": "x"}\n').hexdigest()}}
     monkeypatch.setattr(storage, "stat", lambda path: {"size": 14, "etag": "abc"})
     monkeypatch.setattr(markers, "file_digest", lambda path: pytest.fail(f"{path} was read"))
-    assert markers.digest_files([url], {}) == {url: {"size": 14, "xxh3": "etag:abc"}}
+    assert identify_inputs(LocalComm(), tmp_path / "other", [url]) == {url: {"size": 14, "xxh3": "etag:abc"}}
 
 
 def make_output(folder: Path) -> None:
