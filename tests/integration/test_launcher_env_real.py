@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,9 +18,11 @@ from support.launch import free_port
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
+# one write per rank: print() under PYTHONUNBUFFERED writes the line and its newline apart, and mpiexec once
+# forwarded rank 1's line between rank 0's and its newline
 ANSWERS = (
-    "import json; from infra import launcher_env as e; "
-    "print(json.dumps([e.launcher(), e.global_rank(), e.world_size(), e.local_rank(), e.local_size()]))"
+    "import json, sys; from infra import launcher_env as e; sys.stdout.write(json.dumps("
+    "[e.launcher(), e.global_rank(), e.world_size(), e.local_rank(), e.local_size()]) + '\\n')"
 )
 
 
@@ -30,7 +33,7 @@ def _launched_answers(command: list[str]) -> list[list]:
         env.pop(name, None)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr
-    return sorted(json.loads(line) for line in done.stdout.splitlines() if line.startswith("["))
+    return sorted(json.loads(answer) for answer in re.findall(r"\[[^\[\]]*\]", done.stdout))
 
 
 def test_real_mpiexec_ranks(tmp_path: Path) -> None:
