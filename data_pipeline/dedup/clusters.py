@@ -179,14 +179,17 @@ def gather_clusters(
 ) -> PackedClusters:
     """Send each (kept, removed, similarity) to the rank holding `kept`; return that rank's clusters, packed.
 
-    Memory on the receiving rank: the 24-byte rows it receives, the sort order and the packed columns (at most
-    ~64 bytes per member at once, then 12).
+    Memory on the receiving rank, per member: the 24-byte rows it receives, the 8-byte sort order and the packed
+    columns (at most ~52 bytes at once), then the 12 of the packed arrays.
     """
-    rows = np.column_stack([kept, removed, np.asarray(similarity, np.float64).view(np.int64)]).astype(np.int64)
+    rows = np.column_stack([kept, removed, np.asarray(similarity, np.float64).view(np.int64)]).astype(
+        np.int64, copy=False
+    )
     mine = ex.route(rows, owner_of(np.asarray(kept, np.int64)), "cluster members")
     del rows
     order = np.lexsort((mine[:, 1], mine[:, 0]))
-    estimate = np.round(mine[order, 2].view(np.float64), 4).astype(np.float32)
+    estimate = mine[order, 2].view(np.float64)
+    estimate = np.round(estimate, 4, out=estimate).astype(np.float32)
     members, kept_of = mine[order, 1], mine[order, 0]
     del mine, order
     first = np.flatnonzero(run_starts(kept_of))
@@ -194,23 +197,21 @@ def gather_clusters(
     return PackedClusters(kind, kept_of[first], bounds, members, estimate)
 
 
-def fetch_ids(
-    comm: Comm, wanted: np.ndarray, owner_of: OwnerOf, ids_at: Callable[[np.ndarray], list[bytes]]
-) -> list[bytes]:
+def fetch_ids(comm: Comm, wanted: np.ndarray, owner_of: OwnerOf, ids_at: Callable[[np.ndarray], bytes]) -> list[bytes]:
     """The ids of the global indices `wanted` (any order, repeats allowed) from the ranks holding them, in the
-    order asked: one alltoall of the int64 indices each holder is asked for, one of the answers, each one bytes
-    blob of newline-ended ids. `ids_at` gives this rank's ids as JSON text (which never holds a newline). Only
-    the ids asked for travel, never through rank 0; a caller bounds what one call holds by asking in rounds.
+    order asked: one alltoall of the int64 indices each holder is asked for (each once, ascending), one of the
+    answers. `ids_at(indices)` gives this rank's ids of those indices as one bytes blob of newline-ended JSON
+    texts (JSON never holds a raw newline). Only the ids asked for travel, never through rank 0; a caller bounds
+    what one call holds by asking in rounds.
 
     Collective: two alltoalls, on every rank (with nothing to ask too).
     """
-    wanted = np.asarray(wanted, np.int64)
-    owners = np.asarray(owner_of(wanted), np.int64)
+    unique, inverse = np.unique(np.asarray(wanted, np.int64), return_inverse=True)
+    owners = np.asarray(owner_of(unique), np.int64)
     by_owner = np.argsort(owners, kind="stable")
-    asks = np.split(wanted[by_owner], np.cumsum(np.bincount(owners, minlength=comm.size))[:-1])
-    answers = comm.alltoall([b"".join(i + b"\n" for i in ids_at(asked)) for asked in comm.alltoall(asks)])
-    ids = [doc_id for blob in answers for doc_id in blob.split(b"\n")[:-1]]
-    found: list[bytes] = [b""] * len(wanted)
-    for position, doc_id in zip(by_owner.tolist(), ids, strict=True):
-        found[position] = doc_id
-    return found
+    asks = np.split(unique[by_owner], np.cumsum(np.bincount(owners, minlength=comm.size))[:-1])
+    answers = comm.alltoall([ids_at(asked) for asked in comm.alltoall(asks)])
+    ids = [doc_id for blob in answers for doc_id in blob.split(b"\n")[:-1]]  # unique[by_owner]'s ids
+    answered = np.empty_like(by_owner)
+    answered[by_owner] = np.arange(len(by_owner))
+    return [ids[k] for k in answered[inverse.reshape(-1)].tolist()]

@@ -87,8 +87,9 @@ class ClusterLines:
     def pieces(self, end: int) -> dict[int, tuple[int, int]]:
         """{task: (spool offset, bytes)} of the lines written, `end` being the spool's size."""
         tasks = sorted(self.piece_start)
-        stops = [self.piece_start[t] for t in tasks[1:]] + [end]
-        return {t: (self.piece_start[t], stop - self.piece_start[t]) for t, stop in zip(tasks, stops, strict=True)}
+        starts = [self.piece_start[t] for t in tasks]
+        stops = [*starts[1:], end] if tasks else []
+        return {t: (start, stop - start) for t, start, stop in zip(tasks, starts, stops, strict=True)}
 
     def summary(self) -> dict:
         """What rank 0 gathers from this rank: the largest cluster's (size, {"kept", "kind"}) (the first in file

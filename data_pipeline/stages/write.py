@@ -9,7 +9,6 @@ their packed arrays (stages/cluster_lines.py) with the member ids fetched in bou
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import functools
 import hashlib
@@ -146,20 +145,17 @@ class TaskIds:
         self.job, self.plan, self.index = job, plan, index
         self.offsets: dict[int, np.ndarray] = {}  # task -> its lines' byte offsets, the file's size last
 
-    def json_ids(self, indices: np.ndarray) -> list[bytes]:
-        """The ids of these global indices (any order) as JSON text, not ASCII-escaped (as clusters.jsonl has them)."""
-        indices = np.asarray(indices, np.int64)
-        if np.any(self.index.owner_of(indices) != self.job.comm.rank):
-            raise ValueError("TaskIds: asked for ids of documents this rank does not hold; check owner_of")
-        order = np.argsort(indices, kind="stable")
-        tasks = self.index.task_of(indices[order])
-        found: list[bytes] = [b""] * len(indices)
-        for task in np.unique(tasks).tolist():
-            take = order[tasks == task]
-            lines = read_lines(self.path(task), self.line_offsets(task), indices[take] - self.index.base[task])
-            for position, line in zip(take.tolist(), lines, strict=True):
-                found[position] = json.dumps(json.loads(line), ensure_ascii=False).encode("utf-8")
-        return found
+    def json_ids(self, indices: np.ndarray) -> bytes:
+        """The ids of these global indices (ascending, each once) as newline-ended JSON texts, not ASCII-escaped
+        (as clusters.jsonl has them; ids.jsonl's lines are, and differ from that only by \\u escapes)."""
+        tasks = self.index.task_of(indices)
+        found = b"".join(
+            read_lines(self.path(task), self.line_offsets(task), indices[tasks == task] - self.index.base[task])
+            for task in np.unique(tasks).tolist()
+        )
+        if b"\\u" not in found:
+            return found
+        return b"".join(json.dumps(json.loads(i), ensure_ascii=False).encode() + b"\n" for i in found.split(b"\n")[:-1])
 
     def path(self, task: int) -> Path:
         if task >= self.index.new_tasks:  # an earlier dataset's document (--against), read from its index
@@ -182,18 +178,21 @@ def line_offsets(path: Path) -> np.ndarray:
     return np.concatenate(found)
 
 
-def read_lines(path: Path, offsets: np.ndarray, ordinals: np.ndarray) -> list[bytes]:
-    """Lines `ordinals` (ascending, repeats allowed) of the file, each nearby run of them in one read."""
-    starts, stops = offsets[ordinals].tolist(), offsets[ordinals + 1].tolist()
-    lines: list[bytes] = []
+def read_lines(path: Path, offsets: np.ndarray, ordinals: np.ndarray) -> bytes:
+    """Lines `ordinals` (ascending, each once) of the file, concatenated: one read per READ_BLOCK of the file
+    that holds any, the lines picked out of it with numpy (no Python object per line)."""
+    starts, stops = offsets[ordinals], offsets[ordinals + 1]
+    cuts = (np.flatnonzero(np.diff(starts // READ_BLOCK)) + 1).tolist()
+    found = []
     with open(path, "rb") as f:
-        first = 0
-        while first < len(starts):
-            last = max(bisect.bisect_right(stops, starts[first] + READ_BLOCK), first + 1)
-            block, at = os.pread(f.fileno(), stops[last - 1] - starts[first], starts[first]), starts[first]
-            lines += [block[a - at : b - at] for a, b in zip(starts[first:last], stops[first:last], strict=True)]
-            first = last
-    return lines
+        for first, last in zip([0, *cuts], [*cuts, len(starts)], strict=True):
+            begin = int(starts[first])
+            block = np.frombuffer(os.pread(f.fileno(), int(stops[last - 1]) - begin, begin), np.uint8)
+            edges = np.zeros(len(block) + 1, np.int8)  # +1 where a wanted line starts, -1 where it stops
+            edges[starts[first:last] - begin] += 1
+            edges[stops[first:last] - begin] -= 1
+            found.append(block[np.cumsum(edges[:-1], dtype=np.int8) > 0].tobytes())
+    return b"".join(found)
 
 
 def piece_offsets(sizes: dict[int, int]) -> tuple[dict[int, int], int]:
