@@ -23,7 +23,7 @@ import numpy as np
 from data_pipeline.dedup.clusters import PackedClusters
 from data_pipeline.stages.duplicates import GlobalIndex
 
-ROUND_MEMBERS = 1 << 16  # member ids one rank asks for per round: ~4 MB of ids (as bytes) and requests
+ROUND_MEMBERS = 1 << 16  # member ids one rank asks for per round: ~10 MB of requests, answers and ids
 SHOWN = 3  # clusters per kind the summary shows, each cut to this many removed members
 EXAMPLE_KINDS = ("exact", "near")
 
@@ -31,8 +31,8 @@ EXAMPLE_KINDS = ("exact", "near")
 class ClusterLines:
     """This rank's clusters in file order, written as JSON lines to a spool file one round at a time.
 
-    Per cluster it holds its place in the file order (its kind, position and task: 17 bytes), and per member
-    nothing beyond the packed arrays it reads from.
+    Per cluster it holds its place in the file order (its kind, position, task and first member: 25 bytes), and
+    per member nothing beyond the packed arrays it reads from.
     """
 
     def __init__(self, packs: list[PackedClusters], index: GlobalIndex) -> None:
