@@ -1,4 +1,5 @@
-"""Distributed building blocks of both dedup steps: routing rows to owners, the keep order, the keeper choice.
+"""Distributed building blocks of both dedup steps: routing rows to owners, the keep order, the keeper choice,
+the clusters each rank keeps (packed) and the fetch of their members' ids.
 
 No rank holds the whole graph or any global list. Every exchange is an `alltoallv` of the rows one rank needs
 from another: band keys go to the rank owning that key range, a candidate pair to the rank holding its

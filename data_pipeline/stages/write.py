@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -116,14 +117,12 @@ def write_clusters(job: DedupJob, plan: Plan, index: GlobalIndex, removals: Remo
     lines, ids = ClusterLines(removals.clusters, index), TaskIds(job, plan, index)
     rounds = max(comm.allgather(lines.rounds()))
     with tempfile.TemporaryFile(dir=job.out / WORK_DIR) as spool:
-        try:
-            for round_ in range(rounds):
-                lines.write(
-                    round_, dedup_clusters.fetch_ids(comm, lines.members(round_), index.owner_of, ids.json_ids), spool
-                )
+        for round_ in range(rounds):
+            found = dedup_clusters.fetch_ids(comm, lines.members(round_), index.owner_of, ids.json_ids)
+            with naming_write_errors(path):
+                lines.write(round_, found, spool)
+        with naming_write_errors(path):
             spool.flush()
-        except OSError as err:
-            raise write_error(path, err) from err
         pieces = lines.pieces(spool.tell())
         sizes = {i: n for part in comm.allgather({t: n for t, (_, n) in pieces.items()}) for i, n in part.items()}
         offsets, total = piece_offsets(sizes)
@@ -193,6 +192,15 @@ def read_lines(path: Path, offsets: np.ndarray, ordinals: np.ndarray) -> bytes:
             edges[stops[first:last] - begin] -= 1
             found.append(block[np.cumsum(edges[:-1], dtype=np.int8) > 0].tobytes())
     return b"".join(found)
+
+
+@contextlib.contextmanager
+def naming_write_errors(path: Path) -> Iterator[None]:
+    """An OSError inside (a full disk under the spool) raised as the error that names the file being written."""
+    try:
+        yield
+    except OSError as err:
+        raise write_error(path, err) from err
 
 
 def piece_offsets(sizes: dict[int, int]) -> tuple[dict[int, int], int]:
