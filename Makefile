@@ -22,12 +22,15 @@ $(STAMP): setup.py constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-# both tiers: tests/unit, then tests/integration (processes, MPI, SLURM; CUDA tests skip without a GPU)
+# both tiers: tests/unit, then tests/integration (processes, MPI, SLURM; CUDA tests skip without a GPU), on two
+# pytest-xdist workers: a test that starts ranks spends much of its time waiting on them, and the other worker's
+# test fills that time. Each integration file runs whole on one worker (tests/support/worker_groups.py).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/unit tests/integration
+	DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) tests/unit tests/integration
 
 test-fast: $(STAMP)
-	DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/unit
+	DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) tests/unit
 
 demo: $(STAMP)
 	bash launch/demo.sh

@@ -55,6 +55,7 @@ setup(
         "dev": [
             "pytest",
             "pytest-timeout",
+            "pytest-xdist",  # `make test` runs the tests on two workers
             "ruff",
             "hypothesis",
             "lm-eval",

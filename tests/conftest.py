@@ -16,6 +16,14 @@ from support.datasets import build_tiny_dataset
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`make test`'s two workers share the tests by support/worker_groups.py's units."""
+    from support.worker_groups import WorkerGroups
+
+    return WorkerGroups(config, log)
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dataset folder the trainer accepts (support/datasets.py) with ~40k train tokens, vocab 256."""
