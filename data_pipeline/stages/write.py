@@ -25,7 +25,7 @@ from data_pipeline import drop_log
 from data_pipeline.dedup import clusters as dedup_clusters
 from data_pipeline.errors import PipelineError
 from data_pipeline.progress import stage_progress
-from data_pipeline.stages.cluster_lines import ClusterLines
+from data_pipeline.stages import cluster_lines
 from data_pipeline.stages.duplicates import GlobalIndex, Removals
 from data_pipeline.stages.execution import run_once
 from data_pipeline.stages.outputs import (
@@ -105,22 +105,24 @@ def write_clusters(job: DedupJob, plan: Plan, index: GlobalIndex, removals: Remo
     """This rank's clusters, streamed into its byte ranges of clusters.jsonl; returns their summary for rank 0
     (`ClusterLines.summary`).
 
-    The lines go to a spool file (unnamed, in dedup/work/) as the member ids arrive, ROUND_MEMBERS per round from
-    the ranks holding them; then each task's piece is copied from the spool to its offset in the file. Memory: the
-    packed clusters and one round of ids, whatever the size of a cluster.
+    The lines go to a spool file (unnamed, in dedup/work/) as the member ids arrive from the ranks holding them,
+    a window of ROUND_MEMBERS members at a time, in rounds where a holder answers at most ROUND_MEMBERS ids in
+    all (`clusters.fetch_ids`); then each task's piece is copied from the spool to its offset in the file.
+    Memory: the packed clusters, one window of ids asked and one round of ids answered, whatever the size of a
+    cluster or the number of ranks asking one holder.
 
-    Collective: an allgather of round counts, two alltoalls per round (fetch_ids; every rank takes part in as
-    many rounds as the busiest), an allgather of piece sizes, and two barriers around the copies (the sized file
-    exists; every rank's bytes are on disk).
+    Collective: four alltoalls per round (fetch_ids; every rank takes part until no rank has a window left), an
+    allgather of piece sizes, and two barriers around the copies (the sized file exists; every rank's bytes are
+    on disk).
     """
     comm, path = job.comm, job.out / CLUSTERS
-    lines, ids = ClusterLines(removals.clusters, index), TaskIds(job, plan, index)
-    rounds = max(comm.allgather(lines.rounds()))
+    lines, ids = cluster_lines.ClusterLines(removals.clusters, index), TaskIds(job, plan, index)
+    windows = map(lines.members, range(lines.windows()))
+    quota = cluster_lines.ROUND_MEMBERS
     with tempfile.TemporaryFile(dir=job.out / WORK_DIR) as spool:
-        for round_ in range(rounds):
-            found = dedup_clusters.fetch_ids(comm, lines.members(round_), index.owner_of, ids.json_ids)
+        for window, found in enumerate(dedup_clusters.fetch_ids(comm, windows, index.owner_of, ids.json_ids, quota)):
             with naming_write_errors(path):
-                lines.write(round_, found, spool)
+                lines.write(window, found, spool)
         with naming_write_errors(path):
             spool.flush()
         pieces = lines.pieces(spool.tell())

@@ -178,3 +178,47 @@ def test_lines_are_the_records_json_writes_whatever_the_round_size(tmp_path, mon
                 first = [r for r in records if r["kind"] == kind][:3]
                 cut = [{**r, "removed": r["removed"][:3], "similarity": r["similarity"][:3]} for r in first]
                 assert summary["examples"][kind] == cut, (round_members, kind)
+
+
+def ids_answered(logs: list[list]) -> np.ndarray:
+    """(rounds, holders, askers): the ids each holder answered each asker per round, from the simulated ranks'
+    logs: the alltoalls that carried id blobs, which every rank takes part in, in the same order."""
+    blobs = [[got for kind, got in log if kind == "alltoall" and got and isinstance(got[0], bytes)] for log in logs]
+    rounds = {len(b) for b in blobs}
+    assert len(rounds) == 1, rounds
+    return np.array([[[part[holder].count(b"\n") for part in (b[round_] for b in blobs)]
+                      for holder in range(len(logs))] for round_ in range(rounds.pop())])  # fmt: skip
+
+
+def test_a_holder_answers_at_most_its_quota_per_round(tmp_path, monkeypatch):
+    """4 ranks each keep clusters whose removed members are all held by rank 0 (the adversarial layout: every
+    rank's clusters took their copies from one rank). With rounds of 64 ids, rank 0 answers at most 64 ids per
+    round in all, each rank receives at most 64, the rounds stay within the stated bound, and the file is byte
+    for byte the one a single unbounded round writes."""
+    ranks, quota, per_cluster = 4, 64, 100
+    clusters = 3 * ranks  # cluster c removes documents c * 100 .. c * 100 + 99 of task 0, all held by rank 0
+    corpus = Corpus(tmp_path, [clusters * per_cluster + 3, 3, 3, 3], ranks, id_of=lambda i: f"d{i}")
+    firsts = [clusters * per_cluster, *corpus.index.base[1:].tolist()]  # rank r keeps 3 documents from firsts[r]
+    kept_of = [firsts[r] + k for r in range(ranks) for k in range(3)]
+    removed = np.arange(clusters * per_cluster, dtype=np.int64)
+    kept = np.repeat(np.array(kept_of, np.int64), per_cluster)
+    kinds = {"exact": (kept, removed, np.ones(len(removed)))}
+    rows = corpus.rows_of(kinds)
+    expected = jsonl_bytes(r for _, r in expected_lines(corpus, kinds))
+
+    def write(comm):
+        corpus.write(comm, rows[comm.rank])
+        return comm.log
+
+    monkeypatch.setattr(cluster_lines, "ROUND_MEMBERS", 1 << 16)
+    run_ranks(ranks, write)
+    assert corpus.lines() == expected
+    monkeypatch.setattr(cluster_lines, "ROUND_MEMBERS", quota)
+    answered = ids_answered(run_ranks(ranks, write))
+    assert corpus.lines() == expected
+    asked_of_zero = int(answered[:, 0].sum())
+    assert asked_of_zero == len(removed) + 3  # every removed id, and rank 0's own kept ids
+    assert answered[:, 0].sum(axis=1).max() <= quota  # the holder's quota
+    assert answered.sum(axis=1).max() <= quota  # what one asker receives in a round
+    windows = -(-(3 * per_cluster + 3) // quota)  # each asker's rounds of `quota` members in file order
+    assert -(-asked_of_zero // quota) <= len(answered) <= windows + asked_of_zero // quota, len(answered)
