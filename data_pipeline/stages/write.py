@@ -140,7 +140,8 @@ def write_clusters(job: DedupJob, plan: Plan, index: GlobalIndex, removals: Remo
 class TaskIds:
     """The ids of this rank's documents at any global indices, read from their tasks' ids.jsonl (the scan's, or an
     earlier dataset's index), one JSON string a line. Each file's line offsets (8 bytes a document) are found on
-    its first use, so a round reads only the lines it asks for, however many rounds there are."""
+    its first use and kept in a mapped unnamed file in dedup/work/, so a round reads only the lines it asks for,
+    however many rounds there are, and the offsets stay on disk but for the pages a round reads."""
 
     def __init__(self, job: DedupJob, plan: Plan, index: GlobalIndex) -> None:
         self.job, self.plan, self.index = job, plan, index
@@ -165,18 +166,22 @@ class TaskIds:
 
     def line_offsets(self, task: int) -> np.ndarray:
         if task not in self.offsets:
-            self.offsets[task] = line_offsets(self.path(task))
+            self.offsets[task] = line_offsets(self.path(task), self.job.out / WORK_DIR)
         return self.offsets[task]
 
 
-def line_offsets(path: Path) -> np.ndarray:
-    """Byte offset (int64) of each line's start in a file of newline-ended lines, and the file's size last."""
-    found, read = [np.zeros(1, np.int64)], 0
-    with open(path, "rb") as f:
+def line_offsets(path: Path, folder: Path) -> np.ndarray:
+    """Byte offset (int64) of each line's start in a file of newline-ended lines, and the file's size last: a
+    read-only map of an unnamed file in `folder` (gone when the map is), written a block of `path` at a time."""
+    read = 0
+    with open(path, "rb") as f, tempfile.TemporaryFile(dir=folder) as offsets:
+        offsets.write(np.zeros(1, np.int64).tobytes())
         while block := f.read(READ_BLOCK):
-            found.append(np.flatnonzero(np.frombuffer(block, np.uint8) == ord("\n")).astype(np.int64) + read + 1)
+            ends = np.flatnonzero(np.frombuffer(block, np.uint8) == ord("\n")).astype(np.int64) + read + 1
+            offsets.write(ends.tobytes())
             read += len(block)
-    return np.concatenate(found)
+        offsets.flush()
+        return np.memmap(offsets, np.int64, "r")
 
 
 def read_lines(path: Path, offsets: np.ndarray, ordinals: np.ndarray) -> bytes:

@@ -20,7 +20,7 @@ from support.sim_comm import run_ranks
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import load_recipe
 from data_pipeline.dedup.clusters import Exchange, gather_clusters
-from data_pipeline.stages import cluster_lines
+from data_pipeline.stages import cluster_lines, write
 from data_pipeline.stages.duplicates import GlobalIndex, Removals
 from data_pipeline.stages.outputs import CLUSTERS, jsonl_bytes
 from data_pipeline.stages.plan import DedupJob, Plan
@@ -80,10 +80,11 @@ def test_a_giant_cluster_is_written_in_bounded_memory(tmp_path, monkeypatch, ran
     """One exact cluster of M = 200,000 documents, kept by rank 0, its copies spread over the ranks.
 
     Bound, per member: gather_clusters' 24-byte rows, 8-byte sort order and packed columns (52 B at once), later
-    the packed 12 B and the ids file's 8-byte line offsets; per round member ~160 B (its id as bytes in a list,
-    the answers' blob, the requests), ranks x ROUND_MEMBERS of them; 1 MiB for the rest. Simulated ranks share
-    one process, so there the senders' routed rows and their sorted copies count too (48 B).
-    Measured (tracemalloc peak, rounds of 2^12): 11.3 MB (56 B/member) on 1 rank, 15.1 MB (76 B) on 2.
+    the packed 12 B (the ids file's line offsets are a mapped file, not traced); per window member ~160 B (its id
+    as bytes in a list, the answers' blob, the requests), a window of ROUND_MEMBERS per rank; 1 MiB for the rest.
+    Simulated ranks share one process, so there the senders' routed rows and their sorted copies count too (48 B).
+    Measured (tracemalloc peak, rounds of 2^12): 10.4 MB (52 B/member) on 1 rank, 13.7 MB (68 B) on 2; 11.4 MB
+    and 15.3 MB with the offsets in memory and no quota (commit 046fb64).
     Before (gather_clusters' list of dicts, unpacked again, every member id fetched into a dict, the records and
     the whole line in memory): 72.2 MiB (379 B/member) on 1 rank for the same path.
     """
@@ -222,3 +223,22 @@ def test_a_holder_answers_at_most_its_quota_per_round(tmp_path, monkeypatch):
     assert answered.sum(axis=1).max() <= quota  # what one asker receives in a round
     windows = -(-(3 * per_cluster + 3) // quota)  # each asker's rounds of `quota` members in file order
     assert -(-asked_of_zero // quota) <= len(answered) <= windows + asked_of_zero // quota, len(answered)
+
+
+def test_line_offsets_stay_on_disk(tmp_path, monkeypatch):
+    """A holder's line offsets of an ids file (8 B a document) are a map of a file in dedup/work/: read a block
+    at a time, they are the lines' starts exactly, and what Python allocates does not grow with the file."""
+    monkeypatch.setattr(write, "READ_BLOCK", 1 << 14)
+    ids = tmp_path / "ids.jsonl"
+    lines = [b'"d%d"\n' % i for i in range(300_000)]
+    ids.write_bytes(b"".join(lines))
+    tracemalloc.start()
+    try:
+        offsets = write.line_offsets(ids, tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(offsets, np.cumsum([0, *map(len, lines)]))
+    assert peak < 8 * len(lines) / 10, peak  # the offsets themselves would be 2.4 MB
+    ordinals = np.array([0, 7, 299_999])
+    assert write.read_lines(ids, offsets, ordinals) == b"".join(lines[i] for i in ordinals)
