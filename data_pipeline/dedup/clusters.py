@@ -201,16 +201,18 @@ def gather_clusters(
 def fetch_ids(
     comm: Comm, windows: Iterable[np.ndarray], owner_of: OwnerOf, ids_at: Callable[[np.ndarray], bytes], quota: int
 ) -> Iterator[list[bytes]]:
-    """The ids of each window of global indices (any order, repeats allowed; at most `quota` of them), window
-    after window, each in the order asked, from the ranks holding them, in rounds. `ids_at(indices)` gives this
-    rank's ids of those indices (ascending, each once) as one bytes blob of newline-ended JSON texts (JSON never
-    holds a raw newline). Only the ids asked for travel, never through rank 0.
+    """The ids of each window of global indices (any order, repeats allowed), window after window, each in the
+    order asked, from the ranks holding them, in rounds. `ids_at(indices)` gives this rank's ids of those indices
+    (ascending, each once) as one bytes blob of newline-ended JSON texts (JSON never holds a raw newline). Only
+    the ids asked for travel, never through rank 0.
 
-    Per round a rank asks for at most `quota` ids (its current window's, each once) and a holder answers at most
-    `quota` in all, shared among its askers by `grant_quota`: neither holds more than `quota` ids of a round,
-    whatever the rank count or how many ranks' clusters took their copies from one holder. A window waits only
-    in a round where a holder it asks answers its full quota, so a rank's windows take at most
-    (its windows) + sum over the holders it asks of floor(ids asked of that holder / quota) rounds.
+    Per round a rank asks only for its current window's ids (each once), and a holder answers at most `quota` ids
+    in all, shared among its askers by `grant_quota`: the caller bounds what an asker holds by the windows' size,
+    and a holder's answers are bounded by `quota` whatever the rank count or how many ranks' clusters took their
+    copies from one holder. A window waits only in a round where a holder it asks answers its full quota, so a
+    rank's windows take at most (its windows) + sum over the holders it asks of floor(ids asked of it / quota)
+    rounds. The sum is reached when many ranks' windows need the same holders one after the other (giant
+    clusters' members walk the holders in index order together): the quota trades those rounds for memory.
 
     Collective: four alltoalls a round (counts and a busy flag, grants, requests, answers), on every rank, until
     no rank has a window left: iterate to the end on every rank, with nothing to ask too.

@@ -23,7 +23,8 @@ import numpy as np
 from data_pipeline.dedup.clusters import PackedClusters
 from data_pipeline.stages.duplicates import GlobalIndex
 
-ROUND_MEMBERS = 1 << 16  # member ids in a window, and the most a holder answers per round: ~10 MB of ids each
+ROUND_MEMBERS = 1 << 16  # member ids in a window, what one rank asks for at most per round: ~10 MB of ids
+ANSWERS_PER_ROUND = 1 << 20  # ids one holder answers per round at most, all askers together: ~40 MB
 SHOWN = 3  # clusters per kind the summary shows, each cut to this many removed members
 EXAMPLE_KINDS = ("exact", "near")
 

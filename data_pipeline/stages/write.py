@@ -106,8 +106,8 @@ def write_clusters(job: DedupJob, plan: Plan, index: GlobalIndex, removals: Remo
     (`ClusterLines.summary`).
 
     The lines go to a spool file (unnamed, in dedup/work/) as the member ids arrive from the ranks holding them,
-    a window of ROUND_MEMBERS members at a time, in rounds where a holder answers at most ROUND_MEMBERS ids in
-    all (`clusters.fetch_ids`); then each task's piece is copied from the spool to its offset in the file.
+    a window of ROUND_MEMBERS members at a time, in rounds where a holder answers at most ANSWERS_PER_ROUND ids
+    in all (`clusters.fetch_ids`); then each task's piece is copied from the spool to its offset in the file.
     Memory: the packed clusters, one window of ids asked and one round of ids answered, whatever the size of a
     cluster or the number of ranks asking one holder.
 
@@ -118,7 +118,7 @@ def write_clusters(job: DedupJob, plan: Plan, index: GlobalIndex, removals: Remo
     comm, path = job.comm, job.out / CLUSTERS
     lines, ids = cluster_lines.ClusterLines(removals.clusters, index), TaskIds(job, plan, index)
     windows = map(lines.members, range(lines.windows()))
-    quota = cluster_lines.ROUND_MEMBERS
+    quota = cluster_lines.ANSWERS_PER_ROUND
     with tempfile.TemporaryFile(dir=job.out / WORK_DIR) as spool:
         for window, found in enumerate(dedup_clusters.fetch_ids(comm, windows, index.owner_of, ids.json_ids, quota)):
             with naming_write_errors(path):

@@ -193,10 +193,10 @@ def ids_answered(logs: list[list]) -> np.ndarray:
 
 def test_a_holder_answers_at_most_its_quota_per_round(tmp_path, monkeypatch):
     """4 ranks each keep clusters whose removed members are all held by rank 0 (the adversarial layout: every
-    rank's clusters took their copies from one rank). With rounds of 64 ids, rank 0 answers at most 64 ids per
-    round in all, each rank receives at most 64, the rounds stay within the stated bound, and the file is byte
-    for byte the one a single unbounded round writes."""
-    ranks, quota, per_cluster = 4, 64, 100
+    rank's clusters took their copies from one rank). With windows of 64 members and a quota of 128, rank 0
+    answers at most 128 ids per round in all (256 before the quota), each rank receives at most 64, the rounds
+    stay within the stated bound, and the file is byte for byte the one a single unbounded round writes."""
+    ranks, window, quota, per_cluster = 4, 64, 128, 100
     clusters = 3 * ranks  # cluster c removes documents c * 100 .. c * 100 + 99 of task 0, all held by rank 0
     corpus = Corpus(tmp_path, [clusters * per_cluster + 3, 3, 3, 3], ranks, id_of=lambda i: f"d{i}")
     firsts = [clusters * per_cluster, *corpus.index.base[1:].tolist()]  # rank r keeps 3 documents from firsts[r]
@@ -211,17 +211,17 @@ def test_a_holder_answers_at_most_its_quota_per_round(tmp_path, monkeypatch):
         corpus.write(comm, rows[comm.rank])
         return comm.log
 
-    monkeypatch.setattr(cluster_lines, "ROUND_MEMBERS", 1 << 16)
-    run_ranks(ranks, write)
+    run_ranks(ranks, write)  # one round: windows and quota of 2^16 and more
     assert corpus.lines() == expected
-    monkeypatch.setattr(cluster_lines, "ROUND_MEMBERS", quota)
+    monkeypatch.setattr(cluster_lines, "ROUND_MEMBERS", window)
+    monkeypatch.setattr(cluster_lines, "ANSWERS_PER_ROUND", quota, raising=False)  # (no quota on 046fb64)
     answered = ids_answered(run_ranks(ranks, write))
     assert corpus.lines() == expected
     asked_of_zero = int(answered[:, 0].sum())
     assert asked_of_zero == len(removed) + 3  # every removed id, and rank 0's own kept ids
     assert answered[:, 0].sum(axis=1).max() <= quota  # the holder's quota
-    assert answered.sum(axis=1).max() <= quota  # what one asker receives in a round
-    windows = -(-(3 * per_cluster + 3) // quota)  # each asker's rounds of `quota` members in file order
+    assert answered.sum(axis=1).max() <= window  # what one asker receives in a round
+    windows = -(-(3 * per_cluster + 3) // window)  # each asker's windows of members in file order
     assert -(-asked_of_zero // quota) <= len(answered) <= windows + asked_of_zero // quota, len(answered)
 
 
