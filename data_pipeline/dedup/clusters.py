@@ -221,11 +221,11 @@ def fetch_ids(
     asking = next((WindowAsk(w, owner_of, comm.size) for w in windows), None)
     while True:
         counts = asking.counts() if asking else np.zeros(comm.size, np.int64)
-        asked = comm.alltoallv_array([np.array([n, asking is not None], np.int64) for n in counts.tolist()])
-        asked = asked.reshape(comm.size, 2)
-        if not asked[:, 1].any():
+        asks = comm.alltoallv_array([np.array([n, asking is not None], np.int64) for n in counts.tolist()])
+        asks = asks.reshape(comm.size, 2)  # per asking rank: the ids it asks of this one, whether it has a window
+        if not asks[:, 1].any():
             return
-        grants = grant_quota(asked[:, 0], quota, round_ % comm.size)
+        grants = grant_quota(asks[:, 0], quota, round_ % comm.size)
         granted = comm.alltoallv_array([grants[asker : asker + 1] for asker in range(comm.size)])
         requests = asking.take(granted) if asking else [np.zeros(0, np.int64)] * comm.size
         answers = comm.alltoall([ids_at(indices) for indices in comm.alltoall(requests)])

@@ -8,8 +8,8 @@ one piece of the file, which stages/write.py places at its offset.
 The members of a rank's clusters in file order (each cluster's kept document, then its removed ones) form one
 sequence; window w covers its members w * ROUND_MEMBERS onwards, whatever clusters they belong to. A giant
 cluster's line is written in parts as its members' ids arrive (a window's in one or more rounds of
-`clusters.fetch_ids`), so a rank holds its packed arrays and one window of ids, never a list of a cluster. What rank 0 needs for stats.json and the report (`summary`) is taken on the
-way, from the same ids.
+`clusters.fetch_ids`), so a rank holds its packed arrays and one window of ids, never a list of a cluster. What
+rank 0 needs for stats.json and the report (`summary`) is taken on the way, from the same ids.
 """
 
 from __future__ import annotations
