@@ -228,7 +228,7 @@ def fetch_ids(
         grants = grant_quota(asks[:, 0], quota, round_ % comm.size)
         granted = comm.alltoallv_array([grants[asker : asker + 1] for asker in range(comm.size)])
         requests = asking.take(granted) if asking else [np.zeros(0, np.int64)] * comm.size
-        answers = comm.alltoall([ids_at(indices) for indices in comm.alltoall(requests)])
+        answers = comm.alltoall([ids_at(indices) if len(indices) else b"" for indices in comm.alltoall(requests)])
         if asking and asking.receive(answers):
             yield asking.ids()
             asking = next((WindowAsk(w, owner_of, comm.size) for w in windows), None)
