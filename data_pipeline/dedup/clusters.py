@@ -20,7 +20,7 @@ connected components in a bounded number of rounds and walks each on one rank (`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -198,21 +198,96 @@ def gather_clusters(
     return PackedClusters(kind, kept_of[first], bounds, members, estimate)
 
 
-def fetch_ids(comm: Comm, wanted: np.ndarray, owner_of: OwnerOf, ids_at: Callable[[np.ndarray], bytes]) -> list[bytes]:
-    """The ids of the global indices `wanted` (any order, repeats allowed) from the ranks holding them, in the
-    order asked: one alltoall of the int64 indices each holder is asked for (each once, ascending), one of the
-    answers. `ids_at(indices)` gives this rank's ids of those indices as one bytes blob of newline-ended JSON
-    texts (JSON never holds a raw newline). Only the ids asked for travel, never through rank 0; a caller bounds
-    what one call holds by asking in rounds.
+def fetch_ids(
+    comm: Comm, windows: Iterable[np.ndarray], owner_of: OwnerOf, ids_at: Callable[[np.ndarray], bytes], quota: int
+) -> Iterator[list[bytes]]:
+    """The ids of each window of global indices (any order, repeats allowed), window after window, each in the
+    order asked, from the ranks holding them, in rounds. `ids_at(indices)` gives this rank's ids of those indices
+    (ascending, each once) as one bytes blob of newline-ended JSON texts (JSON never holds a raw newline). Only
+    the ids asked for travel, never through rank 0.
 
-    Collective: two alltoalls, on every rank (with nothing to ask too).
+    Per round a rank asks only for its current window's ids (each once), and a holder answers at most `quota` ids
+    in all, shared among its askers by `grant_quota`: the caller bounds what an asker holds by the windows' size,
+    and a holder's answers are bounded by `quota` whatever the rank count or how many ranks' clusters took their
+    copies from one holder. A window waits only in a round where a holder it asks answers its full quota, so a
+    rank's windows take at most (its windows) + sum over the holders it asks of floor(ids asked of it / quota)
+    rounds. The sum is reached when many ranks' windows need the same holders one after the other (giant
+    clusters' members walk the holders in index order together): the quota trades those rounds for memory.
+
+    Collective: four alltoalls a round (counts and a busy flag, grants, requests, answers), on every rank, until
+    no rank has a window left: iterate to the end on every rank, with nothing to ask too.
     """
-    unique, inverse = np.unique(np.asarray(wanted, np.int64), return_inverse=True)
-    owners = np.asarray(owner_of(unique), np.int64)
-    by_owner = np.argsort(owners, kind="stable")
-    asks = np.split(unique[by_owner], np.cumsum(np.bincount(owners, minlength=comm.size))[:-1])
-    answers = comm.alltoall([ids_at(asked) for asked in comm.alltoall(asks)])
-    ids = [doc_id for blob in answers for doc_id in blob.split(b"\n")[:-1]]  # unique[by_owner]'s ids
-    answered = np.empty_like(by_owner)
-    answered[by_owner] = np.arange(len(by_owner))
-    return [ids[k] for k in answered[inverse.reshape(-1)].tolist()]
+    windows, round_ = iter(windows), 0
+    asking = next((WindowAsk(w, owner_of, comm.size) for w in windows), None)
+    while True:
+        counts = asking.counts() if asking else np.zeros(comm.size, np.int64)
+        asks = comm.alltoallv_array([np.array([n, asking is not None], np.int64) for n in counts.tolist()])
+        asks = asks.reshape(comm.size, 2)  # per asking rank: the ids it asks of this one, whether it has a window
+        if not asks[:, 1].any():
+            return
+        grants = grant_quota(asks[:, 0], quota, round_ % comm.size)
+        granted = comm.alltoallv_array([grants[asker : asker + 1] for asker in range(comm.size)])
+        requests = asking.take(granted) if asking else [np.zeros(0, np.int64)] * comm.size
+        answers = comm.alltoall([ids_at(indices) if len(indices) else b"" for indices in comm.alltoall(requests)])
+        if asking and asking.receive(answers):
+            yield asking.ids()
+            asking = next((WindowAsk(w, owner_of, comm.size) for w in windows), None)
+        round_ += 1
+
+
+def grant_quota(asked: np.ndarray, quota: int, first: int) -> np.ndarray:
+    """How many of the ids each rank asks of this holder (asked[rank]) it answers this round: all of them when
+    they fit in `quota`; else max-min fair shares of exactly `quota` (every asker gets min(asked, level) for the
+    highest level that fits, and the ones left go one each to the askers above the level, by rank from `first`,
+    which the caller turns each round so that more askers than `quota` are all served in turn)."""
+    asked = np.asarray(asked, np.int64)
+    if asked.sum() <= quota:
+        return asked
+    by_size = np.sort(asked)
+    below = np.concatenate([[0], np.cumsum(by_size)[:-1]])  # what the askers smaller than each ask in all
+    capped = below + by_size * np.arange(len(asked), 0, -1)  # the total when every share is capped at by_size[i]
+    cut = int(np.argmax(capped > quota))
+    granted = np.minimum(asked, (quota - int(below[cut])) // (len(asked) - cut))
+    above = np.flatnonzero(granted < asked)
+    above = np.roll(above, -int(np.searchsorted(above, first)))
+    granted[above[: quota - int(granted.sum())]] += 1
+    return granted
+
+
+class WindowAsk:
+    """One window of global indices on the asking side: its indices each once, by holder and ascending, how many
+    of each holder's have been requested, and the ids answered so far (at most the window's length)."""
+
+    def __init__(self, wanted: np.ndarray, owner_of: OwnerOf, size: int) -> None:
+        self.unique, self.inverse = np.unique(np.asarray(wanted, np.int64), return_inverse=True)
+        owners = np.asarray(owner_of(self.unique), np.int64)
+        self.by_holder = np.argsort(owners, kind="stable")  # positions in `unique`, holder after holder
+        self.holder_start = np.concatenate([[0], np.cumsum(np.bincount(owners, minlength=size))])
+        self.requested = self.holder_start[:-1].copy()  # per holder: where its next request starts in by_holder
+        self.answered = self.requested.copy()
+        self.found: list[bytes] = [b""] * len(self.unique)  # ids in by_holder order
+
+    def counts(self) -> np.ndarray:
+        """Ids not yet requested, per holder."""
+        return self.holder_start[1:] - self.requested
+
+    def take(self, granted: np.ndarray) -> list[np.ndarray]:
+        """The next granted[h] indices to request of each holder h (ascending)."""
+        start, self.requested = self.requested, self.requested + granted
+        positions = [self.by_holder[a:b] for a, b in zip(start.tolist(), self.requested.tolist(), strict=True)]
+        return [self.unique[p] for p in positions]
+
+    def receive(self, answers: list[bytes]) -> bool:
+        """File each holder's answer (the ids of its last request, in order); True once the window is complete."""
+        for holder, blob in enumerate(answers):
+            ids = blob.split(b"\n")[:-1]
+            at = int(self.answered[holder])
+            self.found[at : at + len(ids)] = ids
+            self.answered[holder] = at + len(ids)
+        return bool((self.answered == self.holder_start[1:]).all())
+
+    def ids(self) -> list[bytes]:
+        """The window's ids in the order asked."""
+        position = np.empty_like(self.by_holder)
+        position[self.by_holder] = np.arange(len(self.by_holder))
+        return [self.found[k] for k in position[self.inverse.reshape(-1)].tolist()]

@@ -1,4 +1,4 @@
-"""The lines of dedup/clusters.jsonl one rank writes, streamed from its packed clusters a round of ids at a time.
+"""The lines of dedup/clusters.jsonl one rank writes, streamed from its packed clusters a window of ids at a time.
 
 One JSON line per cluster, {"kind", "dataset" (only for a kept document of an earlier dataset), "kept",
 "removed", "similarity"}, with document ids in place of global indices, in file order: the kept document's task,
@@ -6,10 +6,10 @@ exact clusters before the others, the kept index (ties: the order the kinds were
 one piece of the file, which stages/write.py places at its offset.
 
 The members of a rank's clusters in file order (each cluster's kept document, then its removed ones) form one
-sequence; round r covers its members r * ROUND_MEMBERS onwards, whatever clusters they belong to. A giant
-cluster's line is written in parts as its members' ids arrive, so a rank holds its packed arrays and one round
-of ids, never a list of a cluster. What rank 0 needs for stats.json and the report (`summary`) is taken on the
-way, from the same ids.
+sequence; window w covers its members w * ROUND_MEMBERS onwards, whatever clusters they belong to. A giant
+cluster's line is written in parts as its members' ids arrive (a window's in one or more rounds of
+`clusters.fetch_ids`), so a rank holds its packed arrays and one window of ids, never a list of a cluster. What
+rank 0 needs for stats.json and the report (`summary`) is taken on the way, from the same ids.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ import numpy as np
 from data_pipeline.dedup.clusters import PackedClusters
 from data_pipeline.stages.duplicates import GlobalIndex
 
-ROUND_MEMBERS = 1 << 16  # member ids one rank asks for per round: ~10 MB of requests, answers and ids
+ROUND_MEMBERS = 1 << 16  # member ids in a window, what one rank asks for at most per round: ~10 MB of ids
+ANSWERS_PER_ROUND = 1 << 20  # ids one holder answers per round at most, all askers together: ~40 MB
 SHOWN = 3  # clusters per kind the summary shows, each cut to this many removed members
 EXAMPLE_KINDS = ("exact", "near")
 
 
 class ClusterLines:
-    """This rank's clusters in file order, written as JSON lines to a spool file one round at a time.
+    """This rank's clusters in file order, written as JSON lines to a spool file one window at a time.
 
     Per cluster it holds its place in the file order (its kind, position, task and first member: 25 bytes), and
     per member nothing beyond the packed arrays it reads from.
@@ -51,14 +52,14 @@ class ClusterLines:
         self.largest = int(np.argmax(sizes)) if len(sizes) else None  # the first line of the largest size
         self.shown: dict[int, dict] = {line: {} for line in [*self.examples, self.largest] if line is not None}
 
-    def rounds(self) -> int:
-        """Rounds this rank needs to write all its lines."""
+    def windows(self) -> int:
+        """Windows of ROUND_MEMBERS members that hold all this rank's lines."""
         return -(-int(self.starts[-1]) // ROUND_MEMBERS)
 
-    def members(self, round_: int) -> np.ndarray:
-        """Global indices (int64) of the round's members, in file order: the ids `write` needs, in its order."""
+    def members(self, window: int) -> np.ndarray:
+        """Global indices (int64) of the window's members, in file order: the ids `write` needs, in its order."""
         parts = [np.zeros(0, np.int64)]
-        for line, first, stop in self._segments(round_):
+        for line, first, stop in self._segments(window):
             pack, c = self._cluster(line)
             if first == 0:
                 parts.append(pack.kept[c : c + 1])
@@ -66,11 +67,11 @@ class ClusterLines:
             parts.append(pack.removed[base + max(first, 1) : base + stop])
         return np.concatenate(parts)
 
-    def write(self, round_: int, ids: list[bytes], spool: BinaryIO) -> None:
-        """Write the round's part of each line it covers, given the ids (JSON text) of `members(round_)`: a line's
+    def write(self, window: int, ids: list[bytes], spool: BinaryIO) -> None:
+        """Write the window's part of each line it covers, given the ids (JSON text) of `members(window)`: a line's
         head with its kept id, its removed ids, and its tail (the similarities) after its last member."""
         at = 0
-        for line, first, stop in self._segments(round_):
+        for line, first, stop in self._segments(window):
             pack, c = self._cluster(line)
             if first == 0:
                 self.piece_start.setdefault(int(self.task[line]), spool.tell())
@@ -94,7 +95,7 @@ class ClusterLines:
     def summary(self) -> dict:
         """What rank 0 gathers from this rank: the largest cluster's (size, {"kept", "kind"}) (the first in file
         order of that size) and the first SHOWN records of each example kind, cut to SHOWN members; a few hundred
-        bytes whatever the clusters' sizes. Complete once every round is written."""
+        bytes whatever the clusters' sizes. Complete once every window is written."""
         largest = None
         if self.largest is not None:
             size, record = int(self.starts[self.largest + 1] - self.starts[self.largest]), self.shown[self.largest]
@@ -103,9 +104,9 @@ class ClusterLines:
                     for kind in EXAMPLE_KINDS}  # fmt: skip
         return {"largest": largest, "examples": examples}
 
-    def _segments(self, round_: int) -> Iterator[tuple[int, int, int]]:
-        """(line, first, stop): the round covers members first..stop-1 of each of these lines (0: the kept one)."""
-        begin = round_ * ROUND_MEMBERS
+    def _segments(self, window: int) -> Iterator[tuple[int, int, int]]:
+        """(line, first, stop): the window covers members first..stop-1 of each of these lines (0: the kept one)."""
+        begin = window * ROUND_MEMBERS
         end = min(begin + ROUND_MEMBERS, int(self.starts[-1]))
         line = int(np.searchsorted(self.starts, begin, side="right")) - 1
         while line < len(self.task) and self.starts[line] < end:
@@ -127,7 +128,7 @@ class ClusterLines:
 
     @staticmethod
     def _write_tail(pack: PackedClusters, c: int, spool: BinaryIO) -> None:
-        """'], "similarity": [...]}' and the newline, the similarities formatted a round's worth at a time."""
+        """'], "similarity": [...]}' and the newline, the similarities formatted a window's worth at a time."""
         start, stop = int(pack.bounds[c]), int(pack.bounds[c + 1])
         spool.write(b'], "similarity": [')
         for at in range(start, stop, ROUND_MEMBERS):

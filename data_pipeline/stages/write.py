@@ -25,7 +25,7 @@ from data_pipeline import drop_log
 from data_pipeline.dedup import clusters as dedup_clusters
 from data_pipeline.errors import PipelineError
 from data_pipeline.progress import stage_progress
-from data_pipeline.stages.cluster_lines import ClusterLines
+from data_pipeline.stages import cluster_lines
 from data_pipeline.stages.duplicates import GlobalIndex, Removals
 from data_pipeline.stages.execution import run_once
 from data_pipeline.stages.outputs import (
@@ -105,22 +105,24 @@ def write_clusters(job: DedupJob, plan: Plan, index: GlobalIndex, removals: Remo
     """This rank's clusters, streamed into its byte ranges of clusters.jsonl; returns their summary for rank 0
     (`ClusterLines.summary`).
 
-    The lines go to a spool file (unnamed, in dedup/work/) as the member ids arrive, ROUND_MEMBERS per round from
-    the ranks holding them; then each task's piece is copied from the spool to its offset in the file. Memory: the
-    packed clusters and one round of ids, whatever the size of a cluster.
+    The lines go to a spool file (unnamed, in dedup/work/) as the member ids arrive from the ranks holding them,
+    a window of ROUND_MEMBERS members at a time, in rounds where a holder answers at most ANSWERS_PER_ROUND ids
+    in all (`clusters.fetch_ids`); then each task's piece is copied from the spool to its offset in the file.
+    Memory: the packed clusters, one window of ids asked and one round of ids answered, whatever the size of a
+    cluster or the number of ranks asking one holder.
 
-    Collective: an allgather of round counts, two alltoalls per round (fetch_ids; every rank takes part in as
-    many rounds as the busiest), an allgather of piece sizes, and two barriers around the copies (the sized file
-    exists; every rank's bytes are on disk).
+    Collective: four alltoalls per round (fetch_ids; every rank takes part until no rank has a window left), an
+    allgather of piece sizes, and two barriers around the copies (the sized file exists; every rank's bytes are
+    on disk).
     """
     comm, path = job.comm, job.out / CLUSTERS
-    lines, ids = ClusterLines(removals.clusters, index), TaskIds(job, plan, index)
-    rounds = max(comm.allgather(lines.rounds()))
+    lines, ids = cluster_lines.ClusterLines(removals.clusters, index), TaskIds(job, plan, index)
+    windows = map(lines.members, range(lines.windows()))
+    quota = cluster_lines.ANSWERS_PER_ROUND
     with tempfile.TemporaryFile(dir=job.out / WORK_DIR) as spool:
-        for round_ in range(rounds):
-            found = dedup_clusters.fetch_ids(comm, lines.members(round_), index.owner_of, ids.json_ids)
+        for window, found in enumerate(dedup_clusters.fetch_ids(comm, windows, index.owner_of, ids.json_ids, quota)):
             with naming_write_errors(path):
-                lines.write(round_, found, spool)
+                lines.write(window, found, spool)
         with naming_write_errors(path):
             spool.flush()
         pieces = lines.pieces(spool.tell())
@@ -138,7 +140,8 @@ def write_clusters(job: DedupJob, plan: Plan, index: GlobalIndex, removals: Remo
 class TaskIds:
     """The ids of this rank's documents at any global indices, read from their tasks' ids.jsonl (the scan's, or an
     earlier dataset's index), one JSON string a line. Each file's line offsets (8 bytes a document) are found on
-    its first use, so a round reads only the lines it asks for, however many rounds there are."""
+    its first use and kept in a mapped unnamed file in dedup/work/, so a round reads only the lines it asks for,
+    however many rounds there are, and the offsets stay on disk but for the pages a round reads."""
 
     def __init__(self, job: DedupJob, plan: Plan, index: GlobalIndex) -> None:
         self.job, self.plan, self.index = job, plan, index
@@ -163,18 +166,22 @@ class TaskIds:
 
     def line_offsets(self, task: int) -> np.ndarray:
         if task not in self.offsets:
-            self.offsets[task] = line_offsets(self.path(task))
+            self.offsets[task] = line_offsets(self.path(task), self.job.out / WORK_DIR)
         return self.offsets[task]
 
 
-def line_offsets(path: Path) -> np.ndarray:
-    """Byte offset (int64) of each line's start in a file of newline-ended lines, and the file's size last."""
-    found, read = [np.zeros(1, np.int64)], 0
-    with open(path, "rb") as f:
+def line_offsets(path: Path, folder: Path) -> np.ndarray:
+    """Byte offset (int64) of each line's start in a file of newline-ended lines, and the file's size last: a
+    read-only map of an unnamed file in `folder` (gone when the map is), written a block of `path` at a time."""
+    read = 0
+    with open(path, "rb") as f, tempfile.TemporaryFile(dir=folder) as offsets:
+        offsets.write(np.zeros(1, np.int64).tobytes())
         while block := f.read(READ_BLOCK):
-            found.append(np.flatnonzero(np.frombuffer(block, np.uint8) == ord("\n")).astype(np.int64) + read + 1)
+            ends = np.flatnonzero(np.frombuffer(block, np.uint8) == ord("\n")).astype(np.int64) + read + 1
+            offsets.write(ends.tobytes())
             read += len(block)
-    return np.concatenate(found)
+        offsets.flush()
+        return np.memmap(offsets, np.int64, "r")
 
 
 def read_lines(path: Path, offsets: np.ndarray, ordinals: np.ndarray) -> bytes:

@@ -20,7 +20,7 @@ from support.sim_comm import run_ranks
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import load_recipe
 from data_pipeline.dedup.clusters import Exchange, gather_clusters
-from data_pipeline.stages import cluster_lines
+from data_pipeline.stages import cluster_lines, write
 from data_pipeline.stages.duplicates import GlobalIndex, Removals
 from data_pipeline.stages.outputs import CLUSTERS, jsonl_bytes
 from data_pipeline.stages.plan import DedupJob, Plan
@@ -80,10 +80,11 @@ def test_a_giant_cluster_is_written_in_bounded_memory(tmp_path, monkeypatch, ran
     """One exact cluster of M = 200,000 documents, kept by rank 0, its copies spread over the ranks.
 
     Bound, per member: gather_clusters' 24-byte rows, 8-byte sort order and packed columns (52 B at once), later
-    the packed 12 B and the ids file's 8-byte line offsets; per round member ~160 B (its id as bytes in a list,
-    the answers' blob, the requests), ranks x ROUND_MEMBERS of them; 1 MiB for the rest. Simulated ranks share
-    one process, so there the senders' routed rows and their sorted copies count too (48 B).
-    Measured (tracemalloc peak, rounds of 2^12): 11.3 MB (56 B/member) on 1 rank, 15.1 MB (76 B) on 2.
+    the packed 12 B (the ids file's line offsets are a mapped file, not traced); per window member ~160 B (its id
+    as bytes in a list, the answers' blob, the requests), a window of ROUND_MEMBERS per rank; 1 MiB for the rest.
+    Simulated ranks share one process, so there the senders' routed rows and their sorted copies count too (48 B).
+    Measured (tracemalloc peak, rounds of 2^12): 10.4 MB (52 B/member) on 1 rank, 13.7 MB (68 B) on 2; 11.4 MB
+    and 15.3 MB with the offsets in memory and no quota (commit 046fb64).
     Before (gather_clusters' list of dicts, unpacked again, every member id fetched into a dict, the records and
     the whole line in memory): 72.2 MiB (379 B/member) on 1 rank for the same path.
     """
@@ -178,3 +179,66 @@ def test_lines_are_the_records_json_writes_whatever_the_round_size(tmp_path, mon
                 first = [r for r in records if r["kind"] == kind][:3]
                 cut = [{**r, "removed": r["removed"][:3], "similarity": r["similarity"][:3]} for r in first]
                 assert summary["examples"][kind] == cut, (round_members, kind)
+
+
+def ids_answered(logs: list[list]) -> np.ndarray:
+    """(rounds, holders, askers): the ids each holder answered each asker per round, from the simulated ranks'
+    logs: the alltoalls that carried id blobs, which every rank takes part in, in the same order."""
+    blobs = [[got for kind, got in log if kind == "alltoall" and got and isinstance(got[0], bytes)] for log in logs]
+    rounds = {len(b) for b in blobs}
+    assert len(rounds) == 1, rounds
+    return np.array([[[part[holder].count(b"\n") for part in (b[round_] for b in blobs)]
+                      for holder in range(len(logs))] for round_ in range(rounds.pop())])  # fmt: skip
+
+
+def test_a_holder_answers_at_most_its_quota_per_round(tmp_path, monkeypatch):
+    """4 ranks each keep clusters whose removed members are all held by rank 0 (the adversarial layout: every
+    rank's clusters took their copies from one rank). With windows of 64 members and a quota of 128, rank 0
+    answers at most 128 ids per round in all (256 before the quota), each rank receives at most 64, the rounds
+    stay within the stated bound, and the file is byte for byte the one a single unbounded round writes."""
+    ranks, window, quota, per_cluster = 4, 64, 128, 100
+    clusters = 3 * ranks  # cluster c removes documents c * 100 .. c * 100 + 99 of task 0, all held by rank 0
+    corpus = Corpus(tmp_path, [clusters * per_cluster + 3, 3, 3, 3], ranks, id_of=lambda i: f"d{i}")
+    firsts = [clusters * per_cluster, *corpus.index.base[1:].tolist()]  # rank r keeps 3 documents from firsts[r]
+    kept_of = [firsts[r] + k for r in range(ranks) for k in range(3)]
+    removed = np.arange(clusters * per_cluster, dtype=np.int64)
+    kept = np.repeat(np.array(kept_of, np.int64), per_cluster)
+    kinds = {"exact": (kept, removed, np.ones(len(removed)))}
+    rows = corpus.rows_of(kinds)
+    expected = jsonl_bytes(r for _, r in expected_lines(corpus, kinds))
+
+    def write(comm):
+        corpus.write(comm, rows[comm.rank])
+        return comm.log
+
+    run_ranks(ranks, write)  # one round: windows and quota of 2^16 and more
+    assert corpus.lines() == expected
+    monkeypatch.setattr(cluster_lines, "ROUND_MEMBERS", window)
+    monkeypatch.setattr(cluster_lines, "ANSWERS_PER_ROUND", quota, raising=False)  # (no quota on 046fb64)
+    answered = ids_answered(run_ranks(ranks, write))
+    assert corpus.lines() == expected
+    asked_of_zero = int(answered[:, 0].sum())
+    assert asked_of_zero == len(removed) + 3  # every removed id, and rank 0's own kept ids
+    assert answered[:, 0].sum(axis=1).max() <= quota  # the holder's quota
+    assert answered.sum(axis=1).max() <= window  # what one asker receives in a round
+    windows = -(-(3 * per_cluster + 3) // window)  # each asker's windows of members in file order
+    assert -(-asked_of_zero // quota) <= len(answered) <= windows + asked_of_zero // quota, len(answered)
+
+
+def test_line_offsets_stay_on_disk(tmp_path, monkeypatch):
+    """A holder's line offsets of an ids file (8 B a document) are a map of a file in dedup/work/: read a block
+    at a time, they are the lines' starts exactly, and what Python allocates does not grow with the file."""
+    monkeypatch.setattr(write, "READ_BLOCK", 1 << 14)
+    ids = tmp_path / "ids.jsonl"
+    lines = [b'"d%d"\n' % i for i in range(300_000)]
+    ids.write_bytes(b"".join(lines))
+    tracemalloc.start()
+    try:
+        offsets = write.line_offsets(ids, tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(offsets, np.cumsum([0, *map(len, lines)]))
+    assert peak < 8 * len(lines) / 10, peak  # the offsets themselves would be 2.4 MB
+    ordinals = np.array([0, 7, 299_999])
+    assert write.read_lines(ids, offsets, ordinals) == b"".join(lines[i] for i in ordinals)

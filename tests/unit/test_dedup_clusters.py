@@ -15,7 +15,7 @@ import pytest
 from support.sim_comm import run_ranks
 
 from data_pipeline.comm import LocalComm
-from data_pipeline.dedup.clusters import fetch_ids, keep_priority, owner_of_blocks, rank_key
+from data_pipeline.dedup.clusters import fetch_ids, grant_quota, keep_priority, owner_of_blocks, rank_key
 from data_pipeline.dedup.exact import exact_text_hashes, find_exact_duplicates
 from data_pipeline.dedup.lsh import LSHParams, find_near_duplicates, planted_corpus, verify_bound
 from data_pipeline.dedup.minhash import compute_signatures, shingle_hashes
@@ -155,7 +155,8 @@ def test_no_rank_receives_decisions_or_ids_of_documents_it_does_not_hold():
         exact = find_exact_duplicates(comm, index, hashes[index], None, owner_of)
         near = find_near_duplicates(comm, index, sigs[index], PARAMS, None, None, owner_of)
         members = np.concatenate([near.clusters.kept, near.clusters.removed])
-        ids = fetch_ids(comm, members, owner_of, lambda asked: b"".join(b'"doc%d"\n' % i for i in asked))
+        ids_at = lambda asked: b"".join(b'"doc%d"\n' % i for i in asked)  # noqa: E731
+        ids = [i for found in fetch_ids(comm, [members], owner_of, ids_at, 1 << 16) for i in found]
         return exact, near, ids, comm.log
 
     per_rank = run_ranks(3, rank)
@@ -175,7 +176,7 @@ def test_no_rank_receives_decisions_or_ids_of_documents_it_does_not_hold():
 
 def test_ids_are_fetched_from_their_holders_only_in_the_order_asked():
     owner_of = owner_of_blocks([3, 3, 3])
-    wanted = {0: [7, 1, 4, 7, 1], 1: [], 2: [8]}  # any order, repeats
+    wanted = {0: [[7, 1, 4, 7, 1], [2]], 1: [], 2: [[8]]}  # windows per rank: any order, repeats
 
     def rank(comm):
         asked = []
@@ -184,12 +185,53 @@ def test_ids_are_fetched_from_their_holders_only_in_the_order_asked():
             asked.append(indices.tolist())
             return b"".join(b'"id%d"\n' % i for i in indices)
 
-        found = fetch_ids(comm, np.array(wanted[comm.rank], np.int64), owner_of, ids_at)
+        windows = [np.array(w, np.int64) for w in wanted[comm.rank]]
+        found = list(fetch_ids(comm, windows, owner_of, ids_at, 8))
         return found, [i for part in asked for i in part]
 
     per_rank = run_ranks(3, rank)
-    assert per_rank[0][0] == [b'"id7"', b'"id1"', b'"id4"', b'"id7"', b'"id1"'] and per_rank[2][0] == [b'"id8"']
-    assert per_rank[0][1] == [1] and per_rank[1][1] == [4] and per_rank[2][1] == [7, 8]  # each id asked once
+    assert per_rank[0][0] == [[b'"id7"', b'"id1"', b'"id4"', b'"id7"', b'"id1"'], [b'"id2"']]
+    assert per_rank[1][0] == [] and per_rank[2][0] == [[b'"id8"']]
+    assert per_rank[0][1] == [1, 2] and per_rank[1][1] == [4] and per_rank[2][1] == [7, 8]  # each once a window
+
+
+def test_ids_asked_of_one_holder_come_back_in_order_within_its_quota():
+    """3 ranks ask rank 0 for 0..79 in windows of up to 16 indices (repeats, any order), with a quota of 16:
+    each window's ids come back in the order asked, and rank 0 never answers more than 16 ids in a round."""
+    owner_of = owner_of_blocks([80, 1, 1])
+    rng = np.random.default_rng(4)
+    wanted = [[rng.integers(0, 80, int(rng.integers(1, 17))) for _ in range(5 + 2 * r)] for r in range(3)]
+
+    def rank(comm):
+        ids_at = lambda asked: b"".join(b"%d\n" % i for i in asked)  # noqa: E731
+        return list(fetch_ids(comm, wanted[comm.rank], owner_of, ids_at, 16)), comm.log
+
+    per_rank = run_ranks(3, rank)
+    for windows, (found, _) in zip(wanted, per_rank, strict=True):
+        assert found == [[b"%d" % i for i in w] for w in windows]
+    rounds = [[got for kind, got in log if kind == "alltoall" and isinstance(got[0], bytes)] for _, log in per_rank]
+    answered_by_zero = [sum(r[k][0].count(b"\n") for r in rounds) for k in range(len(rounds[0]))]
+    assert max(answered_by_zero) == 16
+    assert sum(answered_by_zero) == sum(len(np.unique(w)) for windows in wanted for w in windows)
+
+
+def test_a_holder_grants_max_min_fair_shares_of_its_quota():
+    assert grant_quota(np.array([0, 3, 100, 7]), 20, 0).tolist() == [0, 3, 10, 7]
+    assert grant_quota(np.array([0, 3, 100, 7]), 200, 0).tolist() == [0, 3, 100, 7]
+    assert grant_quota(np.array([5, 5, 5, 5]), 18, 1).tolist() == [4, 5, 5, 4]  # the 2 left over, from rank 1
+    assert grant_quota(np.array([5, 5, 5, 5]), 18, 3).tolist() == [5, 4, 4, 5]
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        asked = rng.integers(0, 50, int(rng.integers(1, 12))) * rng.integers(0, 2, 1)
+        quota = int(rng.integers(1, 120))
+        granted = grant_quota(asked, quota, int(rng.integers(0, len(asked))))
+        assert granted.sum() == min(quota, asked.sum()) and (granted >= 0).all() and (granted <= asked).all()
+        short = granted < asked  # cut short: none of them gets less than another's grant minus one
+        assert not short.any() or granted[short].min() >= granted.max() - 1
+        if len(asked) <= quota:
+            assert (granted[asked > 0] >= 1).all()
+    served = {r for first in range(10) for r in np.flatnonzero(grant_quota(np.ones(10, np.int64), 3, first))}
+    assert served == set(range(10))  # more askers than the quota: each is served as `first` turns
 
 
 def test_dedup_keep_in_the_stage_on_one_and_two_ranks(tmp_path):
