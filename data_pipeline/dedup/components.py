@@ -116,14 +116,14 @@ class Keepers:
 def select_keepers(
     ex: Exchange, pairs: np.ndarray, similarity: np.ndarray, doc_index: np.ndarray, keys: np.ndarray, owner_of: OwnerOf
 ) -> Keepers:
-    """The greedy independent set in keep order of the verified pairs (u, v), u ranked below v and held here."""
+    """The greedy independent set in keep order of the verified pairs (u, v), u ranked below v, v held here."""
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     nodes, labels, rounds = component_labels(ex, pairs, owner_of)
     key_of_node = keys[positions_of(doc_index, nodes, "select_keepers")].view(np.int64)
     node_rows = ex.route(np.column_stack([labels, nodes, key_of_node]), owner_of(labels), "component nodes")
-    label_u = labels[np.searchsorted(nodes, pairs[:, 0])] if len(nodes) else np.zeros(0, np.int64)
-    edge_rows = np.column_stack([label_u, pairs, np.asarray(similarity, np.float64).view(np.int64)])
-    edge_rows = ex.route(edge_rows.astype(np.int64), owner_of(label_u), "component pairs")
+    label = labels[np.searchsorted(nodes, pairs[:, 1])] if len(nodes) else np.zeros(0, np.int64)  # u's too
+    edge_rows = np.column_stack([label, pairs, np.asarray(similarity, np.float64).view(np.int64)])
+    edge_rows = ex.route(edge_rows.astype(np.int64), owner_of(label), "component pairs")
     assignments = greedy_in_keep_order(node_rows[:, 1], node_rows[:, 2].view(np.uint64), edge_rows)
     removed = ex.route(assignments[1], owner_of(assignments[1]), "decisions")
     return Keepers(np.sort(removed), assignments, rounds)

@@ -4,11 +4,14 @@
    key and routes (key, rank key, global index) rows to the rank owning that range of key values, so equal keys
    meet on one rank. The owner sorts its rows and emits pairs from each run's BUCKET_PIVOTS lowest-ranked members
    (in `dedup.keep` order) to the members after them. No Python object exists per band entry.
-2. Verification where the pair is owned: each pair goes to the rank holding its lower-ranked document, which
-   fetches the other document's signature from its holder (alltoallv: only candidates' signatures travel) and
+2. Verification where the pair is owned: each pair (u, v) goes to the rank holding its higher-ranked document v,
+   which fetches the signature of the pivot u from its holder (alltoallv: only candidates' signatures travel) and
    keeps the pair when its estimated Jaccard reaches the verify bound: `dedup.verify_threshold`, by default the
-   threshold less two standard deviations of the estimate at the threshold (`verify_bound`). Pairs are verified
-   in batches, so the fetched signatures stay bounded on a rank owning a template's huge star of pairs.
+   threshold less two standard deviations of the estimate at the threshold (`verify_bound`). A template's star of
+   M copies is spread over the ranks as its members are (M/N pairs each), and each rank fetches the few pivot
+   signatures, which repeat; on u's holder, the star's pairs all met on one rank, which fetched every member's
+   signature (the hot rank of bench_pipeline_scale's clustered corpus). Pairs are verified in batches, so the
+   fetched signatures stay bounded even where pivots do not repeat.
 3. Keepers (`components.select_keepers`): the greedy independent set of the verified-pair graph in rank
    order, so a document is removed only as a verified near duplicate of the very document kept for it; the rest
    of a chain (A~B~C with A and C unlike) forms its own clusters. Verification alone does not prevent chaining:
@@ -19,9 +22,9 @@
 
 Memory per document beyond the signatures (4 * num_perm bytes, uint32): bands are processed one at a time, so
 the peak is one band's 64-bit keys, the (key, rank key, index) rows (24 bytes), their routed copy and a sort
-order (benchmarks/bench_dedup_memory.py). A candidate pair costs 16 bytes on the rank owning it, plus the fetched
-signature of its other document when that is new to the rank; a verified pair is held by its lower document's
-rank and, while components are solved, by the rank solving its component (components.py).
+order (benchmarks/bench_dedup_memory.py). A candidate pair costs 16 bytes on the rank holding v, plus the fetched
+signature of its pivot u when that is new to the rank; a verified pair stays there and, while components are
+solved, is also held by the rank solving its component (components.py).
 
 The result is identical for any number of ranks: candidates depend only on which documents share a band key,
 verification only on the two signatures, and the greedy independent set is unique.
@@ -178,7 +181,7 @@ def _pivot_pairs(received: np.ndarray) -> np.ndarray:
 def candidate_pairs(
     ex: Exchange, doc_index: np.ndarray, keys: np.ndarray, signatures: np.ndarray, params: LSHParams, owner_of: OwnerOf
 ) -> np.ndarray:
-    """The candidate pairs (u, v) whose lower-ranked document u this rank holds, each once: u ranks below v."""
+    """The candidate pairs (u, v) whose higher-ranked document v this rank holds, each once: u ranks below v."""
     pairs, fresh = np.zeros((0, 2), np.int64), []
     for band in range(params.bands):
         band_key = band_keys(signatures, params, band)
@@ -189,7 +192,7 @@ def candidate_pairs(
         if 4 * sum(len(f) for f in fresh) >= len(pairs):  # merging when new rows reach a quarter of the merged ones
             pairs, fresh = unique_rows(np.concatenate([pairs, *fresh])), []  # bounds both the sorts and the copies
     pairs = unique_rows(np.concatenate([pairs, *fresh]))
-    return unique_rows(ex.route(pairs, owner_of(pairs[:, 0]), "candidate pairs").reshape(-1, 2))
+    return unique_rows(ex.route(pairs, owner_of(pairs[:, 1]), "candidate pairs").reshape(-1, 2))
 
 
 def pair_similarity(signatures: np.ndarray, pos_u: np.ndarray, other: np.ndarray, pos_v: np.ndarray) -> np.ndarray:
@@ -206,17 +209,17 @@ def verify_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(pairs, similarity) of this rank's candidate pairs whose estimated Jaccard reaches `bound`.
 
-    u is held here; v's signature is read in place when v is held here too, else fetched from its holder (once
-    per document and rank)."""
-    local = owner_of(pairs[:, 1]) == ex.comm.rank
-    wanted, pos_remote = np.unique(pairs[~local, 1], return_inverse=True)
+    v is held here; the pivot u's signature is read in place when u is held here too, else fetched from its
+    holder (once per pivot and rank)."""
+    local = owner_of(pairs[:, 0]) == ex.comm.rank
+    wanted, pos_remote = np.unique(pairs[~local, 0], return_inverse=True)
     fetched = fetch_from_owners(ex, wanted, owner_of, doc_index, signatures, "signatures")
-    pos_u = positions_of(doc_index, pairs[:, 0], "verify_pairs")
+    pos_v = positions_of(doc_index, pairs[:, 1], "verify_pairs")
     similarity = np.empty(len(pairs), np.float64)
     similarity[local] = pair_similarity(
-        signatures, pos_u[local], signatures, positions_of(doc_index, pairs[local, 1], "verify_pairs")
+        signatures, positions_of(doc_index, pairs[local, 0], "verify_pairs"), signatures, pos_v[local]
     )
-    similarity[~local] = pair_similarity(signatures, pos_u[~local], fetched, pos_remote.reshape(-1))
+    similarity[~local] = pair_similarity(fetched, pos_remote.reshape(-1), signatures, pos_v[~local])
     keep = similarity >= bound
     return pairs[keep], similarity[keep]
 

@@ -78,7 +78,7 @@ def sequential_greedy(pairs: np.ndarray, keys: dict[int, tuple]) -> set[int]:
 
 def keepers_on(size: int, owners: np.ndarray, pairs: np.ndarray, priority: np.ndarray, similarity: np.ndarray):
     """select_keepers on `size` simulated ranks; rank r holds the documents with owners == r. Pairs are oriented
-    lower-ranked first and held by their lower document's rank, as verification leaves them."""
+    lower-ranked first and held by their higher document's rank, as verification leaves them."""
     keys = rank_key(priority)
     position = np.empty(len(priority), np.int64)
     position[np.lexsort((np.arange(len(priority)), keys))] = np.arange(len(priority))
@@ -86,7 +86,7 @@ def keepers_on(size: int, owners: np.ndarray, pairs: np.ndarray, priority: np.nd
 
     def rank(comm):
         doc_index = np.flatnonzero(owners == comm.rank)
-        mine = owners[oriented[:, 0]] == comm.rank
+        mine = owners[oriented[:, 1]] == comm.rank
         owner_of = lambda i: owners[np.asarray(i, np.int64)]  # noqa: E731
         keepers = select_keepers(Exchange(comm), oriented[mine], similarity[mine], doc_index, keys[doc_index],
                                  owner_of)  # fmt: skip
