@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -57,6 +58,8 @@ from data_pipeline.dedup.minhash import _fmix64, estimated_jaccard
 __all__ = [
     "DedupResult",
     "LSHParams",
+    "SignatureArray",
+    "Signatures",
     "band_keys",
     "find_near_duplicates",
     "pair_similarity",
@@ -65,7 +68,9 @@ __all__ = [
 ]
 
 _PAIR_CHUNK = 1 << 13  # pairs compared at once: two 4 MiB blocks of gathered 128-value signatures
-VERIFY_BATCH_PAIRS = 1 << 18  # pairs verified per batch: at most 128 MiB of fetched 128-value signatures
+# Pairs verified per batch: their documents' signatures are read (or fetched) for the batch, at most 32 MiB of
+# 128-value pivots and 32 MiB of the rank's own documents.
+VERIFY_BATCH_PAIRS = 1 << 16
 # Members of a bucket that propose pairs to the members ranked after them. With one (a star from the lowest-ranked
 # member), two documents v, w alike were never compared when every bucket they share also held a lower-ranked u
 # unlike both (J(v, w) = 0.95 removed nothing). Now v-w is missed only when every bucket they share holds
@@ -147,6 +152,30 @@ def band_keys(signatures: np.ndarray, params: LSHParams, band: int) -> np.ndarra
     return keys
 
 
+class Signatures(Protocol):
+    """What near dedup reads of a rank's signatures: the rows of some documents and one band of every document.
+    `SignatureArray` holds them in memory; `signature_files.SignatureFiles` leaves them on disk."""
+
+    shape: tuple[int, int]
+
+    def __getitem__(self, positions: np.ndarray) -> np.ndarray: ...
+
+    def band_keys(self, params: LSHParams, band: int) -> np.ndarray: ...
+
+
+class SignatureArray:
+    """`Signatures` of an (n, num_perm) uint32 array in memory."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.shape = array, array.shape
+
+    def __getitem__(self, positions: np.ndarray) -> np.ndarray:
+        return self.array[positions]
+
+    def band_keys(self, params: LSHParams, band: int) -> np.ndarray:
+        return band_keys(self.array, params, band)
+
+
 def verify_bound(params: LSHParams, deviations: float = 2.0) -> float:
     """Default verify threshold: dedup.threshold less `deviations` standard deviations of the MinHash estimate of a
     pair exactly at the threshold (sqrt(t(1-t)/num_perm)); 0.729 at 0.8 and 128 permutations.
@@ -179,12 +208,12 @@ def _pivot_pairs(received: np.ndarray) -> np.ndarray:
 
 
 def candidate_pairs(
-    ex: Exchange, doc_index: np.ndarray, keys: np.ndarray, signatures: np.ndarray, params: LSHParams, owner_of: OwnerOf
+    ex: Exchange, doc_index: np.ndarray, keys: np.ndarray, signatures: Signatures, params: LSHParams, owner_of: OwnerOf
 ) -> np.ndarray:
     """The candidate pairs (u, v) whose higher-ranked document v this rank holds, each once: u ranks below v."""
     pairs, fresh = np.zeros((0, 2), np.int64), []
     for band in range(params.bands):
-        band_key = band_keys(signatures, params, band)
+        band_key = signatures.band_keys(params, band)
         rows = np.column_stack([band_key, keys, doc_index.astype(np.uint64)])
         received = ex.route(rows, key_owner(band_key, ex.comm.size), "band keys")
         del rows, band_key
@@ -205,27 +234,28 @@ def pair_similarity(signatures: np.ndarray, pos_u: np.ndarray, other: np.ndarray
 
 
 def verify_pairs(
-    ex: Exchange, pairs: np.ndarray, doc_index: np.ndarray, signatures: np.ndarray, bound: float, owner_of: OwnerOf
+    ex: Exchange, pairs: np.ndarray, doc_index: np.ndarray, signatures: Signatures, bound: float, owner_of: OwnerOf
 ) -> tuple[np.ndarray, np.ndarray]:
     """(pairs, similarity) of this rank's candidate pairs whose estimated Jaccard reaches `bound`.
 
-    v is held here; the pivot u's signature is read in place when u is held here too, else fetched from its
-    holder (once per pivot and rank)."""
+    v is held here; the pivot u's signature is read here too when u is held here, else fetched from its holder
+    (once per pivot and rank). Each of the batch's own documents is read once."""
     local = owner_of(pairs[:, 0]) == ex.comm.rank
     wanted, pos_remote = np.unique(pairs[~local, 0], return_inverse=True)
     fetched = fetch_from_owners(ex, wanted, owner_of, doc_index, signatures, "signatures")
     pos_v = positions_of(doc_index, pairs[:, 1], "verify_pairs")
+    pos_u = positions_of(doc_index, pairs[local, 0], "verify_pairs")
+    held, at = np.unique(np.concatenate([pos_v, pos_u]), return_inverse=True)
+    rows, at_v, at_u = signatures[held], at[: len(pos_v)], at[len(pos_v) :]
     similarity = np.empty(len(pairs), np.float64)
-    similarity[local] = pair_similarity(
-        signatures, positions_of(doc_index, pairs[local, 0], "verify_pairs"), signatures, pos_v[local]
-    )
-    similarity[~local] = pair_similarity(fetched, pos_remote.reshape(-1), signatures, pos_v[~local])
+    similarity[local] = pair_similarity(rows, at_u, rows, at_v[local])
+    similarity[~local] = pair_similarity(fetched, pos_remote.reshape(-1), rows, at_v[~local])
     keep = similarity >= bound
     return pairs[keep], similarity[keep]
 
 
 def verify_in_batches(
-    ex: Exchange, pairs: np.ndarray, doc_index: np.ndarray, signatures: np.ndarray, bound: float, owner_of: OwnerOf
+    ex: Exchange, pairs: np.ndarray, doc_index: np.ndarray, signatures: Signatures, bound: float, owner_of: OwnerOf
 ) -> tuple[np.ndarray, np.ndarray]:
     """`verify_pairs` over batches of VERIFY_BATCH_PAIRS pairs, so the fetched signatures stay bounded on a rank that
     owns very many pairs (a template's star); every rank takes part in as many batches as the busiest one."""
@@ -244,7 +274,7 @@ def verify_in_batches(
 def find_near_duplicates(
     comm: Comm,
     doc_index: np.ndarray,
-    signatures: np.ndarray,
+    signatures: np.ndarray | Signatures,
     params: LSHParams,
     verify_threshold: float | None = None,
     priority: np.ndarray | None = None,
@@ -254,13 +284,16 @@ def find_near_duplicates(
 
     verify_threshold: the estimated Jaccard a candidate pair needs (None: `verify_bound(params)`; 0: every
     candidate). priority: `keep_priority` of each document (None: input order). owner_of: the rank holding each
-    global index (needed with more than one rank)."""
+    global index (needed with more than one rank). signatures: an (n, num_perm) uint32 array, or `Signatures`
+    read from disk (signature_files.py)."""
     doc_index, priority, owner_of = check_inputs(comm, doc_index, priority, owner_of, "find_near_duplicates")
     if signatures.shape != (len(doc_index), params.num_perm):
         raise ValueError(
             f"find_near_duplicates: signatures have shape {signatures.shape}, expected "
             f"({len(doc_index)}, {params.num_perm}) for {len(doc_index)} documents and dedup.num_perm"
         )
+    if isinstance(signatures, np.ndarray):
+        signatures = SignatureArray(signatures)
     ex, keys = Exchange(comm), rank_key(priority)
     pairs = candidate_pairs(ex, doc_index, keys, signatures, params, owner_of)
     bound = verify_bound(params) if verify_threshold is None else float(verify_threshold)
