@@ -49,9 +49,8 @@ from data_pipeline.dedup.clusters import (
     positions_of,
     rank_key,
     run_starts,
-    unique_rows,
 )
-from data_pipeline.dedup.components import select_keepers
+from data_pipeline.dedup.components import select_keepers, unique_rows_in_place
 from data_pipeline.dedup.exact import DedupResult, check_inputs, largest_cluster
 from data_pipeline.dedup.minhash import _fmix64, estimated_jaccard
 
@@ -219,9 +218,9 @@ def candidate_pairs(
         del rows, band_key
         fresh.append(_pivot_pairs(received))
         if 4 * sum(len(f) for f in fresh) >= len(pairs):  # merging when new rows reach a quarter of the merged ones
-            pairs, fresh = unique_rows(np.concatenate([pairs, *fresh])), []  # bounds both the sorts and the copies
-    pairs = unique_rows(np.concatenate([pairs, *fresh]))
-    return unique_rows(ex.route(pairs, owner_of(pairs[:, 1]), "candidate pairs").reshape(-1, 2))
+            pairs, fresh = unique_rows_in_place(np.concatenate([pairs, *fresh])), []  # bounds sorts and copies
+    pairs = unique_rows_in_place(np.concatenate([pairs, *fresh]))
+    return unique_rows_in_place(ex.route(pairs, owner_of(pairs[:, 1]), "candidate pairs"))
 
 
 def pair_similarity(signatures: np.ndarray, pos_u: np.ndarray, other: np.ndarray, pos_v: np.ndarray) -> np.ndarray:
@@ -233,42 +232,43 @@ def pair_similarity(signatures: np.ndarray, pos_u: np.ndarray, other: np.ndarray
     return out
 
 
-def verify_pairs(
-    ex: Exchange, pairs: np.ndarray, doc_index: np.ndarray, signatures: Signatures, bound: float, owner_of: OwnerOf
-) -> tuple[np.ndarray, np.ndarray]:
-    """(pairs, similarity) of this rank's candidate pairs whose estimated Jaccard reaches `bound`.
+def candidate_similarity(
+    ex: Exchange, pairs: np.ndarray, doc_index: np.ndarray, signatures: Signatures, owner_of: OwnerOf
+) -> np.ndarray:
+    """Estimated Jaccard of each of this rank's candidate pairs (u, v).
 
     v is held here; the pivot u's signature is read here too when u is held here, else fetched from its holder
     (once per pivot and rank). Each of the batch's own documents is read once."""
     local = owner_of(pairs[:, 0]) == ex.comm.rank
     wanted, pos_remote = np.unique(pairs[~local, 0], return_inverse=True)
     fetched = fetch_from_owners(ex, wanted, owner_of, doc_index, signatures, "signatures")
-    pos_v = positions_of(doc_index, pairs[:, 1], "verify_pairs")
-    pos_u = positions_of(doc_index, pairs[local, 0], "verify_pairs")
+    pos_v = positions_of(doc_index, pairs[:, 1], "candidate_similarity")
+    pos_u = positions_of(doc_index, pairs[local, 0], "candidate_similarity")
     held, at = np.unique(np.concatenate([pos_v, pos_u]), return_inverse=True)
     rows, at_v, at_u = signatures[held], at[: len(pos_v)], at[len(pos_v) :]
     similarity = np.empty(len(pairs), np.float64)
     similarity[local] = pair_similarity(rows, at_u, rows, at_v[local])
     similarity[~local] = pair_similarity(fetched, pos_remote.reshape(-1), rows, at_v[~local])
-    keep = similarity >= bound
-    return pairs[keep], similarity[keep]
+    return similarity
 
 
 def verify_in_batches(
     ex: Exchange, pairs: np.ndarray, doc_index: np.ndarray, signatures: Signatures, bound: float, owner_of: OwnerOf
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`verify_pairs` over batches of VERIFY_BATCH_PAIRS pairs, so the fetched signatures stay bounded on a rank that
-    owns very many pairs (a template's star); every rank takes part in as many batches as the busiest one."""
+    """(pairs, similarity) of this rank's candidate pairs whose estimated Jaccard reaches `bound`, compared in
+    batches of VERIFY_BATCH_PAIRS pairs, so the signatures read and fetched stay bounded; every rank takes part in
+    as many batches as the busiest one. The verified pairs are moved to the front of `pairs` and returned as a
+    view of it: only the candidates' count is needed afterwards, and a copy would cost 16 B per pair."""
     batches = max(ex.comm.allgather(-(-len(pairs) // VERIFY_BATCH_PAIRS)))
-    verified = [
-        verify_pairs(
-            ex, pairs[i * VERIFY_BATCH_PAIRS : (i + 1) * VERIFY_BATCH_PAIRS], doc_index, signatures, bound, owner_of
-        )
-        for i in range(batches)
-    ]
-    if not verified:
-        return pairs, np.zeros(0, np.float64)
-    return np.concatenate([v[0] for v in verified]), np.concatenate([v[1] for v in verified])
+    verified, similarity = 0, [np.zeros(0, np.float64)]
+    for start in range(0, batches * VERIFY_BATCH_PAIRS, VERIFY_BATCH_PAIRS):
+        batch = pairs[start : start + VERIFY_BATCH_PAIRS]
+        batch_similarity = candidate_similarity(ex, batch, doc_index, signatures, owner_of)
+        keep = batch_similarity >= bound
+        pairs[verified : verified + int(keep.sum())] = batch[keep]  # batch[keep] is a copy: no overlap
+        verified += int(keep.sum())
+        similarity.append(batch_similarity[keep])
+    return pairs[:verified], np.concatenate(similarity)
 
 
 def find_near_duplicates(

@@ -18,8 +18,8 @@ from support.sim_comm import run_ranks
 
 from data_pipeline.comm import LocalComm
 from data_pipeline.dedup import lsh
-from data_pipeline.dedup.clusters import Exchange, rank_key
-from data_pipeline.dedup.components import component_labels, round_bound, select_keepers
+from data_pipeline.dedup.clusters import Exchange, rank_key, unique_rows
+from data_pipeline.dedup.components import component_labels, round_bound, select_keepers, unique_rows_in_place
 from data_pipeline.dedup.lsh import LSHParams, find_near_duplicates
 
 PARAMS = LSHParams.from_threshold(0.8, 128, bands=12, rows=10)  # the decoy signatures are built for 10-row bands
@@ -212,3 +212,14 @@ def test_chain_of_signatures_dealt_round_robin_end_to_end():
         assert per_rank[0].verified_pairs == n - 1
         assert sorted(i for r in per_rank for i in r.removed.tolist()) == list(range(1, n, 2))
         assert {r.rounds for r in per_rank} == {11}
+
+
+@pytest.mark.parametrize("rows", [0, 1, 5000])
+def test_unique_rows_in_place_equals_unique_rows(rows):
+    """Sorted by (a, b) without repeats, as clusters.unique_rows; int64 order (a row ahead by b alone too)."""
+    pairs = np.random.default_rng(rows).integers(-3, 400, (rows, 2))
+    expected = unique_rows(pairs.copy())
+    assert np.array_equal(unique_rows_in_place(pairs), expected) and (rows < 2 or len(expected) < rows)
+    distinct = expected[::-1].copy()  # no repeats: sorted in place, no copy
+    result = unique_rows_in_place(distinct)
+    assert np.array_equal(result, expected) and (rows == 0 or np.shares_memory(result, distinct))
