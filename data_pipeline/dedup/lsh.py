@@ -210,17 +210,24 @@ def candidate_pairs(
     ex: Exchange, doc_index: np.ndarray, keys: np.ndarray, signatures: Signatures, params: LSHParams, owner_of: OwnerOf
 ) -> np.ndarray:
     """The candidate pairs (u, v) whose higher-ranked document v this rank holds, each once: u ranks below v."""
-    pairs, fresh = np.zeros((0, 2), np.int64), []
+    parts = [np.zeros((0, 2), np.int64)]  # the pairs merged so far, then each band's new ones
     for band in range(params.bands):
         band_key = signatures.band_keys(params, band)
         rows = np.column_stack([band_key, keys, doc_index.astype(np.uint64)])
         received = ex.route(rows, key_owner(band_key, ex.comm.size), "band keys")
         del rows, band_key
-        fresh.append(_pivot_pairs(received))
-        if 4 * sum(len(f) for f in fresh) >= len(pairs):  # merging when new rows reach a quarter of the merged ones
-            pairs, fresh = unique_rows_in_place(np.concatenate([pairs, *fresh])), []  # bounds sorts and copies
-    pairs = unique_rows_in_place(np.concatenate([pairs, *fresh]))
+        parts.append(_pivot_pairs(received))
+        if 4 * sum(len(f) for f in parts[1:]) >= len(parts[0]):  # new rows reach a quarter of the merged ones:
+            parts = [_merged(parts)]  # bounds both the sorts and the copies
+    pairs = _merged(parts)
     return unique_rows_in_place(ex.route(pairs, owner_of(pairs[:, 1]), "candidate pairs"))
+
+
+def _merged(parts: list[np.ndarray]) -> np.ndarray:
+    """The unique rows of all parts, which are released (the list emptied) before the sort: one copy at a time."""
+    rows = np.concatenate(parts)
+    parts.clear()
+    return unique_rows_in_place(rows)
 
 
 def pair_similarity(signatures: np.ndarray, pos_u: np.ndarray, other: np.ndarray, pos_v: np.ndarray) -> np.ndarray:
