@@ -67,8 +67,8 @@ __all__ = [
 ]
 
 _PAIR_CHUNK = 1 << 13  # pairs compared at once: two 4 MiB blocks of gathered 128-value signatures
-# Pairs verified per batch: their documents' signatures are read (or fetched) for the batch, at most 32 MiB of
-# 128-value pivots and 32 MiB of the rank's own documents.
+# Pairs verified per batch: their documents' signatures are read (or fetched) for the batch, two rows per pair at
+# most: 64 MiB of 128-value signatures at worst, a few MiB when pivots repeat (a star's pairs share 4 per band).
 VERIFY_BATCH_PAIRS = 1 << 16
 # Members of a bucket that propose pairs to the members ranked after them. With one (a star from the lowest-ranked
 # member), two documents v, w alike were never compared when every bucket they share also held a lower-ranked u
