@@ -45,7 +45,7 @@ def unique_rows_in_place(rows: np.ndarray) -> np.ndarray:
     """(a, b) int64 rows sorted by (a, b) without repeats, as `clusters.unique_rows`, but sorted in place (the
     array passed in is consumed): ~2 bytes of temporaries per row instead of a 16-byte sort order and a 16-byte
     sorted copy, and a copy only when there are repeats. For near dedup's pair and edge lists, the largest arrays
-    it holds (components: 114 -> 36 B per verified pair at the peak, bench_pipeline_scale's clustered corpus)."""
+    it holds (components: 114 -> 84 B per verified pair at the peak, bench_pipeline_scale's clustered corpus)."""
     rows = np.ascontiguousarray(rows, np.int64).reshape(-1, 2)
     rows.view([("a", "<i8"), ("b", "<i8")]).reshape(-1).sort(order=["a", "b"])
     starts = run_starts(rows)
@@ -143,9 +143,9 @@ def select_keepers(
 def greedy_in_keep_order(
     nodes: np.ndarray, keys: np.ndarray, edge_rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(kept, removed, similarity) of the greedy set over whole components, from edge rows (u, v, similarity bits):
-    walk nodes by (key, index); a node no kept neighbour claimed is kept and claims its higher neighbours. Each removed node goes to its most
-    similar kept lower neighbour (ties: the lower-ranked one)."""
+    """(kept, removed, similarity) of the greedy set over whole components, from edge rows (u, v, similarity
+    bits): walk nodes by (key, index); a node no kept neighbour claimed is kept and claims its higher neighbours.
+    Each removed node goes to its most similar kept lower neighbour (ties: the lower-ranked one)."""
     order = np.lexsort((nodes, keys))
     rank_of = np.empty(len(nodes), np.int64)
     rank_of[order] = np.arange(len(nodes))

@@ -20,11 +20,12 @@
 4. Each removed document's holder learns it from that rank; the (kept, removed, similarity) rows go to the
    rank holding the kept document, which owns that cluster record.
 
-Memory per document beyond the signatures (4 * num_perm bytes, uint32): bands are processed one at a time, so
-the peak is one band's 64-bit keys, the (key, rank key, index) rows (24 bytes), their routed copy and a sort
-order (benchmarks/bench_dedup_memory.py). A candidate pair costs 16 bytes on the rank holding v, plus the fetched
-signature of its pivot u when that is new to the rank; a verified pair stays there and, while components are
-solved, is also held by the rank solving its component (components.py).
+Memory per document beyond the signatures (4 * num_perm bytes, uint32, which `pipeline dedup` leaves on disk:
+signature_files.py): bands are processed one at a time, so the peak is one band's 64-bit keys, the (key, rank
+key, index) rows (24 bytes), their routed copy and a sort order (benchmarks/bench_dedup_memory.py). A candidate
+pair costs 16 bytes on the rank holding v, plus the signature of its pivot u when that is new to the rank's
+batch; a verified pair stays there (8 more bytes of similarity) and, while components are solved, is also held by
+the rank solving its component (components.py).
 
 The result is identical for any number of ranks: candidates depend only on which documents share a band key,
 verification only on the two signatures, and the greedy independent set is unique.
