@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_pipeline.dedup.clusters import Exchange, OwnerOf, positions_of, run_starts
+from data_pipeline.dedup.clusters import Exchange, OwnerOf, positions_of, run_starts, unique_rows
 
 
 def round_bound(nodes: int) -> int:
@@ -41,21 +41,31 @@ def round_bound(nodes: int) -> int:
     return math.ceil(math.log2(max(nodes, 2))) ** 2 + 2
 
 
-def unique_rows_in_place(rows: np.ndarray) -> np.ndarray:
-    """(a, b) int64 rows sorted by (a, b) without repeats, as `clusters.unique_rows`, but sorted in place (the
-    array passed in is consumed): ~2 bytes of temporaries per row instead of a 16-byte sort order and a 16-byte
-    sorted copy, and a copy only when there are repeats. For near dedup's pair and edge lists, the largest arrays
-    it holds (components: 114 -> 84 B per verified pair at the peak, bench_pipeline_scale's clustered corpus)."""
+def unique_pairs(rows: np.ndarray) -> np.ndarray:
+    """`clusters.unique_rows` of (a, b) int64 rows, sorted as one 64-bit key a * 2^32 + b per row when every value
+    is in [0, 2^32) (global indices of up to 4.3B documents; else unique_rows itself): 8 bytes of sort key per
+    row instead of an 8-byte sort order and a 16-byte sorted copy, and rows without repeats are rewritten in place
+    (the array passed in is consumed). For near dedup's pair and edge lists, the largest arrays it holds."""
     rows = np.ascontiguousarray(rows, np.int64).reshape(-1, 2)
-    rows.view([("a", "<i8"), ("b", "<i8")]).reshape(-1).sort(order=["a", "b"])
-    starts = run_starts(rows)
-    return rows if starts.all() else rows[starts]
+    if len(rows) == 0 or rows.min() < 0 or rows.max() >= 1 << 32:
+        return unique_rows(rows)
+    keys = rows[:, 0].astype(np.uint64) << np.uint64(32)
+    keys |= rows[:, 1].astype(np.uint64)
+    keys.sort()
+    if not (starts := run_starts(keys)).all():
+        keys = keys[starts]
+    out = rows if len(keys) == len(rows) else np.empty((len(keys), 2), np.int64)
+    out[:, 0] = keys >> np.uint64(32)
+    out[:, 1] = keys & np.uint64(0xFFFFFFFF)
+    return out
 
 
 def _groups(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For rows sorted by their first column: the start of each node's run, and each row's run number."""
-    starts = np.flatnonzero(run_starts(rows[:, 0]))
-    return starts, np.cumsum(run_starts(rows[:, 0])) - 1
+    first = run_starts(rows[:, 0])
+    group = np.cumsum(first)
+    group -= 1  # in place: one 8-byte array per row, not two
+    return np.flatnonzero(first), group
 
 
 def large_star(edges: np.ndarray) -> tuple[np.ndarray, int]:
@@ -70,7 +80,9 @@ def large_star(edges: np.ndarray) -> tuple[np.ndarray, int]:
     degree = np.diff(np.r_[starts, len(edges)])
     unsettled = int(np.sum((smallest < edges[starts, 0]) & (degree > 1)))
     larger = edges[:, 1] > edges[:, 0]
-    return np.column_stack([edges[larger, 1], smallest[group[larger]]]), unsettled
+    anchor = smallest[group[larger]]
+    del group  # before the new edges are built: the peak of component_labels on a star's centre
+    return np.column_stack([edges[larger, 1], anchor]), unsettled
 
 
 def small_star(edges: np.ndarray) -> np.ndarray:
@@ -88,7 +100,7 @@ def small_star(edges: np.ndarray) -> np.ndarray:
 def _route_both_ways(ex: Exchange, edges: np.ndarray, owner_of: OwnerOf) -> np.ndarray:
     """Each edge (a, b) as (a, b) to a's rank and as (b, a) to b's rank; sorted and unique there."""
     both = np.concatenate([edges, edges[:, ::-1]])
-    return unique_rows_in_place(ex.route(both, owner_of(both[:, 0]), "components"))
+    return unique_pairs(ex.route(both, owner_of(both[:, 0]), "components"))
 
 
 def component_labels(ex: Exchange, pairs: np.ndarray, owner_of: OwnerOf) -> tuple[np.ndarray, np.ndarray, int]:
@@ -101,7 +113,7 @@ def component_labels(ex: Exchange, pairs: np.ndarray, owner_of: OwnerOf) -> tupl
         stars, unsettled = large_star(edges)
         if int(ex.comm.allreduce_sum(unsettled)) == 0:
             return _labels(edges) + (rounds,)
-        leaning = unique_rows_in_place(ex.route(stars, owner_of(stars[:, 0]), "components"))
+        leaning = unique_pairs(ex.route(stars, owner_of(stars[:, 0]), "components"))
         edges = _route_both_ways(ex, small_star(leaning), owner_of)
     raise RuntimeError(f"near dedup: connected components did not settle in {round_bound(nodes_total)} rounds (a bug)")
 

@@ -51,7 +51,7 @@ from data_pipeline.dedup.clusters import (
     rank_key,
     run_starts,
 )
-from data_pipeline.dedup.components import select_keepers, unique_rows_in_place
+from data_pipeline.dedup.components import select_keepers, unique_pairs
 from data_pipeline.dedup.exact import DedupResult, check_inputs, largest_cluster
 from data_pipeline.dedup.minhash import _fmix64, estimated_jaccard
 
@@ -221,14 +221,14 @@ def candidate_pairs(
         if 4 * sum(len(f) for f in parts[1:]) >= len(parts[0]):  # new rows reach a quarter of the merged ones:
             parts = [_merged(parts)]  # bounds both the sorts and the copies
     pairs = _merged(parts)
-    return unique_rows_in_place(ex.route(pairs, owner_of(pairs[:, 1]), "candidate pairs"))
+    return unique_pairs(ex.route(pairs, owner_of(pairs[:, 1]), "candidate pairs"))
 
 
 def _merged(parts: list[np.ndarray]) -> np.ndarray:
     """The unique rows of all parts, which are released (the list emptied) before the sort: one copy at a time."""
     rows = np.concatenate(parts)
     parts.clear()
-    return unique_rows_in_place(rows)
+    return unique_pairs(rows)
 
 
 def pair_similarity(signatures: np.ndarray, pos_u: np.ndarray, other: np.ndarray, pos_v: np.ndarray) -> np.ndarray:

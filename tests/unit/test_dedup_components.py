@@ -19,7 +19,7 @@ from support.sim_comm import run_ranks
 from data_pipeline.comm import LocalComm
 from data_pipeline.dedup import lsh
 from data_pipeline.dedup.clusters import Exchange, rank_key, unique_rows
-from data_pipeline.dedup.components import component_labels, round_bound, select_keepers, unique_rows_in_place
+from data_pipeline.dedup.components import component_labels, round_bound, select_keepers, unique_pairs
 from data_pipeline.dedup.lsh import LSHParams, find_near_duplicates
 
 PARAMS = LSHParams.from_threshold(0.8, 128, bands=12, rows=10)  # the decoy signatures are built for 10-row bands
@@ -214,12 +214,15 @@ def test_chain_of_signatures_dealt_round_robin_end_to_end():
         assert {r.rounds for r in per_rank} == {11}
 
 
-@pytest.mark.parametrize("rows", [0, 1, 5000])
-def test_unique_rows_in_place_equals_unique_rows(rows):
-    """Sorted by (a, b) without repeats, as clusters.unique_rows; int64 order (a row ahead by b alone too)."""
-    pairs = np.random.default_rng(rows).integers(-3, 400, (rows, 2))
+@pytest.mark.parametrize(("rows", "low", "high"), [(0, 0, 1), (1, 0, 9), (5000, 0, 400), (5000, -3, 400),
+                                                  (5000, 0, 1 << 40)])  # fmt: skip
+def test_unique_pairs_equals_unique_rows(rows, low, high):
+    """Sorted by (a, b) without repeats, as clusters.unique_rows, by one 64-bit key (0 <= values < 2^32) or not."""
+    pairs = np.random.default_rng(rows).integers(low, high, (rows, 2))
+    pairs[: rows // 2, 1] = pairs[: rows // 2, 0]  # rows that differ in b only
     expected = unique_rows(pairs.copy())
-    assert np.array_equal(unique_rows_in_place(pairs), expected) and (rows < 2 or len(expected) < rows)
-    distinct = expected[::-1].copy()  # no repeats: sorted in place, no copy
-    result = unique_rows_in_place(distinct)
-    assert np.array_equal(result, expected) and (rows == 0 or np.shares_memory(result, distinct))
+    assert np.array_equal(unique_pairs(pairs.copy()), expected) and (high > 1 << 20 or len(expected) < max(rows, 2))
+    distinct = expected[::-1].copy()  # no repeats: rewritten in place
+    result = unique_pairs(distinct)
+    in_place = rows == 0 or high > 1 << 32 or low < 0 or np.shares_memory(result, distinct)
+    assert np.array_equal(result, expected) and in_place
