@@ -38,7 +38,7 @@ def paragraphs(script: str, docs: int, seed: int) -> tuple[list[str], list[tuple
 def measure(texts: list[str], pairs: list[tuple[int, int]], sigs: np.ndarray, bands: int, rows: int) -> dict:
     params = LSHParams.from_threshold(0.8, 128, bands=bands, rows=rows)
     result = find_near_duplicates(LocalComm(), np.arange(len(texts)), sigs, params)
-    kept_of = {r: c["kept"] for c in result.clusters for r in c["removed"]}
+    kept_of = {r: c["kept"] for c in result.clusters.records() for r in c["removed"]}
     close = [(a, b) for a, b in pairs if jaccard(texts[a], texts[b], 5, "chars") >= 0.8]
     found = sum(kept_of.get(b) == a for a, b in close)
     removed_j = [jaccard(texts[k], texts[r], 5, "chars") for r, k in kept_of.items()]

@@ -134,9 +134,8 @@ def kept_similarity_table(clusters: list[dict], shingles: Shingles) -> np.ndarra
 
 
 def summary_line(result, seconds: float) -> str:
-    clusters = result.clusters
     return (
-        f"  {len(result.removed)} removed in {len(clusters)} clusters, largest {result.largest_cluster}; "
+        f"  {len(result.removed)} removed in {len(result.clusters)} clusters, largest {result.largest_cluster}; "
         f"candidate pairs {result.candidate_pairs}, verified {result.verified_pairs}; "
         f"rounds {getattr(result, 'rounds', '-')}; {seconds:.1f} s"
     )
@@ -153,10 +152,11 @@ def planted(args: argparse.Namespace, params: LSHParams) -> None:
     started = time.perf_counter()
     result = find_near_duplicates(LocalComm(), np.arange(len(texts)), signatures, params)
     print(summary_line(result, time.perf_counter() - started))
-    high_recall = recall_table(params, pairs, truth, result.clusters)
-    kept_similarity_table(result.clusters, shingles)
+    clusters = list(result.clusters.records())
+    high_recall = recall_table(params, pairs, truth, clusters)
+    kept_similarity_table(clusters, shingles)
     chain_ids = set(range(chain_start, len(texts)))
-    sizes = sorted(len(chain_ids & {c["kept"], *c["removed"]}) for c in result.clusters if c["kept"] in chain_ids)
+    sizes = sorted(len(chain_ids & {c["kept"], *c["removed"]}) for c in clusters if c["kept"] in chain_ids)
     print(f"  mutation chain: clusters of sizes {sizes or [0]}")
     print(f"  recall at Jaccard >= 0.9: {high_recall:.4f} (target 0.99: {'met' if high_recall >= 0.99 else 'MISSED'})")
 
@@ -172,7 +172,7 @@ def families(args: argparse.Namespace, params: LSHParams) -> None:
     started = time.perf_counter()
     result = find_near_duplicates(LocalComm(), np.arange(len(texts)), signatures, params)
     print(summary_line(result, time.perf_counter() - started))
-    kept_similarity_table(result.clusters, shingles)
+    kept_similarity_table(list(result.clusters.records()), shingles)
     removed = set(result.removed.tolist())
     close = [(a, b) for a, b in edits if shingles.jaccard(a, b) >= 0.9]
     both = sum(a not in removed and b not in removed for a, b in close)

@@ -1,4 +1,5 @@
-"""Distributed building blocks of both dedup steps: routing rows to owners, the keep order, the keeper choice.
+"""Distributed building blocks of both dedup steps: routing rows to owners, the keep order, the keeper choice,
+the clusters each rank keeps (packed) and the fetch of their members' ids.
 
 No rank holds the whole graph or any global list. Every exchange is an `alltoallv` of the rows one rank needs
 from another: band keys go to the rank owning that key range, a candidate pair to the rank holding its
@@ -19,8 +20,8 @@ connected components in a bounded number of rounds and walks each on one rank (`
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -137,58 +138,81 @@ def positions_of(doc_index: np.ndarray, requested: np.ndarray, where: str) -> np
     return found
 
 
-def gather_clusters(ex: Exchange, kept: np.ndarray, removed: np.ndarray, similarity: np.ndarray, owner_of: OwnerOf):
-    """Send each (kept, removed, similarity) to the rank holding `kept`; return that rank's clusters.
+@dataclass(frozen=True)
+class PackedClusters:
+    """The clusters of one kind whose kept document this rank holds, as flat arrays by ascending kept index:
+    cluster c keeps kept[c] and removes removed[bounds[c] : bounds[c + 1]] (ascending), each with its estimated
+    similarity to the kept document (1 for exact copies).
 
-    Clusters are {"kept", "removed" (ascending), "similarity" (aligned, 4 decimals)}, sorted by kept index.
+    12 bytes per member and 16 per cluster, where dicts of lists took ~100 per member: a template copied a
+    million times stays one compact array on the way to its line of clusters.jsonl (stages/cluster_lines.py).
     """
-    rows = np.column_stack([kept, removed, np.asarray(similarity, np.float64).view(np.int64)]).astype(np.int64)
-    mine = ex.route(rows, owner_of(np.asarray(kept, np.int64)), "cluster members")
-    mine = mine[np.lexsort((mine[:, 1], mine[:, 0]))]
-    first = np.flatnonzero(run_starts(mine[:, 0]))
-    bounds = np.r_[first, len(mine)].tolist()
-    sims = np.round(mine[:, 2].view(np.float64), 4)
-    return [
-        {"kept": int(mine[b, 0]), "removed": mine[b:e, 1].tolist(), "similarity": sims[b:e].tolist()}
-        for b, e in zip(bounds[:-1], bounds[1:], strict=True)
-    ]
+
+    kind: str  # "exact", "near", "exact_earlier" or "near_earlier"
+    kept: np.ndarray  # int64 (clusters,): global indices, ascending
+    bounds: np.ndarray  # int64 (clusters + 1,)
+    removed: np.ndarray  # int64 (members,)
+    similarity: np.ndarray  # float32 (members,); `similarities` gives them as written (4 decimals)
+
+    def __len__(self) -> int:
+        return len(self.kept)
+
+    def sizes(self) -> np.ndarray:
+        """Documents in each cluster (kept + removed), int64."""
+        return np.diff(self.bounds) + 1
+
+    def similarities(self, start: int, stop: int) -> np.ndarray:
+        """similarity[start:stop] rounded to 4 decimals as float64: exactly the values the estimate rounded to
+        (float32 holds 7 digits), so the text written does not depend on the storage type."""
+        return np.round(self.similarity[start:stop].astype(np.float64), 4)
+
+    def records(self) -> Iterator[dict]:
+        """Each cluster as {"kept", "removed", "similarity"} of global indices, for tests and benchmarks that look
+        at a few clusters; the stages never build these (stages/cluster_lines.py streams the arrays)."""
+        bounds = self.bounds.tolist()
+        for kept, start, stop in zip(self.kept.tolist(), bounds[:-1], bounds[1:], strict=True):
+            yield {"kept": kept, "removed": self.removed[start:stop].tolist(),
+                   "similarity": self.similarities(start, stop).tolist()}  # fmt: skip
 
 
-def cluster_records_with_ids(
-    comm: Comm, clusters: list[dict], doc_index: np.ndarray, doc_ids: Sequence[str], owner_of: OwnerOf
-) -> list[dict]:
-    """This rank's clusters with document ids in place of global indices (same order, other keys unchanged).
+def gather_clusters(
+    ex: Exchange, kind: str, kept: np.ndarray, removed: np.ndarray, similarity: np.ndarray, owner_of: OwnerOf
+) -> PackedClusters:
+    """Send each (kept, removed, similarity) to the rank holding `kept`; return that rank's clusters, packed.
 
-    The kept document is held here; ids of members held elsewhere come from their owners (one alltoall of
-    exactly the ids asked for), never through rank 0.
+    Memory on the receiving rank, per member: the 24-byte rows it receives, the 8-byte sort order and the packed
+    columns (at most ~52 bytes at once), then the 12 of the packed arrays.
     """
-    doc_index = np.asarray(doc_index, np.int64)
-    members = np.unique(np.array([i for c in clusters for i in [c["kept"], *c["removed"]]], np.int64))
-    owners = owner_of(members).astype(np.int64) if len(members) else np.zeros(0, np.int64)
-    asks = [members[owners == r].tolist() for r in range(comm.size)]
-    ex = Exchange(comm)
-    asked = ex.objects(asks, "id requests")
-    answers = ex.objects(
-        [
-            [doc_ids[p] for p in positions_of(doc_index, np.array(a, np.int64), "cluster_records_with_ids")]
-            for a in asked
-        ],
-        "ids",
+    rows = np.column_stack([kept, removed, np.asarray(similarity, np.float64).view(np.int64)]).astype(
+        np.int64, copy=False
     )
-    id_of = {
-        i: doc_id for ask, answer in zip(asks, answers, strict=True) for i, doc_id in zip(ask, answer, strict=True)
-    }
-    return [{**c, "kept": id_of[int(c["kept"])], "removed": [id_of[int(i)] for i in c["removed"]]} for c in clusters]
+    mine = ex.route(rows, owner_of(np.asarray(kept, np.int64)), "cluster members")
+    del rows
+    order = np.lexsort((mine[:, 1], mine[:, 0]))
+    estimate = mine[order, 2].view(np.float64)
+    estimate = np.round(estimate, 4, out=estimate).astype(np.float32)
+    members, kept_of = mine[order, 1], mine[order, 0]
+    del mine, order
+    first = np.flatnonzero(run_starts(kept_of))
+    bounds = np.append(first, len(kept_of)).astype(np.int64)
+    return PackedClusters(kind, kept_of[first], bounds, members, estimate)
 
 
-def cluster_summary(records: list[dict], shown: int = 3) -> dict:
-    """What rank 0 needs of one rank's cluster records for stats.json and the report, and no more: the largest
-    cluster's (size, {"kept", "kind"}) and the first `shown` records of each kind cut to `shown` members. A whole
-    record of a template copied a million times is a million ids; it stays on its rank (clusters.jsonl)."""
-    largest = max(((1 + len(r["removed"]), r) for r in records), key=lambda x: x[0], default=None)
-    examples = {}
-    for kind in ("exact", "near"):
-        first = itertools.islice((r for r in records if r["kind"] == kind), shown)
-        examples[kind] = [{**r, "removed": r["removed"][:shown], "similarity": r["similarity"][:shown]} for r in first]
-    return {"largest": largest and (largest[0], {"kept": largest[1]["kept"], "kind": largest[1]["kind"]}),
-            "examples": examples}  # fmt: skip
+def fetch_ids(comm: Comm, wanted: np.ndarray, owner_of: OwnerOf, ids_at: Callable[[np.ndarray], bytes]) -> list[bytes]:
+    """The ids of the global indices `wanted` (any order, repeats allowed) from the ranks holding them, in the
+    order asked: one alltoall of the int64 indices each holder is asked for (each once, ascending), one of the
+    answers. `ids_at(indices)` gives this rank's ids of those indices as one bytes blob of newline-ended JSON
+    texts (JSON never holds a raw newline). Only the ids asked for travel, never through rank 0; a caller bounds
+    what one call holds by asking in rounds.
+
+    Collective: two alltoalls, on every rank (with nothing to ask too).
+    """
+    unique, inverse = np.unique(np.asarray(wanted, np.int64), return_inverse=True)
+    owners = np.asarray(owner_of(unique), np.int64)
+    by_owner = np.argsort(owners, kind="stable")
+    asks = np.split(unique[by_owner], np.cumsum(np.bincount(owners, minlength=comm.size))[:-1])
+    answers = comm.alltoall([ids_at(asked) for asked in comm.alltoall(asks)])
+    ids = [doc_id for blob in answers for doc_id in blob.split(b"\n")[:-1]]  # unique[by_owner]'s ids
+    answered = np.empty_like(by_owner)
+    answered[by_owner] = np.arange(len(by_owner))
+    return [ids[k] for k in answered[inverse.reshape(-1)].tolist()]

@@ -63,7 +63,7 @@ def find_exact_in_earlier(
     first = np.maximum.accumulate(np.where(starts, np.arange(len(received)), 0))
     take = (received[:, 2] == NEW) & (received[first, 2] == EARLIER)
     kept, removed = received[first[take], 3].astype(np.int64), received[take, 3].astype(np.int64)
-    return exact_result(comm, ex, kept, removed, owner_of)
+    return exact_result(comm, ex, "exact_earlier", kept, removed, owner_of)
 
 
 def _earlier_pairs(received: np.ndarray) -> np.ndarray:
@@ -139,7 +139,7 @@ def find_near_in_earlier(
     best = np.lexsort((found[:, 0], -similarity, found[:, 1]))
     best = best[run_starts(found[best, 1])]
     kept, removed, similarity = found[best, 0], found[best, 1], similarity[best]
-    clusters = gather_clusters(ex, kept, removed, similarity, owner_of)
+    clusters = gather_clusters(ex, "near_earlier", kept, removed, similarity, owner_of)
     return DedupResult(
         removed=np.sort(removed),
         clusters=clusters,

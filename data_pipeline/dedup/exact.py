@@ -22,6 +22,7 @@ from data_pipeline.comm import Comm
 from data_pipeline.dedup.clusters import (
     Exchange,
     OwnerOf,
+    PackedClusters,
     gather_clusters,
     key_owner,
     rank_key,
@@ -41,7 +42,7 @@ class DedupResult:
     """What a dedup step decided, as seen by one rank."""
 
     removed: np.ndarray  # int64: global indices of THIS rank's documents that are removed (nothing else), ascending
-    clusters: list[dict] = field(default_factory=list)  # only clusters whose kept document this rank holds, by kept
+    clusters: PackedClusters  # only the clusters whose kept document this rank holds
     candidate_pairs: int = 0  # global totals, identical on every rank
     verified_pairs: int = 0
     largest_cluster: int = 0  # documents in the biggest cluster anywhere (kept + removed); 0 when none
@@ -81,15 +82,17 @@ def _all_on_rank_zero(doc_index: np.ndarray) -> np.ndarray:
     return np.zeros(len(doc_index), np.int64)
 
 
-def largest_cluster(comm: Comm, clusters: list[dict]) -> int:
+def largest_cluster(comm: Comm, clusters: PackedClusters) -> int:
     """Size (kept + removed) of the biggest cluster on any rank; 0 when there is none."""
-    return int(max(comm.allgather(max((len(c["removed"]) + 1 for c in clusters), default=0))))
+    return int(max(comm.allgather(int(clusters.sizes().max(initial=0)))))
 
 
-def exact_result(comm: Comm, ex: Exchange, kept: np.ndarray, removed: np.ndarray, owner_of: OwnerOf) -> DedupResult:
+def exact_result(
+    comm: Comm, ex: Exchange, kind: str, kept: np.ndarray, removed: np.ndarray, owner_of: OwnerOf
+) -> DedupResult:
     """Clusters of exact copies (each removed document beside the one kept, similarity 1) and every removed
     document's decision sent to the rank that holds it."""
-    clusters = gather_clusters(ex, kept, removed, np.ones(len(removed)), owner_of)
+    clusters = gather_clusters(ex, kind, kept, removed, np.ones(len(removed)), owner_of)
     return DedupResult(
         removed=np.sort(ex.route(removed, owner_of(removed), "decisions")),
         clusters=clusters,
@@ -118,4 +121,4 @@ def find_exact_duplicates(
     docs = received[:, 3].astype(np.int64)
     kept = docs[np.maximum.accumulate(np.where(starts, np.arange(len(docs)), 0))][~starts]
     removed = docs[~starts]
-    return exact_result(comm, ex, kept, removed, owner_of)
+    return exact_result(comm, ex, "exact", kept, removed, owner_of)

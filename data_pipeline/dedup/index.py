@@ -108,9 +108,6 @@ class IndexTask:
     def signatures(self) -> np.ndarray:
         return np.fromfile(self.path("signatures.u32"), np.uint32).reshape(-1, self.num_perm)
 
-    def ids(self, ordinals: np.ndarray) -> list[str]:
-        return ids_at(self.path("ids.jsonl"), ordinals)
-
 
 def open_index(dataset: Path, dedup: dict) -> list[IndexTask]:
     """The index tasks of an earlier dataset, after checking its settings against this run's `dedup` section."""

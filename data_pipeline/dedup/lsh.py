@@ -307,7 +307,7 @@ def find_near_duplicates(
     bound = verify_bound(params) if verify_threshold is None else float(verify_threshold)
     verified, similarity = verify_in_batches(ex, pairs, doc_index, signatures, bound, owner_of)
     keepers = select_keepers(ex, verified, similarity, doc_index, keys, owner_of)
-    clusters = gather_clusters(ex, *keepers.assignments, owner_of)
+    clusters = gather_clusters(ex, "near", *keepers.assignments, owner_of)
     return DedupResult(
         removed=keepers.removed,
         clusters=clusters,

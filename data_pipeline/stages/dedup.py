@@ -109,8 +109,8 @@ def run_dedup(
     with timed(timings, "index"):
         hashes |= write_index(job, plan, removed)
     with timed(timings, "clusters"):
-        records = write_clusters(job, plan, index, removals, removed)
-    stats = finish(job, plan, removals, removed, records, hashes, timings, retries)
+        clusters = write_clusters(job, plan, index, removals)
+    stats = finish(job, plan, removals, removed, clusters, hashes, timings, retries)
     if not recipe.dedup.keep_work:
         remove_work(job, plan)
     return stats

@@ -80,10 +80,10 @@ def global_index(job: DedupJob, plan: Plan, earlier: Earlier | None = None) -> G
 @dataclass
 class Removals:
     """What dedup decided on this rank: its removed documents by reason, the clusters whose kept document it
-    holds, and near dedup's parameters and pair counts."""
+    holds (flat arrays, one per kind in the order found), and near dedup's parameters and pair counts."""
 
     removed: dict[str, np.ndarray] = field(default_factory=lambda: {r: np.zeros(0, np.int64) for r in REASONS})
-    clusters: list[dict] = field(default_factory=list)
+    clusters: list[dedup_clusters.PackedClusters] = field(default_factory=list)
     lsh: lsh.LSHParams | None = None
     pairs: dict[str, int] = field(default_factory=dict)
 
@@ -96,26 +96,6 @@ class Removals:
         split = {reason: _split_by_task(index, removed) for reason, removed in self.removed.items()}
         empty = np.zeros(0, np.int64)
         return {t.index: {reason: parts.get(t.index, empty) for reason, parts in split.items()} for t in tasks}
-
-
-class PackedClusters:
-    """Clusters as three flat arrays (about 16 bytes per member instead of ~100 in dicts and lists)."""
-
-    def __init__(self, kind: str, clusters: list[dict]) -> None:
-        self.kind = kind
-        self.kept = np.array([c["kept"] for c in clusters], np.int64)
-        sizes = [len(c["removed"]) for c in clusters]
-        self.bounds = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-        self.removed = np.array([i for c in clusters for i in c["removed"]], np.int64)
-        self.similarity = np.array([s for c in clusters for s in c.get("similarity", [1.0] * len(c["removed"]))])
-
-    def unpack(self) -> list[dict]:
-        bounds = self.bounds.tolist()
-        return [
-            {"kept": kept, "removed": self.removed[a:b].tolist(), "similarity": self.similarity[a:b].tolist(),
-             "kind": self.kind}
-            for kept, a, b in zip(self.kept.tolist(), bounds[:-1], bounds[1:], strict=True)
-        ]  # fmt: skip
 
 
 def _split_by_task(index: GlobalIndex, removed: np.ndarray) -> dict[int, np.ndarray]:
@@ -151,7 +131,7 @@ def find_duplicates(job: DedupJob, plan: Plan, index: GlobalIndex) -> Removals:
         result = exact_dedup.find_exact_duplicates(comm, doc_index[alive], keys, priority[alive], index.owner_of)
         del keys, alive
         removals.removed["exact_dup"] = np.asarray(result.removed, np.int64)
-        packed.append(PackedClusters("exact", result.clusters))  # flat arrays while near dedup runs
+        packed.append(result.clusters)
         del result
         removed = comm.allreduce_sum(len(removals.removed["exact_dup"]))
         clusters = comm.allreduce_sum(len(packed[-1].kept))
@@ -168,18 +148,18 @@ def find_duplicates(job: DedupJob, plan: Plan, index: GlobalIndex) -> Removals:
             )
         del doc_index, priority
         removals.removed["near_dup"] = np.asarray(result.removed, np.int64)
-        packed.append(PackedClusters("near", result.clusters))
+        packed.append(result.clusters)
         removals.pairs |= {"candidate_pairs": int(result.candidate_pairs), "verified_pairs": int(result.verified_pairs)}
         removed = comm.allreduce_sum(len(removals.removed["near_dup"]))
         clusters = comm.allreduce_sum(len(packed[-1].kept))
         summary(f"near dedup: {removed} documents removed in {clusters} clusters", job.quiet)
-    removals.clusters = [c for p in packed for c in p.unpack()]
+    removals.clusters = packed
     return removals
 
 
 def find_in_earlier(
     job: DedupJob, tasks: list[Task], index: GlobalIndex, doc_index: np.ndarray
-) -> tuple[Removals, list[PackedClusters]]:
+) -> tuple[Removals, list[dedup_clusters.PackedClusters]]:
     """This rank's live documents that duplicate a kept document of an earlier dataset: exactly (when
     dedup.exact), then near (when dedup.near) among the rest. Reads only this rank's share of the earlier index.
 
@@ -193,7 +173,7 @@ def find_in_earlier(
             comm, doc_index, live_keys(job, tasks), share.doc_index, share.keys(), index.owner_of
         )
         removals.removed["exact_dup_earlier"] = result.removed
-        packed.append(PackedClusters("exact_earlier", result.clusters))
+        packed.append(result.clusters)
     if cfg.near:
         alive = ~np.isin(doc_index, removals.all_removed())
         params = lsh_params(job.recipe)
@@ -203,7 +183,7 @@ def find_in_earlier(
             share.signatures(cfg.num_perm), params, bound, index.owner_of,
         )  # fmt: skip
         removals.removed["near_dup_earlier"] = result.removed
-        packed.append(PackedClusters("near_earlier", result.clusters))
+        packed.append(result.clusters)
         removals.pairs = {"earlier_candidate_pairs": result.candidate_pairs,
                           "earlier_verified_pairs": result.verified_pairs}  # fmt: skip
     exact, near = (comm.allreduce_sum(len(removals.removed[r])) for r in ("exact_dup_earlier", "near_dup_earlier"))

@@ -16,7 +16,6 @@ import numpy as np
 from data_pipeline import drop_log, markers
 from data_pipeline.comm import on_root
 from data_pipeline.config import save_recipe
-from data_pipeline.dedup.clusters import cluster_summary
 from data_pipeline.executor import peak_rss_bytes
 from data_pipeline.ledger import Ledger
 from data_pipeline.progress import summary
@@ -41,14 +40,17 @@ def finish(
     plan: Plan,
     removals: Removals,
     removed: dict[int, dict[str, np.ndarray]],
-    records: list[dict],
+    cluster_summary: dict,  # write_clusters'
     hashes: dict[str, str],
     timings: dict[str, float],
     retries: list[dict],  # the scan's (scan_tasks); the plan's line counts' are in plan.retries
 ) -> dict:
     """Rank 0 writes the stats and the marker from what every rank gathered to it; returns the stats (every rank).
 
-    Collective: gathers of ledgers, cluster summaries (never whole records), hashes and resources, allreduces of cluster counts, the
+    Cluster counts come from the packed clusters, the largest cluster and the examples from the summary
+    write_clusters took while writing: no rank builds a list of its records, and rank 0 gathers summaries only.
+
+    Collective: gathers of ledgers, cluster summaries, hashes and resources, allreduces of cluster counts, the
     outcome of rank 0's writing. The scan's work files stay (DIR/dedup/work/) unless dedup.keep_work=false
     (`remove_work`): a rerun with another threshold, band layout or keep rule decides again from them without
     rescanning.
@@ -56,8 +58,8 @@ def finish(
     comm = job.comm
     ledgers = comm.gather(task_ledger(job, plan, removed), root=0)
     kinds = ("exact", "near", "exact_earlier", "near_earlier") if job.against else ("exact", "near")
-    clusters = {k: comm.allreduce_sum(sum(r["kind"] == k for r in records)) for k in kinds}
-    shared = comm.gather({**cluster_summary(records), "hashes": hashes, "timings": timings,
+    clusters = {k: comm.allreduce_sum(sum(len(p) for p in removals.clusters if p.kind == k)) for k in kinds}
+    shared = comm.gather({**cluster_summary, "hashes": hashes, "timings": timings,
                           "dropped": drop_examples(job, plan), "retries": [*plan.retries, *retries]}, root=0)  # fmt: skip
     resources = comm.gather(rank_resources(job), root=0)
     return on_root(

@@ -45,7 +45,7 @@ def run_rank(out_path: str) -> None:
     near = find_near_duplicates(comm, doc_index, sigs, params, 0.5, None, interleaved)
     longest = keep_priority(np.array([len(t) for t in mine]), "longest")
     near_longest = find_near_duplicates(comm, doc_index, sigs, params, 0.5, longest, interleaved)
-    for cluster in near_longest.clusters:  # the kept document is the longest text of its cluster
+    for cluster in near_longest.clusters.records():  # the kept document is the longest text of its cluster
         assert all(len(texts[cluster["kept"]]) >= len(texts[i]) for i in cluster["removed"])
     # the same near dedup with rank 0 holding no documents at all and the rest in contiguous blocks
     blocks = np.array_split(np.arange(len(texts), dtype=np.int64), max(1, comm.size - 1))
@@ -55,9 +55,9 @@ def run_rank(out_path: str) -> None:
     near_blocks = find_near_duplicates(comm, block, block_sigs, params, 0.5, None, owner_of_blocks(counts))
     for result, held in ((exact, doc_index), (near, doc_index), (near_longest, doc_index), (near_blocks, block)):
         assert set(result.removed.tolist()) <= set(held.tolist())
-        assert all(c["kept"] in set(held.tolist()) for c in result.clusters)
+        assert set(result.clusters.kept.tolist()) <= set(held.tolist())
     results = {"exact": exact, "near": near, "near_longest": near_longest, "near_blocks": near_blocks}
-    gathered = comm.gather({k: (r.removed.tolist(), r.clusters) for k, r in results.items()}, root=0)
+    gathered = comm.gather({k: (r.removed.tolist(), list(r.clusters.records())) for k, r in results.items()}, root=0)
     if comm.rank == 0:
         report = {"ranks": comm.size, "near_counts": [near.candidate_pairs, near.verified_pairs, near.largest_cluster]}
         for key in results:

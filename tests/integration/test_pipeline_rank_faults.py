@@ -48,7 +48,7 @@ PHASES = {
     "scan (read, filters, MinHash)": {"PIPELINE_FAULT": "data_pipeline.steps:scan_batch"},
     "exact dedup": {"PIPELINE_FAULT": "data_pipeline.dedup.exact:find_exact_duplicates"},
     "near dedup": {"PIPELINE_FAULT": "data_pipeline.dedup.lsh:find_near_duplicates"},
-    "clusters": {"PIPELINE_FAULT": "data_pipeline.dedup.clusters:cluster_records_with_ids"},
+    "clusters": {"PIPELINE_FAULT": "data_pipeline.dedup.clusters:fetch_ids"},
     "ledger and stats": {"PIPELINE_FAULT": "data_pipeline.stages.finish:task_ledger"},
 }
 

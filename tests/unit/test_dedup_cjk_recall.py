@@ -27,7 +27,7 @@ def test_default_bands_find_edited_paragraphs(script):
     texts = originals + [plant_edits(rng, t, script, k) for t, k in zip(originals, edits, strict=True)]
     sigs = compute_signatures(texts, workers=1)  # dedup.shingle=auto: character 5-grams for these
     result = find_near_duplicates(LocalComm(), np.arange(len(texts)), sigs, LSHParams.from_threshold(0.8, 128))
-    kept_of = {r: c["kept"] for c in result.clusters for r in c["removed"]}
+    kept_of = {r: c["kept"] for c in result.clusters.records() for r in c["removed"]}
     assert all(kept == removed - PARAGRAPHS for removed, kept in kept_of.items())  # only copies, each for its own
     close = [i for i in range(PARAGRAPHS) if exact_jaccard(texts[i], texts[PARAGRAPHS + i], "chars") >= 0.8]
     assert len(close) >= 0.4 * PARAGRAPHS

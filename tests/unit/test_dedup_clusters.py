@@ -15,7 +15,7 @@ import pytest
 from support.sim_comm import run_ranks
 
 from data_pipeline.comm import LocalComm
-from data_pipeline.dedup.clusters import cluster_records_with_ids, keep_priority, owner_of_blocks, rank_key
+from data_pipeline.dedup.clusters import fetch_ids, keep_priority, owner_of_blocks, rank_key
 from data_pipeline.dedup.exact import exact_text_hashes, find_exact_duplicates
 from data_pipeline.dedup.lsh import LSHParams, find_near_duplicates, planted_corpus, verify_bound
 from data_pipeline.dedup.minhash import compute_signatures, shingle_hashes
@@ -39,10 +39,10 @@ def test_chain_keeps_its_far_end():
     result = find_near_duplicates(LocalComm(), np.arange(3), sigs, PARAMS)
     assert (result.candidate_pairs, result.verified_pairs) == (3, 2)  # A-C is a candidate, not verified (0.6875)
     assert result.removed.tolist() == [1]  # B goes with A; C is unlike A and stays
-    assert result.clusters == [{"kept": 0, "removed": [1], "similarity": [round(108 / 128, 4)]}]
+    assert list(result.clusters.records()) == [{"kept": 0, "removed": [1], "similarity": [round(108 / 128, 4)]}]
     # with the middle document first in the keep order, it keeps itself and removes both ends
     middle_first = find_near_duplicates(LocalComm(), np.arange(3), sigs, PARAMS, priority=np.array([1, 0, 1]))
-    assert middle_first.removed.tolist() == [0, 2] and middle_first.clusters[0]["kept"] == 1
+    assert middle_first.removed.tolist() == [0, 2] and middle_first.clusters.kept.tolist() == [1]
 
 
 def test_removed_documents_clear_the_bound_against_their_kept_document():
@@ -57,20 +57,22 @@ def test_removed_documents_clear_the_bound_against_their_kept_document():
     sigs = compute_signatures(texts, workers=1)
     result = find_near_duplicates(LocalComm(), np.arange(len(texts)), sigs, PARAMS)
     bound = verify_bound(PARAMS)
-    pairs = [(c["kept"], r, s) for c in result.clusters for r, s in zip(c["removed"], c["similarity"], strict=True)]
+    pairs = [
+        (c["kept"], r, s) for c in result.clusters.records() for r, s in zip(c["removed"], c["similarity"], strict=True)
+    ]
     assert len(pairs) == len(result.removed) > 30
     for kept, removed, similarity in pairs:
         estimate = float(np.mean(sigs[kept] == sigs[removed]))
         assert round(estimate, 4) == similarity >= bound
     kept = set(range(len(texts))) - set(result.removed.tolist())
-    assert not {c["kept"] for c in result.clusters} - kept
+    assert not set(result.clusters.kept.tolist()) - kept
 
 
 def test_recall_at_jaccard_09_is_kept():
     """Every planted copy with true word 5-gram Jaccard >= 0.9 to its base is removed as the base's duplicate."""
     texts, pairs = planted_corpus(300, 1, (0.005, 0.01, 0.015), words=200, seed=12)
     result = find_near_duplicates(LocalComm(), np.arange(len(texts)), compute_signatures(texts, workers=1), PARAMS)
-    kept_of = {r: c["kept"] for c in result.clusters for r in c["removed"]}
+    kept_of = {r: c["kept"] for c in result.clusters.records() for r in c["removed"]}
     shingles = [set(shingle_hashes(t).tolist()) for t in texts]
     close = [(a, b) for a, b in pairs if len(shingles[a] & shingles[b]) >= 0.9 * len(shingles[a] | shingles[b])]
     assert len(close) >= 190
@@ -91,7 +93,7 @@ def test_verification_in_small_batches_decides_the_same(monkeypatch):
 
     batched = run_ranks(3, rank)
     assert whole.verified_pairs == batched[0].verified_pairs > 40
-    assert sorted(c["kept"] for r in batched for c in r.clusters) == [c["kept"] for c in whole.clusters]
+    assert sorted(k for r in batched for k in r.clusters.kept.tolist()) == whole.clusters.kept.tolist()
     assert np.array_equal(np.sort(np.concatenate([r.removed for r in batched])), whole.removed)
 
 
@@ -118,7 +120,12 @@ def test_keep_longest_in_exact_and_near_dedup_on_any_rank_count():
         priority = keep_priority(lengths[index], rule)
         exact = find_exact_duplicates(comm, index, hashes[index], priority, owner_of)
         near = find_near_duplicates(comm, index, sigs[index], PARAMS, None, priority, owner_of)
-        return exact.clusters, near.clusters, exact.removed.tolist(), near.removed.tolist()
+        return (
+            list(exact.clusters.records()),
+            list(near.clusters.records()),
+            exact.removed.tolist(),
+            near.removed.tolist(),
+        )
 
     for size in (1, 2, 3):
         for rule, exact_kept, near_kept in (("first", {2: [3], 1: [4]}, {0: [1, 4, 5], 2: [3]}),
@@ -147,42 +154,42 @@ def test_no_rank_receives_decisions_or_ids_of_documents_it_does_not_hold():
         index = np.arange(sum(counts[: comm.rank]), sum(counts[: comm.rank + 1]))
         exact = find_exact_duplicates(comm, index, hashes[index], None, owner_of)
         near = find_near_duplicates(comm, index, sigs[index], PARAMS, None, None, owner_of)
-        ids = [f"doc{i}" for i in index]
-        records = cluster_records_with_ids(comm, near.clusters, index, ids, owner_of)
-        return exact, near, records, comm.log
+        members = np.concatenate([near.clusters.kept, near.clusters.removed])
+        ids = fetch_ids(comm, members, owner_of, lambda asked: b"".join(b'"doc%d"\n' % i for i in asked))
+        return exact, near, ids, comm.log
 
     per_rank = run_ranks(3, rank)
     for r in (0, 1):
-        exact, near, records, log = per_rank[r]
+        exact, near, ids, log = per_rank[r]
         assert {phase for phase, size in exact.received_bytes.items() if size} == {"exact keys"}
         assert {phase for phase, size in near.received_bytes.items() if size} == {"band keys"}
-        assert exact.clusters == near.clusters == records == [] and len(near.removed) == len(exact.removed) == 0
+        assert len(exact.clusters) == len(near.clusters) == len(ids) == len(near.removed) == len(exact.removed) == 0
         assert sum(len(part) for kind, got in log if kind == "alltoall" for part in got) == 0  # no id traffic
-    exact, near, records, log = per_rank[2]
+    exact, near, ids, log = per_rank[2]
     assert len(exact.removed) == 30 and len(near.removed) == 60  # each exact copy, then each 1% copy
-    assert {r["kept"] for r in records} == {f"doc{i}" for i in range(20, 50)}
+    assert set(ids[: len(near.clusters)]) == {b'"doc%d"' % i for i in range(20, 50)}
     for kind, got in log:  # every rank-wide collective carried a number per rank, never a list of documents
         if kind in ("allgather", "bcast", "gather", "allreduce"):
             assert all(np.size(x) <= 2 for x in (got or [])), kind
 
 
-def test_cluster_records_fetch_ids_from_their_owners_only():
-    clusters_of = {0: [{"kind": "near", "kept": 1, "removed": [4, 7], "similarity": [0.9, 0.8]}], 1: [], 2: []}
+def test_ids_are_fetched_from_their_holders_only_in_the_order_asked():
     owner_of = owner_of_blocks([3, 3, 3])
+    wanted = {0: [7, 1, 4, 7, 1], 1: [], 2: [8]}  # any order, repeats
 
     def rank(comm):
-        index = np.arange(3 * comm.rank, 3 * comm.rank + 3)[::-1].copy()  # any order within the rank
-        records = cluster_records_with_ids(comm, clusters_of[comm.rank], index, [f"id{i}" for i in index], owner_of)
-        asked = [item for kind, got in comm.log if kind == "alltoall" for part in got for item in part]
-        return records, asked
+        asked = []
+
+        def ids_at(indices):
+            asked.append(indices.tolist())
+            return b"".join(b'"id%d"\n' % i for i in indices)
+
+        found = fetch_ids(comm, np.array(wanted[comm.rank], np.int64), owner_of, ids_at)
+        return found, [i for part in asked for i in part]
 
     per_rank = run_ranks(3, rank)
-    assert per_rank[0][0] == [{"kind": "near", "kept": "id1", "removed": ["id4", "id7"], "similarity": [0.9, 0.8]}]
-    assert per_rank[0][1] == [1, "id1", "id4", "id7"]  # its own request, then the three ids
-    assert per_rank[1][1] == [4] and per_rank[2][1] == [7]  # each owner is asked only for its own document
-    with pytest.raises(ValueError, match="does not hold"):
-        run_ranks(2, lambda comm: cluster_records_with_ids(comm, [{"kept": 0, "removed": [1]}], np.array([comm.rank]),
-                                                           ["x"], lambda i: np.zeros(len(i), np.int64)))  # fmt: skip
+    assert per_rank[0][0] == [b'"id7"', b'"id1"', b'"id4"', b'"id7"', b'"id1"'] and per_rank[2][0] == [b'"id8"']
+    assert per_rank[0][1] == [1] and per_rank[1][1] == [4] and per_rank[2][1] == [7, 8]  # each id asked once
 
 
 def test_dedup_keep_in_the_stage_on_one_and_two_ranks(tmp_path):

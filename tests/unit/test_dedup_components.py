@@ -168,7 +168,7 @@ def test_pair_behind_unlike_lower_ranked_members_is_found(decoys):
 
         per_rank = run_ranks(size, rank)
         assert sorted(i for r in per_rank for i in r.removed.tolist()) == [decoys + 1]  # w, as v's duplicate
-        assert [c for r in per_rank for c in r.clusters][0]["kept"] == decoys
+        assert [k for r in per_rank for k in r.clusters.kept.tolist()] == [decoys]
 
 
 def test_pair_is_missed_only_behind_bucket_pivots_unlike_members():

@@ -78,7 +78,7 @@ def _datasketch_clusters(texts: list[str], threshold: float, num_perm: int) -> s
 
 
 def _our_clusters(result) -> set[frozenset[int]]:
-    return {frozenset([c["kept"], *c["removed"]]) for c in result.clusters}
+    return {frozenset([c["kept"], *c["removed"]]) for c in result.clusters.records()}
 
 
 @pytest.mark.parametrize("threshold", [0.5, 0.8])
@@ -93,7 +93,7 @@ def test_clusters_match_datasketch_minhashlsh_on_planted_corpus(threshold):
     planted_close = {frozenset(p) for i, p in enumerate(pairs) if i % 2 == 0}
     assert ours == planted_close
     assert sorted(result.removed.tolist()) == sorted(max(p) for p in planted_close)
-    for cluster in result.clusters:
+    for cluster in result.clusters.records():
         assert cluster["similarity"][0] > 0.85
 
 
@@ -103,10 +103,11 @@ def test_kept_is_lowest_global_index_and_removed_are_local():
     doc_index = np.array([40, 12, 7, 99, 3])
     sigs = compute_signatures(copies, workers=1)
     result = find_near_duplicates(LocalComm(), doc_index, sigs, LSHParams.from_threshold(0.8))
-    assert result.clusters == [{"kept": 3, "removed": [7, 40], "similarity": result.clusters[0]["similarity"]}]
+    clusters = list(result.clusters.records())
+    assert clusters == [{"kept": 3, "removed": [7, 40], "similarity": clusters[0]["similarity"]}]
     assert result.removed.tolist() == [7, 40]
     assert result.largest_cluster == 3
-    assert result.clusters[0]["similarity"][1] == 1.0
+    assert clusters[0]["similarity"][1] == 1.0
 
 
 def test_verification_stops_low_similarity_candidates():
@@ -118,7 +119,7 @@ def test_verification_stops_low_similarity_candidates():
     sigs[2, : params.rows] = sigs[0, : params.rows]
     verified = find_near_duplicates(LocalComm(), np.arange(3), sigs, params)
     assert (verified.candidate_pairs, verified.verified_pairs, len(verified.removed)) == (3, 0, 0)
-    assert verified.clusters == [] and verified.largest_cluster == 0
+    assert len(verified.clusters) == 0 and verified.largest_cluster == 0
     unverified = find_near_duplicates(LocalComm(), np.arange(3), sigs, params, verify_threshold=0.0)
     assert unverified.removed.tolist() == [1, 2] and unverified.largest_cluster == 3
     # an explicit verify threshold replaces the default bound (8/128 = 0.0625)
@@ -145,7 +146,7 @@ def test_exact_dedup_keeps_first_occurrence():
     doc_index = np.arange(100, 107)
     result = find_exact_duplicates(LocalComm(), doc_index, exact_text_hashes(texts))
     assert result.removed.tolist() == [102, 104, 105]
-    assert result.clusters == [
+    assert list(result.clusters.records()) == [
         {"kept": 100, "removed": [102, 105], "similarity": [1.0, 1.0]},
         {"kept": 101, "removed": [104], "similarity": [1.0]},
     ]
