@@ -14,10 +14,21 @@ from support.runs import deepspeed_launcher_run
 HERE = Path(__file__).parent
 
 
+# Under `make test` (pytest-xdist, --dist loadgroup) a group runs whole on one worker. Each file is its own group,
+# so its module fixtures (a run several tests read) are built once; files that share more than that share a group.
+SHARED_GROUPS = {
+    "test_slurm.py": "slurm",  # one SLURM cluster at a time on this host (slurmctld, slurmd, munged)
+    "test_rank_errors_launchers.py": "slurm",  # its srun test starts one too
+    "test_train.py": "deepspeed_launcher",  # both read the session fixture deepspeed_launcher_launch
+    "test_wandb_run.py": "deepspeed_launcher",
+}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(item.path.name, item.path.name)))
 
 
 @pytest.fixture(scope="session")

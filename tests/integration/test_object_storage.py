@@ -26,6 +26,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from support.documents import stdlib_docs
+from support.launch import free_port
 from support.multilingual_docs import PASSAGES
 from support.warc_support import ArchiveWriter, page_html
 
@@ -37,12 +38,6 @@ REPO = Path(__file__).resolve().parents[2]
 PAGE_URL = "https://docs.example.org/page/"
 RECIPE = ["workers=1", "filters.profile=docs", "dedup.num_perm=32", "tokenizer.vocab_size=600",
           "shards.validation_fraction=0.1", "read.task_bytes=20000"]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FaultyProxy(http.server.ThreadingHTTPServer):

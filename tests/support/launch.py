@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -24,10 +26,29 @@ TINY_TRAIN_SETTINGS = (
 )
 
 
+_PORTS_PER_WORKER = 2000
+_next_port = itertools.count(random.randrange(_PORTS_PER_WORKER))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now for a server this test starts, never one another pytest-xdist worker may pick.
+
+    `make test` runs two workers. Ports the kernel hands out for bind(0) are random in the ephemeral range
+    (32768-60999), so two workers could draw the same one between a probe and the launch that binds it. Each worker
+    instead walks its own block below that range (gw0: 20000-21999, gw1: 22000-23999, ...), where neither the kernel
+    nor the other worker allocates, and skips a port still taken by one of its own earlier servers.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    base = 20000 + int(worker) * _PORTS_PER_WORKER
+    for _ in range(_PORTS_PER_WORKER):
+        port = base + next(_next_port) % _PORTS_PER_WORKER
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}-{base + _PORTS_PER_WORKER - 1}")
 
 
 def train_command(world_size: int, data: Path, out: Path, sets: tuple[str, ...] = (), extra: tuple = ()) -> list[str]:
