@@ -39,7 +39,7 @@ def rounds_on(size: int, pairs: np.ndarray, n: int) -> tuple[int, int]:
 
     def rank(comm):
         index = np.flatnonzero(holder == comm.rank)
-        mine = holder[pairs[:, 0]] == comm.rank
+        mine = holder[pairs[:, 1]] == comm.rank  # verification leaves a pair on v's holder
         owner_of = lambda i: holder[np.asarray(i, np.int64)]  # noqa: E731
         sims = np.full(int(mine.sum()), 0.9)
         return select_keepers(Exchange(comm), pairs[mine], sims, index, keys[index], owner_of)

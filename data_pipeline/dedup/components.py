@@ -23,7 +23,7 @@ the greedy set of the graph is the union of its components' greedy sets. So:
    lower-ranked neighbour; only the removed documents' holders hear of them.
 
 The result depends only on the graph and the keep order, never on N or on which rank holds what. Memory on the
-rank solving a component of M documents and E pairs: 24 B per document and 32 B per pair in flat arrays.
+rank solving a component of M documents and E pairs: 16 B per document and 24 B per pair in flat arrays.
 """
 
 from __future__ import annotations
@@ -41,10 +41,31 @@ def round_bound(nodes: int) -> int:
     return math.ceil(math.log2(max(nodes, 2))) ** 2 + 2
 
 
+def unique_pairs(rows: np.ndarray) -> np.ndarray:
+    """`clusters.unique_rows` of (a, b) int64 rows, sorted as one 64-bit key a * 2^32 + b per row when every value
+    is in [0, 2^32) (global indices of up to 4.3B documents; else unique_rows itself): 8 bytes of sort key per
+    row instead of an 8-byte sort order and a 16-byte sorted copy, and rows without repeats are rewritten in place
+    (the array passed in is consumed). For near dedup's pair and edge lists, the largest arrays it holds."""
+    rows = np.ascontiguousarray(rows, np.int64).reshape(-1, 2)
+    if len(rows) == 0 or rows.min() < 0 or rows.max() >= 1 << 32:
+        return unique_rows(rows)
+    keys = rows[:, 0].astype(np.uint64) << np.uint64(32)
+    keys |= rows[:, 1].astype(np.uint64)
+    keys.sort()
+    if not (starts := run_starts(keys)).all():
+        keys = keys[starts]
+    out = rows if len(keys) == len(rows) else np.empty((len(keys), 2), np.int64)
+    out[:, 0] = keys >> np.uint64(32)
+    out[:, 1] = keys & np.uint64(0xFFFFFFFF)
+    return out
+
+
 def _groups(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For rows sorted by their first column: the start of each node's run, and each row's run number."""
-    starts = np.flatnonzero(run_starts(rows[:, 0]))
-    return starts, np.cumsum(run_starts(rows[:, 0])) - 1
+    first = run_starts(rows[:, 0])
+    group = np.cumsum(first)
+    group -= 1  # in place: one 8-byte array per row, not two
+    return np.flatnonzero(first), group
 
 
 def large_star(edges: np.ndarray) -> tuple[np.ndarray, int]:
@@ -59,7 +80,9 @@ def large_star(edges: np.ndarray) -> tuple[np.ndarray, int]:
     degree = np.diff(np.r_[starts, len(edges)])
     unsettled = int(np.sum((smallest < edges[starts, 0]) & (degree > 1)))
     larger = edges[:, 1] > edges[:, 0]
-    return np.column_stack([edges[larger, 1], smallest[group[larger]]]), unsettled
+    anchor = smallest[group[larger]]
+    del group  # before the new edges are built: the peak of component_labels on a star's centre
+    return np.column_stack([edges[larger, 1], anchor]), unsettled
 
 
 def small_star(edges: np.ndarray) -> np.ndarray:
@@ -77,7 +100,7 @@ def small_star(edges: np.ndarray) -> np.ndarray:
 def _route_both_ways(ex: Exchange, edges: np.ndarray, owner_of: OwnerOf) -> np.ndarray:
     """Each edge (a, b) as (a, b) to a's rank and as (b, a) to b's rank; sorted and unique there."""
     both = np.concatenate([edges, edges[:, ::-1]])
-    return unique_rows(ex.route(both, owner_of(both[:, 0]), "components"))
+    return unique_pairs(ex.route(both, owner_of(both[:, 0]), "components"))
 
 
 def component_labels(ex: Exchange, pairs: np.ndarray, owner_of: OwnerOf) -> tuple[np.ndarray, np.ndarray, int]:
@@ -90,7 +113,7 @@ def component_labels(ex: Exchange, pairs: np.ndarray, owner_of: OwnerOf) -> tupl
         stars, unsettled = large_star(edges)
         if int(ex.comm.allreduce_sum(unsettled)) == 0:
             return _labels(edges) + (rounds,)
-        leaning = unique_rows(ex.route(stars, owner_of(stars[:, 0]), "components"))
+        leaning = unique_pairs(ex.route(stars, owner_of(stars[:, 0]), "components"))
         edges = _route_both_ways(ex, small_star(leaning), owner_of)
     raise RuntimeError(f"near dedup: connected components did not settle in {round_bound(nodes_total)} rounds (a bug)")
 
@@ -116,15 +139,15 @@ class Keepers:
 def select_keepers(
     ex: Exchange, pairs: np.ndarray, similarity: np.ndarray, doc_index: np.ndarray, keys: np.ndarray, owner_of: OwnerOf
 ) -> Keepers:
-    """The greedy independent set in keep order of the verified pairs (u, v), u ranked below v and held here."""
+    """The greedy independent set in keep order of the verified pairs (u, v), u ranked below v, v held here."""
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     nodes, labels, rounds = component_labels(ex, pairs, owner_of)
     key_of_node = keys[positions_of(doc_index, nodes, "select_keepers")].view(np.int64)
-    node_rows = ex.route(np.column_stack([labels, nodes, key_of_node]), owner_of(labels), "component nodes")
-    label_u = labels[np.searchsorted(nodes, pairs[:, 0])] if len(nodes) else np.zeros(0, np.int64)
-    edge_rows = np.column_stack([label_u, pairs, np.asarray(similarity, np.float64).view(np.int64)])
-    edge_rows = ex.route(edge_rows.astype(np.int64), owner_of(label_u), "component pairs")
-    assignments = greedy_in_keep_order(node_rows[:, 1], node_rows[:, 2].view(np.uint64), edge_rows)
+    node_rows = ex.route(np.column_stack([nodes, key_of_node]), owner_of(labels), "component nodes")
+    label = labels[np.searchsorted(nodes, pairs[:, 1])] if len(nodes) else np.zeros(0, np.int64)  # u's too
+    edge_rows = np.column_stack([pairs, np.asarray(similarity, np.float64).view(np.int64)])
+    edge_rows = ex.route(edge_rows, owner_of(label), "component pairs")  # the label only routes: 24 B a pair
+    assignments = greedy_in_keep_order(node_rows[:, 0], node_rows[:, 1].view(np.uint64), edge_rows)
     removed = ex.route(assignments[1], owner_of(assignments[1]), "decisions")
     return Keepers(np.sort(removed), assignments, rounds)
 
@@ -132,18 +155,18 @@ def select_keepers(
 def greedy_in_keep_order(
     nodes: np.ndarray, keys: np.ndarray, edge_rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(kept, removed, similarity) of the greedy set over whole components: walk nodes by (key, index); a node
-    no kept neighbour claimed is kept and claims its higher neighbours. Each removed node goes to its most
-    similar kept lower neighbour (ties: the lower-ranked one)."""
+    """(kept, removed, similarity) of the greedy set over whole components, from edge rows (u, v, similarity
+    bits): walk nodes by (key, index); a node no kept neighbour claimed is kept and claims its higher neighbours.
+    Each removed node goes to its most similar kept lower neighbour (ties: the lower-ranked one)."""
     order = np.lexsort((nodes, keys))
     rank_of = np.empty(len(nodes), np.int64)
     rank_of[order] = np.arange(len(nodes))
     by_index = np.argsort(nodes)
-    lower = rank_of[by_index[np.searchsorted(nodes[by_index], edge_rows[:, 1])]]
-    higher = rank_of[by_index[np.searchsorted(nodes[by_index], edge_rows[:, 2])]]
+    lower = rank_of[by_index[np.searchsorted(nodes[by_index], edge_rows[:, 0])]]
+    higher = rank_of[by_index[np.searchsorted(nodes[by_index], edge_rows[:, 1])]]
     removed = _walk(len(nodes), lower, higher)
     take = ~removed[lower] & removed[higher]
-    u, v, sim = lower[take], higher[take], edge_rows[take, 3].view(np.float64)
+    u, v, sim = lower[take], higher[take], edge_rows[take, 2].view(np.float64)
     best = np.lexsort((u, -sim, v))
     best = best[run_starts(v[best])]
     by_rank = nodes[order]

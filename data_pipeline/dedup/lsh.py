@@ -4,11 +4,14 @@
    key and routes (key, rank key, global index) rows to the rank owning that range of key values, so equal keys
    meet on one rank. The owner sorts its rows and emits pairs from each run's BUCKET_PIVOTS lowest-ranked members
    (in `dedup.keep` order) to the members after them. No Python object exists per band entry.
-2. Verification where the pair is owned: each pair goes to the rank holding its lower-ranked document, which
-   fetches the other document's signature from its holder (alltoallv: only candidates' signatures travel) and
+2. Verification where the pair is owned: each pair (u, v) goes to the rank holding its higher-ranked document v,
+   which fetches the signature of the pivot u from its holder (alltoallv: only candidates' signatures travel) and
    keeps the pair when its estimated Jaccard reaches the verify bound: `dedup.verify_threshold`, by default the
-   threshold less two standard deviations of the estimate at the threshold (`verify_bound`). Pairs are verified
-   in batches, so the fetched signatures stay bounded on a rank owning a template's huge star of pairs.
+   threshold less two standard deviations of the estimate at the threshold (`verify_bound`). A template's star of
+   M copies is spread over the ranks as its members are (M/N pairs each), and each rank fetches the few pivot
+   signatures, which repeat; on u's holder, the star's pairs all met on one rank, which fetched every member's
+   signature (the hot rank of bench_pipeline_scale's clustered corpus). Pairs are verified in batches, so the
+   fetched signatures stay bounded even where pivots do not repeat.
 3. Keepers (`components.select_keepers`): the greedy independent set of the verified-pair graph in rank
    order, so a document is removed only as a verified near duplicate of the very document kept for it; the rest
    of a chain (A~B~C with A and C unlike) forms its own clusters. Verification alone does not prevent chaining:
@@ -17,11 +20,12 @@
 4. Each removed document's holder learns it from that rank; the (kept, removed, similarity) rows go to the
    rank holding the kept document, which owns that cluster record.
 
-Memory per document beyond the signatures (4 * num_perm bytes, uint32): bands are processed one at a time, so
-the peak is one band's 64-bit keys, the (key, rank key, index) rows (24 bytes), their routed copy and a sort
-order (benchmarks/bench_dedup_memory.py). A candidate pair costs 16 bytes on the rank owning it, plus the fetched
-signature of its other document when that is new to the rank; a verified pair is held by its lower document's
-rank and, while components are solved, by the rank solving its component (components.py).
+Memory per document beyond the signatures (4 * num_perm bytes, uint32, which `pipeline dedup` leaves on disk:
+signature_files.py): bands are processed one at a time, so the peak is one band's 64-bit keys, the (key, rank
+key, index) rows (24 bytes), their routed copy and a sort order (benchmarks/bench_dedup_memory.py). A candidate
+pair costs 16 bytes on the rank holding v, plus the signature of its pivot u when that is new to the rank's
+batch; a verified pair stays there (8 more bytes of similarity) and, while components are solved, is also held by
+the rank solving its component (components.py).
 
 The result is identical for any number of ranks: candidates depend only on which documents share a band key,
 verification only on the two signatures, and the greedy independent set is unique.
@@ -32,6 +36,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -45,15 +50,16 @@ from data_pipeline.dedup.clusters import (
     positions_of,
     rank_key,
     run_starts,
-    unique_rows,
 )
-from data_pipeline.dedup.components import select_keepers
+from data_pipeline.dedup.components import select_keepers, unique_pairs
 from data_pipeline.dedup.exact import DedupResult, check_inputs, largest_cluster
 from data_pipeline.dedup.minhash import _fmix64, estimated_jaccard
 
 __all__ = [
     "DedupResult",
     "LSHParams",
+    "SignatureArray",
+    "Signatures",
     "band_keys",
     "find_near_duplicates",
     "pair_similarity",
@@ -62,7 +68,9 @@ __all__ = [
 ]
 
 _PAIR_CHUNK = 1 << 13  # pairs compared at once: two 4 MiB blocks of gathered 128-value signatures
-VERIFY_BATCH_PAIRS = 1 << 18  # pairs verified per batch: at most 128 MiB of fetched 128-value signatures
+# Pairs verified per batch: their documents' signatures are read (or fetched) for the batch, two rows per pair at
+# most: 64 MiB of 128-value signatures at worst, a few MiB when pivots repeat (a star's pairs share 4 per band).
+VERIFY_BATCH_PAIRS = 1 << 16
 # Members of a bucket that propose pairs to the members ranked after them. With one (a star from the lowest-ranked
 # member), two documents v, w alike were never compared when every bucket they share also held a lower-ranked u
 # unlike both (J(v, w) = 0.95 removed nothing). Now v-w is missed only when every bucket they share holds
@@ -144,6 +152,30 @@ def band_keys(signatures: np.ndarray, params: LSHParams, band: int) -> np.ndarra
     return keys
 
 
+class Signatures(Protocol):
+    """What near dedup reads of a rank's signatures: the rows of some documents and one band of every document.
+    `SignatureArray` holds them in memory; `signature_files.SignatureFiles` leaves them on disk."""
+
+    shape: tuple[int, int]
+
+    def __getitem__(self, positions: np.ndarray) -> np.ndarray: ...
+
+    def band_keys(self, params: LSHParams, band: int) -> np.ndarray: ...
+
+
+class SignatureArray:
+    """`Signatures` of an (n, num_perm) uint32 array in memory."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.shape = array, array.shape
+
+    def __getitem__(self, positions: np.ndarray) -> np.ndarray:
+        return self.array[positions]
+
+    def band_keys(self, params: LSHParams, band: int) -> np.ndarray:
+        return band_keys(self.array, params, band)
+
+
 def verify_bound(params: LSHParams, deviations: float = 2.0) -> float:
     """Default verify threshold: dedup.threshold less `deviations` standard deviations of the MinHash estimate of a
     pair exactly at the threshold (sqrt(t(1-t)/num_perm)); 0.729 at 0.8 and 128 permutations.
@@ -176,20 +208,27 @@ def _pivot_pairs(received: np.ndarray) -> np.ndarray:
 
 
 def candidate_pairs(
-    ex: Exchange, doc_index: np.ndarray, keys: np.ndarray, signatures: np.ndarray, params: LSHParams, owner_of: OwnerOf
+    ex: Exchange, doc_index: np.ndarray, keys: np.ndarray, signatures: Signatures, params: LSHParams, owner_of: OwnerOf
 ) -> np.ndarray:
-    """The candidate pairs (u, v) whose lower-ranked document u this rank holds, each once: u ranks below v."""
-    pairs, fresh = np.zeros((0, 2), np.int64), []
+    """The candidate pairs (u, v) whose higher-ranked document v this rank holds, each once: u ranks below v."""
+    parts = [np.zeros((0, 2), np.int64)]  # the pairs merged so far, then each band's new ones
     for band in range(params.bands):
-        band_key = band_keys(signatures, params, band)
+        band_key = signatures.band_keys(params, band)
         rows = np.column_stack([band_key, keys, doc_index.astype(np.uint64)])
         received = ex.route(rows, key_owner(band_key, ex.comm.size), "band keys")
         del rows, band_key
-        fresh.append(_pivot_pairs(received))
-        if 4 * sum(len(f) for f in fresh) >= len(pairs):  # merging when new rows reach a quarter of the merged ones
-            pairs, fresh = unique_rows(np.concatenate([pairs, *fresh])), []  # bounds both the sorts and the copies
-    pairs = unique_rows(np.concatenate([pairs, *fresh]))
-    return unique_rows(ex.route(pairs, owner_of(pairs[:, 0]), "candidate pairs").reshape(-1, 2))
+        parts.append(_pivot_pairs(received))
+        if 4 * sum(len(f) for f in parts[1:]) >= len(parts[0]):  # new rows reach a quarter of the merged ones:
+            parts = [_merged(parts)]  # bounds both the sorts and the copies
+    pairs = _merged(parts)
+    return unique_pairs(ex.route(pairs, owner_of(pairs[:, 1]), "candidate pairs"))
+
+
+def _merged(parts: list[np.ndarray]) -> np.ndarray:
+    """The unique rows of all parts, which are released (the list emptied) before the sort: one copy at a time."""
+    rows = np.concatenate(parts)
+    parts.clear()
+    return unique_pairs(rows)
 
 
 def pair_similarity(signatures: np.ndarray, pos_u: np.ndarray, other: np.ndarray, pos_v: np.ndarray) -> np.ndarray:
@@ -201,47 +240,49 @@ def pair_similarity(signatures: np.ndarray, pos_u: np.ndarray, other: np.ndarray
     return out
 
 
-def verify_pairs(
-    ex: Exchange, pairs: np.ndarray, doc_index: np.ndarray, signatures: np.ndarray, bound: float, owner_of: OwnerOf
-) -> tuple[np.ndarray, np.ndarray]:
-    """(pairs, similarity) of this rank's candidate pairs whose estimated Jaccard reaches `bound`.
+def candidate_similarity(
+    ex: Exchange, pairs: np.ndarray, doc_index: np.ndarray, signatures: Signatures, owner_of: OwnerOf
+) -> np.ndarray:
+    """Estimated Jaccard of each of this rank's candidate pairs (u, v).
 
-    u is held here; v's signature is read in place when v is held here too, else fetched from its holder (once
-    per document and rank)."""
-    local = owner_of(pairs[:, 1]) == ex.comm.rank
-    wanted, pos_remote = np.unique(pairs[~local, 1], return_inverse=True)
+    v is held here; the pivot u's signature is read here too when u is held here, else fetched from its holder
+    (once per pivot and rank). Each of the batch's own documents is read once."""
+    local = owner_of(pairs[:, 0]) == ex.comm.rank
+    wanted, pos_remote = np.unique(pairs[~local, 0], return_inverse=True)
     fetched = fetch_from_owners(ex, wanted, owner_of, doc_index, signatures, "signatures")
-    pos_u = positions_of(doc_index, pairs[:, 0], "verify_pairs")
+    pos_v = positions_of(doc_index, pairs[:, 1], "candidate_similarity")
+    pos_u = positions_of(doc_index, pairs[local, 0], "candidate_similarity")
+    held, at = np.unique(np.concatenate([pos_v, pos_u]), return_inverse=True)
+    rows, at_v, at_u = signatures[held], at[: len(pos_v)], at[len(pos_v) :]
     similarity = np.empty(len(pairs), np.float64)
-    similarity[local] = pair_similarity(
-        signatures, pos_u[local], signatures, positions_of(doc_index, pairs[local, 1], "verify_pairs")
-    )
-    similarity[~local] = pair_similarity(signatures, pos_u[~local], fetched, pos_remote.reshape(-1))
-    keep = similarity >= bound
-    return pairs[keep], similarity[keep]
+    similarity[local] = pair_similarity(rows, at_u, rows, at_v[local])
+    similarity[~local] = pair_similarity(fetched, pos_remote.reshape(-1), rows, at_v[~local])
+    return similarity
 
 
 def verify_in_batches(
-    ex: Exchange, pairs: np.ndarray, doc_index: np.ndarray, signatures: np.ndarray, bound: float, owner_of: OwnerOf
+    ex: Exchange, pairs: np.ndarray, doc_index: np.ndarray, signatures: Signatures, bound: float, owner_of: OwnerOf
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`verify_pairs` over batches of VERIFY_BATCH_PAIRS pairs, so the fetched signatures stay bounded on a rank that
-    owns very many pairs (a template's star); every rank takes part in as many batches as the busiest one."""
+    """(pairs, similarity) of this rank's candidate pairs whose estimated Jaccard reaches `bound`, compared in
+    batches of VERIFY_BATCH_PAIRS pairs, so the signatures read and fetched stay bounded; every rank takes part in
+    as many batches as the busiest one. The verified pairs are moved to the front of `pairs` and returned as a
+    view of it: only the candidates' count is needed afterwards, and a copy would cost 16 B per pair."""
     batches = max(ex.comm.allgather(-(-len(pairs) // VERIFY_BATCH_PAIRS)))
-    verified = [
-        verify_pairs(
-            ex, pairs[i * VERIFY_BATCH_PAIRS : (i + 1) * VERIFY_BATCH_PAIRS], doc_index, signatures, bound, owner_of
-        )
-        for i in range(batches)
-    ]
-    if not verified:
-        return pairs, np.zeros(0, np.float64)
-    return np.concatenate([v[0] for v in verified]), np.concatenate([v[1] for v in verified])
+    verified, similarity = 0, [np.zeros(0, np.float64)]
+    for start in range(0, batches * VERIFY_BATCH_PAIRS, VERIFY_BATCH_PAIRS):
+        batch = pairs[start : start + VERIFY_BATCH_PAIRS]
+        batch_similarity = candidate_similarity(ex, batch, doc_index, signatures, owner_of)
+        keep = batch_similarity >= bound
+        pairs[verified : verified + int(keep.sum())] = batch[keep]  # batch[keep] is a copy: no overlap
+        verified += int(keep.sum())
+        similarity.append(batch_similarity[keep])
+    return pairs[:verified], np.concatenate(similarity)
 
 
 def find_near_duplicates(
     comm: Comm,
     doc_index: np.ndarray,
-    signatures: np.ndarray,
+    signatures: np.ndarray | Signatures,
     params: LSHParams,
     verify_threshold: float | None = None,
     priority: np.ndarray | None = None,
@@ -251,13 +292,16 @@ def find_near_duplicates(
 
     verify_threshold: the estimated Jaccard a candidate pair needs (None: `verify_bound(params)`; 0: every
     candidate). priority: `keep_priority` of each document (None: input order). owner_of: the rank holding each
-    global index (needed with more than one rank)."""
+    global index (needed with more than one rank). signatures: an (n, num_perm) uint32 array, or `Signatures`
+    read from disk (signature_files.py)."""
     doc_index, priority, owner_of = check_inputs(comm, doc_index, priority, owner_of, "find_near_duplicates")
     if signatures.shape != (len(doc_index), params.num_perm):
         raise ValueError(
             f"find_near_duplicates: signatures have shape {signatures.shape}, expected "
             f"({len(doc_index)}, {params.num_perm}) for {len(doc_index)} documents and dedup.num_perm"
         )
+    if isinstance(signatures, np.ndarray):
+        signatures = SignatureArray(signatures)
     ex, keys = Exchange(comm), rank_key(priority)
     pairs = candidate_pairs(ex, doc_index, keys, signatures, params, owner_of)
     bound = verify_bound(params) if verify_threshold is None else float(verify_threshold)

@@ -2,10 +2,11 @@
 ranks; each rank learns its own documents' fate.
 
 A document's global index is its position among all documents in task order, so it does not depend on N. Each
-rank loads the keys (then the signatures) of its own tasks' documents and calls the dedup algorithms
-(dedup/exact.py, lsh.py, clusters.py); it gets back the removals among its own documents and the clusters whose
-kept document it holds. Memory: 8 bytes of index, 16 of key, 8 of priority and 4 * num_perm of signature per
-document of the rank's share. With --against, a new document that duplicates a kept document of an earlier
+rank loads the keys of its own tasks' documents and calls the dedup algorithms (dedup/exact.py, lsh.py,
+clusters.py); it gets back the removals among its own documents and the clusters whose kept document it holds.
+Near dedup reads the signatures from the scan's files (dedup/signature_files.py: band keys written to
+dedup/work/bands-rNNNNN/ for the run, rows read per batch of pairs). Memory: 8 bytes of index, 16 of key (exact
+dedup), 8 of priority and 8 of signature row number per document of the rank's share. With --against, a new document that duplicates a kept document of an earlier
 dataset is removed first (`exact_dup_earlier`, `near_dup_earlier`; dedup/earlier.py): earlier documents always
 win, and the new documents left are deduplicated among themselves as usual.
 """
@@ -22,8 +23,10 @@ from data_pipeline.dedup import earlier as earlier_dedup
 from data_pipeline.dedup import exact as exact_dedup
 from data_pipeline.dedup import lsh
 from data_pipeline.dedup.index import IndexTask
+from data_pipeline.dedup.signature_files import SignatureFiles
 from data_pipeline.progress import summary
 from data_pipeline.stages.earlier import Earlier, EarlierShare, earlier_share
+from data_pipeline.stages.outputs import WORK_DIR
 from data_pipeline.stages.plan import DedupJob, Plan
 from data_pipeline.stages.scan import TaskWork
 from data_pipeline.tasks import Task
@@ -138,12 +141,12 @@ def find_duplicates(job: DedupJob, plan: Plan, index: GlobalIndex) -> Removals:
         summary(f"near dedup: {removals.lsh.describe()}", job.quiet)
         alive = ~np.isin(doc_index, removals.all_removed())
         doc_index, priority = doc_index[alive], priority[alive]  # the full arrays are not needed any more
-        signatures = live_signatures(job, tasks, alive)
-        del alive
-        result = lsh.find_near_duplicates(
-            comm, doc_index, signatures, removals.lsh, cfg.verify_threshold, priority, index.owner_of
-        )
-        del signatures, doc_index, priority
+        with spilled_signatures(job, tasks, alive, removals.lsh) as signatures:
+            del alive
+            result = lsh.find_near_duplicates(
+                comm, doc_index, signatures, removals.lsh, cfg.verify_threshold, priority, index.owner_of
+            )
+        del doc_index, priority
         removals.removed["near_dup"] = np.asarray(result.removed, np.int64)
         packed.append(result.clusters)
         removals.pairs |= {"candidate_pairs": int(result.candidate_pairs), "verified_pairs": int(result.verified_pairs)}
@@ -200,9 +203,17 @@ def live_index(job: DedupJob, tasks: list[Task], index: GlobalIndex) -> np.ndarr
     return np.concatenate(parts or [np.zeros(0, np.int64)]).astype(np.int64)
 
 
+def spilled_signatures(job: DedupJob, tasks: list[Task], alive: np.ndarray, params: lsh.LSHParams) -> SignatureFiles:
+    """Signatures of the live documents still alive, left in the scan's files; their band keys written for this
+    run (removed when the caller closes it)."""
+    paths = [TaskWork(job.out, t).path("signatures.u32") for t in tasks]
+    return SignatureFiles.spill(paths, alive, params, job.out / WORK_DIR / f"bands-r{job.comm.rank:05d}")
+
+
 def live_signatures(job: DedupJob, tasks: list[Task], alive: np.ndarray) -> np.ndarray:
     """Signatures of the live documents still alive, read in blocks straight into one array (no temporary
-    copy of a task's signatures, so memory is the alive signatures plus one block)."""
+    copy of a task's signatures, so memory is the alive signatures plus one block): dedup against earlier
+    datasets (--against) holds them in memory."""
     num_perm = job.recipe.dedup.num_perm
     out = np.empty((int(alive.sum()), num_perm), np.uint32)
     start = row = 0

@@ -18,8 +18,8 @@ from support.sim_comm import run_ranks
 
 from data_pipeline.comm import LocalComm
 from data_pipeline.dedup import lsh
-from data_pipeline.dedup.clusters import Exchange, rank_key
-from data_pipeline.dedup.components import component_labels, round_bound, select_keepers
+from data_pipeline.dedup.clusters import Exchange, rank_key, unique_rows
+from data_pipeline.dedup.components import component_labels, round_bound, select_keepers, unique_pairs
 from data_pipeline.dedup.lsh import LSHParams, find_near_duplicates
 
 PARAMS = LSHParams.from_threshold(0.8, 128, bands=12, rows=10)  # the decoy signatures are built for 10-row bands
@@ -78,7 +78,7 @@ def sequential_greedy(pairs: np.ndarray, keys: dict[int, tuple]) -> set[int]:
 
 def keepers_on(size: int, owners: np.ndarray, pairs: np.ndarray, priority: np.ndarray, similarity: np.ndarray):
     """select_keepers on `size` simulated ranks; rank r holds the documents with owners == r. Pairs are oriented
-    lower-ranked first and held by their lower document's rank, as verification leaves them."""
+    lower-ranked first and held by their higher document's rank, as verification leaves them."""
     keys = rank_key(priority)
     position = np.empty(len(priority), np.int64)
     position[np.lexsort((np.arange(len(priority)), keys))] = np.arange(len(priority))
@@ -86,7 +86,7 @@ def keepers_on(size: int, owners: np.ndarray, pairs: np.ndarray, priority: np.nd
 
     def rank(comm):
         doc_index = np.flatnonzero(owners == comm.rank)
-        mine = owners[oriented[:, 0]] == comm.rank
+        mine = owners[oriented[:, 1]] == comm.rank
         owner_of = lambda i: owners[np.asarray(i, np.int64)]  # noqa: E731
         keepers = select_keepers(Exchange(comm), oriented[mine], similarity[mine], doc_index, keys[doc_index],
                                  owner_of)  # fmt: skip
@@ -212,3 +212,17 @@ def test_chain_of_signatures_dealt_round_robin_end_to_end():
         assert per_rank[0].verified_pairs == n - 1
         assert sorted(i for r in per_rank for i in r.removed.tolist()) == list(range(1, n, 2))
         assert {r.rounds for r in per_rank} == {11}
+
+
+@pytest.mark.parametrize(("rows", "low", "high"), [(0, 0, 1), (1, 0, 9), (5000, 0, 400), (5000, -3, 400),
+                                                  (5000, 0, 1 << 40)])  # fmt: skip
+def test_unique_pairs_equals_unique_rows(rows, low, high):
+    """Sorted by (a, b) without repeats, as clusters.unique_rows, by one 64-bit key (0 <= values < 2^32) or not."""
+    pairs = np.random.default_rng(rows).integers(low, high, (rows, 2))
+    pairs[: rows // 2, 1] = pairs[: rows // 2, 0]  # rows that differ in b only
+    expected = unique_rows(pairs.copy())
+    assert np.array_equal(unique_pairs(pairs.copy()), expected) and (high > 1 << 20 or len(expected) < max(rows, 2))
+    distinct = expected[::-1].copy()  # no repeats: rewritten in place
+    result = unique_pairs(distinct)
+    in_place = rows == 0 or high > 1 << 32 or low < 0 or np.shares_memory(result, distinct)
+    assert np.array_equal(result, expected) and in_place

@@ -92,11 +92,14 @@ def test_inputs_are_statted_once_by_rank_0_and_each_rank_deletes_its_own_work(
     # inputs: rank 0 one storage.stat per file (one os.stat, and its listing's os.stat); the other ranks none
     once = {("storage.stat", n): 1 for n in names} | {("os.stat", n): 2 for n in names}
     assert {r: dict(c) for r, c in calls.input_stats.items()} == {0: once}
-    # work: each rank touches and deletes only its own tasks' folders; rank 0 then the emptied folder
+    # work: each rank touches and deletes only its own tasks' folders and its near dedup band keys; rank 0 then
+    # the emptied folder
     owned = {r: sorted(p for p in calls.removed[r] if p.startswith("t-")) for r in range(3)}
     assert sorted(p for r in owned for p in owned[r]) == [f"t-{i:05d}" for i in range(FILES)]
-    assert all(owned[r] for r in range(3)) and all(calls.work_touched[r] == set(owned[r]) for r in range(3))
-    assert [p for r in range(3) for p in calls.removed[r] if not p.startswith("t-")] == ["."]
+    bands = {r: f"bands-r{r:05d}" for r in range(3)}
+    assert all(owned[r] for r in range(3))
+    assert all(calls.work_touched[r] == {*owned[r], bands[r]} for r in range(3))
+    assert sorted(p for r in range(3) for p in calls.removed[r] if not p.startswith("t-")) == [".", *bands.values()]
     assert calls.removed[0][-1] == "." and not (out / "dedup" / "work").exists()
     # the outputs: those of a 1-rank run that keeps its work
     ignored = ("stats.json", "timings.json", ".stages/dedup.json", "recipe.yaml", "dedup/work/")  # recipe: keep_work

@@ -7,10 +7,18 @@ import pytest
 from datasketch import MinHash, MinHashLSH
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from support.sim_comm import run_ranks
 
 from data_pipeline.comm import LocalComm
+from data_pipeline.dedup.clusters import owner_of_blocks
 from data_pipeline.dedup.exact import exact_text_hash, exact_text_hashes, find_exact_duplicates
-from data_pipeline.dedup.lsh import DEFAULT_FALSE_NEGATIVE_WEIGHT, LSHParams, find_near_duplicates, planted_corpus
+from data_pipeline.dedup.lsh import (
+    BUCKET_PIVOTS,
+    DEFAULT_FALSE_NEGATIVE_WEIGHT,
+    LSHParams,
+    find_near_duplicates,
+    planted_corpus,
+)
 from data_pipeline.dedup.minhash import compute_signatures, shingle_hashes
 
 
@@ -148,3 +156,37 @@ def test_exact_dedup_keeps_first_occurrence():
     digest = exact_text_hash("alpha")
     assert digest.dtype == np.uint64 and digest.shape == (2,)
     assert not np.array_equal(digest, exact_text_hash("alpha "))
+
+
+def star_signatures(members: int, changed: int = 2, seed: int = 0) -> np.ndarray:
+    """A template's signature and `members` - 1 copies of it, each with `changed` random values redrawn."""
+    rng = np.random.default_rng(seed)
+    signatures = np.tile(rng.integers(0, 1 << 32, 128, dtype=np.uint32), (members, 1))
+    rows = np.repeat(np.arange(1, members), changed)
+    signatures[rows, rng.integers(0, 128, len(rows))] = rng.integers(0, 1 << 32, len(rows), dtype=np.uint32)
+    return signatures
+
+
+def test_a_star_is_verified_where_its_members_are():
+    """A star of M copies over 4 ranks in contiguous blocks (its pivots all on rank 0). Before, every pair went to
+    its pivot u's holder, which fetched every other member's signature: rank 0 received (M - M/4) x 512 B.
+    Now a pair (u, v) is verified on v's holder, which fetches only pivots: u is one of the BUCKET_PIVOTS
+    lowest-ranked members of a bucket, and a star has one large bucket per band, so no rank fetches more than
+    BUCKET_PIVOTS x bands signatures, whatever M and N. The kept set is the one of a single rank."""
+    members, ranks = 2000, 4
+    signatures, params = star_signatures(members), LSHParams.from_threshold(0.8, 128)
+    counts = [members // ranks] * ranks
+    owner_of, starts = owner_of_blocks(counts), np.cumsum([0, *counts])
+
+    def rank(comm):
+        index = np.arange(starts[comm.rank], starts[comm.rank + 1])
+        return find_near_duplicates(comm, index, signatures[index], params, owner_of=owner_of)
+
+    results = run_ranks(ranks, rank)
+    alone = find_near_duplicates(LocalComm(), np.arange(members), signatures, params)
+    assert np.array_equal(np.concatenate([r.removed for r in results]), alone.removed)
+    assert len(alone.removed) == members - 1
+    assert results[0].candidate_pairs < 300_000  # one verification batch: the bound below is per batch
+    bound = BUCKET_PIVOTS * params.bands * 4 * params.num_perm  # 32 KiB; before, rank 0 received 750 KiB
+    fetched = [r.received_bytes.get("signatures", 0) for r in results]
+    assert max(fetched) <= bound, fetched
