@@ -80,7 +80,7 @@ def large_cluster(members: int) -> None:
     sigs = sigs[rng.permutation(n)]
     params = LSHParams.from_threshold(0.8, 128)
     print(f"\none cluster of {members} near-identical documents among {n}; {params.describe()}")
-    for size in (4, 16):
+    for size in RANK_COUNTS:
 
         def rank(comm, size=size):
             index = np.arange(comm.rank, n, size)
@@ -94,7 +94,8 @@ def large_cluster(members: int) -> None:
               f"{results[0].verified_pairs} verified pairs, {time.perf_counter() - started:.1f} s")  # fmt: skip
         for phase in sorted({p for r in results for p in r.received_bytes}):
             got = np.array([r.received_bytes.get(phase, 0) for r in results], np.float64)
-            print(f"    {phase:<20} max {got.max() / members:7.1f} B/member  max/mean {got.max() / got.mean():5.2f}")
+            spread = f"{got.max() / got.mean():5.2f}" if got.any() else "    -"  # nothing crossed ranks
+            print(f"    {phase:<20} max {got.max() / members:7.1f} B/member  max/mean {spread}")
 
 
 def main() -> None:
