@@ -18,6 +18,7 @@ What stays in memory is each live document's row number in the files (8 bytes).
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -26,7 +27,19 @@ import numpy as np
 from data_pipeline.dedup.lsh import LSHParams, band_keys
 
 BLOCK_ROWS = 256  # rows per read: 128 KiB of 128-value signatures
-SPILL_BLOCK_ROWS = 4096  # rows per block of the streaming pass that writes the band keys
+SPILL_BLOCK_ROWS = 4096  # rows per block of a streaming pass over the files (`live_rows`)
+
+
+def live_rows(paths: list[Path], alive: np.ndarray, num_perm: int) -> Iterator[np.ndarray]:
+    """The live rows of the scan's signature files, in order, in blocks of at most SPILL_BLOCK_ROWS file rows
+    (`alive`: one flag per row over all the files)."""
+    start = 0
+    for path in paths:
+        with open(path, "rb") as f:
+            while (block := np.fromfile(f, np.uint32, count=SPILL_BLOCK_ROWS * num_perm)).size:
+                block = block.reshape(-1, num_perm)
+                yield block[alive[start : start + len(block)]]
+                start += len(block)
 
 
 class SignatureFiles:
@@ -53,20 +66,10 @@ class SignatureFiles:
         folder.mkdir(parents=True, exist_ok=True)  # a killed run's band files are overwritten
         with ExitStack() as files:
             bands = [files.enter_context(open(signatures.band_path(b), "wb")) for b in range(params.bands)]
-            for block in signatures.live_blocks(alive):
+            for block in live_rows(paths, alive, params.num_perm):
                 for band, out in enumerate(bands):
                     out.write(band_keys(block, params, band).tobytes())
         return signatures
-
-    def live_blocks(self, alive: np.ndarray):
-        """The live rows of every file, in order, in blocks of at most SPILL_BLOCK_ROWS file rows."""
-        start = 0
-        for path in self.paths:
-            with open(path, "rb") as f:
-                while (block := np.fromfile(f, np.uint32, count=SPILL_BLOCK_ROWS * self.params.num_perm)).size:
-                    block = block.reshape(-1, self.params.num_perm)
-                    yield block[alive[start : start + len(block)]]
-                    start += len(block)
 
     def band_path(self, band: int) -> Path:
         return self.folder / f"band-{band:03d}.u64"

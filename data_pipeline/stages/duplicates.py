@@ -23,7 +23,7 @@ from data_pipeline.dedup import earlier as earlier_dedup
 from data_pipeline.dedup import exact as exact_dedup
 from data_pipeline.dedup import lsh
 from data_pipeline.dedup.index import IndexTask
-from data_pipeline.dedup.signature_files import SignatureFiles
+from data_pipeline.dedup.signature_files import SignatureFiles, live_rows
 from data_pipeline.progress import summary
 from data_pipeline.stages.earlier import Earlier, EarlierShare, earlier_share
 from data_pipeline.stages.outputs import WORK_DIR
@@ -31,7 +31,6 @@ from data_pipeline.stages.plan import DedupJob, Plan
 from data_pipeline.stages.scan import TaskWork
 from data_pipeline.tasks import Task
 
-SIGNATURE_BLOCK_ROWS = 4096
 REASONS = ("exact_dup_earlier", "near_dup_earlier", "exact_dup", "near_dup")
 
 
@@ -214,15 +213,9 @@ def live_signatures(job: DedupJob, tasks: list[Task], alive: np.ndarray) -> np.n
     """Signatures of the live documents still alive, read in blocks straight into one array (no temporary
     copy of a task's signatures, so memory is the alive signatures plus one block): dedup against earlier
     datasets (--against) holds them in memory."""
-    num_perm = job.recipe.dedup.num_perm
-    out = np.empty((int(alive.sum()), num_perm), np.uint32)
-    start = row = 0
-    for task in tasks:
-        with open(TaskWork(job.out, task).path("signatures.u32"), "rb") as f:
-            while (block := np.fromfile(f, np.uint32, count=SIGNATURE_BLOCK_ROWS * num_perm)).size:
-                block = block.reshape(-1, num_perm)
-                keep = alive[start : start + len(block)]
-                taken = int(keep.sum())
-                out[row : row + taken] = block[keep]
-                start, row = start + len(block), row + taken
+    paths = [TaskWork(job.out, t).path("signatures.u32") for t in tasks]
+    out = np.empty((int(alive.sum()), job.recipe.dedup.num_perm), np.uint32)
+    row = 0
+    for block in live_rows(paths, alive, job.recipe.dedup.num_perm):
+        out[row : row + len(block)], row = block, row + len(block)
     return out
