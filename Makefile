@@ -22,7 +22,7 @@ $(STAMP): setup.py constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-# both tiers: tests/unit, then tests/integration (processes, MPI, SLURM; CUDA tests skip without a GPU), on two
+# both tiers, tests/unit and tests/integration (processes, MPI, SLURM; CUDA tests skip without a GPU), on two
 # pytest-xdist workers: a test that starts ranks spends much of its time waiting on them, and the other worker's
 # test fills that time. Each integration file runs whole on one worker (tests/support/worker_groups.py).
 TEST_WORKERS ?= 2
