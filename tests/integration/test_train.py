@@ -21,6 +21,7 @@ from support.runs import DEEPSPEED_LAUNCHER_SETS
 
 from data_pipeline.shards import TokenStream
 from pretrain.config import load_config
+from pretrain.cpu_shm import SHM_DIR, segment_name
 from pretrain.data import BatchLayout, TrainSampler
 from pretrain.engine import decay_groups
 from pretrain.model import GPT
@@ -247,3 +248,13 @@ def test_deepspeed_launcher_on_cpu_matches_reference(tiny_dataset: Path, deepspe
     assert json.loads((run / "ds_config.json").read_text())["gradient_accumulation_steps"] == 2
     want = reference_losses(tiny_dataset, DEEPSPEED_LAUNCHER_SETS, 3)
     assert_close(step_losses(run), want, 2e-5, (1, 2, 3))
+
+
+def test_deepspeed_launcher_leaves_no_shared_memory_segment(deepspeed_launcher_launch) -> None:
+    """The launcher tells the ranks they share a machine (LOCAL_SIZE), so DeepSpeed's CPU op gave each a ~27 MB
+    segment in /dev/shm; before pretrain/cpu_shm.py every launch left them there, in RAM."""
+    proc, _ = deepspeed_launcher_launch
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    port = proc.args[proc.args.index("--master_port") + 1]
+    made = [SHM_DIR / segment_name(rank, {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}) for rank in (0, 1)]
+    assert [path.name for path in made if path.exists()] == []
