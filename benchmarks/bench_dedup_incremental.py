@@ -16,6 +16,8 @@ Three child processes, each `--repeat` times alternating, best kept (wall second
   incremental  pipeline dedup --input new.jsonl --against earlier/ --output inc/
   read index   np.fromfile of every keys and signatures file of earlier/ (the page cache as the run finds it)
 
+and the peak RSS of each run's rank (stats.json resources, ru_maxrss) from its first attempt.
+
     PYTHONPATH=. python benchmarks/bench_dedup_incremental.py [--new 20000] [--earlier 200000] [--repeat 2]
 """
 
@@ -145,12 +147,18 @@ def main() -> None:
         times = {k: min(v) for k, v in best.items()}
         stats = json.loads((root / "inc-0" / "stats.json").read_text())
         timings = {run: json.loads((root / f"{run}-0" / "timings.json").read_text()) for run in ("fresh", "inc")}
+        peaks = {run: json.loads((root / f"{run}-0" / "stats.json").read_text())["resources"]["max"]["peak_rss_rank_bytes"]
+                 for run in ("fresh", "inc")}  # fmt: skip
         index_bytes = sum(p.stat().st_size for p in (root / "earlier" / "dedup" / "index").rglob("*") if p.is_file())
     anchor = times["fresh"] + times["read index"]
     print(f"dropped (incremental): {stats['dropped']}")
     print(f"phases, fresh (s): {timings['fresh']}")
     print(f"phases, incremental (s): {timings['inc']}")
     print(f"earlier index: {index_bytes / args.earlier:.0f} bytes per document")
+    print(
+        f"peak RSS of the rank: fresh {peaks['fresh'] / 2**20:.0f} MiB, incremental {peaks['inc'] / 2**20:.0f} MiB "
+        f"(earlier signatures: {args.earlier * 512 / 2**20:.0f} MiB)"
+    )
     for name, seconds in times.items():
         print(f"{name:>12}: {seconds:7.2f} s")
     print(f"ratio incremental / (fresh + read index) = {times['incremental'] / anchor:.2f}  (target <= 2)")
