@@ -16,8 +16,12 @@ index task (`owner_of` covers both kinds). Rows travel as in the usual steps:
   reaches the verify bound. A new document with verified pairs is removed for its most similar earlier one.
 
 The cluster rows (earlier kept, new removed, similarity) go to the rank holding the earlier document. Results
-depend only on the documents, never on N. Memory: the earlier share costs what the same number of new documents
-costs in lsh.py per band (24 bytes a row, routed), plus its keys and signatures.
+depend only on the documents, never on N.
+
+Memory: signatures of either kind are `lsh.Signatures` (in `pipeline dedup`, both left on disk:
+signature_files.py), read one band's keys at a time and the rows of a batch of pairs; an earlier document costs
+what a new one does per band (24 bytes a row, routed; the earlier rows no new row shares a key with are dropped
+before any copy of them), plus 16 bytes of exact key.
 """
 
 from __future__ import annotations
@@ -35,15 +39,21 @@ from data_pipeline.dedup.clusters import (
     unique_rows,
 )
 from data_pipeline.dedup.exact import DedupResult, exact_result, largest_cluster
-from data_pipeline.dedup.lsh import BUCKET_PIVOTS, VERIFY_BATCH_PAIRS, LSHParams, band_keys, pair_similarity
+from data_pipeline.dedup.lsh import BUCKET_PIVOTS, VERIFY_BATCH_PAIRS, LSHParams, Signatures, pair_similarity
 
 EARLIER, NEW = 0, 1  # the side column: earlier rows sort first in a run
 
 
-def _sided(key: np.ndarray, side: int, doc_index: np.ndarray) -> np.ndarray:
-    """uint64 rows (key columns..., side, global index)."""
-    side_column = np.full(len(doc_index), side, np.uint64)
-    return np.column_stack([np.asarray(key, np.uint64), side_column, doc_index.astype(np.uint64)])
+def _sided(earlier_key: np.ndarray, earlier_index: np.ndarray, key: np.ndarray, doc_index: np.ndarray) -> np.ndarray:
+    """uint64 rows (key columns..., side, global index), the earlier documents' first, written into one array (no
+    per-side copy to concatenate)."""
+    first, columns = len(earlier_index), 1 if key.ndim == 1 else key.shape[1]
+    rows = np.empty((first + len(doc_index), columns + 2), np.uint64)
+    rows[:first, :columns] = earlier_key.reshape(first, columns)
+    rows[first:, :columns] = key.reshape(len(doc_index), columns)
+    rows[:first, columns], rows[first:, columns] = EARLIER, NEW
+    rows[:first, columns + 1], rows[first:, columns + 1] = earlier_index, doc_index
+    return rows
 
 
 def find_exact_in_earlier(
@@ -56,7 +66,7 @@ def find_exact_in_earlier(
 ) -> DedupResult:
     """The new documents (doc_index, held here) whose exact key an earlier document has; clusters by earlier one."""
     ex = Exchange(comm)
-    rows = np.concatenate([_sided(earlier_keys, EARLIER, earlier_index), _sided(keys, NEW, doc_index)])
+    rows = _sided(earlier_keys, earlier_index, keys, doc_index)
     received = ex.route(rows, key_owner(rows[:, 0], comm.size), "earlier exact keys")
     received = received[np.lexsort((received[:, 3], received[:, 2], received[:, 1], received[:, 0]))]
     starts = run_starts(received[:, :2])
@@ -68,12 +78,13 @@ def find_exact_in_earlier(
 
 def _earlier_pairs(received: np.ndarray) -> np.ndarray:
     """(earlier, new) pairs from runs of equal band keys: each of a run's BUCKET_PIVOTS lowest earlier members
-    with every new member. Earlier rows whose key no new row has are dropped before the sort."""
-    new = received[:, 1] == NEW
-    earlier, new_keys = received[~new], np.sort(received[new, 0])
-    found = np.minimum(np.searchsorted(new_keys, earlier[:, 0]), max(len(new_keys) - 1, 0))
-    shared = new_keys[found] == earlier[:, 0] if len(new_keys) else np.zeros(len(earlier), bool)
-    rows = np.concatenate([earlier[shared], received[new]])
+    with every new member. Only the rows whose key a new row has (every new row among them) are copied and sorted."""
+    new_keys = np.sort(received[received[:, 1] == NEW, 0])
+    if len(new_keys) == 0:
+        return np.zeros((0, 2), np.int64)
+    found = np.minimum(np.searchsorted(new_keys, received[:, 0]), len(new_keys) - 1)
+    rows = received[new_keys[found] == received[:, 0]]
+    del found
     rows = rows[np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))]
     starts = run_starts(rows[:, 0])
     run_first, run_of = np.flatnonzero(starts), np.cumsum(starts) - 1
@@ -88,30 +99,32 @@ def _earlier_pairs(received: np.ndarray) -> np.ndarray:
 def earlier_candidates(
     ex: Exchange,
     doc_index: np.ndarray,
-    signatures: np.ndarray,
+    signatures: Signatures,
     earlier_index: np.ndarray,
-    earlier_signatures: np.ndarray,
+    earlier_signatures: Signatures,
     params: LSHParams,
     owner_of: OwnerOf,
 ) -> np.ndarray:
     """(earlier, new) candidate pairs, each once, on the rank holding the new document."""
     found = [np.zeros((0, 2), np.int64)]
     for band in range(params.bands):
-        rows = np.concatenate([
-            _sided(band_keys(earlier_signatures, params, band), EARLIER, earlier_index),
-            _sided(band_keys(signatures, params, band), NEW, doc_index),
-        ])  # fmt: skip
-        found.append(_earlier_pairs(ex.route(rows, key_owner(rows[:, 0], ex.comm.size), "earlier band keys")))
+        rows = _sided(earlier_signatures.band_keys(params, band), earlier_index,
+                      signatures.band_keys(params, band), doc_index)  # fmt: skip
+        received = ex.route(rows, key_owner(rows[:, 0], ex.comm.size), "earlier band keys")
+        del rows
+        found.append(_earlier_pairs(received))
+        del received
     pairs = unique_rows(np.concatenate(found))
     return unique_rows(ex.route(pairs, owner_of(pairs[:, 1]), "earlier candidate pairs").reshape(-1, 2))
 
 
 def _verify(ex, pairs, doc_index, signatures, earlier_index, earlier_signatures, bound, owner_of):
-    """(pairs, similarity) of these pairs (new held here) whose estimated Jaccard reaches `bound`."""
+    """(pairs, similarity) of these pairs (new held here) whose estimated Jaccard reaches `bound`: the earlier
+    signatures fetched from their holders, the new ones read here, each row once."""
     wanted, position = np.unique(pairs[:, 0], return_inverse=True)
     fetched = fetch_from_owners(ex, wanted, owner_of, earlier_index, earlier_signatures, "earlier signatures")
-    mine = positions_of(doc_index, pairs[:, 1], "earlier pairs")
-    similarity = pair_similarity(signatures, mine, fetched, position.reshape(-1))
+    mine, at = np.unique(positions_of(doc_index, pairs[:, 1], "earlier pairs"), return_inverse=True)
+    similarity = pair_similarity(signatures[mine], at.reshape(-1), fetched, position.reshape(-1))
     keep = similarity >= bound
     return pairs[keep], similarity[keep]
 
@@ -119,9 +132,9 @@ def _verify(ex, pairs, doc_index, signatures, earlier_index, earlier_signatures,
 def find_near_in_earlier(
     comm,
     doc_index: np.ndarray,
-    signatures: np.ndarray,
+    signatures: Signatures,
     earlier_index: np.ndarray,
-    earlier_signatures: np.ndarray,
+    earlier_signatures: Signatures,
     params: LSHParams,
     bound: float,
     owner_of: OwnerOf,

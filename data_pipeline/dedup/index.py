@@ -97,7 +97,6 @@ class IndexTask:
     dataset: Path
     folder: str
     docs: int
-    num_perm: int
 
     def path(self, name: str) -> Path:
         return Path(self.dataset) / INDEX_DIR / self.folder / name
@@ -105,13 +104,9 @@ class IndexTask:
     def keys(self) -> np.ndarray:
         return np.fromfile(self.path("keys.u64"), np.uint64).reshape(-1, 2)
 
-    def signatures(self) -> np.ndarray:
-        return np.fromfile(self.path("signatures.u32"), np.uint32).reshape(-1, self.num_perm)
-
 
 def open_index(dataset: Path, dedup: dict) -> list[IndexTask]:
     """The index tasks of an earlier dataset, after checking its settings against this run's `dedup` section."""
     recorded = read_manifest(dataset)
     check_settings(dataset, recorded, index_settings(dedup), need_signatures=bool(dedup["near"]))
-    num_perm = int(dedup["num_perm"]) if recorded["signatures"] else 0
-    return [IndexTask(Path(dataset), t["folder"], int(t["docs"]), num_perm) for t in recorded["tasks"]]
+    return [IndexTask(Path(dataset), t["folder"], int(t["docs"])) for t in recorded["tasks"]]

@@ -43,8 +43,9 @@ def live_rows(paths: list[Path], alive: np.ndarray, num_perm: int) -> Iterator[n
 
 
 class SignatureFiles:
-    """The signatures of one rank's live documents in the scan's files (row-major uint32, one file per task), with
-    their band keys in `folder`. Position i is the i-th True of `alive` over the files' rows in order."""
+    """The signatures of one rank's live documents in the scan's files, or of its share of an earlier dataset's
+    index (row-major uint32, one file per task), with their band keys in `folder`. Position i is the i-th True of
+    `alive` over the files' rows in order."""
 
     def __init__(self, paths: list[Path], alive: np.ndarray, params: LSHParams, folder: Path) -> None:
         self.paths, self.params, self.folder = list(paths), params, folder
@@ -53,7 +54,8 @@ class SignatureFiles:
         if int(sizes.sum()) != len(alive):
             raise ValueError(
                 f"signature files under {self.paths[0].parent.parent if self.paths else folder} hold "
-                f"{int(sizes.sum())} rows for {len(alive)} live documents; rerun the scan (delete dedup/work/)"
+                f"{int(sizes.sum())} rows for {len(alive)} live documents: incomplete or from another run; rebuild "
+                "them (the scan's: delete dedup/work/; an earlier dataset's index: rebuild that dataset)"
             )
         self.file_start = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.row_of = np.flatnonzero(alive).astype(np.int64)

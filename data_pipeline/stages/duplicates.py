@@ -6,14 +6,19 @@ rank loads the keys of its own tasks' documents and calls the dedup algorithms (
 clusters.py); it gets back the removals among its own documents and the clusters whose kept document it holds.
 Near dedup reads the signatures from the scan's files (dedup/signature_files.py: band keys written to
 dedup/work/bands-rNNNNN/ for the run, rows read per batch of pairs). Memory: 8 bytes of index, 16 of key (exact
-dedup), 8 of priority and 8 of signature row number per document of the rank's share. With --against, a new document that duplicates a kept document of an earlier
-dataset is removed first (`exact_dup_earlier`, `near_dup_earlier`; dedup/earlier.py): earlier documents always
-win, and the new documents left are deduplicated among themselves as usual.
+dedup), 8 of priority and 8 of signature row number per document of the rank's share.
+
+With --against, a new document that duplicates a kept document of an earlier dataset is removed first
+(`exact_dup_earlier`, `near_dup_earlier`; dedup/earlier.py): earlier documents always win, and the new documents
+left are deduplicated among themselves as usual. The earlier share's signatures stay in its index files, read the
+same way (band keys in dedup/work/earlier-bands-rNNNNN/): 8 bytes of index, 16 of key and 8 of row number per
+earlier document.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -23,7 +28,7 @@ from data_pipeline.dedup import earlier as earlier_dedup
 from data_pipeline.dedup import exact as exact_dedup
 from data_pipeline.dedup import lsh
 from data_pipeline.dedup.index import IndexTask
-from data_pipeline.dedup.signature_files import SignatureFiles, live_rows
+from data_pipeline.dedup.signature_files import SignatureFiles
 from data_pipeline.progress import summary
 from data_pipeline.stages.earlier import Earlier, EarlierShare, earlier_share
 from data_pipeline.stages.outputs import WORK_DIR
@@ -177,10 +182,13 @@ def find_in_earlier(
         alive = ~np.isin(doc_index, removals.all_removed())
         params = lsh_params(job.recipe)
         bound = lsh.verify_bound(params) if cfg.verify_threshold is None else float(cfg.verify_threshold)
-        result = earlier_dedup.find_near_in_earlier(
-            comm, doc_index[alive], live_signatures(job, tasks, alive), share.doc_index,
-            share.signatures(cfg.num_perm), params, bound, index.owner_of,
-        )  # fmt: skip
+        with (
+            spilled_signatures(job, tasks, alive, params) as signatures,
+            share.spilled_signatures(params, band_folder(job, "earlier-bands")) as earlier_signatures,
+        ):
+            result = earlier_dedup.find_near_in_earlier(
+                comm, doc_index[alive], signatures, share.doc_index, earlier_signatures, params, bound, index.owner_of
+            )
         removals.removed["near_dup_earlier"] = result.removed
         packed.append(result.clusters)
         removals.pairs = {"earlier_candidate_pairs": result.candidate_pairs,
@@ -206,16 +214,10 @@ def spilled_signatures(job: DedupJob, tasks: list[Task], alive: np.ndarray, para
     """Signatures of the live documents still alive, left in the scan's files; their band keys written for this
     run (removed when the caller closes it)."""
     paths = [TaskWork(job.out, t).path("signatures.u32") for t in tasks]
-    return SignatureFiles.spill(paths, alive, params, job.out / WORK_DIR / f"bands-r{job.comm.rank:05d}")
+    return SignatureFiles.spill(paths, alive, params, band_folder(job, "bands"))
 
 
-def live_signatures(job: DedupJob, tasks: list[Task], alive: np.ndarray) -> np.ndarray:
-    """Signatures of the live documents still alive, read in blocks straight into one array (no temporary
-    copy of a task's signatures, so memory is the alive signatures plus one block): dedup against earlier
-    datasets (--against) holds them in memory."""
-    paths = [TaskWork(job.out, t).path("signatures.u32") for t in tasks]
-    out = np.empty((int(alive.sum()), job.recipe.dedup.num_perm), np.uint32)
-    row = 0
-    for block in live_rows(paths, alive, job.recipe.dedup.num_perm):
-        out[row : row + len(block)], row = block, row + len(block)
-    return out
+def band_folder(job: DedupJob, name: str) -> Path:
+    """This rank's folder of band keys `name` under dedup/work/: a killed run's is overwritten by the next run's,
+    and removed with the work files (dedup.keep_work=false)."""
+    return job.out / WORK_DIR / f"{name}-r{job.comm.rank:05d}"

@@ -4,7 +4,9 @@ share of them read.
 An earlier dataset is never rescanned: its `dedup/index/` (data_pipeline/dedup/index.py) holds the exact keys,
 signatures and ids of its kept documents, one folder per task. Its tasks are spread over the ranks by document
 count (`assign_tasks`, as the input tasks are by bytes); each rank reads only its own and routes their rows to
-the key and band owners like its new documents' (dedup/earlier.py). Nothing in an earlier dataset is written.
+the key and band owners like its new documents' (dedup/earlier.py). Their signatures stay in the index files
+(dedup/signature_files.py: band keys written per band under the run's dedup/work/, rows read per batch of
+pairs). Nothing in an earlier dataset is written.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 from data_pipeline.comm import Comm, on_root
 from data_pipeline.config import PipelineConfig
 from data_pipeline.dedup.index import IndexTask, manifest_path, open_index
+from data_pipeline.dedup.lsh import LSHParams
+from data_pipeline.dedup.signature_files import SignatureFiles
 from data_pipeline.errors import PipelineError
 from data_pipeline.tasks import assign_tasks
 from infra.files import file_sha256
@@ -63,8 +67,11 @@ class EarlierShare:
     def keys(self) -> np.ndarray:
         return np.concatenate([t.keys() for t in self.tasks] or [np.zeros((0, 2), np.uint64)])
 
-    def signatures(self, num_perm: int) -> np.ndarray:
-        return np.concatenate([t.signatures() for t in self.tasks] or [np.zeros((0, num_perm), np.uint32)])
+    def spilled_signatures(self, params: LSHParams, folder: Path) -> SignatureFiles:
+        """The share's signatures left in the index files, their band keys written to `folder` for this run (the
+        caller `close`s it), as the new documents' are (stages/duplicates.py `spilled_signatures`)."""
+        paths = [t.path("signatures.u32") for t in self.tasks]
+        return SignatureFiles.spill(paths, np.ones(len(self.doc_index), bool), params, folder)
 
 
 def earlier_share(tasks: list[IndexTask], base: np.ndarray, owners: np.ndarray, rank: int) -> EarlierShare:

@@ -17,11 +17,12 @@ from support.sim_comm import run_ranks
 
 from data_pipeline.comm import LocalComm
 from data_pipeline.config import load_recipe
-from data_pipeline.dedup.index import IndexMismatch, IndexTask
+from data_pipeline.dedup.index import IndexMismatch
 from data_pipeline.dedup.lsh import planted_corpus
 from data_pipeline.markers import StageMismatch
 from data_pipeline.stages import scan
 from data_pipeline.stages.dedup import run_dedup
+from data_pipeline.stages.earlier import EarlierShare
 
 SETTINGS = ["filters.enabled=false", "workers=1"]
 
@@ -107,8 +108,9 @@ def test_one_and_three_ranks_keep_the_same_documents_and_earlier_ones_always_win
 ) -> None:
     one = dedup_against(corpora, tmp_path / "one", 1)
     read: list[str] = []
-    signatures = IndexTask.signatures
-    monkeypatch.setattr(IndexTask, "signatures", lambda self: read.append(self.folder) or signatures(self))
+    spilled = EarlierShare.spilled_signatures
+    monkeypatch.setattr(EarlierShare, "spilled_signatures",
+                        lambda self, *a: read.extend(t.folder for t in self.tasks) or spilled(self, *a))  # fmt: skip
     three = dedup_against(corpora, tmp_path / "three", 3)
     assert sorted(read) == ["t-00000", "t-00001"]  # each index task read by one rank, not by every rank
     assert kept_ids(tmp_path / "one") == kept_ids(tmp_path / "three")
