@@ -20,8 +20,8 @@ depend only on the documents, never on N.
 
 Memory: signatures of either kind are `lsh.Signatures` (in `pipeline dedup`, both left on disk:
 signature_files.py), read one band's keys at a time and the rows of a batch of pairs; an earlier document costs
-what a new one does per band (24 bytes a row, routed; the earlier rows no new row shares a key with are dropped
-before any copy of them), plus 16 bytes of exact key.
+what a new one does per band (a 24-byte row, routed; on the band key's owner, the earlier rows whose key no new
+row has are dropped before anything is copied or sorted), plus 16 bytes of exact key.
 """
 
 from __future__ import annotations
