@@ -109,7 +109,9 @@ def test_one_two_three_ranks_agree(tmp_path):
         for key in sorted(set(reports[0]) - {"ranks", "rounds", "route_peak_per_row"}):
             assert other[key] == reports[0][key], f"{key} differs between 1 and {other['ranks']} ranks"
     for report in reports[1:]:  # one rank routes nothing (no copy at all)
-        assert 48 <= report["route_peak_per_row"] <= 64, f"{report['ranks']} ranks: {report['route_peak_per_row']} B a row"
+        assert 48 <= report["route_peak_per_row"] <= 64, (
+            f"{report['ranks']} ranks: {report['route_peak_per_row']} B a row"
+        )
     first = reports[0]
     assert first["near_blocks_removed"] == first["near_removed"]
     assert first["near_blocks_clusters"] == first["near_clusters"]
