@@ -121,8 +121,9 @@ def test_same_keepers_as_the_sequential_greedy_on_any_rank_count_and_layout(case
 
 
 def check_rounds(case: str, pairs: np.ndarray, rounds: set[tuple[int, int]], records: int | None) -> None:
-    """The stated bound: at most greedy_round_bound(n) + 1 pulls (n: documents with a lower neighbour), then the
-    residual's component rounds, at most ceil(log2 n); every rank agrees. Stars and cliques settle in one pull."""
+    """The stated bound: at most greedy_round_bound + 1 pulls (of the documents with a lower neighbour, at most the
+    n documents in pairs), then the residual's component rounds, at most ceil(log2 n); every rank agrees. Stars and
+    cliques settle in one pull; a chain in keep order, exactly: one document a round, the closing pull, the rest."""
     assert len(rounds) == 1
     greedy, components = rounds.pop()
     n = len(np.unique(pairs))
