@@ -14,8 +14,8 @@ duplicate of A when A and C have nothing in common: "chaining"). `select_keepers
 independent set of the verified-pair graph in rank order: walking the documents from the lowest rank, a document
 is kept unless one of its already-kept neighbours claims it, and a removed document always belongs to a kept
 neighbour, i.e. it was verified against the very document that is kept for it. The rest of a chain forms its own
-clusters. The greedy set is unique, so any number of ranks computes the same one: components.py finds the
-connected components in a bounded number of rounds and walks each on one rank (`DedupResult.rounds`).
+clusters. The greedy set is unique, so any number of ranks computes the same one: components.py decides it in
+bounded pull rounds where the documents live and solves only the rest by components (`DedupResult.rounds`).
 """
 
 from __future__ import annotations
