@@ -1,9 +1,10 @@
-"""Near dedup on adversarial inputs over simulated ranks: component rounds, and bytes each rank receives.
+"""Near dedup on adversarial inputs over simulated ranks: keeper rounds, and bytes each rank receives.
 
 1. Rounds: chains (in keep order, zigzag, shuffled), stars, cliques, binary trees and random graphs of verified
    pairs, documents dealt round-robin over N ranks (as `assign_tasks` deals equal tasks), through
-   `select_keepers`. The anchor is what the previous keeper selection needed on the chain: one exchange round
-   per crossing of ranks along it in keep order (n - 1 when interleaved; 1,999 measured at n = 2,000).
+   `select_keepers`: its pull rounds where the documents live + the component rounds of what they left undecided.
+   The anchor is what the keeper selection before components needed on the chain: one exchange round per crossing
+   of ranks along it in keep order (n - 1 when interleaved; 1,999 measured at n = 2,000).
 2. One large cluster: M near-identical signatures (one value differs per copy) among M unrelated ones, through
    `find_near_duplicates` on N ranks; per phase, the most any rank received per cluster member and the ratio to
    the mean over ranks (1.0 = perfectly spread).
@@ -32,8 +33,8 @@ from data_pipeline.dedup.lsh import LSHParams, find_near_duplicates  # noqa: E40
 RANK_COUNTS = (1, 2, 4, 8, 16)
 
 
-def rounds_on(size: int, pairs: np.ndarray, n: int) -> tuple[int, int]:
-    """(component rounds, documents removed) of select_keepers with documents dealt round-robin."""
+def rounds_on(size: int, pairs: np.ndarray, n: int) -> tuple[str, int]:
+    """("pull rounds+component rounds", documents removed) of select_keepers with documents dealt round-robin."""
     holder = np.arange(n) % size
     keys = rank_key(np.zeros(n, np.int64))
 
@@ -45,12 +46,13 @@ def rounds_on(size: int, pairs: np.ndarray, n: int) -> tuple[int, int]:
         return select_keepers(Exchange(comm), pairs[mine], sims, index, keys[index], owner_of)
 
     results = run_ranks(size, rank)
-    return results[0].rounds, sum(len(r.removed) for r in results)
+    return f"{results[0].greedy_rounds}+{results[0].component_rounds}", sum(len(r.removed) for r in results)
 
 
 def rounds_table(nodes: int) -> None:
-    print(f"component rounds, documents dealt round-robin (log2 n = {math.log2(nodes):.1f}; guard round_bound)")
-    print(f"{'graph':<16} {'n':>6} " + " ".join(f"{'N=' + str(s):>6}" for s in RANK_COUNTS) + "  removed  before")
+    print(f"keeper rounds, pulls + components, documents dealt round-robin (log2 n = {math.log2(nodes):.1f}; pulls at "
+          f"most greedy_round_bound + 1, components guarded by round_bound)")  # fmt: skip
+    print(f"{'graph':<16} {'n':>6} " + " ".join(f"{'N=' + str(s):>7}" for s in RANK_COUNTS) + "  removed  before")
     for family in (
         "chain",
         "zigzag",
@@ -67,7 +69,7 @@ def rounds_table(nodes: int) -> None:
         runs = [rounds_on(size, pairs, n) for size in RANK_COUNTS]
         assert len({r[1] for r in runs}) == 1, f"{family}: the kept set depends on N"
         before = f"{n - 1} at N>1" if family == "chain" else "-"
-        row = " ".join(f"{r[0]:>6}" for r in runs)
+        row = " ".join(f"{r[0]:>7}" for r in runs)
         print(f"{family:<16} {len(np.unique(pairs)):>6} {row} {runs[0][1]:>8}  {before}  (guard {round_bound(n)})")
 
 
@@ -90,12 +92,12 @@ def large_cluster(members: int) -> None:
         started = time.perf_counter()
         results = run_ranks(size, rank)
         removed = sum(len(r.removed) for r in results)
-        print(f"  N={size}: {removed} removed, {results[0].rounds} component rounds, "
+        print(f"  N={size}: {removed} removed, {results[0].rounds} keeper rounds, "
               f"{results[0].verified_pairs} verified pairs, {time.perf_counter() - started:.1f} s")  # fmt: skip
         for phase in sorted({p for r in results for p in r.received_bytes}):
             got = np.array([r.received_bytes.get(phase, 0) for r in results], np.float64)
             spread = f"{got.max() / got.mean():5.2f}" if got.any() else "    -"  # nothing crossed ranks
-            print(f"    {phase:<20} max {got.max() / members:7.1f} B/member  max/mean {spread}")
+            print(f"    {phase:<24} max {got.max() / members:7.1f} B/member  max/mean {spread}")
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ class Comm(Protocol):
 
     def alltoall(self, objs: list[Any]) -> list[Any]: ...
 
-    def alltoallv_array(self, parts: list[np.ndarray]) -> np.ndarray: ...
+    def alltoallv_array(self, rows: np.ndarray, counts: np.ndarray) -> np.ndarray: ...
 
     def allreduce_sum(self, value: int | float) -> int | float: ...
 
@@ -74,10 +74,10 @@ class LocalComm:
         assert len(objs) == 1, "alltoall needs one entry per rank"
         return list(objs)
 
-    def alltoallv_array(self, parts: list[np.ndarray]) -> np.ndarray:
-        """parts[i] goes to rank i; returns the concatenation of what all ranks sent here (rank order)."""
-        assert len(parts) == 1, "alltoallv_array needs one array per rank"
-        return np.ascontiguousarray(parts[0])
+    def alltoallv_array(self, rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """rows, grouped by destination, counts[i] of them to rank i; returns what all ranks sent here (rank order)."""
+        assert len(counts) == 1 and int(counts[0]) == len(rows), "alltoallv_array needs one count per rank"
+        return np.ascontiguousarray(rows)
 
     def allreduce_sum(self, value: int | float) -> int | float:
         return value
@@ -129,21 +129,22 @@ class MPIComm:
         self._count(None, 0, others)
         return received
 
-    def alltoallv_array(self, parts: list[np.ndarray]) -> np.ndarray:
-        dtype = parts[0].dtype
-        row_shape = parts[0].shape[1:]
+    def alltoallv_array(self, rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """rows, grouped by destination, counts[i] of them to rank i, sent from their own buffer: the caller's
+        grouped copy is the only send buffer (one fewer copy of the largest arrays dedup routes)."""
+        rows = np.ascontiguousarray(rows)
+        row_shape = rows.shape[1:]
         row_items = int(np.prod(row_shape, dtype=np.int64)) if row_shape else 1
-        send = np.ascontiguousarray(np.concatenate(parts))
-        send_counts = np.array([len(p) * row_items for p in parts], dtype=np.int64)
+        send_counts = np.asarray(counts, dtype=np.int64) * row_items
         recv_counts = np.array(self.comm.alltoall(send_counts.tolist()), dtype=np.int64)
-        recv = np.empty(int(recv_counts.sum()), dtype=dtype)
-        mpi_type = self._MPI._typedict[dtype.char]
+        recv = np.empty(int(recv_counts.sum()), dtype=rows.dtype)
+        mpi_type = self._MPI._typedict[rows.dtype.char]
         self.comm.Alltoallv(
-            [send.reshape(-1), (send_counts, _displacements(send_counts)), mpi_type],
+            [rows.reshape(-1), (send_counts, _displacements(send_counts)), mpi_type],
             [recv, (recv_counts, _displacements(recv_counts)), mpi_type],
         )
-        self.bytes_sent += int(send_counts.sum() - send_counts[self.rank]) * dtype.itemsize
-        self.bytes_received += int(recv_counts.sum() - recv_counts[self.rank]) * dtype.itemsize
+        self.bytes_sent += int(send_counts.sum() - send_counts[self.rank]) * rows.dtype.itemsize
+        self.bytes_received += int(recv_counts.sum() - recv_counts[self.rank]) * rows.dtype.itemsize
         return recv.reshape((-1, *row_shape)) if row_shape else recv
 
     def allreduce_sum(self, value: int | float) -> int | float:

@@ -14,8 +14,8 @@ duplicate of A when A and C have nothing in common: "chaining"). `select_keepers
 independent set of the verified-pair graph in rank order: walking the documents from the lowest rank, a document
 is kept unless one of its already-kept neighbours claims it, and a removed document always belongs to a kept
 neighbour, i.e. it was verified against the very document that is kept for it. The rest of a chain forms its own
-clusters. The greedy set is unique, so any number of ranks computes the same one: components.py finds the
-connected components in a bounded number of rounds and walks each on one rank (`DedupResult.rounds`).
+clusters. The greedy set is unique, so any number of ranks computes the same one: components.py decides it in
+bounded pull rounds where the documents live and solves only the rest by components (`DedupResult.rounds`).
 """
 
 from __future__ import annotations
@@ -97,8 +97,7 @@ class Exchange:
         else:
             order = np.argsort(owners, kind="stable")
             counts = np.bincount(np.asarray(owners, np.int64), minlength=self.comm.size)
-            parts = np.split(rows[order], np.cumsum(counts)[:-1])
-            received = self.comm.alltoallv_array([np.ascontiguousarray(p) for p in parts])
+            received = self.comm.alltoallv_array(rows[order], counts)  # the grouped copy is the send buffer
         self.received[phase] = self.received.get(phase, 0) + int(received.nbytes)
         return received
 
@@ -221,12 +220,14 @@ def fetch_ids(
     asking = next((WindowAsk(w, owner_of, comm.size) for w in windows), None)
     while True:
         counts = asking.counts() if asking else np.zeros(comm.size, np.int64)
-        asks = comm.alltoallv_array([np.array([n, asking is not None], np.int64) for n in counts.tolist()])
+        one_each = np.ones(comm.size, np.int64)
+        busy = np.full(comm.size, asking is not None, np.int64)
+        asks = comm.alltoallv_array(np.column_stack([counts, busy]), one_each)
         asks = asks.reshape(comm.size, 2)  # per asking rank: the ids it asks of this one, whether it has a window
         if not asks[:, 1].any():
             return
         grants = grant_quota(asks[:, 0], quota, round_ % comm.size)
-        granted = comm.alltoallv_array([grants[asker : asker + 1] for asker in range(comm.size)])
+        granted = comm.alltoallv_array(grants, one_each)
         requests = asking.take(granted) if asking else [np.zeros(0, np.int64)] * comm.size
         answers = comm.alltoall([ids_at(indices) if len(indices) else b"" for indices in comm.alltoall(requests)])
         if asking and asking.receive(answers):

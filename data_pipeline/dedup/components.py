@@ -1,29 +1,43 @@
-"""Keepers of the verified-pair graph in a bounded number of exchange rounds: components first, then each one alone.
+"""Keepers of the verified-pair graph, decided where the documents live in bounded rounds; components only for the
+rest.
 
 Which documents a cluster keeps is the greedy independent set of the verified pairs in keep order (see
 clusters.py): walking the documents from the lowest-ranked, one is kept unless an already-kept neighbour claims
-it. That walk is sequential along a chain, so deciding it across ranks takes one exchange per crossing (a
-2,000-document chain dealt round-robin over ranks took 1,999 rounds). It is also local to a connected component:
-the greedy set of the graph is the union of its components' greedy sets. So:
+it. `select_keepers` decides it in three steps, none of which sends a component to one rank unless step 1 leaves it
+undecided:
 
-1. `component_labels`: the connected components of the verified pairs with Kiveris et al.'s alternating
-   large-star / small-star steps ("Connected Components in MapReduce and Beyond", SoCC 2014; the edge-list
-   algorithm behind big-graph CC jobs). Edges are grouped by the rank holding their first node (`owner_of`); a
-   step rewires every node's edges towards the smallest node it sees, never adding edges. The loop stops when the
-   edges form stars around each component's smallest document, its label. The paper proves O(log^2 n) rounds
-   (for node labels in random order). Measured here, with global indices as labels: at most ceil(log2 n) rounds
-   for n documents in pairs, exactly that on a chain in index order (11 at n = 2,000), fewer on chains in any
-   other order, spiders, grids, ladders, trees, stars and cliques, at any task layout
-   (tests/unit/test_dedup_components.py, benchmarks/bench_dedup_scaling.py). Past `round_bound(n)` = ceil(log2 n)^2
-   + 2 it raises (a bug or an input far from all of those; never a silent wait). A round is two
-   `Exchange.route` calls and one allreduce.
-2. `select_keepers`: every component's nodes (with their keep order) and verified pairs go to the rank
-   holding its label document, which walks the greedy set over all its components at once in keep order on
-   flat arrays (one pass, a numpy slice per kept document). Each removed document goes to its most similar kept
-   lower-ranked neighbour; only the removed documents' holders hear of them.
+1. Pull rounds where the documents live (greedy_rounds.py): each verified pair (u, v) stays on v's holder, which
+   asks the holders of its undecided documents' lower neighbours for their state, once per distinct neighbour; a
+   document is kept once all its lower neighbours are removed, removed once one is kept (Blelloch, Fineman and Shun,
+   SPAA 2012: exactly the sequential walk's set). A template's star or a clique of pivots settles in one round,
+   and its centre's holder receives one request per asking rank, not per member. Rounds stop when every document
+   is decided, or after `greedy_round_bound(n)` = ceil(log2 n) rounds for n documents with a lower neighbour: a
+   chain in keep order decides one document a round. Then one more pull that only removes (so no kept document
+   goes unheard), and what is still undecided is the residual.
+2. The residual, as before for the whole graph: the greedy walk over the pairs among undecided documents in keep
+   order is the rest of the answer (their other lower neighbours are all removed), and it is local to each
+   connected component. `component_labels` finds the components with Kiveris et al.'s alternating large-star /
+   small-star steps ("Connected Components in MapReduce and Beyond", SoCC 2014): edges are grouped by the rank
+   holding their first node (`owner_of`); a step rewires every node's edges towards the smallest node it sees,
+   never adding edges, until the edges form stars around each component's smallest document, its label. The paper
+   proves O(log^2 n) rounds (for labels in random order); measured here with global indices as labels, at most
+   ceil(log2 n) for n documents in pairs, exactly that on a chain in index order (11 at n = 2,000), fewer on chains
+   in any other order, spiders, grids, ladders, trees, stars and cliques, at any task layout
+   (tests/unit/test_dedup_components.py). Past `round_bound(n)` = ceil(log2 n)^2 + 2 it raises (a bug; never a
+   silent wait). A round is two `Exchange.route` calls and one allreduce. `solve_residual` then sends each
+   component's undecided documents (with their keep order) and pairs to the rank holding its label, which walks
+   all its components at once on flat arrays (one pass, a numpy slice per kept document), and tells the removed
+   documents' holders.
+3. One last pull (`assign_removed`): each removed document's holder hears the final state and keep order of its
+   lower neighbours and assigns the document to its most similar kept one (ties: the lower-ranked one). The
+   (kept, removed, similarity) rows stay there; `clusters.gather_clusters` sends them to the kept document's rank.
 
-The result depends only on the graph and the keep order, never on N or on which rank holds what. Memory on the
-rank solving a component of M documents and E pairs: 16 B per document and 24 B per pair in flat arrays.
+Rounds (`Keepers.rounds`): at most ceil(log2 n) + 1 pulls, plus the residual's component rounds (none when the pulls
+decided everything), plus the assignment pull, which is not counted; measured in tests/unit/test_dedup_keepers.py
+and benchmarks/bench_dedup_scaling.py. The result depends only on the graph and the keep order, never on N or on
+which rank holds what. Memory: a rank holds its own pairs (24 B with their similarity), 9 B more per pair and 9 B per
+document with a lower neighbour (position, state); only the residual's components are solved on one rank (16 B per
+document and 16 B per pair there).
 """
 
 from __future__ import annotations
@@ -34,6 +48,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_pipeline.dedup.clusters import Exchange, OwnerOf, positions_of, run_starts, unique_rows
+from data_pipeline.dedup.greedy_rounds import (
+    REMOVED,
+    UNDECIDED,
+    Records,
+    assign_removed,
+    close_for_residual,
+    decide_in_rounds,
+)
 
 
 def round_bound(nodes: int) -> int:
@@ -132,45 +154,71 @@ class Keepers:
     """What `select_keepers` decided, as seen by one rank."""
 
     removed: np.ndarray  # this rank's removed documents (global indices), ascending
-    assignments: tuple[np.ndarray, np.ndarray, np.ndarray]  # (kept, removed, similarity) of components solved here
-    rounds: int  # component rounds (identical on every rank)
+    assignments: tuple[np.ndarray, np.ndarray, np.ndarray]  # (kept, removed, similarity) of the removed held here
+    greedy_rounds: int  # pull rounds deciding the greedy set where the documents live (identical on every rank)
+    component_rounds: int  # component rounds of the residual (0 when the pull rounds decided everything)
+
+    @property
+    def rounds(self) -> int:
+        """Exchange rounds in all, for DedupResult.rounds."""
+        return self.greedy_rounds + self.component_rounds
+
+
+def greedy_round_bound(nodes: int) -> int:
+    """Pull rounds before what is undecided goes to the residual solve: ceil(log2 n) for n documents with a lower
+    neighbour, so the rounds stay logarithmic even on a chain in keep order (one document a round)."""
+    return math.ceil(math.log2(max(nodes, 2)))
 
 
 def select_keepers(
     ex: Exchange, pairs: np.ndarray, similarity: np.ndarray, doc_index: np.ndarray, keys: np.ndarray, owner_of: OwnerOf
 ) -> Keepers:
     """The greedy independent set in keep order of the verified pairs (u, v), u ranked below v, v held here."""
-    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    records = Records.of(np.asarray(pairs, np.int64).reshape(-1, 2))
+    bound = greedy_round_bound(int(ex.comm.allreduce_sum(len(records.nodes))))
+    greedy_rounds, undecided = decide_in_rounds(ex, records, owner_of, bound)
+    component_rounds = 0
+    if undecided:
+        residual = close_for_residual(ex, records, owner_of)
+        removed, component_rounds = solve_residual(ex, residual, records, doc_index, keys, owner_of)
+        records.finish(removed)
+        greedy_rounds += 1
+    assignments = assign_removed(ex, records, np.asarray(similarity, np.float64), doc_index, keys, owner_of)
+    return Keepers(records.nodes[records.state == REMOVED], assignments, greedy_rounds, component_rounds)
+
+
+def solve_residual(
+    ex: Exchange, pairs: np.ndarray, records: Records, doc_index: np.ndarray, keys: np.ndarray, owner_of: OwnerOf
+) -> tuple[np.ndarray, int]:
+    """(removed documents held here, component rounds) of the greedy walk over the documents still undecided and
+    the pairs (u, v) among them (v held here; a pair whose u was just removed is left out where u lives): each
+    component's undecided documents (with their keep order) and pairs go to the rank holding its smallest document,
+    which walks all its components at once; only the removed documents' holders hear of them."""
     nodes, labels, rounds = component_labels(ex, pairs, owner_of)
-    key_of_node = keys[positions_of(doc_index, nodes, "select_keepers")].view(np.int64)
-    node_rows = ex.route(np.column_stack([nodes, key_of_node]), owner_of(labels), "component nodes")
+    undecided = records.state_of(nodes) == UNDECIDED
+    key_of_node = keys[positions_of(doc_index, nodes[undecided], "solve_residual")].view(np.int64)
+    node_rows = ex.route(np.column_stack([nodes[undecided], key_of_node]), owner_of(labels[undecided]),
+                         "component nodes")  # fmt: skip
     label = labels[np.searchsorted(nodes, pairs[:, 1])] if len(nodes) else np.zeros(0, np.int64)  # u's too
-    edge_rows = np.column_stack([pairs, np.asarray(similarity, np.float64).view(np.int64)])
-    edge_rows = ex.route(edge_rows, owner_of(label), "component pairs")  # the label only routes: 24 B a pair
-    assignments = greedy_in_keep_order(node_rows[:, 0], node_rows[:, 1].view(np.uint64), edge_rows)
-    removed = ex.route(assignments[1], owner_of(assignments[1]), "decisions")
-    return Keepers(np.sort(removed), assignments, rounds)
+    pair_rows = ex.route(pairs, owner_of(label), "component pairs")  # the label only routes: 16 B a pair
+    removed = greedy_removed(node_rows[:, 0], node_rows[:, 1].view(np.uint64), pair_rows)
+    return ex.route(removed, owner_of(removed), "decisions"), rounds
 
 
-def greedy_in_keep_order(
-    nodes: np.ndarray, keys: np.ndarray, edge_rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(kept, removed, similarity) of the greedy set over whole components, from edge rows (u, v, similarity
-    bits): walk nodes by (key, index); a node no kept neighbour claimed is kept and claims its higher neighbours.
-    Each removed node goes to its most similar kept lower neighbour (ties: the lower-ranked one)."""
+def greedy_removed(nodes: np.ndarray, keys: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """The nodes the greedy walk in keep order (key, index) removes, over whole components given by their pairs
+    (a pair with an end outside `nodes` is ignored): a node no kept neighbour claimed is kept and claims its higher
+    neighbours."""
     order = np.lexsort((nodes, keys))
+    by_index = np.argsort(nodes)
     rank_of = np.empty(len(nodes), np.int64)
     rank_of[order] = np.arange(len(nodes))
-    by_index = np.argsort(nodes)
-    lower = rank_of[by_index[np.searchsorted(nodes[by_index], edge_rows[:, 0])]]
-    higher = rank_of[by_index[np.searchsorted(nodes[by_index], edge_rows[:, 1])]]
-    removed = _walk(len(nodes), lower, higher)
-    take = ~removed[lower] & removed[higher]
-    u, v, sim = lower[take], higher[take], edge_rows[take, 2].view(np.float64)
-    best = np.lexsort((u, -sim, v))
-    best = best[run_starts(v[best])]
-    by_rank = nodes[order]
-    return by_rank[u[best]], by_rank[v[best]], sim[best]
+    sorted_nodes = nodes[by_index]
+    at = np.minimum(np.searchsorted(sorted_nodes, pairs), max(len(nodes) - 1, 0))
+    inside = (sorted_nodes[at] == pairs).all(axis=1) if len(nodes) else np.zeros(len(pairs), bool)
+    ends = rank_of[by_index[at[inside]]]  # (pairs inside, 2): positions in keep order
+    removed = _walk(len(nodes), ends.min(axis=1), ends.max(axis=1))
+    return nodes[order][removed]
 
 
 def _walk(count: int, lower: np.ndarray, higher: np.ndarray) -> np.ndarray:

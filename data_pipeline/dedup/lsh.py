@@ -15,17 +15,18 @@
 3. Keepers (`components.select_keepers`): the greedy independent set of the verified-pair graph in rank
    order, so a document is removed only as a verified near duplicate of the very document kept for it; the rest
    of a chain (A~B~C with A and C unlike) forms its own clusters. Verification alone does not prevent chaining:
-   connected components of verified pairs merge chains whose ends have nothing in common. The components are
-   found first in a bounded number of rounds; each is then walked on the rank holding its smallest document.
-4. Each removed document's holder learns it from that rank; the (kept, removed, similarity) rows go to the
-   rank holding the kept document, which owns that cluster record.
+   connected components of verified pairs merge chains whose ends have nothing in common. It is decided where the
+   documents live, in at most ceil(log2 n) + 1 pull rounds (greedy_rounds.py); only what those leave undecided
+   (a long chain in keep order) is solved as components, each on the rank holding its smallest document.
+4. Each removed document's holder assigns it to its most similar kept lower neighbour; the (kept, removed,
+   similarity) rows go to the rank holding the kept document, which owns that cluster record.
 
 Memory per document beyond the signatures (4 * num_perm bytes, uint32, which `pipeline dedup` leaves on disk:
 signature_files.py): bands are processed one at a time, so the peak is one band's 64-bit keys, the (key, rank
 key, index) rows (24 bytes), their routed copy and a sort order (benchmarks/bench_dedup_memory.py). A candidate
 pair costs 16 bytes on the rank holding v, plus the signature of its pivot u when that is new to the rank's
-batch; a verified pair stays there (8 more bytes of similarity) and, while components are solved, is also held by
-the rank solving its component (components.py).
+batch; a verified pair stays there (8 more bytes of similarity, 9 of round state); only a pair left undecided
+after the pull rounds is also held by the rank solving its component (components.py).
 
 The result is identical for any number of ranks: candidates depend only on which documents share a band key,
 verification only on the two signatures, and the greedy independent set is unique.

@@ -27,6 +27,26 @@ def planted_with_exact_copies() -> list[str]:
     return texts + [texts[5], texts[70], texts[5]]
 
 
+def route_peak_per_row(comm, rows_per_rank: int = 200_000) -> float:
+    """Traced peak of one Exchange.route of 24-byte rows, a share to every rank, per row routed.
+
+    What a route must hold besides its input: the grouping order (8 B a row), the rows grouped by destination
+    (24 B, the send buffer) and the rows received (24 B: every rank sends as many as it receives here), 56 B.
+    A send buffer copied once more, as the list-of-parts interface did, is 80 B."""
+    import tracemalloc
+
+    from data_pipeline.dedup.clusters import Exchange
+
+    rows = np.arange(3 * rows_per_rank, dtype=np.int64).reshape(-1, 3)
+    owners = np.arange(rows_per_rank) % comm.size
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    Exchange(comm).route(rows, owners, "route test")
+    peak = tracemalloc.get_traced_memory()[1] - before
+    tracemalloc.stop()
+    return peak / rows_per_rank
+
+
 def run_rank(out_path: str) -> None:
     from data_pipeline.comm import get_comm
     from data_pipeline.dedup.clusters import keep_priority, owner_of_blocks
@@ -58,12 +78,14 @@ def run_rank(out_path: str) -> None:
         assert set(result.clusters.kept.tolist()) <= set(held.tolist())
     results = {"exact": exact, "near": near, "near_longest": near_longest, "near_blocks": near_blocks}
     gathered = comm.gather({k: (r.removed.tolist(), list(r.clusters.records())) for k, r in results.items()}, root=0)
+    route_peaks = comm.gather(route_peak_per_row(comm), root=0)
     if comm.rank == 0:
         report = {"ranks": comm.size, "near_counts": [near.candidate_pairs, near.verified_pairs, near.largest_cluster]}
         for key in results:
             report[f"{key}_removed"] = sorted(i for part in gathered for i in part[key][0])
             report[f"{key}_clusters"] = sorted((c for part in gathered for c in part[key][1]), key=lambda c: c["kept"])
         report["rounds"] = near.rounds
+        report["route_peak_per_row"] = max(route_peaks)
         Path(out_path).write_text(json.dumps(report, sort_keys=True))
 
 
@@ -84,8 +106,12 @@ def _run_under_mpiexec(ranks: int, tmp_path: Path) -> dict:
 def test_one_two_three_ranks_agree(tmp_path):
     reports = [_run_under_mpiexec(n, tmp_path) for n in (1, 2, 3)]
     for other in reports[1:]:
-        for key in sorted(set(reports[0]) - {"ranks", "rounds"}):
+        for key in sorted(set(reports[0]) - {"ranks", "rounds", "route_peak_per_row"}):
             assert other[key] == reports[0][key], f"{key} differs between 1 and {other['ranks']} ranks"
+    for report in reports[1:]:  # one rank routes nothing (no copy at all)
+        assert 48 <= report["route_peak_per_row"] <= 64, (
+            f"{report['ranks']} ranks: {report['route_peak_per_row']} B a row"
+        )
     first = reports[0]
     assert first["near_blocks_removed"] == first["near_removed"]
     assert first["near_blocks_clusters"] == first["near_clusters"]

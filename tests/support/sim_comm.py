@@ -57,8 +57,9 @@ class ThreadComm:
         self.log.append(("alltoall", received))
         return received
 
-    def alltoallv_array(self, parts: list[np.ndarray]) -> np.ndarray:
-        assert len(parts) == self.size
+    def alltoallv_array(self, rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        assert len(counts) == self.size and int(np.sum(counts)) == len(rows)
+        parts = np.split(np.asarray(rows), np.cumsum(counts)[:-1])
         received = np.concatenate([sent[self.rank] for sent in self._everyone(list(parts))])
         self.log.append(("alltoallv", received))
         return received

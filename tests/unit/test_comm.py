@@ -60,7 +60,7 @@ def test_a_step_written_against_comm_runs_on_one_process_and_on_simulated_ranks(
     def step(comm: Comm) -> tuple:
         root_value = on_root(comm, "root value", lambda: "from rank 0")
         total = comm.allreduce_sum(comm.rank + 1)
-        rows = comm.alltoallv_array([np.full((1, 2), comm.rank, np.int64) for _ in range(comm.size)])
+        rows = comm.alltoallv_array(np.full((comm.size, 2), comm.rank, np.int64), np.ones(comm.size, np.int64))
         return root_value, total, rows[:, 0].tolist()
 
     assert step(LocalComm()) == ("from rank 0", 1, [0])
