@@ -109,21 +109,33 @@ class Exchange:
         return received
 
 
+def ask_owners(
+    ex: Exchange, wanted: np.ndarray, owner_of: OwnerOf, answer: Callable[[np.ndarray], np.ndarray], phase: str
+) -> np.ndarray:
+    """answer(docs) on the owners of the global indices `wanted`; rows come back in the order of `wanted`.
+
+    A request is (doc, asking rank), 16 B; an answer is answer's row alone: `Exchange.route` keeps each rank's rows
+    in order and concatenates by source rank, so the answers come back in the order the requests went out."""
+    wanted = np.asarray(wanted, np.int64)
+    owners = owner_of(wanted)
+    asker = np.full(len(wanted), ex.comm.rank, np.int64)
+    requests = ex.route(np.column_stack([wanted, asker]), owners, f"{phase} requests")
+    answers = ex.route(answer(requests[:, 0]), requests[:, 1], phase)
+    in_order = np.empty_like(answers)
+    in_order[np.argsort(owners, kind="stable")] = answers
+    return in_order
+
+
 def fetch_from_owners(
     ex: Exchange, wanted: np.ndarray, owner_of: OwnerOf, doc_index: np.ndarray, table: np.ndarray, phase: str
 ) -> np.ndarray:
-    """Rows of `table` (row-aligned with each rank's `doc_index`) for the global indices `wanted`, from their owners.
+    """Rows of `table` (row-aligned with each rank's `doc_index`) for the global indices `wanted`, from their owners:
+    only requested rows travel."""
 
-    The requests go to the owners, the rows come back to the asking rank: only requested rows travel.
-    """
-    wanted = np.asarray(wanted, np.int64)
-    sender = np.full(len(wanted), ex.comm.rank, np.int64)
-    requests = ex.route(np.column_stack([wanted, sender]), owner_of(wanted), f"{phase} requests")
-    rows = np.ascontiguousarray(table[positions_of(doc_index, requests[:, 0], "fetch_from_owners")])
-    answered = ex.route(requests[:, 0], requests[:, 1], f"{phase} requests")
-    answers = ex.route(rows, requests[:, 1], phase)
-    order = np.argsort(answered, kind="stable")
-    return answers[order[np.searchsorted(answered[order], wanted)]]
+    def rows(docs: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(table[positions_of(doc_index, docs, "fetch_from_owners")])
+
+    return ask_owners(ex, wanted, owner_of, rows, phase)
 
 
 def positions_of(doc_index: np.ndarray, requested: np.ndarray, where: str) -> np.ndarray:
@@ -218,9 +230,9 @@ def fetch_ids(
     """
     windows, round_ = iter(windows), 0
     asking = next((WindowAsk(w, owner_of, comm.size) for w in windows), None)
+    one_each = np.ones(comm.size, np.int64)  # one row from and to every rank
     while True:
         counts = asking.counts() if asking else np.zeros(comm.size, np.int64)
-        one_each = np.ones(comm.size, np.int64)
         busy = np.full(comm.size, asking is not None, np.int64)
         asks = comm.alltoallv_array(np.column_stack([counts, busy]), one_each)
         asks = asks.reshape(comm.size, 2)  # per asking rank: the ids it asks of this one, whether it has a window

@@ -8,7 +8,7 @@ record (its state and its pairs to lower neighbours) stays on its own holder; no
 The rule (Blelloch, Fineman and Shun, "Greedy sequential maximal independent set and matching are parallel on
 average", SPAA 2012): a document is kept once all its lower neighbours are removed (at once when it has none),
 removed once one of them is kept. Deciding in rounds by that rule gives exactly the sequential walk's set. A round
-is a pull: each rank asks the holders of the distinct lower neighbours of its undecided documents for their state,
+is a pull (`clusters.ask_owners`): each rank asks the holders of the distinct lower neighbours of its undecided documents for their state,
 each once per asking rank (a star's centre is asked by N ranks, not M documents), and a holder answers from its
 records (a document without one has no lower neighbour: kept). A star or a clique of pivots settles in one round;
 a chain in keep order decides one document a round, which is why the caller bounds the rounds and solves what is
@@ -17,12 +17,11 @@ left another way (`close_for_residual`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from data_pipeline.dedup.clusters import Exchange, OwnerOf, positions_of, run_starts
+from data_pipeline.dedup.clusters import Exchange, OwnerOf, ask_owners, positions_of, run_starts
 
 UNDECIDED, KEPT, REMOVED = 0, 1, 2  # int8 states
 
@@ -76,26 +75,11 @@ class Records:
         self.state[self.state == UNDECIDED] = KEPT
 
 
-def pull(ex: Exchange, wanted: np.ndarray, owner_of: OwnerOf, answer: Callable[[np.ndarray], np.ndarray],
-         phase: str) -> np.ndarray:  # fmt: skip
-    """answer(docs) of the distinct documents `wanted`, asked of their holders; rows in the order of `wanted`.
-
-    A request is (doc, asking rank), 16 B; an answer is answer's row alone: `Exchange.route` keeps each rank's rows
-    in order and concatenates by source rank, so the answers come back in the order the requests went out."""
-    owners = owner_of(wanted)
-    asker = np.full(len(wanted), ex.comm.rank, np.int64)
-    requests = ex.route(np.column_stack([wanted, asker]), owners, f"{phase} requests")
-    answers = ex.route(answer(requests[:, 0]), requests[:, 1], phase)
-    in_order = np.empty_like(answers)
-    in_order[np.argsort(owners, kind="stable")] = answers
-    return in_order
-
-
 def pull_round(ex: Exchange, records: Records, owner_of: OwnerOf) -> None:
     """Hear the current state of every open pair's u (each distinct u asked once by this rank)."""
     asking = records.open_pairs()
     wanted, at = np.unique(records.pairs[asking, 0], return_inverse=True)
-    records.heard[asking] = pull(ex, wanted, owner_of, records.state_of, "greedy states")[at.reshape(-1)]
+    records.heard[asking] = ask_owners(ex, wanted, owner_of, records.state_of, "greedy states")[at.reshape(-1)]
 
 
 def decide_in_rounds(ex: Exchange, records: Records, owner_of: OwnerOf, bound: int) -> tuple[int, int]:
@@ -134,7 +118,7 @@ def assign_removed(
         return np.column_stack([records.state_of(docs), keys[positions_of(doc_index, docs, "assign_removed")]
                                 .view(np.int64)])  # fmt: skip
 
-    answers = pull(ex, wanted, owner_of, state_and_key, "keeper states")[at.reshape(-1)]
+    answers = ask_owners(ex, wanted, owner_of, state_and_key, "keeper states")[at.reshape(-1)]
     kept = answers[:, 0] == KEPT
     u, v, sim, key = u[kept], v[kept], sim[kept], answers[kept, 1].view(np.uint64)
     best = np.lexsort((u, key, -sim, v))
