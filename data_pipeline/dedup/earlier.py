@@ -26,6 +26,8 @@ row has are dropped before anything is copied or sorted), plus 16 bytes of exact
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from data_pipeline.dedup.clusters import (
@@ -39,7 +41,7 @@ from data_pipeline.dedup.clusters import (
     unique_rows,
 )
 from data_pipeline.dedup.exact import DedupResult, exact_result, largest_cluster
-from data_pipeline.dedup.lsh import BUCKET_PIVOTS, VERIFY_BATCH_PAIRS, LSHParams, Signatures, pair_similarity
+from data_pipeline.dedup.lsh import BUCKET_PIVOTS, LSHParams, Signatures, pair_similarity, verify_in_batches
 
 EARLIER, NEW = 0, 1  # the side column: earlier rows sort first in a run
 
@@ -118,15 +120,21 @@ def earlier_candidates(
     return unique_rows(ex.route(pairs, owner_of(pairs[:, 1]), "earlier candidate pairs").reshape(-1, 2))
 
 
-def _verify(ex, pairs, doc_index, signatures, earlier_index, earlier_signatures, bound, owner_of):
-    """(pairs, similarity) of these pairs (new held here) whose estimated Jaccard reaches `bound`: the earlier
-    signatures fetched from their holders, the new ones read here, each row once."""
+def _similarity(
+    ex: Exchange,
+    pairs: np.ndarray,
+    doc_index: np.ndarray,
+    signatures: Signatures,
+    earlier_index: np.ndarray,
+    earlier_signatures: Signatures,
+    owner_of: OwnerOf,
+) -> np.ndarray:
+    """Estimated Jaccard of these (earlier, new) pairs, new held here: the earlier signatures fetched from their
+    holders, the new ones read here, each row once."""
     wanted, position = np.unique(pairs[:, 0], return_inverse=True)
     fetched = fetch_from_owners(ex, wanted, owner_of, earlier_index, earlier_signatures, "earlier signatures")
     mine, at = np.unique(positions_of(doc_index, pairs[:, 1], "earlier pairs"), return_inverse=True)
-    similarity = pair_similarity(signatures[mine], at.reshape(-1), fetched, position.reshape(-1))
-    keep = similarity >= bound
-    return pairs[keep], similarity[keep]
+    return pair_similarity(signatures[mine], at.reshape(-1), fetched, position.reshape(-1))
 
 
 def find_near_in_earlier(
@@ -140,15 +148,14 @@ def find_near_in_earlier(
     owner_of: OwnerOf,
 ) -> DedupResult:
     """The new documents held here that are verified near duplicates of an earlier document; each is removed for
-    its most similar earlier one (ties: the lower index). Verified in batches of VERIFY_BATCH_PAIRS pairs, so
-    the fetched signatures stay bounded; every rank takes part in as many batches as the busiest one."""
+    its most similar earlier one (ties: the lower index). Verified in batches (`lsh.verify_in_batches`), so the
+    fetched signatures stay bounded."""
     ex = Exchange(comm)
     pairs = earlier_candidates(ex, doc_index, signatures, earlier_index, earlier_signatures, params, owner_of)
-    batches = max(comm.allgather(-(-len(pairs) // VERIFY_BATCH_PAIRS)))
-    batch = [pairs[i * VERIFY_BATCH_PAIRS : (i + 1) * VERIFY_BATCH_PAIRS] for i in range(batches)]
-    args = (doc_index, signatures, earlier_index, earlier_signatures, bound, owner_of)
-    verified = [_verify(ex, b, *args) for b in batch] or [(pairs, np.zeros(0))]
-    found, similarity = np.concatenate([v[0] for v in verified]), np.concatenate([v[1] for v in verified])
+    similarity_of = functools.partial(_similarity, ex, doc_index=doc_index, signatures=signatures,
+                                      earlier_index=earlier_index, earlier_signatures=earlier_signatures,
+                                      owner_of=owner_of)  # fmt: skip
+    found, similarity = verify_in_batches(ex, pairs, similarity_of, bound)
     best = np.lexsort((found[:, 0], -similarity, found[:, 1]))
     best = best[run_starts(found[best, 1])]
     kept, removed, similarity = found[best, 0], found[best, 1], similarity[best]

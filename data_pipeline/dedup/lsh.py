@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -262,17 +263,18 @@ def candidate_similarity(
 
 
 def verify_in_batches(
-    ex: Exchange, pairs: np.ndarray, doc_index: np.ndarray, signatures: Signatures, bound: float, owner_of: OwnerOf
+    ex: Exchange, pairs: np.ndarray, similarity_of: Callable[[np.ndarray], np.ndarray], bound: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(pairs, similarity) of this rank's candidate pairs whose estimated Jaccard reaches `bound`, compared in
-    batches of VERIFY_BATCH_PAIRS pairs, so the signatures read and fetched stay bounded; every rank takes part in
-    as many batches as the busiest one. The verified pairs are moved to the front of `pairs` and returned as a
-    view of it: only the candidates' count is needed afterwards, and a copy would cost 16 B per pair."""
+    """(pairs, similarity) of this rank's candidate pairs whose estimated Jaccard (`similarity_of(batch)`) reaches
+    `bound`, compared in batches of VERIFY_BATCH_PAIRS pairs, so the signatures read and fetched stay bounded; every
+    rank takes part in as many batches as the busiest one (similarity_of may be collective). The verified pairs are
+    moved to the front of `pairs` and returned as a view of it: only the candidates' count is needed afterwards,
+    and a copy would cost 16 B per pair."""
     batches = max(ex.comm.allgather(-(-len(pairs) // VERIFY_BATCH_PAIRS)))
     verified, similarity = 0, [np.zeros(0, np.float64)]
     for start in range(0, batches * VERIFY_BATCH_PAIRS, VERIFY_BATCH_PAIRS):
         batch = pairs[start : start + VERIFY_BATCH_PAIRS]
-        batch_similarity = candidate_similarity(ex, batch, doc_index, signatures, owner_of)
+        batch_similarity = similarity_of(batch)
         keep = batch_similarity >= bound
         pairs[verified : verified + int(keep.sum())] = batch[keep]  # batch[keep] is a copy: no overlap
         verified += int(keep.sum())
@@ -306,7 +308,9 @@ def find_near_duplicates(
     ex, keys = Exchange(comm), rank_key(priority)
     pairs = candidate_pairs(ex, doc_index, keys, signatures, params, owner_of)
     bound = verify_bound(params) if verify_threshold is None else float(verify_threshold)
-    verified, similarity = verify_in_batches(ex, pairs, doc_index, signatures, bound, owner_of)
+    similarity_of = functools.partial(candidate_similarity, ex, doc_index=doc_index, signatures=signatures,
+                                      owner_of=owner_of)  # fmt: skip
+    verified, similarity = verify_in_batches(ex, pairs, similarity_of, bound)
     keepers = select_keepers(ex, verified, similarity, doc_index, keys, owner_of)
     clusters = gather_clusters(ex, "near", *keepers.assignments, owner_of)
     return DedupResult(
