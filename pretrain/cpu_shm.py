@@ -15,7 +15,6 @@ port. A rank killed before the barrier still leaves its segment; a later job on 
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -30,10 +29,7 @@ def segment_name(rank: int, env: dict[str, str] | os._Environ[str] = os.environ)
     return f"{SEGMENT_PREFIX}_{os.getuid()}_{env.get('MASTER_ADDR', '')}_{env.get('MASTER_PORT', '')}_{rank}"
 
 
-def release_segments() -> bool:
-    """After a barrier, unlink this rank's segment; True when there was one (a job whose ranks share one machine)."""
+def release_segments() -> None:
+    """After a barrier, unlink this rank's segment (there is none when the ranks span several machines)."""
     dist.barrier()  # every rank has mapped every segment once all have left init_distributed
-    with contextlib.suppress(FileNotFoundError):  # ranks on several machines: the op made no segment
-        (SHM_DIR / segment_name(dist.get_rank())).unlink()
-        return True
-    return False
+    (SHM_DIR / segment_name(dist.get_rank())).unlink(missing_ok=True)

@@ -82,9 +82,6 @@ class SignatureFiles:
             raise ValueError(f"SignatureFiles: band keys were written for {self.params}, asked for {params}")
         return np.fromfile(self.band_path(band), np.uint64)
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __getitem__(self, positions: np.ndarray) -> np.ndarray:
         """The signatures at these positions (any order, repeats allowed), read block by block in file order."""
         rows = self.row_of[np.asarray(positions, np.int64)]
